@@ -1,0 +1,202 @@
+"""Configuration: a YAML file plus ``SDCADM_<KEY>`` environment overrides.
+
+The file is ``$SDCADM_CONFIG`` or ``/etc/sdcadm/sdcadm.yaml``. Every key can
+be overridden by an environment variable named ``SDCADM_`` + the key path in
+upper case with ``_`` between levels (``agent.port`` -> ``SDCADM_AGENT_PORT``);
+its value is parsed as YAML scalar (so ``5``, ``1.5``, ``true`` keep their
+types). Unknown keys and wrong types are errors naming the source, the key and
+what was expected; all problems are reported together.
+"""
+
+import os
+from pathlib import Path
+
+from sdcadm.errors import ConfigError
+
+DEFAULT_PATH = "/etc/sdcadm/sdcadm.yaml"
+ENV_PATH = "SDCADM_CONFIG"
+# Environment variables that start with SDCADM_ but are not configuration keys.
+NOT_KEYS = {"SDCADM_CONFIG", "SDCADM_LAB"}
+
+_OPT_STR = (str, type(None))
+
+# key -> (types, default, help). Nested dicts are sections.
+SPEC = {
+    "server_uuid": (_OPT_STR, None, "this server's UUID"),
+    "hostname": (_OPT_STR, None, "this server's hostname"),
+    "root": (str, "/", "root directory for this server's files (the lab gives each server its own)"),
+    "catalog": (_OPT_STR, None, "core-services catalog file; default: the packaged one"),
+    "log_dir": (str, "/var/log/sdcadm", "where procedures write their logs"),
+    "restore_data_dir": (str, "/var/sdcadm/svc-restore-data", "where restore data is kept"),
+    "image_source": (str, "/var/sdcadm/images", "directory holding <uuid>.json and <uuid>.file of images"),
+    "store": {
+        "backend": (str, "sqlite", "sqlite | etcd"),
+        "path": (str, "/var/sdcadm/dc.sqlite", "sqlite: the database file"),
+        "etcd_endpoints": (list, [], "etcd: list of http://host:port"),
+        "timeout": ((int, float), 5.0, "seconds to wait for the store"),
+    },
+    "agent": {
+        "listen": (str, "127.0.0.1", "address the agent's HTTP API binds to"),
+        "port": (int, 5309, "port of the agent's HTTP API"),
+        "token_file": (str, "/etc/sdcadm/agent-token", "file holding the bearer token"),
+        "heartbeat_interval": ((int, float), 5.0, "seconds between heartbeats"),
+        "heartbeat_timeout": ((int, float), 15.0, "a server is unreachable after this many seconds without heartbeat"),
+        "reconcile_interval": ((int, float), 1.0, "seconds between instance supervisor passes"),
+        "instance_port": (int, 8080, "port instances' HTTP endpoints listen on"),
+        "cache_file": (_OPT_STR, None, "local cache of the last DC state seen; default <root>/var/sdcadm/agent-cache.json"),
+    },
+    "ssh": {
+        "port": (int, 22, "sshd port on every server"),
+        "user": (str, "root", "user to log in as"),
+        "identity": (_OPT_STR, None, "private key file"),
+        "known_hosts": (str, "/etc/sdcadm/known_hosts", "known_hosts file; host keys are never auto-accepted"),
+        "connect_timeout": ((int, float), 10.0, "seconds"),
+    },
+}
+
+
+class Section:
+    """Attribute access over a dict of already-checked values."""
+
+    def __init__(self, values):
+        self._values = values
+
+    def __getattr__(self, name):
+        try:
+            value = self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return Section(value) if isinstance(value, dict) else value
+
+    def get(self, dotted, default=None):
+        node = self._values
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def to_dict(self):
+        return _copy(self._values)
+
+
+class Config(Section):
+    def __init__(self, values, path):
+        super().__init__(values)
+        self.path = path
+
+    def under_root(self, path):
+        """A configured absolute path, placed under this server's ``root``."""
+        return str(Path(self.root) / str(path).lstrip("/")) if self.root != "/" else str(path)
+
+
+def _copy(values):
+    return {k: _copy(v) if isinstance(v, dict) else v for k, v in values.items()}
+
+
+def _defaults(spec):
+    return {k: _defaults(v) if isinstance(v, dict) else _copy_default(v[1]) for k, v in spec.items()}
+
+
+def _copy_default(value):
+    return list(value) if isinstance(value, list) else value
+
+
+def _type_name(types):
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
+             list: "a list", type(None): "null"}
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_value(value, types):
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # bool is an int in Python; not in configuration
+    return isinstance(value, types)
+
+
+def merge(spec, doc, source, prefix="", out=None, problems=None):
+    """Check ``doc`` against ``spec`` and merge it into ``out``; collect problems."""
+    out = _defaults(spec) if out is None else out
+    problems = [] if problems is None else problems
+    if not isinstance(doc, dict):
+        problems.append(f"{source}: {prefix or 'top level'}: expected a mapping, got {type(doc).__name__}")
+        return out, problems
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if key not in spec:
+            known = ", ".join(f"{prefix}{k}" for k in spec)
+            problems.append(f"{source}: unknown key {name!r} (known: {known})")
+        elif isinstance(spec[key], dict):
+            merge(spec[key], value, source, f"{name}.", out[key], problems)
+        elif not _check_value(value, spec[key][0]):
+            problems.append(f"{source}: key {name!r} must be {_type_name(spec[key][0])}, got {value!r}")
+        else:
+            out[key] = value
+    return out, problems
+
+
+def env_keys(spec=SPEC, prefix=""):
+    """Map every SDCADM_* variable name to the key path it overrides."""
+    table = {}
+    for key, value in spec.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            table.update(env_keys(value, f"{path}."))
+        else:
+            table["SDCADM_" + path.replace(".", "_").upper()] = path
+    return table
+
+
+def env_overrides(environ):
+    """A nested document of the overrides found in ``environ``, and problems."""
+    import yaml
+
+    table, doc, problems = env_keys(), {}, []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith("SDCADM_") or name in NOT_KEYS:
+            continue
+        if name not in table:
+            problems.append(f"environment: {name} is not a configuration key "
+                            f"(known: {', '.join(sorted(table))})")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node, parts = doc, table[name].split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return doc, problems
+
+
+def load_config(path=None, environ=None):
+    """Load the configuration; raise ConfigError listing every problem."""
+    import yaml
+
+    environ = os.environ if environ is None else environ
+    explicit = path or environ.get(ENV_PATH)
+    path = Path(explicit or DEFAULT_PATH)
+    doc = {}
+    if path.exists():
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(path, [f"not valid YAML: {e}"]) from None
+        except OSError as e:
+            raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
+    elif explicit:
+        raise ConfigError(path, ["file does not exist"],
+                          hint=f"create it, or unset {ENV_PATH} to use {DEFAULT_PATH}")
+    values, problems = merge(SPEC, doc, str(path))
+    overrides, env_problems = env_overrides(environ)
+    problems += env_problems
+    values, problems = merge(SPEC, overrides, "environment", out=values, problems=problems)
+    if values["store"]["backend"] not in ("sqlite", "etcd"):
+        problems.append(f"{path}: key 'store.backend' must be sqlite or etcd, "
+                        f"got {values['store']['backend']!r}")
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(values, str(path))

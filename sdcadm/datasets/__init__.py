@@ -1,0 +1,4 @@
+"""Delegate datasets (zfs and plain-directory backends).
+
+Not built yet: lands with the restore-data issue (DESIGN section 4).
+"""

@@ -1,0 +1,1 @@
+"""Sources of the lab workload (run inside instances, stdlib only)."""

@@ -1,0 +1,109 @@
+"""The lab's workload: a tiny HTTP service standing in for a core service.
+
+Standard library only: it runs inside an instance root, started by the agent
+from the image manifest's command. Environment (set by the agent):
+
+  SDC_INSTANCE_IP, SDC_INSTANCE_PORT   where to listen
+  SDC_INSTANCE_UUID, SDC_INSTANCE_ALIAS, SDC_INSTANCE_SERVICE
+  SDC_INSTANCE_DATA                    the delegate dataset directory ("" if none)
+
+GET /ping -> 200 JSON identity. PUT /data/KEY stores the body durably (temp
+file, fsync, rename, fsync of the directory) before answering 201; GET
+/data/KEY returns it; GET /data lists keys. Without a delegate dataset the
+/data routes answer 501, so a test cannot mistake a stateless service for a
+stateful one.
+"""
+
+import json
+import os
+import re
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_BODY = 16 * 1024 * 1024
+
+ENV = {k: os.environ.get("SDC_INSTANCE_" + k.upper(), "")
+       for k in ("ip", "port", "uuid", "alias", "service", "data")}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "sdcadm-workload/1"
+
+    def log_message(self, fmt, *args):  # quiet: the agent keeps our stdout as the log
+        pass
+
+    def _send(self, code, body, ctype="application/json"):
+        if not isinstance(body, bytes):
+            body = (json.dumps(body) + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _key(self):
+        parts = self.path.split("?", 1)[0].split("/")
+        if len(parts) != 3 or parts[1] != "data":
+            return None
+        return parts[2] if KEY_RE.match(parts[2]) and ".." not in parts[2] else False
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path == "/ping":
+            return self._send(200, {"ok": True, "uuid": ENV["uuid"], "alias": ENV["alias"],
+                                    "service": ENV["service"], "pid": os.getpid()})
+        if not ENV["data"] and path.startswith("/data"):
+            return self._send(501, {"error": "this service has no delegate dataset"})
+        if path == "/data":
+            return self._send(200, sorted(n for n in os.listdir(ENV["data"]) if KEY_RE.match(n)))
+        key = self._key()
+        if not key:
+            return self._send(400 if key is False else 404, {"error": "bad path"})
+        try:
+            with open(os.path.join(ENV["data"], key), "rb") as f:
+                return self._send(200, f.read(), "application/octet-stream")
+        except FileNotFoundError:
+            return self._send(404, {"error": f"no key {key}"})
+
+    def do_PUT(self):
+        if not ENV["data"]:
+            return self._send(501, {"error": "this service has no delegate dataset"})
+        key = self._key()
+        if not key:
+            return self._send(400, {"error": "PUT /data/KEY with KEY of [A-Za-z0-9._-]"})
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self._send(411, {"error": "Content-Length required"})
+        if not 0 <= length <= MAX_BODY:
+            return self._send(413, {"error": f"body over {MAX_BODY} bytes"})
+        body = self.rfile.read(length)
+        final = os.path.join(ENV["data"], key)
+        tmp = os.path.join(ENV["data"], f".{key}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+        dfd = os.open(ENV["data"], os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return self._send(201, {"key": key, "bytes": len(body)})
+
+
+def main():
+    server = ThreadingHTTPServer((ENV["ip"] or "127.0.0.1", int(ENV["port"] or 8080)), Handler)
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The DC model: plain dataclasses, no I/O.
+
+Every record converts to and from a JSON-able dict (``to_dict`` /
+``from_dict``); the JSON Schemas in ``sdcadm/schemas/`` describe those dicts.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+
+SERVER_RUNNING = "running"
+SERVER_UNREACHABLE = "unreachable"
+SERVER_UNKNOWN = "unknown"
+
+INSTANCE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed")
+TASK_STATES = ("queued", "running", "succeeded", "failed")
+
+
+class _Record:
+    @classmethod
+    def from_dict(cls, data):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class Server(_Record):
+    uuid: str
+    hostname: str
+    admin_ip: str
+    headnode: bool = False
+    setup: bool = True
+    boot_platform: str = ""
+    current_platform: str = ""
+    last_heartbeat: float = 0.0
+    fenced: bool = False
+    agent_port: int = 0
+    # Derived from last_heartbeat at read time (see status_of); stored "unknown".
+    status: str = SERVER_UNKNOWN
+
+    @property
+    def agent_url(self):
+        return f"http://{self.admin_ip}:{self.agent_port}" if self.agent_port else None
+
+
+@dataclass
+class Service(_Record):
+    name: str
+    image: str = ""          # image uuid
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Instance(_Record):
+    uuid: str
+    alias: str
+    service: str
+    server_uuid: str
+    image: str
+    admin_ip: str
+    port: int = 0
+    generation: int = 1
+    delegate_dataset: bool = False
+    state: str = "provisioning"
+    params: dict = field(default_factory=dict)
+
+    @property
+    def url(self):
+        return f"http://{self.admin_ip}:{self.port}"
+
+
+@dataclass
+class Image(_Record):
+    uuid: str
+    name: str
+    version: str
+    sha256: str
+    size: int = 0
+    origin: str | None = None
+
+
+@dataclass
+class Network(_Record):
+    name: str
+    cidr: str
+    # ip -> owner uuid (a server or an instance)
+    allocations: dict = field(default_factory=dict)
+    # ip -> reason, never handed out by allocate
+    reservations: dict = field(default_factory=dict)
+
+
+@dataclass
+class Task(_Record):
+    uuid: str
+    name: str
+    state: str = "queued"
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    steps: list = field(default_factory=list)
+    error: str | None = None
+
+
+def status_of(server, now, timeout):
+    """A server is running while its last heartbeat is younger than ``timeout``."""
+    if server.last_heartbeat and now - server.last_heartbeat <= timeout:
+        return SERVER_RUNNING
+    return SERVER_UNREACHABLE
+
+
+def server_flags(server, primary_uuid=None):
+    """The FLAGS column: S setup, H headnode, P primary, B boot!=current, F fenced."""
+    flags = ""
+    flags += "S" if server.setup else "-"
+    flags += "H" if server.headnode else "-"
+    flags += "P" if primary_uuid and server.uuid == primary_uuid else "-"
+    mismatch = server.boot_platform and server.boot_platform != server.current_platform
+    flags += "B" if mismatch else "-"
+    flags += "F" if server.fenced else "-"
+    return flags
