@@ -86,8 +86,15 @@ class Config(Section):
         self.path = path
 
     def under_root(self, path):
-        """A configured absolute path, placed under this server's ``root``."""
-        return str(Path(self.root) / str(path).lstrip("/")) if self.root != "/" else str(path)
+        """A configured absolute path, placed under this server's ``root``.
+
+        Idempotent: a path already inside the root is returned unchanged, so
+        the lab can write full paths into a server's config.
+        """
+        root, path = Path(self.root), Path(str(path))
+        if self.root == "/" or path == root or root in path.parents:
+            return str(path)
+        return str(root / str(path).lstrip("/"))
 
 
 def _copy(values):
@@ -121,7 +128,7 @@ def merge(spec, doc, source, prefix="", out=None, problems=None):
     out = _defaults(spec) if out is None else out
     problems = [] if problems is None else problems
     if not isinstance(doc, dict):
-        problems.append(f"{source}: {prefix or 'top level'}: expected a mapping, got {type(doc).__name__}")
+        problems.append(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {type(doc).__name__}")
         return out, problems
     for key, value in doc.items():
         name = f"{prefix}{key}"

@@ -1,0 +1,48 @@
+"""JSON-lines logging for the agent: one object per line, on stderr.
+
+Every record carries the time, level, logger, message and this server's
+UUID, plus whatever was passed in ``extra=`` (``instance``, ``alias``,
+``event``, ``error``, ...), so a log can be filtered with ``jq``.
+"""
+
+import json
+import logging
+import sys
+import time
+
+# Attributes every LogRecord has; anything else came from ``extra=``.
+_STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, server_uuid):
+        super().__init__()
+        self.server_uuid = server_uuid
+
+    def format(self, record):
+        doc = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "server_uuid": self.server_uuid,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, sort_keys=False)
+
+
+def setup_logging(server_uuid, stream=None, level=logging.INFO):
+    """Send every ``sdcadm`` logger's records to ``stream`` as JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(server_uuid))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

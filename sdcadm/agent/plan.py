@@ -1,0 +1,139 @@
+"""Reconcile planning: what the supervisor should do, as a pure function.
+
+The supervisor gathers facts (the instances the store assigns to this server,
+what it knows locally, where the missing ones went) and asks ``plan()`` for a
+list of actions; ``state_updates()`` then says which states to write back.
+Neither touches a file, a process or the store, so both are unit-tested with
+plain data.
+"""
+
+import json
+from dataclasses import dataclass
+
+from sdcadm.model import Instance
+
+MISSING = object()
+
+
+@dataclass(frozen=True)
+class Local:
+    """What the agent knows about one instance on this server."""
+
+    uuid: str
+    generation: int = 0
+    # runtime_key() of the provisioned payload; None when not (fully) provisioned
+    spec: tuple | None = None
+    alive: bool = False
+    # alive and our own child (False: a stale process left by a previous agent)
+    child: bool = False
+    state: str = "provisioning"
+    # backoff: do not provision or start before this time
+    not_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class Provision:
+    """Install the image and lay out zones/<uuid> (stopping the process first)."""
+
+    instance: Instance
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start the instance's process; ``replace_stale``: stop a previous agent's first."""
+
+    instance: Instance
+    replace_stale: bool = False
+
+
+@dataclass(frozen=True)
+class Record:
+    """Same runtime, newer generation: rewrite instance.json, keep running."""
+
+    instance: Instance
+
+
+@dataclass(frozen=True)
+class Destroy:
+    """The instance is gone from the store: stop it and remove zones/<uuid>."""
+
+    uuid: str
+
+
+@dataclass(frozen=True)
+class Depose:
+    """The instance now belongs to another server: stop it, keep its zone aside."""
+
+    uuid: str
+    owner: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class SetState:
+    """Write the instance's state to the store."""
+
+    instance: Instance
+    state: str
+
+
+def runtime_key(instance):
+    """What, when it changes, needs the instance re-provisioned and restarted."""
+    if isinstance(instance, dict):
+        instance = Instance.from_dict(instance)
+    return (instance.alias, instance.service, instance.image, instance.admin_ip,
+            instance.port, bool(instance.delegate_dataset),
+            json.dumps(instance.params, sort_keys=True))
+
+
+def plan(desired, local, me, *, now, elsewhere=None, may_start=True):
+    """Actions that bring this server to the store's view.
+
+    desired:   Instances the store assigns to ``me`` (or the cached copy).
+    local:     {uuid: Local} for every instance this server knows of.
+    elsewhere: {uuid: Instance or None} for local uuids not in ``desired``,
+               as the store has them now (None: deleted). A uuid left out is
+               unknown (store unreachable) and is left alone.
+    may_start: False while ownership is not confirmed (store not reached yet,
+               lease expired, server fenced): nothing is provisioned or started.
+    """
+    elsewhere = {} if elsewhere is None else elsewhere
+    mine = {d.uuid: d for d in desired if d.server_uuid == me}
+    first, then = [], []
+    for uuid in sorted(set(local) - set(mine)):
+        where = elsewhere.get(uuid, MISSING)
+        if where is MISSING:
+            continue
+        if where is None:
+            first.append(Destroy(uuid))
+        elif where.server_uuid != me:
+            first.append(Depose(uuid, where.server_uuid, where.generation))
+    for d in desired:
+        if d.uuid in mine:
+            then += _plan_one(d, local.get(d.uuid), now, may_start)
+    return first + then
+
+
+def _plan_one(d, here, now, may_start):
+    if here is None or here.spec is None or here.spec != runtime_key(d):
+        if may_start and (here is None or now >= here.not_before):
+            return [Provision(d), Start(d)]
+        return []
+    actions = [Record(d)] if here.generation != d.generation else []
+    if (here.alive and here.child) or not may_start:
+        return actions
+    if here.alive:  # a previous agent's process: ours must run in our process group
+        return actions + [Start(d, replace_stale=True)]
+    if now >= here.not_before:
+        return actions + [Start(d)]
+    return actions
+
+
+def state_updates(desired, local, me):
+    """SetState for every owned instance whose local state differs from the store's."""
+    out = []
+    for d in desired:
+        here = local.get(d.uuid)
+        if d.server_uuid == me and here is not None and here.state != d.state:
+            out.append(SetState(d, here.state))
+    return out

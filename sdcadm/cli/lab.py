@@ -1,0 +1,135 @@
+"""`sdcadm lab ...`: the embedded default DC on this machine."""
+
+import json
+import time
+
+import click
+
+from sdcadm.cli.progress import printer
+from sdcadm.lab.state import DEFAULT_NET, ENV_DIR, lab_dir, load_state
+
+dir_option = click.option(
+    "--dir", "directory", metavar="DIR", default=None,
+    help=f"Lab directory (default: ${ENV_DIR}, else ./.sdcadm-lab).")
+
+
+def _state(directory):
+    return load_state(lab_dir(directory))
+
+
+@click.group()
+def lab():
+    """The lab: a real DC of several servers on this machine.
+
+    Each server is an agent on its own loopback address with its own root
+    directory; one sshd serves the lab; the catalog's services run as real
+    processes. Use it to run, measure and rehearse everything sdcadm does.
+    """
+
+
+@lab.command("up")
+@dir_option
+@click.option("--headnodes", default=3, show_default=True, help="Number of headnodes (hn0, hn1, ...).")
+@click.option("--computenodes", default=2, show_default=True, help="Number of compute nodes (cn0, ...).")
+@click.option("--net", default=DEFAULT_NET, show_default=True, help="Loopback network for the lab's addresses.")
+@click.option("--services", default=None, metavar="NAME,...",
+              help="Deploy only these catalog services (default: all lab services).")
+@click.option("--heartbeat-interval", default=1.0, show_default=True, type=float,
+              help="Seconds between agent heartbeats.")
+@click.option("--timeout", default=120.0, show_default=True, type=float,
+              help="Seconds to wait for every instance to become healthy.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
+def up_cmd(directory, headnodes, computenodes, net, services, heartbeat_interval, timeout, as_json):
+    """Build the lab (or revive an existing one) and wait until it is healthy."""
+    from sdcadm.lab import ctl
+
+    started = time.monotonic()
+    services = [s.strip() for s in services.split(",") if s.strip()] if services else None
+    state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
+                   heartbeat_interval=heartbeat_interval, timeout=timeout,
+                   observer=printer(quiet=as_json))
+    if as_json:
+        click.echo(json.dumps(state.to_dict(), indent=2))
+        return
+    click.echo(f"lab up at {state.dir} ({len(state.servers)} servers, "
+               f"{time.monotonic() - started:.1f}s)")
+    click.echo(f"to use it: eval \"$(sdcadm lab env --dir {state.dir} hn0)\"")
+
+
+@lab.command("down")
+@dir_option
+def down_cmd(directory):
+    """Stop every process of the lab (agents, instances, sshd); keep its files."""
+    from sdcadm.lab import ctl
+
+    count = ctl.down(lab_dir(directory), observer=printer())
+    click.echo(f"lab down: stopped {count} process group(s)")
+
+
+@lab.command("destroy")
+@dir_option
+def destroy_cmd(directory):
+    """Stop the lab and delete its directory."""
+    from sdcadm.lab import ctl
+
+    path = lab_dir(directory)
+    ctl.destroy(path, observer=printer())
+    click.echo(f"lab at {path} destroyed")
+
+
+@lab.command("kill")
+@dir_option
+@click.argument("server")
+def kill_cmd(directory, server):
+    """Kill SERVER abruptly: SIGKILL its agent and all its instances."""
+    from sdcadm.lab import ctl
+
+    killed = ctl.kill(_state(directory), server)
+    click.echo(f"killed {server} ({len(killed)} process group(s))" if killed
+               else f"{server} was not running")
+
+
+@lab.command("start")
+@dir_option
+@click.argument("server")
+def start_cmd(directory, server):
+    """Start SERVER's agent again (after `lab kill` or `lab down`)."""
+    from sdcadm.lab import ctl
+
+    state = _state(directory)
+    if not ctl._sshd(state).running():
+        ctl._sshd(state).start()
+    pid = ctl.start(state, server)
+    click.echo(f"{server} agent running (pid {pid})")
+
+
+@lab.command("status")
+@dir_option
+@click.option("-j", "--json", "as_json", is_flag=True, help="JSON array, one object per server.")
+def status_cmd(directory, as_json):
+    """What the lab runs: per server, its agent and what the store sees."""
+    from tabulate import tabulate
+
+    from sdcadm.lab import ctl
+
+    rows = ctl.status(_state(directory))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [[r["hostname"], r["role"], r["admin_ip"], r["agent_pid"] or "-", r["status"],
+              f"{r['running']}/{r['instances']}"] for r in rows]
+    click.echo(tabulate(table, ["HOSTNAME", "ROLE", "ADMIN-IP", "AGENT-PID", "STATUS", "RUNNING"],
+                        tablefmt="plain"))
+
+
+@lab.command("env")
+@dir_option
+@click.argument("server", default="hn0")
+def env_cmd(directory, server):
+    """Print `export SDCADM_CONFIG=...` to act as if on SERVER (default hn0).
+
+    Use as: eval "$(sdcadm lab env hn1)"
+    """
+    state = _state(directory)
+    entry = state.server(server)
+    click.echo(f"export SDCADM_CONFIG={state.config_path(entry['hostname'])}")

@@ -1,0 +1,234 @@
+"""The output flags of every listing, and the one renderer.
+
+``@output_options(default_columns, all_columns)`` adds ``-H``, ``-o``, ``-s``,
+``-j`` (and ``-l`` when ``long_columns`` is given) and passes the command one
+``output`` argument, an ``OutputOptions``. ``render(rows, output)`` writes the
+rows (a list of dicts, one key per field) to stdout:
+
+* a table: upper-case headers, columns left-aligned and two spaces apart
+  (tabulate's ``plain`` format); ``None`` and ``""`` show as ``-``;
+* ``-H``: no header, one tab between fields (for ``cut``/``awk``);
+* ``-j``: a JSON array of objects with every field (only the ``-o`` fields
+  when ``-o`` is given), one object per line, raw values.
+
+A field is named by its key (``admin_ip``) or its header (``ADMIN-IP``),
+case-insensitively, with ``-`` and ``_`` interchangeable.
+
+Speed matters (``server ls`` on 10,000 servers): cells are formatted column by
+column, and a table whose cells are all single-line ASCII is laid out here in
+exactly tabulate's ``plain`` layout (tabulate needs ~1.3 s for 50,000 rows);
+anything else (wide or multi-line text) goes through tabulate itself.
+"""
+
+import functools
+import json
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+# tabulate's ``plain`` format: two spaces between columns, and with headers
+# every column at least two wider than its header (tabulate's MIN_PADDING).
+_SEP = "  "
+_MIN_PADDING = 2
+
+
+@dataclass
+class OutputOptions:
+    columns: list                      # the fields to show, in order
+    sort: list = field(default_factory=list)   # [(field, descending)]
+    no_header: bool = False
+    json: bool = False
+    long: bool = False
+    explicit_columns: bool = False     # -o was given
+    headers: dict = field(default_factory=dict)  # field -> HEADER
+    formats: dict = field(default_factory=dict)  # field -> value -> text (table and -H)
+
+    def header(self, name):
+        return self.headers.get(name) or name.upper().replace("_", "-")
+
+
+def _norm(name):
+    return name.strip().lower().replace("-", "_")
+
+
+def _field_table(fields, headers):
+    """Normalized name or header -> field."""
+    table = {}
+    for name in fields:
+        table[_norm(name)] = name
+    for name in fields:
+        header = headers.get(name)
+        if header:
+            table.setdefault(_norm(header), name)
+    return table
+
+
+def _parse_fields(value, table, fields, option):
+    names = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        descending = option == "-s" and part.strip().startswith("-")
+        raw = part.strip()[1:] if descending else part.strip()
+        name = table.get(_norm(raw))
+        if name is None:
+            raise click.BadParameter(
+                f"unknown field {raw!r}; valid fields: {', '.join(fields)}", param_hint=f"'{option}'")
+        names.append((name, descending) if option == "-s" else name)
+    if not names:
+        raise click.BadParameter("expected a comma-separated list of fields", param_hint=f"'{option}'")
+    return names
+
+
+def output_options(default_columns, all_columns=None, *, long_columns=None, headers=None,
+                   formats=None, default_sort=None):
+    """Decorator adding the output flags; the command gets ``output: OutputOptions``.
+
+    ``default_columns``: fields shown by default. ``all_columns``: every field
+    ``-o``/``-s`` accept (default: the default and long columns). ``long_columns``:
+    shown with ``-l`` (no ``-l`` flag without them). ``headers``: field -> header
+    where the upper-cased field name is not right (``{"uuid": "INSTANCE"}``).
+    ``formats``: field -> function making a value readable in tables and ``-H``.
+    ``default_sort``: sort spec used without ``-s`` (e.g. ``"hostname"``).
+    """
+    default_columns = list(default_columns)
+    long_columns = list(long_columns) if long_columns else None
+    fields = list(dict.fromkeys(all_columns or (default_columns + (long_columns or []))))
+    missing = [c for c in default_columns + (long_columns or []) if c not in fields]
+    if missing:
+        raise ValueError(f"columns {missing} are not in all_columns")
+    headers = dict(headers or {})
+    formats = dict(formats or {})
+    table = _field_table(fields, headers)
+    sort_default = _parse_fields(default_sort, table, fields, "-s") if default_sort else []
+    listing = ", ".join(fields)
+
+    def decorator(f):
+        @functools.wraps(f)
+        def wrapper(*args, out_no_header, out_columns, out_sort, out_json, out_long=False, **kwargs):
+            columns = out_columns or (long_columns if out_long and long_columns else default_columns)
+            kwargs["output"] = OutputOptions(
+                columns=list(columns), sort=out_sort or sort_default, no_header=out_no_header,
+                json=out_json, long=out_long, explicit_columns=bool(out_columns),
+                headers=headers, formats=formats)
+            return f(*args, **kwargs)
+
+        options = [
+            click.option("-H", "out_no_header", is_flag=True,
+                         help="No header; fields separated by one tab (for scripts)."),
+            click.option("-o", "--output", "out_columns", metavar="FIELD,...",
+                         callback=lambda ctx, p, v: _parse_fields(v, table, fields, "-o") if v else None,
+                         help=f"Fields to show, in order. Fields: {listing}."),
+            click.option("-s", "--sort", "out_sort", metavar="FIELD,...",
+                         callback=lambda ctx, p, v: _parse_fields(v, table, fields, "-s") if v else None,
+                         help="Sort by these fields; prefix a field with '-' for descending order"
+                              + (f" (default: {default_sort})." if default_sort else ".")),
+            click.option("-j", "--json", "out_json", is_flag=True,
+                         help="JSON array of objects with every field (only the -o fields if given)."),
+        ]
+        if long_columns:
+            options.append(click.option(
+                "-l", "--long", "out_long", is_flag=True,
+                help=f"More columns: {', '.join(opts_header(c, headers) for c in long_columns)}."))
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorator
+
+
+def opts_header(name, headers):
+    return headers.get(name) or name.upper().replace("_", "-")
+
+
+# -- rendering -----------------------------------------------------------------
+
+def render(rows, output, file=None):
+    """Write ``rows`` (a list of dicts) to stdout as ``output`` asks."""
+    out = file or sys.stdout
+    rows = sort_rows(rows, output.sort)
+    if output.json:
+        out.write(_json(rows, output.columns if output.explicit_columns else None))
+        return
+    columns = [_cells(rows, name, output.formats.get(name)) for name in output.columns]
+    if output.no_header:
+        out.write(_tab_separated(columns, len(rows)))
+    else:
+        out.write(_table([output.header(c) for c in output.columns], columns, len(rows)))
+
+
+def sort_rows(rows, sort):
+    """Rows sorted by [(field, descending)], first key first; stable; None last."""
+    if not sort:
+        return rows
+    rows = list(rows)
+    for name, descending in reversed(sort):
+        try:
+            rows.sort(key=lambda r: (r.get(name) is None, r.get(name)), reverse=descending)
+        except TypeError:  # mixed types in one field: compare as text
+            rows.sort(key=lambda r: (r.get(name) is None, str(r.get(name))), reverse=descending)
+    return rows
+
+
+def _json(rows, columns):
+    if columns:
+        rows = [{c: r.get(c) for c in columns} for r in rows]
+    if not rows:
+        return "[]\n"
+    dumps = json.JSONEncoder(default=str).encode
+    return "[\n" + ",\n".join(map(dumps, rows)) + "\n]\n"
+
+
+def cell(value):
+    """A value as table text: None/"" -> "-", bools as true/false, lists comma-joined."""
+    if value is None or value == "":
+        return "-"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _cells(rows, name, fmt):
+    if fmt is not None:
+        return [cell(fmt(r.get(name))) for r in rows]
+    # Strings (the common case) pass through without a call per cell.
+    return [v if v.__class__ is str and v else cell(v) for v in (r.get(name) for r in rows)]
+
+
+def _tab_separated(columns, count):
+    if not count:
+        return ""
+    for i, col in enumerate(columns):
+        joined = "\x00".join(col)
+        if "\t" in joined or "\n" in joined:
+            columns[i] = [c.replace("\t", " ").replace("\n", " ") for c in col]
+    return "\n".join(map("\t".join, zip(*columns))) + "\n"
+
+
+def _table(headers, columns, count):
+    text = "\x00".join("\x00".join(col) for col in columns) + "\x00".join(headers)
+    if not text.isascii() or "\n" in text or "\r" in text or "\t" in text:
+        return _tabulate(headers, columns)
+    widths = [max(len(h) + _MIN_PADDING, max(map(len, col), default=0))
+              for h, col in zip(headers, columns)]
+    fmt = _SEP.join(f"{{:<{w}}}" for w in widths).format
+    lines = [fmt(*headers).rstrip()]
+    lines.extend(fmt(*row).rstrip() for row in zip(*columns))
+    return "\n".join(lines) + "\n"
+
+
+def _tabulate(headers, columns):
+    from tabulate import tabulate
+
+    rows = list(zip(*columns))
+    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True,
+                    stralign="left") + "\n"

@@ -1,0 +1,28 @@
+"""Probing instance health over HTTP (stdlib only: cheap to import)."""
+
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+
+def probe(url, timeout=2.0):
+    """GET ``url``; return None when it answers 2xx, else the reason as text."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            resp.read()
+            return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as e:
+        return f"HTTP {e.code} from {url}"
+    except urllib.error.URLError as e:
+        return f"cannot reach {url}: {e.reason}"
+    except (OSError, ValueError) as e:
+        return f"cannot reach {url}: {e}"
+
+
+def probe_many(urls, timeout=2.0, workers=16):
+    """Probe several URLs at once; return {url: None or reason}."""
+    urls = list(dict.fromkeys(urls))
+    if not urls:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(urls))) as pool:
+        return dict(zip(urls, pool.map(lambda u: probe(u, timeout), urls)))
