@@ -29,6 +29,18 @@ SPEC = {
     "log_dir": (str, "/var/log/sdcadm", "where procedures write their logs"),
     "restore_data_dir": (str, "/var/sdcadm/svc-restore-data", "where restore data is kept"),
     "image_source": (str, "/var/sdcadm/images", "directory holding <uuid>.json and <uuid>.file of images"),
+    "datasets": {
+        "backend": (str, "dir", "dir | zfs: how delegate datasets are stored and copied"),
+        "zfs_pool": (_OPT_STR, None, "zfs: the pool holding delegate datasets and replicas"),
+        "keep": (int, 3, "complete copies kept per replica"),
+    },
+    "restore_data": {
+        "enabled": (bool, True, "pull restore data (headnodes only)"),
+        "sync_interval": ((int, float), 60.0, "seconds between syncs (with jitter)"),
+        "jitter": ((int, float), 0.1, "fraction of sync_interval added at random"),
+        "concurrency": (int, 2, "services synced at once"),
+        "prune_grace": ((int, float), 600.0, "seconds before copies of a vanished instance are removed"),
+    },
     "store": {
         "backend": (str, "sqlite", "sqlite | etcd"),
         "path": (str, "/var/sdcadm/dc.sqlite", "sqlite: the database file"),
@@ -204,6 +216,9 @@ def load_config(path=None, environ=None):
     if values["store"]["backend"] not in ("sqlite", "etcd"):
         problems.append(f"{path}: key 'store.backend' must be sqlite or etcd, "
                         f"got {values['store']['backend']!r}")
+    if values["datasets"]["backend"] not in ("dir", "zfs"):
+        problems.append(f"{path}: key 'datasets.backend' must be dir or zfs, "
+                        f"got {values['datasets']['backend']!r}")
     if problems:
         raise ConfigError(path, problems)
     return Config(values, str(path))

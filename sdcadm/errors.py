@@ -116,6 +116,14 @@ class RemoteCommandFailed(TransportError):
         super().__init__(f"{argv[0]} on {host} exited {returncode}{detail}")
 
 
+class DatasetError(SdcadmError):
+    """A dataset operation failed."""
+
+
+class ReplicaDiverged(DatasetError):
+    """The replica and its source have no common snapshot, or the replica was modified."""
+
+
 class ImageError(SdcadmError):
     """An image file is invalid or unsafe."""
 

@@ -46,3 +46,24 @@ def setup_logging(server_uuid, stream=None, level=logging.INFO):
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+class Throttled:
+    """Log a recurring problem when it starts, when its message changes and then
+    at most every ``every`` seconds; log once when it clears. Keeps a store
+    outage from filling the log at the reconcile rate."""
+
+    def __init__(self, logger, every=30.0, clock=time.monotonic):
+        self.logger, self.every, self.clock = logger, every, clock
+        self._active = {}  # key -> (message, last logged)
+
+    def problem(self, key, message, level=logging.WARNING, **extra):
+        now = self.clock()
+        last = self._active.get(key)
+        if last is None or last[0] != message or now - last[1] >= self.every:
+            self.logger.log(level, message, extra={"event": key, **extra})
+            self._active[key] = (message, now)
+
+    def clear(self, key, message, **extra):
+        if self._active.pop(key, None) is not None:
+            self.logger.info(message, extra={"event": f"{key}-cleared", **extra})

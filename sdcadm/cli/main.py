@@ -11,6 +11,7 @@ exist (yet) is left out of the CLI.
 hint) on stderr, with a traceback only under ``--debug``.
 """
 
+import gc
 import importlib
 import importlib.util
 import logging
@@ -89,6 +90,9 @@ class SdcadmGroup(LazyGroup):
                 return EXIT_INTERRUPTED
             click.echo("sdcadm: aborted", err=True)
             return 1
+        except click.exceptions.NoArgsIsHelpError as e:  # a group without its subcommand
+            e.show()
+            return e.exit_code
         except click.UsageError as e:
             _report(state, e, e.format_message())
             if e.ctx is not None:
@@ -101,7 +105,7 @@ class SdcadmGroup(LazyGroup):
             click.echo(err=True)
             return EXIT_INTERRUPTED
         except Exception as e:  # a bug: say so briefly, full traceback with --debug
-            _report(state, e, f"internal error: {type(e).__name__}: {e}", always_trace=False)
+            _report(state, e, f"internal error: {type(e).__name__}: {e}")
             if not state.debug:
                 click.echo("  (this is a bug; run again with --debug for the traceback)", err=True)
             return 1
@@ -109,8 +113,8 @@ class SdcadmGroup(LazyGroup):
         return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
-def _report(state, exc, text, always_trace=False):
-    if state.debug or always_trace:
+def _report(state, exc, text):
+    if state.debug:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
@@ -141,6 +145,10 @@ def cli(ctx, config_path, debug):
 
 def main():
     """Console-script entry point (``sdcadm``)."""
+    # A listing builds ~150,000 acyclic objects for 50,000 instances; the
+    # default threshold (700) runs the cyclic GC hundreds of times over them
+    # for nothing (~10% of `sdcadm insts` at that size). Collect far less often.
+    gc.set_threshold(100_000, 50, 100)
     cli.main(prog_name="sdcadm")
 
 

@@ -24,6 +24,7 @@ import functools
 import json
 import sys
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import click
 
@@ -45,7 +46,7 @@ class OutputOptions:
     formats: dict = field(default_factory=dict)  # field -> value -> text (table and -H)
 
     def header(self, name):
-        return self.headers.get(name) or name.upper().replace("_", "-")
+        return _header(name, self.headers)
 
 
 def _norm(name):
@@ -130,7 +131,7 @@ def output_options(default_columns, all_columns=None, *, long_columns=None, head
         if long_columns:
             options.append(click.option(
                 "-l", "--long", "out_long", is_flag=True,
-                help=f"More columns: {', '.join(opts_header(c, headers) for c in long_columns)}."))
+                help=f"More columns: {', '.join(_header(c, headers) for c in long_columns)}."))
         for option in reversed(options):
             wrapper = option(wrapper)
         return wrapper
@@ -138,7 +139,7 @@ def output_options(default_columns, all_columns=None, *, long_columns=None, head
     return decorator
 
 
-def opts_header(name, headers):
+def _header(name, headers):
     return headers.get(name) or name.upper().replace("_", "-")
 
 
@@ -198,10 +199,16 @@ def cell(value):
 
 
 def _cells(rows, name, fmt):
+    values = list(map(dict.get, rows, repeat(name)))
     if fmt is not None:
-        return [cell(fmt(r.get(name))) for r in rows]
-    # Strings (the common case) pass through without a call per cell.
-    return [v if v.__class__ is str and v else cell(v) for v in (r.get(name) for r in rows)]
+        return [cell(fmt(v)) for v in values]
+    # Whole-column fast paths: no Python call per cell for plain text or integers.
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return [v or "-" for v in values]
+    if kinds == {int}:
+        return list(map(str, values))
+    return [v if v.__class__ is str and v else cell(v) for v in values]
 
 
 def _tab_separated(columns, count):
@@ -220,9 +227,10 @@ def _table(headers, columns, count):
         return _tabulate(headers, columns)
     widths = [max(len(h) + _MIN_PADDING, max(map(len, col), default=0))
               for h, col in zip(headers, columns)]
-    fmt = _SEP.join(f"{{:<{w}}}" for w in widths).format
-    lines = [fmt(*headers).rstrip()]
-    lines.extend(fmt(*row).rstrip() for row in zip(*columns))
+    # The last column unpadded: tabulate strips trailing blanks from every line.
+    fmt = _SEP.join([f"%-{w}s" for w in widths[:-1]] + ["%s"])
+    lines = [fmt % tuple(headers)]
+    lines.extend(fmt % row for row in zip(*columns))
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,6 @@ admin network on loopback, one agent per server each on its own address and
 root, one sshd for the lab, and the catalog's services as real processes.
 """
 
-import getpass
 import logging
 import os
 import secrets
@@ -37,6 +36,7 @@ HEARTBEAT_TIMEOUT_FACTOR = 2.5
 # -- building ------------------------------------------------------------------
 def server_config(state, server):
     root = state.server_root(server["hostname"])
+    sshd = _sshd(state)
     return {
         "server_uuid": server["uuid"],
         "hostname": server["hostname"],
@@ -57,9 +57,9 @@ def server_config(state, server):
         },
         "ssh": {
             "port": state.ports["ssh"],
-            "user": getpass.getuser(),
-            "identity": str(state.ssh_dir / "id_ed25519"),
-            "known_hosts": str(state.ssh_dir / "known_hosts"),
+            "user": sshd.user,
+            "identity": str(sshd.identity),
+            "known_hosts": str(sshd.known_hosts),
             "connect_timeout": 5.0,
         },
     }

@@ -76,11 +76,23 @@ class SqliteStore(Store):
                                    hint="another process holds a long write; retry") from None
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            self._rollback(conn)
+            if isinstance(e, sqlite3.IntegrityError):
+                raise  # callers map constraint violations to Conflict
+            raise StoreError(f"writing the DC store {self.path} failed: {e}",
+                             hint="retry; if it persists, check the disk and the file") from None
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    @staticmethod
+    def _rollback(conn):
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # already rolled back by sqlite (e.g. after SQLITE_FULL)
 
     def _query(self, sql, args=()):
         try:

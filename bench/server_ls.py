@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Benchmark `sdcadm server ls` and `sdcadm insts` on big DC stores.
+
+Fills a sqlite store with 1,000 servers / 5,000 instances and another with
+10,000 servers / 50,000 instances, then runs each command as a whole process
+(interpreter start, imports, config, store, render) N times and reports the
+best and the median wall time, with `-H` and with the default table, stdout
+to /dev/null. Prints ONE JSON line. Target: <= 1.0 s per command at 10k
+(reported as met or not, never asserted).
+
+    .venv/bin/python bench/server_ls.py [--runs 5] [--keep DIR]
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sdcadm.catalog import load_catalog
+from sdcadm.model import Instance, Server, Service
+from sdcadm.store.sqlite import SqliteStore
+
+TARGET_S = 1.0
+SIZES = [(1_000, 5_000), (10_000, 50_000)]
+
+
+def _uuid(kind, n):
+    return f"{kind:08x}-0000-4000-8000-{n:012x}"
+
+
+def fill(path, n_servers, n_instances, now):
+    """A store with n_servers (3 headnodes) and n_instances spread over them."""
+    store = SqliteStore(path, create=True)
+    services = [s for s in load_catalog().names()]
+    for name in services:
+        store.put_service(Service(name=name, image=_uuid(3, 1)))
+    for i in range(n_servers):
+        head = i < 3
+        store.put_server(Server(
+            uuid=_uuid(1, i), hostname=f"hn{i}" if head else f"cn{i:05d}",
+            admin_ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", headnode=head,
+            boot_platform="20240101T000000Z", agent_port=5309,
+            current_platform="20240101T000000Z" if i % 7 else "20230101T000000Z"))
+        if i % 10:  # one server in ten unreachable
+            store.heartbeat(_uuid(1, i), now)
+    for j in range(n_instances):
+        service = services[j % len(services)]
+        store.create_instance(Instance(
+            uuid=_uuid(2, j), alias=f"{service}{j}", service=service,
+            server_uuid=_uuid(1, j % n_servers), image=_uuid(3, 1),
+            admin_ip=f"10.{128 + (j >> 16 & 127)}.{j >> 8 & 255}.{j & 255}", port=8080,
+            state="running" if j % 13 else "stopped", params={"n": j}))
+    store.close()
+
+
+def sdcadm_argv():
+    script = Path(sys.executable).with_name("sdcadm")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sdcadm.cli.main"]
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_command(argv, env, runs):
+    """Wall time (best, median) and CPU time (user+sys, best) of ``runs`` runs.
+
+    CPU time is reported too because a busy machine inflates wall time."""
+    times, cpu = [], []
+    for _ in range(runs):
+        cpu_before, started = _children_cpu(), time.perf_counter()
+        proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        times.append(time.perf_counter() - started)
+        cpu.append(_children_cpu() - cpu_before)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()}")
+    return {"best_s": round(min(times), 3), "median_s": round(statistics.median(times), 3),
+            "cpu_best_s": round(min(cpu), 3)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs per command (default 5)")
+    parser.add_argument("--keep", metavar="DIR", help="build the stores in DIR and keep them "
+                        "(reused when present)")
+    args = parser.parse_args()
+    workdir = Path(args.keep or tempfile.mkdtemp(prefix="sdcadm-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
+    results = {}
+    try:
+        for n_servers, n_instances in SIZES:
+            label = f"{n_servers // 1000}k"
+            db = workdir / f"dc-{label}.sqlite"
+            built = 0.0
+            if not db.exists():
+                started = time.perf_counter()
+                fill(db, n_servers, n_instances, time.time())
+                built = round(time.perf_counter() - started, 1)
+            config = workdir / f"sdcadm-{label}.yaml"
+            # A heartbeat timeout long enough that the fill-time heartbeats stay fresh.
+            config.write_text(f"store:\n  path: {db}\nagent:\n  heartbeat_timeout: 100000000\n")
+            run_env = dict(env, SDCADM_CONFIG=str(config))
+            entry = {"servers": n_servers, "instances": n_instances, "fill_s": built}
+            for name, argv in [("server_ls_H", ["server", "ls", "-H"]),
+                               ("server_ls_table", ["server", "ls"]),
+                               ("insts_H", ["insts", "-H"]),
+                               ("insts_table", ["insts"])]:
+                entry[name] = time_command(sdcadm_argv() + argv, run_env, args.runs)
+            results[label] = entry
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    commands = ["server_ls_H", "server_ls_table", "insts_H", "insts_table"]
+    big, small = results["10k"], results["1k"]
+    print(json.dumps({
+        "bench": "server_ls",
+        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "runs": args.runs,
+        "results": results,
+        "ratio_10k_1k": {c: round(big[c]["best_s"] / small[c]["best_s"], 2) for c in commands},
+        "target_s": TARGET_S,
+        "target_met": {c: big[c]["best_s"] <= TARGET_S for c in commands},
+    }))
+
+
+if __name__ == "__main__":
+    main()

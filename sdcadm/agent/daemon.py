@@ -1,0 +1,183 @@
+"""The agent: heartbeat, instance supervisor and HTTP API, wired together.
+
+``Agent.from_config(config)`` checks everything that can be checked before
+starting (server UUID, token file, intervals, that the API port can be
+bound) and raises ConfigError or AgentError with the fix; ``run()`` then
+serves until SIGTERM/SIGINT and returns 0, leaving instances running.
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from sdcadm import __version__
+from sdcadm.agent.api import make_server
+from sdcadm.agent.cache import StateCache
+from sdcadm.agent.connection import StoreHandle
+from sdcadm.agent.heartbeat import Heartbeat
+from sdcadm.agent.metrics import AgentMetrics
+from sdcadm.agent.provision import Layout
+from sdcadm.agent.supervisor import Supervisor
+from sdcadm.errors import AgentError, ConfigError, StoreError
+from sdcadm.uuids import is_uuid
+
+log = logging.getLogger(__name__)
+
+TOKEN_HINT = ("put a long random secret in it, e.g. `umask 077; openssl rand -hex 32 > {path}`, "
+              "and give the same token to sdcadm; or point agent.token_file at the file that holds it")
+
+
+def read_token(path, config_path="configuration"):
+    """The stripped token; ConfigError naming the file when it is missing or empty."""
+    try:
+        token = Path(path).read_text().strip()
+    except FileNotFoundError:
+        problem = f"agent.token_file: {path} does not exist"
+    except OSError as e:
+        problem = f"agent.token_file: cannot read {path}: {e.strerror}"
+    else:
+        if token:
+            return token
+        problem = f"agent.token_file: {path} is empty"
+    raise ConfigError(config_path, [problem], hint=TOKEN_HINT.format(path=path))
+
+
+def check_config(config):
+    """Problems the generic configuration check cannot know about; all at once."""
+    problems = []
+    if not config.server_uuid:
+        problems.append("key 'server_uuid' is required by the agent (this server's UUID)")
+    elif not is_uuid(config.server_uuid):
+        problems.append(f"key 'server_uuid' must be a lower-case UUID, got {config.server_uuid!r}")
+    for key in ("heartbeat_interval", "reconcile_interval", "heartbeat_timeout"):
+        if getattr(config.agent, key) <= 0:
+            problems.append(f"key 'agent.{key}' must be > 0, got {getattr(config.agent, key)!r}")
+    if not 0 < config.agent.port < 65536:
+        problems.append(f"key 'agent.port' must be 1..65535, got {config.agent.port}")
+    if not 0 < config.agent.instance_port < 65536:
+        problems.append(f"key 'agent.instance_port' must be 1..65535, got {config.agent.instance_port}")
+    if problems:
+        raise ConfigError(config.path, problems)
+
+
+def cache_path(config):
+    """agent.cache_file as given, or <root>/var/sdcadm/agent-cache.json."""
+    return config.agent.cache_file or config.under_root("/var/sdcadm/agent-cache.json")
+
+
+class Agent:
+    def __init__(self, config, token):
+        self.config = config
+        self.me = config.server_uuid
+        self.hostname = config.hostname or socket.gethostname()
+        self.started = time.time()
+        self.metrics = AgentMetrics()
+        self.stores = StoreHandle(config)
+        self.heartbeat = Heartbeat(self.me, self.stores, config.agent.heartbeat_interval,
+                                   self.metrics)
+        self.supervisor = Supervisor(
+            self.me, Layout(os.path.abspath(config.root)), config.image_source, self.stores,
+            StateCache(cache_path(config)), self.metrics,
+            lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port)
+        try:
+            self.api = make_server(config.agent.listen, config.agent.port, self, token)
+        except OSError as e:
+            raise AgentError(f"cannot listen on {config.agent.listen}:{config.agent.port}: "
+                             f"{e.strerror or e}",
+                             hint="is another agent running? check agent.listen and agent.port") from None
+        self._stop = threading.Event()
+        self._threads = []
+
+    @classmethod
+    def from_config(cls, config):
+        check_config(config)
+        token = read_token(config.agent.token_file, config.path)
+        cls._check_store(config)
+        return cls(config, token)
+
+    @staticmethod
+    def _check_store(config):
+        """A store that cannot be opened *now* is fine (we retry); one that can
+        never be opened (unknown backend) is a configuration error."""
+        from sdcadm.store import open_store
+
+        try:
+            open_store(config).close()
+        except StoreError:
+            pass
+
+    # -- what the API asks -----------------------------------------------------------
+    def ping(self):
+        return {"ok": True, "server_uuid": self.me, "hostname": self.hostname}
+
+    def status(self):
+        counts = {}
+        for row in self.supervisor.instances():
+            counts[row["state"]] = counts.get(row["state"], 0) + 1
+        server = self.supervisor.server
+        return {
+            "server_uuid": self.me,
+            "hostname": self.hostname,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "last_heartbeat": self.heartbeat.last_ok,
+            "store_reachable": self.heartbeat.reachable and self.supervisor.store_ok,
+            "store_error": self.heartbeat.last_error or self.supervisor.last_error,
+            "ownership_confirmed": self.supervisor.may_start(time.time()),
+            "fenced": bool(server and server.fenced),
+            "reconcile_passes": self.supervisor.passes,
+            "instances": counts,
+        }
+
+    def instances(self):
+        return self.supervisor.instances()
+
+    def restart(self, uuid):
+        return self.supervisor.request_restart(uuid)
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self):
+        self.supervisor.load()
+        agent = self.config.agent
+        for name, target, args in (
+            ("heartbeat", self.heartbeat.run, (self._stop,)),
+            ("supervisor", self.supervisor.run, (self._stop, agent.reconcile_interval)),
+            ("api", self.api.serve_forever, (0.2,)),
+        ):
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("agent %s (%s) serving on http://%s:%d", self.me, self.hostname, agent.listen,
+                 agent.port, extra={"event": "started", "pid": os.getpid()})
+
+    def stop(self):
+        """Stop serving and supervising; instances keep running."""
+        self._stop.set()
+        self.supervisor.wake.set()
+        self.api.shutdown()
+        self.api.server_close()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        log.info("agent stopped; instances left running", extra={"event": "stopped"})
+
+    def run(self):
+        """Serve until SIGTERM or SIGINT; return the exit status (0)."""
+        done = threading.Event()
+
+        def on_signal(signum, _frame):
+            log.info("received %s, stopping", signal.Signals(signum).name,
+                     extra={"event": "signal"})
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        while not done.wait(1.0):
+            pass
+        self.stop()
+        return 0

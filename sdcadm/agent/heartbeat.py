@@ -1,0 +1,57 @@
+"""Heartbeat: tell the store this server's agent is alive, every interval.
+
+The store derives the server's status from the last heartbeat
+(``model.status_of``); nothing else is written here.
+"""
+
+import logging
+import time
+
+from sdcadm.agent.log import Throttled
+from sdcadm.agent.connection import STORE_FAILURES
+from sdcadm.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(self, me, stores, interval, metrics, clock=time.time):
+        self.me, self.stores, self.interval = me, stores, interval
+        self.metrics, self.clock = metrics, clock
+        self.last_ok = None       # unix time of the last heartbeat written
+        self.last_error = None
+        self._problems = Throttled(log)
+
+    @property
+    def reachable(self):
+        return self.last_error is None and self.last_ok is not None
+
+    def beat(self):
+        now = self.clock()
+        try:
+            self.stores.get().heartbeat(self.me, now)
+        except NotFound:
+            self._failed(f"server {self.me} is not in the DC store; heartbeat not recorded "
+                         "(add the server record, e.g. with `sdcadm lab up`)", "heartbeat-unknown-server")
+            return False
+        except STORE_FAILURES as e:
+            self._failed(f"heartbeat failed, store unreachable: {e}", "heartbeat-failed")
+            return False
+        self.last_ok, self.last_error = now, None
+        self.metrics.heartbeats.inc()
+        self._problems.clear("heartbeat-failed", "heartbeat written again")
+        self._problems.clear("heartbeat-unknown-server", "heartbeat written again")
+        return True
+
+    def _failed(self, message, key):
+        self.last_error = message
+        self.metrics.heartbeat_failures.inc()
+        self._problems.problem(key, message)
+
+    def run(self, stop):
+        while not stop.is_set():
+            try:
+                self.beat()
+            except Exception:  # a bug must not silence the heartbeat for good
+                log.exception("heartbeat crashed; retrying", extra={"event": "heartbeat-crash"})
+            stop.wait(self.interval)

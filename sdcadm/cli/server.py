@@ -1,0 +1,96 @@
+"""`sdcadm server ...`: the servers of the DC."""
+
+import time
+
+import click
+
+from sdcadm.cli import context
+from sdcadm.cli.context import pass_state
+from sdcadm.cli.main import LazyGroup
+from sdcadm.cli.output import output_options, render
+from sdcadm.model import server_flags, status_of
+
+# More `server` subcommands living in their own modules: name -> "module:attribute".
+SUBCOMMANDS = {}
+
+SERVER_FIELDS = [
+    "hostname", "uuid", "status", "flags", "admin_ip", "headnode", "setup", "primary", "fenced",
+    "boot_platform", "current_platform", "last_heartbeat", "heartbeat_age", "agent_port",
+    "agent_url",
+]
+PRIMARY_SERVICE = "sapi"
+
+
+@click.group(cls=LazyGroup, lazy_commands=SUBCOMMANDS)
+def server():
+    """Servers of the DC: headnodes and compute nodes."""
+
+
+def primary_headnode(servers, primary_service_servers):
+    """The primary headnode's UUID: the headnode hosting the sapi instance,
+    else the first headnode by hostname; None without headnodes."""
+    headnodes = sorted((s for s in servers if s.headnode), key=lambda s: s.hostname)
+    uuids = {s.uuid for s in headnodes}
+    for uuid in primary_service_servers:
+        if uuid in uuids:
+            return uuid
+    return headnodes[0].uuid if headnodes else None
+
+
+def server_rows(servers, primary_uuid, now, heartbeat_timeout):
+    """One dict per server: the record plus derived status, flags and ages."""
+    rows = []
+    for s in servers:
+        rows.append({
+            "hostname": s.hostname, "uuid": s.uuid,
+            "status": status_of(s, now, heartbeat_timeout),
+            "flags": server_flags(s, primary_uuid), "admin_ip": s.admin_ip,
+            "headnode": s.headnode, "setup": s.setup, "primary": s.uuid == primary_uuid,
+            "fenced": s.fenced, "boot_platform": s.boot_platform,
+            "current_platform": s.current_platform, "last_heartbeat": s.last_heartbeat or None,
+            "heartbeat_age": round(now - s.last_heartbeat, 1) if s.last_heartbeat else None,
+            "agent_port": s.agent_port, "agent_url": s.agent_url,
+        })
+    return rows
+
+
+def format_age(seconds):
+    """12 -> '12s', 192 -> '3m12s', 7500 -> '2h5m', None -> 'never'."""
+    if seconds is None:
+        return "never"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+
+
+def format_time(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+@server.command("ls")
+@output_options(
+    ["hostname", "uuid", "status", "flags", "admin_ip"], SERVER_FIELDS,
+    long_columns=["hostname", "uuid", "status", "flags", "admin_ip", "boot_platform",
+                  "current_platform", "heartbeat_age"],
+    formats={"heartbeat_age": format_age, "last_heartbeat": format_time},
+    default_sort="hostname")
+@pass_state
+def ls(state, output):
+    """List servers.
+
+    STATUS is running while the server's agent heartbeat is younger than
+    agent.heartbeat_timeout, else unreachable. FLAGS, one letter each or '-':
+    S set up, H headnode, P primary (the headnode hosting the sapi instance;
+    without one, the first headnode by hostname), B boot platform differs
+    from the current one, F fenced (declared dead; it must not run what it
+    no longer owns).
+    """
+    store = state.store
+    servers = store.list_servers()
+    primary = primary_headnode(servers, [i.server_uuid for i in store.list_instances(service=PRIMARY_SERVICE)])
+    render(server_rows(servers, primary, context.now(), state.config.agent.heartbeat_timeout), output)

@@ -1,0 +1,474 @@
+"""The lab's one sshd: its own host key, client key, known_hosts and config.
+
+Every lab server is an address on the loopback network; a single sshd listens
+on all of them on one port, so ``SSHTransport(admin_ip, port, ...)`` reaches
+"server" ``admin_ip`` (the remote side can tell which one from the server
+address in ``$SSH_CONNECTION``). It runs as whoever starts the lab: as root it
+logs in root, as a normal user it can only log in that user (sshd cannot
+switch users then), and ``AllowUsers`` says so.
+
+Files in ``dir``: ``ssh_host_ed25519_key``, ``id_ed25519`` (the client key),
+``authorized_keys``, ``known_hosts``, ``sshd_config``, ``sshd.pid``,
+``sshd.log``.
+"""
+
+import ctypes
+import errno
+import ipaddress
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from sdcadm.errors import LabError
+from sdcadm.transport.ssh import SSHTransport, known_hosts_line
+
+log = logging.getLogger(__name__)
+
+HOST_KEY = "ssh_host_ed25519_key"
+CLIENT_KEY = "id_ed25519"
+AUTHORIZED_KEYS = "authorized_keys"
+KNOWN_HOSTS = "known_hosts"
+CONFIG = "sshd_config"
+PID_FILE = "sshd.pid"
+LOG_FILE = "sshd.log"
+PRIVSEP_DIR = "/run/sshd"  # sshd running as root chroots its pre-auth child here
+
+
+def find_program(name, package):
+    """Absolute path of ``name`` (also looked for in /usr/sbin, often not on a
+    normal user's PATH); LabError saying which package to install otherwise."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not path:
+        raise LabError(f"{name} is not installed; the lab needs it for its sshd",
+                       hint=f"install {package} (apt-get install {package})")
+    return os.path.abspath(path)
+
+
+def current_user():
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        raise LabError(f"uid {os.geteuid()} has no user name (no passwd entry)",
+                       hint="sshd needs one to log in as: add the user to /etc/passwd") from None
+
+
+def _config_value(value, *, percent_tokens=False):
+    """``value`` as one sshd_config token (quoted if it contains blanks)."""
+    value = str(value)
+    if any(c in value for c in '"\\\n\r'):
+        raise LabError(f"{value!r} cannot be written into sshd_config "
+                       f"(it has a quote, backslash or newline)",
+                       hint="use a lab directory whose path has none of these")
+    if percent_tokens:
+        value = value.replace("%", "%%")
+    return f'"{value}"' if any(c.isspace() for c in value) or "#" in value else value
+
+
+def render_sshd_config(listen_addresses, port, *, host_key, pid_file, authorized_keys, user,
+                       log_level="VERBOSE"):
+    """The text of the lab's sshd_config."""
+    try:
+        addresses = [str(ipaddress.ip_address(a)) for a in listen_addresses]
+    except ValueError as e:
+        raise LabError(f"bad listen address for the lab sshd: {e}") from None
+    lines = [
+        "# Written by sdcadm for the lab's sshd; rewritten by LabSshd.setup().",
+        f"Port {int(port)}",
+        *(f"ListenAddress {a}" for a in addresses),
+        f"HostKey {_config_value(host_key)}",
+        f"PidFile {_config_value(pid_file)}",
+        f"AuthorizedKeysFile {_config_value(authorized_keys, percent_tokens=True)}",
+        f"AllowUsers {user}",
+        "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        # The lab's files live wherever the lab does (maybe a group-writable
+        # tmp dir): do not let sshd refuse them for their permissions.
+        "StrictModes no",
+        "X11Forwarding no",
+        # Several headnodes pull at once, each reusing a connection with
+        # several channels: more than the defaults (10:30:100, 10).
+        "MaxStartups 64:30:256",
+        "MaxSessions 64",
+        f"LogLevel {log_level}",
+        "Subsystem sftp internal-sftp",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path, text, mode=0o600):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read_public_key(path):
+    """``(type, base64)`` of an OpenSSH .pub file."""
+    try:
+        fields = path.read_text().split()
+    except OSError as e:
+        raise LabError(f"cannot read {path}: {e.strerror}") from None
+    if len(fields) < 2:
+        raise LabError(f"{path} is not an OpenSSH public key",
+                       hint=f"remove {path} and its private key; setup() makes new ones")
+    return fields[0], fields[1]
+
+
+def _proc_state(pid):
+    """``(state letter, cmdline bytes)`` of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0].decode()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, IndexError):
+        return None
+    return state, cmdline
+
+
+def _descendants(pid):
+    """Pids of the descendants of ``pid``, children after their own children
+    (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    order = []
+
+    def walk(parent):
+        for child in children.get(parent, ()):
+            walk(child)
+            order.append(child)
+
+    walk(pid)
+    return order
+
+
+class LabSshd:
+    """The lab's sshd in ``dir``, listening on ``port`` of every address."""
+
+    def __init__(self, dir, listen_addresses, port, *, log_level="VERBOSE", start_timeout=10.0):
+        if isinstance(listen_addresses, str):
+            listen_addresses = [listen_addresses]
+        try:
+            self.listen_addresses = [str(ipaddress.ip_address(a)) for a in listen_addresses]
+        except ValueError as e:
+            raise LabError(f"bad listen address: {e}") from None
+        if not self.listen_addresses:
+            raise LabError("the lab sshd needs at least one listen address")
+        self.dir = Path(dir).resolve()
+        self._port = int(port)
+        self.log_level = log_level
+        self.start_timeout = start_timeout
+        self._user = current_user()
+        self._proc = None  # set when this process started sshd
+
+    # -- what clients need ---------------------------------------------------
+    @property
+    def port(self):
+        return self._port
+
+    @property
+    def user(self):
+        return self._user
+
+    @property
+    def identity(self):
+        return self.dir / CLIENT_KEY
+
+    @property
+    def known_hosts(self):
+        return self.dir / KNOWN_HOSTS
+
+    @property
+    def host_key(self):
+        return self.dir / HOST_KEY
+
+    @property
+    def config_path(self):
+        return self.dir / CONFIG
+
+    @property
+    def log_path(self):
+        return self.dir / LOG_FILE
+
+    @property
+    def pid_path(self):
+        return self.dir / PID_FILE
+
+    def transport(self, host=None, **options):
+        """An SSHTransport to ``host`` (default: the first listen address)."""
+        return SSHTransport(host or self.listen_addresses[0], self.port, user=self.user,
+                            identity=self.identity, known_hosts=self.known_hosts, **options)
+
+    def __repr__(self):
+        return f"LabSshd({str(self.dir)!r}, {self.listen_addresses!r}, {self.port})"
+
+    # -- setup ---------------------------------------------------------------
+    def setup(self):
+        """Create the keys (kept if present) and (re)write authorized_keys,
+        known_hosts and sshd_config. Idempotent."""
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._ensure_key(HOST_KEY, "sdcadm-lab-host")
+        self._ensure_key(CLIENT_KEY, f"sdcadm-lab-{self.user}")
+        client_type, client_key = _read_public_key(self.dir / f"{CLIENT_KEY}.pub")
+        _write(self.dir / AUTHORIZED_KEYS, f"{client_type} {client_key} sdcadm-lab\n")
+        host_type, host_key = _read_public_key(self.dir / f"{HOST_KEY}.pub")
+        _write(self.known_hosts, "".join(known_hosts_line(a, self.port, host_type, host_key)
+                                         for a in self.listen_addresses), mode=0o644)
+        _write(self.config_path, render_sshd_config(
+            self.listen_addresses, self.port, host_key=self.host_key, pid_file=self.pid_path,
+            authorized_keys=self.dir / AUTHORIZED_KEYS, user=self.user, log_level=self.log_level))
+        return self
+
+    def _ensure_key(self, name, comment):
+        path, pub = self.dir / name, self.dir / f"{name}.pub"
+        keygen = find_program("ssh-keygen", "openssh-client")
+        if path.exists():
+            if not pub.exists():
+                out = self._run([keygen, "-y", "-f", str(path)], f"cannot read {path}")
+                _write(pub, out.strip() + f" {comment}\n", mode=0o644)
+            return
+        # Generate under a temporary name so a crash never leaves half a pair.
+        tmp = self.dir / f".{name}.tmp{os.getpid()}"
+        for p in (tmp, tmp.with_name(tmp.name + ".pub")):
+            p.unlink(missing_ok=True)
+        self._run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)],
+                  f"ssh-keygen could not create {path}")
+        os.replace(tmp.with_name(tmp.name + ".pub"), pub)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _run(argv, what):
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise LabError(f"{what}: {(proc.stderr or proc.stdout).strip()}")
+        return proc.stdout
+
+    # -- running -------------------------------------------------------------
+    @property
+    def pid(self):
+        """The pid of this lab's sshd, or None when it is not running."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._is_ours(pid) else None
+
+    def running(self):
+        return self.pid is not None
+
+    def _is_ours(self, pid):
+        # The pid file may be stale and the pid reused: only a live sshd started
+        # with our config file counts. (sshd rewrites its title but keeps argv.)
+        state = _proc_state(pid)
+        if state is None or state[0] in ("Z", "X"):
+            return False
+        return os.fsencode(str(self.config_path)) in state[1]
+
+    def start(self):
+        """Start sshd (a no-op if it is running) and wait until it answers."""
+        if self.running():
+            return self.pid
+        if not self.config_path.exists():
+            self.setup()
+        sshd = find_program("sshd", "openssh-server")
+        if os.geteuid() == 0:
+            os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+        check = subprocess.run([sshd, "-t", "-f", str(self.config_path)], capture_output=True,
+                               text=True, stdin=subprocess.DEVNULL)
+        if check.returncode != 0:
+            why = check.stderr.strip() or check.stdout.strip()
+            raise LabError(f"sshd rejects {self.config_path}: {why}",
+                           hint="fix the cause above (for a missing privilege separation user: "
+                                "reinstall openssh-server)")
+        self._check_ports_free()
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log_file:
+            self._proc = subprocess.Popen(
+                [sshd, "-D", "-f", str(self.config_path), "-E", str(self.log_path)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own session: no terminal signals reach it
+                preexec_fn=_subreaper_preexec())
+        _write(self.pid_path, f"{self._proc.pid}\n", mode=0o644)
+        try:
+            self._wait_ready(log_offset)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("lab sshd pid %d listening on port %d of %s", self._proc.pid, self.port,
+                 ", ".join(self.listen_addresses))
+        return self._proc.pid
+
+    def _check_ports_free(self):
+        for addr in self.listen_addresses:
+            family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((addr, self.port))
+                except OSError as e:
+                    if e.errno == errno.EADDRINUSE:
+                        raise LabError(f"{addr} port {self.port} is already in use",
+                                       hint=f"another program listens there (see `ss -ltnp "
+                                            f"'sport = :{self.port}'`): stop it or choose "
+                                            f"another ssh port for the lab") from None
+                    raise LabError(f"cannot listen on {addr} port {self.port}: {e.strerror}",
+                                   hint="is that an address of this machine?") from None
+
+    def _wait_ready(self, log_offset):
+        deadline = time.monotonic() + self.start_timeout
+        waiting = list(self.listen_addresses)
+        while waiting:
+            if self._proc.poll() is not None:
+                raise LabError(f"sshd exited with status {self._proc.returncode} as it started: "
+                               f"{self._log_tail(log_offset)}", hint=f"see {self.log_path}")
+            if _answers_ssh(waiting[0], self.port):
+                waiting.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise LabError(f"sshd did not answer on {waiting[0]} port {self.port} within "
+                               f"{self.start_timeout:g} s", hint=f"see {self.log_path}")
+            time.sleep(0.05)
+        # sshd carries on when only some addresses could be bound: that is a failure here.
+        tail = self._log_tail(log_offset)
+        if "Bind to port" in tail or "Cannot bind" in tail:
+            raise LabError(f"sshd could not listen on every address: {tail}",
+                           hint=f"see {self.log_path}")
+
+    def _log_tail(self, offset, lines=5):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(nothing logged)"
+
+    def stop(self, timeout=5.0):
+        """Stop sshd (SIGTERM, then SIGKILL after ``timeout``), whichever process
+        started it. Returns whether it was running. Idempotent."""
+        pid = self.pid
+        if pid is None:
+            self._forget()
+            return False
+        try:
+            leader = os.getpgid(pid) == pid  # started by start(): its own group
+        except ProcessLookupError:
+            leader = False
+        self._stop_connections(pid, timeout)
+        self._signal(pid, signal.SIGTERM, leader)
+        if not self._wait_gone(pid, timeout):
+            self._signal(pid, signal.SIGKILL, leader)
+            self._wait_gone(pid, 5.0)
+        self._forget()
+        log.info("lab sshd pid %d stopped", pid)
+        return True
+
+    def _forget(self):
+        if self._proc is not None:
+            if self._proc.poll() is None:  # not ours to wait for any longer? reap it.
+                try:
+                    self._proc.wait(1.0)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._proc = None
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        if pid is None or not self._is_ours(pid):
+            self.pid_path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _stop_connections(pid, timeout):
+        # Each connection is a tree of processes in its own session under the
+        # listener (and so is each command run over it). Stop them leaves
+        # first, each reaped by its parent: stopped all at once, or with the
+        # listener first, they would be left as zombies for init to reap.
+        deadline = time.monotonic() + timeout
+        for child in _descendants(pid):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(child, sig)
+                except (ProcessLookupError, PermissionError):
+                    break
+                wait_until = min(deadline, time.monotonic() + 1.0)
+                while _proc_state(child) is not None and time.monotonic() < wait_until:
+                    time.sleep(0.01)
+                if _proc_state(child) is None:
+                    break
+
+    @staticmethod
+    def _signal(pid, sig, group):
+        try:
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise LabError(f"not allowed to signal the lab sshd (pid {pid})",
+                           hint="stop the lab as the user who started it") from None
+
+    def _wait_gone(self, pid, timeout):
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = _proc_state(pid)
+            if state is None or state[0] in ("Z", "X"):
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def _subreaper_preexec():
+    """A preexec_fn making the child a "child subreaper" (Linux), or None.
+
+    The setting survives exec: sshd processes orphaned by a dropped
+    connection (sshd leaves some) are then reparented to the listener, which
+    reaps every child, instead of becoming zombies for an init that may be
+    slow to reap them (containers, sandboxes). libc is loaded here, in the
+    parent: the child only makes the call.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _answers_ssh(addr, port, timeout=0.5):
+    """Whether an SSH server answers on ``addr:port`` (it speaks first)."""
+    try:
+        with socket.create_connection((addr, port), timeout=timeout) as s:
+            return s.recv(4) == b"SSH-"
+    except OSError:
+        return False

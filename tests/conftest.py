@@ -1,0 +1,41 @@
+"""Shared fixtures: real processes only; every test stops what it starts."""
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def have_sshd():
+    return shutil.which("sshd") is not None or Path("/usr/sbin/sshd").exists()
+
+
+needs_sshd = pytest.mark.skipif(
+    not have_sshd(), reason="sshd not installed (apt-get install openssh-server; `make test` does it as root)")
+
+
+def random_net():
+    """A /24 inside 127/8 that no other test (nor the default lab) uses."""
+    return f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.0/24"
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
+    env.update(extra)
+    return env
+
+
+def run(*argv, env=None, check=True, timeout=180):
+    """Run an installed console script (sdcadm, sdcadm-agent) as a real process."""
+    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True,
+                          env=env or clean_env(), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{argv} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                             f"stderr:\n{proc.stderr}")
+    return proc

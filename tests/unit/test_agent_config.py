@@ -1,0 +1,52 @@
+import pytest
+
+from sdcadm.agent.daemon import cache_path, check_config, read_token
+from sdcadm.config import load_config
+from sdcadm.errors import ConfigError
+
+ME = "11111111-1111-1111-1111-111111111111"
+
+
+def config(tmp_path, text):
+    path = tmp_path / "sdcadm.yaml"
+    path.write_text(text)
+    return load_config(path, environ={})
+
+
+def test_a_good_configuration_passes(tmp_path):
+    check_config(config(tmp_path, f"server_uuid: {ME}\n"))
+
+
+def test_every_agent_problem_is_reported_together(tmp_path):
+    c = config(tmp_path, "agent: {reconcile_interval: 0, heartbeat_interval: -1, port: 70000}\n")
+    with pytest.raises(ConfigError) as e:
+        check_config(c)
+    text = str(e.value)
+    for key in ("server_uuid", "agent.reconcile_interval", "agent.heartbeat_interval",
+                "agent.port"):
+        assert key in text
+    assert str(tmp_path / "sdcadm.yaml") in text
+
+
+def test_server_uuid_must_be_a_uuid(tmp_path):
+    with pytest.raises(ConfigError, match="server_uuid"):
+        check_config(config(tmp_path, "server_uuid: HN0\n"))
+
+
+def test_token(tmp_path):
+    token = tmp_path / "token"
+    with pytest.raises(ConfigError, match="does not exist") as e:
+        read_token(token)
+    assert "agent.token_file" in str(e.value) and str(token) in str(e.value)
+    token.write_text("\n  \n")
+    with pytest.raises(ConfigError, match="is empty"):
+        read_token(token)
+    token.write_text("  s3cret\n")
+    assert read_token(token) == "s3cret"
+
+
+def test_cache_path_defaults_under_the_root(tmp_path):
+    c = config(tmp_path, f"root: {tmp_path}/hn0\n")
+    assert cache_path(c) == f"{tmp_path}/hn0/var/sdcadm/agent-cache.json"
+    c = config(tmp_path, f"root: {tmp_path}/hn0\nagent: {{cache_file: /x/c.json}}\n")
+    assert cache_path(c) == "/x/c.json"

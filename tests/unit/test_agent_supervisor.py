@@ -1,0 +1,133 @@
+"""The supervisor's gathering and fencing rules, with a fake store (no processes:
+every case here must end up starting nothing)."""
+
+from sdcadm.agent.cache import StateCache
+from sdcadm.agent.metrics import AgentMetrics
+from sdcadm.agent.provision import Layout
+from sdcadm.agent.supervisor import Slot, Supervisor
+from sdcadm.errors import NotFound, StoreUnreachable
+from sdcadm.model import Instance, Server
+
+ME = "11111111-1111-1111-1111-111111111111"
+IMG = "33333333-3333-3333-3333-333333333333"
+INST = Instance(uuid="00000000-0000-0000-0000-000000000001", alias="sapi0", service="sapi",
+                server_uuid=ME, image=IMG, admin_ip="127.99.99.10", port=8080)
+
+
+class FakeStore:
+    def __init__(self, instances=(), fenced=False, known=True):
+        self.instances = {i.uuid: i for i in instances}
+        self.server = Server(uuid=ME, hostname="hn0", admin_ip="127.99.99.1", fenced=fenced)
+        self.known, self.down, self.writes = known, False, []
+
+    def _check(self):
+        if self.down:
+            raise StoreUnreachable("down")
+
+    def list_instances(self, server_uuid=None):
+        self._check()
+        return [i for i in self.instances.values() if i.server_uuid == server_uuid]
+
+    def get_instance(self, uuid):
+        self._check()
+        if uuid not in self.instances:
+            raise NotFound(uuid)
+        return self.instances[uuid]
+
+    def get_image(self, uuid):
+        self._check()
+        raise NotFound(uuid)
+
+    def get_server(self, uuid):
+        self._check()
+        if not self.known:
+            raise NotFound(uuid)
+        return self.server
+
+    def revision(self):
+        self._check()
+        return 1
+
+    def set_instance_state(self, *args):
+        self._check()
+        self.writes.append(args)
+        return True
+
+
+class Handle:
+    def __init__(self, store):
+        self.store = store
+
+    def get(self):
+        return self.store
+
+
+def supervisor(tmp_path, store, clock):
+    return Supervisor(ME, Layout(tmp_path / "root"), tmp_path / "images", Handle(store),
+                      StateCache(tmp_path / "cache.json"), AgentMetrics(), lease=15.0,
+                      clock=lambda: clock[0])
+
+
+def test_a_fenced_server_provisions_nothing(tmp_path):
+    store = FakeStore([INST], fenced=True)
+    sup = supervisor(tmp_path, store, [100.0])
+    sup.load()
+    sup.run_once()
+    assert not sup.may_start(100.0)
+    assert sup.slots == {} and not (tmp_path / "root" / "zones").exists()
+    assert [r["state"] for r in sup.instances()] == ["provisioning"]
+
+
+def test_an_unregistered_server_provisions_nothing(tmp_path):
+    sup = supervisor(tmp_path, FakeStore([INST], known=False), [100.0])
+    sup.run_once()
+    assert sup.slots == {} and sup.store_ok
+
+
+def test_ownership_lapses_after_the_lease_without_the_store(tmp_path):
+    clock = [100.0]
+    store = FakeStore([])
+    sup = supervisor(tmp_path, store, clock)
+    sup.run_once()
+    assert sup.may_start(100.0)
+    store.down = True
+    clock[0] = 110.0
+    sup.run_once()
+    assert not sup.store_ok and sup.may_start(110.0)
+    clock[0] = 116.0
+    sup.run_once()
+    assert not sup.may_start(116.0)
+
+
+def test_an_unreachable_store_destroys_nothing_and_uses_the_cache(tmp_path):
+    StateCache(tmp_path / "cache.json").save(ME, [INST], {}, 1, 1.0)
+    zone = tmp_path / "root" / "zones" / INST.uuid
+    zone.mkdir(parents=True)
+    store = FakeStore([])
+    store.down = True
+    sup = supervisor(tmp_path, store, [100.0])
+    sup.load()
+    sup.run_once()
+    assert zone.exists() and INST.uuid in sup.slots
+    assert [r["uuid"] for r in sup.instances()] == [INST.uuid]
+    assert not sup.may_start(100.0)
+
+
+def test_a_failed_provisioning_is_recorded_and_written_back(tmp_path):
+    store = FakeStore([INST])
+    sup = supervisor(tmp_path, store, [100.0])
+    sup.run_once()
+    slot = sup.slots[INST.uuid]
+    assert slot.state == "failed" and "not in the DC store" in slot.error
+    assert slot.not_before == 100.5
+    assert store.writes == [(INST.uuid, "failed", ME, 1)]
+    assert not (tmp_path / "root" / "zones" / INST.uuid).exists()
+    sup.run_once()  # within the backoff: no new attempt
+    assert sup.slots[INST.uuid].failures == 1
+
+
+def test_restart_requests_only_for_supervised_instances(tmp_path):
+    sup = supervisor(tmp_path, FakeStore([]), [100.0])
+    assert not sup.request_restart(INST.uuid)
+    sup.slots[INST.uuid] = Slot(INST.uuid)
+    assert sup.request_restart(INST.uuid)
