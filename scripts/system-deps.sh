@@ -10,6 +10,8 @@ declare -A NEED=(
   [ssh-keygen]=openssh-client
   [rsync]=rsync
 )
+# zfs-fuse needs root to be useful (FUSE mounts of pools): only then is it wanted.
+[ "$(id -u)" -eq 0 ] && NEED[zfs-fuse]=zfs-fuse
 
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -5,10 +5,15 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 
+# Probes go straight to instances' admin addresses, never through an
+# http_proxy from the environment.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def probe(url, timeout=2.0):
     """GET ``url``; return None when it answers 2xx, else the reason as text."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with _opener.open(url, timeout=timeout) as resp:
             resp.read()
             return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
     except urllib.error.HTTPError as e:

@@ -30,10 +30,15 @@ def _server(row):
                   last_heartbeat=row[7], fenced=bool(row[8]), agent_port=row[9])
 
 
+_decode = json.JSONDecoder().decode
+
+
 def _instance(row):
-    return Instance(uuid=row[0], alias=row[1], service=row[2], server_uuid=row[3], image=row[4],
-                    admin_ip=row[5], port=row[6], generation=row[7],
-                    delegate_dataset=bool(row[8]), state=row[9], params=json.loads(row[10]))
+    # Hot path of `sdcadm insts` (50,000 rows): positional construction, and
+    # no JSON parse for the common empty params.
+    params = {} if row[10] == "{}" else _decode(row[10])
+    return Instance(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                    bool(row[8]), row[9], params)
 
 
 class SqliteStore(Store):

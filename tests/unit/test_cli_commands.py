@@ -400,3 +400,30 @@ def test_help_runs_for_every_command():
         result = sdcadm(*path[1:], "--help")
         assert result.exit_code == 0, (path, result.output)
         assert result.stdout.startswith("Usage: sdcadm")
+
+
+# -- the installed binary (console script -> main()) ---------------------------------------
+
+def test_installed_binary_output_and_exit_codes(dc):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    binary = Path(sys.executable).with_name("sdcadm")
+    if not binary.exists():
+        pytest.skip("the sdcadm console script is not installed (pip install -e .)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
+    env["SDCADM_CONFIG"] = str(dc / "sdcadm.yaml")
+
+    def run(*args):
+        return subprocess.run([str(binary), *args], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    ok = run("insts", "-H", "-o", "alias")
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "binder0\nbinder1\nmoray0\nsapi0\n", "")
+    bad = run("insts", "uuid=nope")
+    assert bad.returncode == 2 and bad.stderr.startswith("sdcadm: error: ") and not bad.stdout
+    env["SDCADM_CONFIG"] = str(dc / "absent.yaml")
+    missing = run("server", "ls")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
