@@ -47,6 +47,13 @@ class Start:
 
 
 @dataclass(frozen=True)
+class Stop:
+    """The store wants the instance stopped (desired_state): stop it, keep its zone."""
+
+    instance: Instance
+
+
+@dataclass(frozen=True)
 class Record:
     """Same runtime, newer generation: rewrite instance.json, keep running."""
 
@@ -78,12 +85,24 @@ class SetState:
 
 
 def runtime_key(instance):
-    """What, when it changes, needs the instance re-provisioned and restarted."""
+    """What, when it changes, needs the instance re-provisioned and restarted.
+
+    ``params.desired_state`` is left out: stopping or starting an instance is
+    not a reason to re-provision it.
+    """
     if isinstance(instance, dict):
         instance = Instance.from_dict(instance)
+    params = {k: v for k, v in instance.params.items() if k != DESIRED}
     return (instance.alias, instance.service, instance.image, instance.admin_ip,
             instance.port, bool(instance.delegate_dataset),
-            json.dumps(instance.params, sort_keys=True))
+            json.dumps(params, sort_keys=True))
+
+
+DESIRED = "desired_state"
+
+
+def wants_stopped(instance):
+    return instance.params.get(DESIRED) == "stopped"
 
 
 def plan(desired, local, me, *, now, elsewhere=None, may_start=True):
@@ -115,11 +134,16 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True):
 
 
 def _plan_one(d, here, now, may_start):
+    stopped = wants_stopped(d)
     if here is None or here.spec is None or here.spec != runtime_key(d):
         if may_start and (here is None or now >= here.not_before):
-            return [Provision(d), Start(d)]
+            return [Provision(d)] if stopped else [Provision(d), Start(d)]
         return []
     actions = [Record(d)] if here.generation != d.generation else []
+    if stopped:
+        # Stopping is always allowed, even unconfirmed: it can only make
+        # fewer copies run.
+        return actions + ([Stop(d)] if here.alive or here.state != "stopped" else [])
     if (here.alive and here.child) or not may_start:
         return actions
     if here.alive:  # a previous agent's process: ours must run in our process group

@@ -22,7 +22,7 @@ from sdcadm.agent import process, provision
 from sdcadm.agent.backoff import after_exit, restart_delay
 from sdcadm.agent.connection import STORE_FAILURES
 from sdcadm.agent.log import Throttled
-from sdcadm.agent.plan import (Depose, Destroy, Local, Provision, Record, Start, plan,
+from sdcadm.agent.plan import (Depose, Destroy, Local, Provision, Record, Start, Stop, plan,
                                runtime_key, state_updates)
 from sdcadm.errors import AgentError, ImageError, NotFound, SdcadmError, ValidationError
 
@@ -256,6 +256,8 @@ class Supervisor:
                 self._start(action.instance, now)
             elif isinstance(action, Record):
                 self._record(action.instance)
+            elif isinstance(action, Stop):
+                self._stop_wanted(action.instance)
         except (SdcadmError, OSError) as e:
             uuid = getattr(action, "uuid", None) or action.instance.uuid
             log.error("%s of instance %s failed: %s", type(action).__name__.lower(), uuid, e,
@@ -340,6 +342,14 @@ class Supervisor:
                              self.layout.stdout_log(instance.uuid), now)
         provision.write_pidfile(self.layout, instance.uuid, proc.pid)
         return proc
+
+    def _stop_wanted(self, instance):
+        slot = self.slots[instance.uuid]
+        self._stop(slot)
+        slot.instance = instance
+        slot.state, slot.error, slot.restart_pending, slot.failures = "stopped", None, False, 0
+        log.info("instance %s stopped: the store wants it stopped", _name(slot),
+                 extra={"event": "instance-stopped-wanted", "instance": instance.uuid})
 
     def _record(self, instance):
         slot = self.slots[instance.uuid]

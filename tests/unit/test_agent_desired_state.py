@@ -1,0 +1,45 @@
+"""The store can ask for an instance to be stopped (params.desired_state)
+without deposing it: migrate stops the source before its final sync."""
+
+from sdcadm.agent.plan import Provision, Record, Start, Stop, plan, runtime_key
+from tests.unit.test_agent_plan import ME, here, inst
+
+
+def stopped(_unused, **kw):
+    return inst(params={"desired_state": "stopped"}, **kw)
+
+
+def test_desired_state_is_not_part_of_the_runtime():
+    assert runtime_key(stopped(None)) == runtime_key(inst())
+
+
+def test_a_running_instance_wanted_stopped_is_stopped():
+    i = stopped(None)
+    assert plan([i], {i.uuid: here(inst())}, ME, now=0) == [Stop(i)]
+
+
+def test_stop_is_allowed_without_confirmed_ownership():
+    i = stopped(None)
+    assert plan([i], {i.uuid: here(inst())}, ME, now=0, may_start=False) == [Stop(i)]
+
+
+def test_a_stopped_instance_stays_stopped():
+    i = stopped(None)
+    local = {i.uuid: here(inst(), alive=False, child=False, state="stopped")}
+    assert plan([i], local, ME, now=100) == []
+
+
+def test_new_instance_wanted_stopped_is_provisioned_not_started():
+    i = stopped(None)
+    assert plan([i], {}, ME, now=0) == [Provision(i)]
+
+
+def test_newer_generation_wanted_stopped_records_then_stops():
+    i = stopped(None, generation=2)
+    assert plan([i], {i.uuid: here(inst())}, ME, now=0) == [Record(i), Stop(i)]
+
+
+def test_wanted_running_again_starts():
+    i = inst(generation=3)
+    local = {i.uuid: here(i, alive=False, child=False, state="stopped")}
+    assert plan([i], local, ME, now=0) == [Start(i)]
