@@ -133,3 +133,61 @@ def env_cmd(directory, server):
     state = _state(directory)
     entry = state.server(server)
     click.echo(f"export SDCADM_CONFIG={state.config_path(entry['hostname'])}")
+
+
+@lab.command("watch")
+@dir_option
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@click.option("--interval", default=0.1, show_default=True, type=click.FloatRange(min=0.01),
+              metavar="SECONDS", help="Seconds between probes of every instance.")
+@click.option("--duration", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Stop after this many seconds (default: at Ctrl-C).")
+@click.option("-j", "--json", "as_json", is_flag=True,
+              help="At the end, print the summary as one JSON object on stdout.")
+def watch_cmd(directory, services, interval, duration, as_json):
+    """Measure availability: probe every instance's /ping ten times a second.
+
+    One row per service (all services, or SERVICE...), one character per
+    tick: '.' up (at least one instance answered), 'x' down. The store is
+    re-read every second, so instances moved or restored elsewhere are
+    followed. The live timeline is drawn on stderr when it is a terminal. At
+    the end (Ctrl-C or --duration), per service: probes, failed probes,
+    number of outages, the longest outage and the total downtime.
+    """
+    import shutil
+    import sys
+
+    from sdcadm.lab.watch import Watcher, timeline_rows
+
+    watcher = Watcher(_state(directory), services or None, interval=interval)
+    live = sys.stderr.isatty()
+    width = max(10, shutil.get_terminal_size((100, 20)).columns - 20)
+    drawn = 0
+    watcher.start()
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while True:
+            remaining = interval if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(interval, remaining))
+            if live:
+                rows = timeline_rows(watcher.snapshot(), width)
+                up = f"\033[{drawn}F" if drawn else ""
+                click.echo(up + "".join(f"\033[K{r}\n" for r in rows), nl=False, err=True)
+                drawn = len(rows)
+    except KeyboardInterrupt:
+        pass
+    summary = watcher.stop()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    from tabulate import tabulate
+
+    if not live:
+        click.echo("\n".join(timeline_rows(watcher.snapshot(), width)))
+    table = [[name, s["probes"], s["failed"], s["outages"], f"{s['longest_outage_s']:.2f}s",
+              f"{s['downtime_s']:.2f}s"] for name, s in summary["services"].items()]
+    click.echo(tabulate(table, ["SERVICE", "PROBES", "FAILED", "OUTAGES", "LONGEST", "DOWNTIME"],
+                        tablefmt="plain", disable_numparse=True))
+    click.echo(f"watched for {summary['duration_s']:.1f}s")

@@ -30,6 +30,10 @@ COMMANDS = {
     "svcs": "sdcadm.cli.insts:svcs",
     "check-health": "sdcadm.cli.health:check_health",
     "lab": "sdcadm.cli.lab:lab",
+    "task": "sdcadm.cli.task:task",
+    "instance": "sdcadm.cli.instance:instance",
+    "service": "sdcadm.cli.service:service",
+    "restore-data": "sdcadm.cli.restore_data:restore_data",
 }
 
 EXIT_INTERRUPTED = 130
