@@ -40,6 +40,8 @@ SPEC = {
         "jitter": ((int, float), 0.1, "fraction of sync_interval added at random"),
         "concurrency": (int, 2, "services synced at once"),
         "prune_grace": ((int, float), 600.0, "seconds before copies of a vanished instance are removed"),
+        "source_root_template": (str, "/", "root of a source server's files, {hostname} and {uuid} "
+                                           "replaced (the lab: <lab dir>/{hostname})"),
     },
     "store": {
         "backend": (str, "sqlite", "sqlite | etcd"),

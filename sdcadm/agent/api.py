@@ -9,6 +9,10 @@ are JSON: ``{"error": "<word>", "message": "<what and how to fix>"}``.
     GET  /v1/status                    uptime, heartbeat, store, counts by state
     GET  /v1/instances                 the instances this agent supervises
     POST /v1/instances/<uuid>/restart  restart one (202; 404 if not supervised)
+    GET  /v1/restore-data              what this headnode holds (per service and instance)
+    POST /v1/restore-data/sync         sync now; body {"services": [...], "reseed": false}
+                                       (optional); streams NDJSON events, the last a
+                                       SyncSummary (HTTP/1.0: ends when the connection closes)
     GET  /metrics                      Prometheus text format
 """
 
@@ -27,6 +31,8 @@ ROUTES = (
     ("GET", re.compile(r"/v1/status"), "status"),
     ("GET", re.compile(r"/v1/instances"), "instances"),
     ("POST", re.compile(rf"/v1/instances/(?P<uuid>{_UUID})/restart"), "restart"),
+    ("GET", re.compile(r"/v1/restore-data"), "restore_data"),
+    ("POST", re.compile(r"/v1/restore-data/sync"), "restore_data_sync"),
     ("GET", re.compile(r"/metrics"), "metrics"),
 )
 
@@ -102,8 +108,7 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "bad-request", "Content-Length is not a number") from None
         if length > MAX_BODY:
             raise HttpError(413, "too-large", f"request body over {MAX_BODY} bytes")
-        if length > 0:
-            self.rfile.read(length)
+        self.body = self.rfile.read(length) if length > 0 else b""
 
     def _send(self, status, body, content_type, headers=None):
         self.send_response(status)
@@ -133,6 +138,20 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.agent.restart(uuid):
             raise HttpError(404, "not-found", f"instance {uuid} is not supervised by this agent")
         self._json(202, {"uuid": uuid, "restart": "requested"})
+
+    def _restore_data(self):
+        self._json(200, self.server.agent.restore_data_held())
+
+    def _restore_data_sync(self):
+        from sdcadm.restore_data.api import parse_sync_request, stream_sync
+
+        services, reseed = parse_sync_request(self.body, self.server.agent, HttpError)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        stream_sync(self.server.agent, services, reseed, self.wfile)
 
     def _metrics(self):
         metrics = self.server.agent.metrics

@@ -21,6 +21,7 @@ from sdcadm.agent.connection import StoreHandle
 from sdcadm.agent.heartbeat import Heartbeat
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
+from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
 from sdcadm.errors import AgentError, ConfigError, StoreError
 from sdcadm.uuids import is_uuid
@@ -79,10 +80,17 @@ class Agent:
         self.stores = StoreHandle(config)
         self.heartbeat = Heartbeat(self.me, self.stores, config.agent.heartbeat_interval,
                                    self.metrics)
+        layout = Layout(os.path.abspath(config.root))
+        # Every server can seed from its own restore data; only headnodes hold any,
+        # so elsewhere a seeded instance fails with "no restore data of ...".
         self.supervisor = Supervisor(
-            self.me, Layout(os.path.abspath(config.root)), config.image_source, self.stores,
+            self.me, layout, config.image_source, self.stores,
             StateCache(cache_path(config)), self.metrics,
-            lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port)
+            lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port,
+            seeder=Seeder(config, layout))
+        from sdcadm.restore_data.runner import RestoreDataRunner
+
+        self.restore_data = RestoreDataRunner(config, self.stores, self.metrics)
         try:
             self.api = make_server(config.agent.listen, config.agent.port, self, token)
         except OSError as e:
@@ -140,6 +148,14 @@ class Agent:
     def restart(self, uuid):
         return self.supervisor.request_restart(uuid)
 
+    def restore_data_held(self):
+        runner = self.restore_data
+        last = runner.last_summary
+        return {"server_uuid": self.me, "hostname": self.hostname,
+                "headnode": runner.is_headnode(), "enabled": self.config.restore_data.enabled,
+                "dir": str(runner.layout.root), "cycles": runner.cycles,
+                "last_sync": last.to_dict() if last else None, "holdings": runner.holdings()}
+
     # -- life cycle ------------------------------------------------------------------------
     def start(self):
         self.supervisor.load()
@@ -148,6 +164,7 @@ class Agent:
             ("heartbeat", self.heartbeat.run, (self._stop,)),
             ("supervisor", self.supervisor.run, (self._stop, agent.reconcile_interval)),
             ("api", self.api.serve_forever, (0.2,)),
+            ("restore-data", self.restore_data.run, (self._stop,)),
         ):
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()

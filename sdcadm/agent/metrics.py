@@ -27,6 +27,38 @@ class AgentMetrics:
                                registry=r)
         for state in INSTANCE_STATES:
             self.instances.labels(state=state).set(0)
+        self._restore_data_metrics(r)
+
+    def _restore_data_metrics(self, r):
+        labels = ["service", "source"]
+        self.restore_last_success = Gauge(
+            "sdcadm_restore_data_last_success_timestamp_seconds",
+            "Unix time of the last good restore-data sync", labels, registry=r)
+        self.restore_bytes = Gauge("sdcadm_restore_data_bytes",
+                                   "Size of the current copy of the delegate dataset", labels,
+                                   registry=r)
+        self.restore_moved = Counter("sdcadm_restore_data_transferred_bytes",
+                                     "Bytes pulled over the wire by restore-data syncs", labels,
+                                     registry=r)
+        self.restore_duration = Gauge("sdcadm_restore_data_sync_duration_seconds",
+                                      "Seconds the last restore-data sync took", labels,
+                                      registry=r)
+        self.restore_failures = Counter("sdcadm_restore_data_failures",
+                                        "Restore-data syncs that did not succeed",
+                                        labels + ["status"], registry=r)
+
+    def record_restore(self, service, source, status, size, duration, last_success, moved=0):
+        """One instance's restore-data sync (per service and source server)."""
+        labels = {"service": service, "source": source}
+        self.restore_duration.labels(**labels).set(duration)
+        if moved:
+            self.restore_moved.labels(**labels).inc(moved)
+        if status == "ok":
+            self.restore_bytes.labels(**labels).set(size)
+        else:
+            self.restore_failures.labels(status=status, **labels).inc()
+        if last_success:
+            self.restore_last_success.labels(**labels).set(last_success)
 
     def set_instance_counts(self, counts):
         for state in INSTANCE_STATES:

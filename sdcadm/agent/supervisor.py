@@ -24,7 +24,9 @@ from sdcadm.agent.connection import STORE_FAILURES
 from sdcadm.agent.log import Throttled
 from sdcadm.agent.plan import (Depose, Destroy, Local, Provision, Record, Start, Stop, plan,
                                runtime_key, state_updates)
-from sdcadm.errors import AgentError, ImageError, NotFound, SdcadmError, ValidationError
+from sdcadm.agent.seed import seed_source
+from sdcadm.errors import (AgentError, DatasetError, ImageError, NotFound, SdcadmError,
+                           ValidationError)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,10 @@ class Slot:
 
 class Supervisor:
     def __init__(self, me, layout, image_source, stores, cache, metrics, *, lease,
-                 instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time):
+                 instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time,
+                 seeder=None):
         self.me, self.layout, self.image_source = me, layout, image_source
+        self.seeder = seeder         # agent.seed.Seeder: restore/migrate seeding (headnodes)
         self.stores, self.cache, self.metrics = stores, cache, metrics
         self.lease, self.instance_port, self.stop_timeout = lease, instance_port, stop_timeout
         self.clock = clock
@@ -292,8 +296,13 @@ class Supervisor:
             if image is None:
                 raise ImageError(f"image {instance.image} is not in the DC store",
                                  hint="import the image, or fix the instance's image")
+            if self.seeder is not None and seed_source(instance):
+                self.seeder.prepare(instance)
+            elif seed_source(instance):
+                raise AgentError("this server cannot seed instances from restore data "
+                                 "(no restore data configured)")
             slot.payload = provision.provision(self.layout, instance, image, self.image_source)
-        except (ImageError, ValidationError, OSError) as e:
+        except (ImageError, ValidationError, OSError, NotFound, AgentError, DatasetError) as e:
             if isinstance(e, ImageError):
                 # Re-read the record next time: it may be fixed by re-importing.
                 self.images.pop(instance.image, None)

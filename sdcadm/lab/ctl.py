@@ -43,6 +43,8 @@ def server_config(state, server):
         "root": str(root),
         "log_dir": str(root / "var" / "log" / "sdcadm"),
         "restore_data_dir": str(root / "var" / "sdcadm" / "svc-restore-data"),
+        "restore_data": {"source_root_template": str(state.path).replace("{", "{{").replace(
+            "}", "}}") + "/{hostname}"},
         "image_source": str(state.images_dir),
         "store": {"backend": "sqlite", "path": str(state.store_path)},
         "agent": {

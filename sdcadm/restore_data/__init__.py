@@ -1,4 +1,8 @@
-"""Restore data: the per-headnode copy of what rebuilds every non-HA instance.
+"""Restore data: the per-headnode copy of what rebuilds every non-HA instance
+(DESIGN section 4; docs/restore-data.md).
 
-Not built yet: the puller lands with the restore-data issue (DESIGN section 4).
+``puller`` pulls (one sync cycle), ``runner`` schedules it in the agent,
+``verify`` proves a copy restores, ``access`` reads a copy back for
+`service restore`; ``layout``, ``manifest``, ``commit``, ``plan`` and ``tree``
+are the pieces they share.
 """

@@ -138,6 +138,21 @@ class Store(ABC):
     def get_lock(self, name):
         """(owner, expires_at, token) or None."""
 
+    # -- restore-data status (one row per receiving headnode and instance) ----------
+    @abstractmethod
+    def put_restore_status(self, status):
+        """Create or replace the RestoreStatus of (receiver, service, instance).
+        Not part of the DC model: does not bump the revision."""
+
+    @abstractmethod
+    def list_restore_status(self, receiver=None):
+        """RestoreStatus rows, optionally of one receiver, ordered by receiver,
+        service, alias."""
+
+    @abstractmethod
+    def delete_restore_status(self, receiver, instance):
+        """Forget the status of ``receiver``'s copy of ``instance`` (pruned)."""
+
     # -- lookups shared by every backend -------------------------------------
     def find_server(self, ref):
         """A server by UUID or hostname; NotFound with the known names otherwise."""

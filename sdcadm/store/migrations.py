@@ -39,4 +39,15 @@ MIGRATIONS = [
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta (key, value) VALUES ('revision', 0), ('lock_token', 0);
     """,
+    # 2: restore-data status, one row per receiving headnode and pulled instance
+    """
+    CREATE TABLE restore_data_status (
+        receiver TEXT NOT NULL, service TEXT NOT NULL, instance TEXT NOT NULL,
+        alias TEXT NOT NULL DEFAULT '', source TEXT, snapshot TEXT, guid TEXT,
+        bytes INTEGER NOT NULL DEFAULT 0, duration REAL NOT NULL DEFAULT 0,
+        last_success REAL, last_attempt REAL NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'diverged', 'unreachable')),
+        error TEXT,
+        PRIMARY KEY (receiver, service, instance));
+    """,
 ]

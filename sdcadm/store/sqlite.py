@@ -380,3 +380,29 @@ class SqliteStore(Store):
     def get_lock(self, name):
         rows = self._query("SELECT owner, expires_at, token FROM locks WHERE name = ?", (name,))
         return tuple(rows[0]) if rows else None
+
+    # -- restore-data status -------------------------------------------------------
+    _RESTORE_COLS = ("receiver", "service", "instance", "alias", "source", "snapshot", "guid",
+                     "bytes", "duration", "last_success", "last_attempt", "status", "error")
+
+    def put_restore_status(self, status):
+        v = status.to_dict()
+        cols = self._RESTORE_COLS
+        with self._tx() as c:
+            c.execute(f"INSERT OR REPLACE INTO restore_data_status ({', '.join(cols)}) "
+                      f"VALUES ({', '.join('?' * len(cols))})", [v[k] for k in cols])
+
+    def list_restore_status(self, receiver=None):
+        from sdcadm.restore_data.status import RestoreStatus
+
+        sql = f"SELECT {', '.join(self._RESTORE_COLS)} FROM restore_data_status"
+        args = ()
+        if receiver is not None:
+            sql, args = sql + " WHERE receiver = ?", (receiver,)
+        rows = self._query(sql + " ORDER BY receiver, service, alias, instance", args)
+        return [RestoreStatus(*r) for r in rows]
+
+    def delete_restore_status(self, receiver, instance):
+        with self._tx() as c:
+            c.execute("DELETE FROM restore_data_status WHERE receiver = ? AND instance = ?",
+                      (receiver, instance))

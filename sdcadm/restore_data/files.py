@@ -1,0 +1,165 @@
+"""Crash-safe file primitives: atomic writes and cross-process locks.
+
+A file is written to a temporary name in its directory, fsync'd, renamed over
+the old one and the directory fsync'd: a crash (kill -9, power cut) leaves the
+old or the new content, never a mix. Locks are ``fcntl.flock`` on lock files:
+they exclude other processes *and* other threads (each ``FileLock`` opens its
+own file description), and vanish with the process that held them.
+"""
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from sdcadm.errors import SdcadmError
+
+
+class LockBusy(SdcadmError):
+    """Someone else holds the lock."""
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def canonical_json(doc):
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` at ``path`` atomically (temp, fsync, rename, fsync dir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path, doc):
+    write_bytes_atomic(path, canonical_json(doc).encode())
+
+
+def copy_atomic(src, dest, chunk=1 << 20):
+    """Copy ``src`` to ``dest`` atomically; return (sha256, bytes) of what was written."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            for block in iter(lambda: inp.read(chunk), b""):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    fsync_dir(dest.parent)
+    return digest.hexdigest(), size
+
+
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_nofollow(path, chunk=1 << 20):
+    """(sha256, size) of a regular file, refusing to follow a symlink."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def remove_tree(path):
+    """Remove a file or a directory tree; missing is fine."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        _unlink(path)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class FileLock:
+    """``with FileLock(path, timeout=..., shared=False):`` -- an flock on ``path``.
+
+    Waits up to ``timeout`` seconds (0: try once), then raises LockBusy naming
+    ``what``. Works across processes and across threads of one process.
+    """
+
+    def __init__(self, path, *, timeout=0.0, shared=False, what=None, poll=0.05):
+        self.path, self.timeout, self.shared = Path(path), float(timeout), shared
+        self.what, self.poll = what or str(path), poll
+        self._fd = None
+
+    def acquire(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        mode = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, mode)
+                self._fd = fd
+                return self
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LockBusy(f"{self.what} is busy (another sync or verify holds {self.path})",
+                               hint="wait for it to finish and try again")
+            time.sleep(self.poll)
+
+    def release(self):
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def read_json(path):
+    """The parsed JSON at ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None

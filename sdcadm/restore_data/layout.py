@@ -1,0 +1,141 @@
+"""Where restore data lives on a headnode (DESIGN section 4).
+
+Under ``restore_data_dir`` (``/var/sdcadm/svc-restore-data``)::
+
+    dc.json                         versioned dump of the DC model
+    .locks/                         lock files (fcntl), one per service and instance
+    .vanished.json                  when each held instance was first seen gone (prune_grace)
+    .verify/                        scratch clones made by `restore-data verify`
+    svc-<service>/
+      service.json insts.json       the service and all its instances
+      vm-<uuid>.json                payload (schema ``payload``) to re-provision the instance
+      images/<uuid>.json .file      the image of each instance and its origin chain
+      datasets/<uuid>/              the delegate dataset copy (owned by the dataset backend)
+      manifest.json                 what the copy holds and checksums (schema ``restore_manifest``)
+      .pending/ .commit/            a metadata update being staged / being moved into place
+
+Paths only: no I/O here except listing what exists.
+"""
+
+from pathlib import Path
+
+from sdcadm.uuids import is_uuid
+
+SERVICE_PREFIX = "svc-"
+MANIFEST = "manifest.json"
+SERVICE_JSON = "service.json"
+INSTS_JSON = "insts.json"
+DC_JSON = "dc.json"
+
+
+def vm_name(uuid):
+    return f"vm-{uuid}.json"
+
+
+def image_names(uuid):
+    """Relative paths (inside svc-<service>/) of an image's record and file."""
+    return f"images/{uuid}.json", f"images/{uuid}.file"
+
+
+def safe_relative(path):
+    """True if ``path`` is a relative POSIX path that stays inside its root
+    (no absolute path, no ``..`` component, no empty or NUL name)."""
+    if not isinstance(path, str) or not path or "\0" in path or path.startswith("/"):
+        return False
+    return not any(part in ("", ".", "..") for part in path.split("/"))
+
+
+class RestoreLayout:
+    def __init__(self, root):
+        self.root = Path(root)
+
+    # -- top level -------------------------------------------------------------
+    @property
+    def dc_json(self):
+        return self.root / DC_JSON
+
+    @property
+    def locks(self):
+        return self.root / ".locks"
+
+    @property
+    def vanished_file(self):
+        return self.root / ".vanished.json"
+
+    @property
+    def scratch(self):
+        return self.root / ".verify"
+
+    def service_lock(self, service):
+        """Held exclusively for a whole sync of the service (one sync at a time)."""
+        return self.locks / f"svc-{service}.sync.lock"
+
+    def commit_lock(self, service):
+        """Exclusive while files of the service change; shared while they are read."""
+        return self.locks / f"svc-{service}.commit.lock"
+
+    def instance_lock(self, uuid):
+        return self.locks / f"{uuid}.lock"
+
+    # -- per service -----------------------------------------------------------
+    def service_dir(self, service):
+        return self.root / f"{SERVICE_PREFIX}{service}"
+
+    def service_json(self, service):
+        return self.service_dir(service) / SERVICE_JSON
+
+    def insts_json(self, service):
+        return self.service_dir(service) / INSTS_JSON
+
+    def vm_json(self, service, uuid):
+        return self.service_dir(service) / vm_name(uuid)
+
+    def images_dir(self, service):
+        return self.service_dir(service) / "images"
+
+    def image_json(self, service, uuid):
+        return self.images_dir(service) / f"{uuid}.json"
+
+    def image_file(self, service, uuid):
+        return self.images_dir(service) / f"{uuid}.file"
+
+    def datasets_dir(self, service):
+        return self.service_dir(service) / "datasets"
+
+    def dataset_dir(self, service, uuid):
+        return self.datasets_dir(service) / uuid
+
+    def manifest(self, service):
+        return self.service_dir(service) / MANIFEST
+
+    def pending(self, service):
+        return self.service_dir(service) / ".pending"
+
+    def committing(self, service):
+        return self.service_dir(service) / ".commit"
+
+    # -- what exists -------------------------------------------------------------
+    def services(self):
+        """Names of the services that have a svc-<name> directory, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name[len(SERVICE_PREFIX):] for p in self.root.iterdir()
+                      if p.is_dir() and p.name.startswith(SERVICE_PREFIX)
+                      and len(p.name) > len(SERVICE_PREFIX))
+
+    def dataset_uuids(self, service):
+        """Instance UUIDs with a dataset copy of this service, sorted."""
+        d = self.datasets_dir(service)
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and is_uuid(p.name))
+
+    def vm_uuids(self, service):
+        d = self.service_dir(service)
+        if not d.is_dir():
+            return []
+        out = []
+        for p in d.iterdir():
+            if p.name.startswith("vm-") and p.name.endswith(".json") and is_uuid(p.name[3:-5]):
+                out.append(p.name[3:-5])
+        return sorted(out)

@@ -1,0 +1,124 @@
+"""``svc-<service>/manifest.json``: what one service's restore data holds.
+
+The manifest is written last, after everything it describes is in place, so
+it always describes a complete copy. It records the source of each instance,
+the dataset snapshot (name and GUID), the sha256 and size of every file
+(metadata, images and the dataset copy), when the sync started and finished,
+its status and error. It carries its own ``checksum`` (sha256 of the
+canonical JSON of everything else), so a manifest edited after it was
+written is told apart from a copy whose files changed.
+"""
+
+import json
+from pathlib import Path
+
+from sdcadm.errors import SdcadmError, ValidationError
+from sdcadm.restore_data.files import canonical_json, sha256_bytes, write_bytes_atomic
+from sdcadm.restore_data.layout import safe_relative
+
+VERSION = 1
+# Worst first: the status of a service is the worst status of its instances.
+SEVERITY = {"failed": 3, "diverged": 2, "unreachable": 1, "ok": 0}
+
+
+class ManifestError(SdcadmError):
+    """A manifest is missing, unreadable, invalid or was edited."""
+
+    def __init__(self, path, problem, *, hint=None):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}",
+                         hint=hint or "run `sdcadm service sync-restore-data` to write a new copy")
+
+
+def checksum(doc):
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return sha256_bytes(canonical_json(body).encode())
+
+
+def seal(doc):
+    """The manifest with its checksum set (validated)."""
+    doc = dict(doc, version=VERSION)
+    doc["checksum"] = checksum(doc)
+    problems = problems_of(doc)
+    if problems:
+        raise ValidationError("restore_manifest", f"manifest of {doc.get('service')}", problems)
+    return doc
+
+
+def problems_of(doc):
+    """Schema problems plus what a schema cannot say (unsafe paths)."""
+    from sdcadm.schemas import problems
+
+    found = problems("restore_manifest", doc)
+    if found:
+        return found
+    for name in doc["files"]:
+        if not safe_relative(name):
+            found.append(f"at files: unsafe path {name!r}")
+    for uuid, inst in doc["instances"].items():
+        ds = inst["dataset"]
+        for name in (ds or {}).get("files", {}) | (ds or {}).get("links", {}):
+            if not safe_relative(name):
+                found.append(f"at instances.{uuid}.dataset: unsafe path {name!r}")
+    return found
+
+
+def write_manifest(path, doc):
+    """Seal and atomically write ``doc``; return the sealed document."""
+    doc = seal(doc)
+    write_bytes_atomic(path, canonical_json(doc).encode())
+    return doc
+
+
+def read_manifest(path):
+    """The validated manifest at ``path``; ManifestError saying exactly what is wrong."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(path, "missing: this copy was never completed") from None
+    except OSError as e:
+        raise ManifestError(path, f"cannot be read: {e.strerror}") from None
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw, path="manifest.json"):
+    if not raw.strip():
+        raise ManifestError(path, "is empty (truncated)")
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ManifestError(path, "is not UTF-8 text (damaged)") from None
+    except ValueError as e:
+        # Manifests are written whole and end with "}\n": one that does not was cut short.
+        truncated = raw.lstrip().startswith(b"{") and not raw.rstrip().endswith(b"}")
+        what = "is truncated" if truncated else "is not valid JSON"
+        raise ManifestError(path, f"{what} ({e.msg} at line {e.lineno} column {e.colno}, "
+                                  f"{len(raw)} bytes)") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(path, f"is not a JSON object (got {type(doc).__name__})")
+    found = problems_of(doc)
+    if found:
+        raise ManifestError(path, "is invalid:\n    " + "\n    ".join(found))
+    if checksum(doc) != doc["checksum"]:
+        raise ManifestError(path, "was modified after it was written (its checksum does not "
+                                  "match its content)")
+    return doc
+
+
+def service_status(instances):
+    """(status, error) of a service from its instances' entries (worst wins)."""
+    worst, error = "ok", None
+    for uuid, inst in sorted(instances.items()):
+        if SEVERITY[inst["status"]] > SEVERITY[worst]:
+            worst = inst["status"]
+            error = f"{inst['alias']}: {inst['error']}" if inst.get("error") else None
+    return worst, error
+
+
+def total_bytes(doc):
+    size = sum(f["bytes"] for f in doc["files"].values())
+    for inst in doc["instances"].values():
+        if inst["dataset"]:
+            size += inst["dataset"]["bytes"]
+    return size

@@ -1,0 +1,291 @@
+"""`restore-data verify`: prove that this headnode's restore data restores.
+
+For each service: finish an interrupted commit, read and check the manifest
+(truncated, invalid or edited is reported as such), check every metadata file
+and image against it (missing, extra, changed -- each named), check the
+content of each (schemas; image sha256 against its record; every image entry
+inside the root), then restore each dataset copy into a scratch clone through
+the dataset backend and compare every file, link and byte with the manifest,
+and remove the clone. Nothing here needs the DC store: it works when the
+store is gone, which is when it matters.
+"""
+
+import json
+import os
+import stat
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+
+from sdcadm.errors import DatasetError, ImageError, SdcadmError, TransportError
+from sdcadm.model import Image
+from sdcadm.restore_data import commit as commits
+from sdcadm.restore_data.files import FileLock, LockBusy, remove_tree, sha256_nofollow
+from sdcadm.restore_data.imagecopy import check_image_file
+from sdcadm.restore_data.layout import INSTS_JSON, MANIFEST, SERVICE_JSON, vm_name
+from sdcadm.restore_data.manifest import ManifestError, read_manifest
+from sdcadm.restore_data.tree import scan_tree
+
+LOCK_TIMEOUT = 120.0
+
+
+@dataclass
+class ServiceReport:
+    service: str
+    problems: list = field(default_factory=list)
+    instances: list = field(default_factory=list)   # dicts: uuid, alias, source, snapshot, ...
+    as_of: float | None = None                       # the oldest last good sync of its copies
+    files: int = 0                                   # files checked
+    bytes: int = 0
+
+    @property
+    def ok(self):
+        return not self.problems
+
+    def to_dict(self):
+        return {"service": self.service, "ok": self.ok, "as_of": self.as_of,
+                "problems": list(self.problems), "instances": list(self.instances),
+                "files": self.files, "bytes": self.bytes}
+
+
+@dataclass
+class VerifyReport:
+    services: list = field(default_factory=list)    # ServiceReport
+    problems: list = field(default_factory=list)    # not tied to one service (dc.json, ...)
+
+    @property
+    def ok(self):
+        return not self.problems and all(s.ok for s in self.services)
+
+    def to_dict(self):
+        return {"ok": self.ok, "problems": list(self.problems),
+                "services": [s.to_dict() for s in self.services]}
+
+
+def verify(layout, backend, services=None, *, lock_timeout=LOCK_TIMEOUT):
+    """Verify ``services`` (default: every service held here); a VerifyReport."""
+    report = VerifyReport()
+    report.problems.extend(check_dc_json(layout))
+    names = layout.services() if services is None else list(services)
+    for name in names:
+        report.services.append(verify_service(layout, backend, name, lock_timeout=lock_timeout))
+    return report
+
+
+def check_dc_json(layout):
+    from sdcadm.schemas import problems
+
+    path = layout.dc_json
+    if not path.exists():
+        return [f"{path.name}: missing (no sync has completed on this headnode)"]
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        return [f"{path.name}: unreadable or not JSON: {e}"]
+    return [f"{path.name}: {p}" for p in problems("restore_dc", doc)]
+
+
+def verify_service(layout, backend, service, *, lock_timeout=LOCK_TIMEOUT):
+    report = ServiceReport(service)
+    svc_dir = layout.service_dir(service)
+    if not svc_dir.is_dir():
+        report.problems.append(f"no restore data for {service} on this headnode")
+        return report
+    clones = {}
+    try:
+        try:
+            with FileLock(layout.commit_lock(service), timeout=lock_timeout,
+                          what=f"restore data of {service}"):
+                commits.recover(svc_dir)
+                manifest = read_manifest(layout.manifest(service))
+                if manifest["service"] != service:
+                    raise ManifestError(layout.manifest(service),
+                                        f"describes service {manifest['service']!r}, "
+                                        f"not {service!r}")
+                for uuid, inst in sorted(manifest["instances"].items()):
+                    if inst["dataset"]:
+                        clones[uuid] = _clone(layout, backend, service, uuid, inst, report)
+        except ManifestError as e:
+            report.problems.append(f"{MANIFEST}: {e.problem}")
+            return report
+        except LockBusy as e:
+            report.problems.append(str(e))
+            return report
+        _check_files(svc_dir, manifest, report)
+        _check_content(svc_dir, manifest, report)
+        for uuid, inst in sorted(manifest["instances"].items()):
+            _check_instance(layout, service, uuid, inst, manifest, clones.get(uuid), report)
+        for uuid in layout.dataset_uuids(service):
+            if uuid not in manifest["instances"]:
+                report.problems.append(f"extra: datasets/{uuid}/ (no manifest entry)")
+        successes = [i["last_success"] for i in manifest["instances"].values()]
+        report.as_of = None if None in successes or not successes else min(successes)
+    finally:
+        for target, _path in clones.values():
+            if target is not None:
+                _destroy_clone(backend, target)
+    return report
+
+
+def _clone(layout, backend, service, uuid, inst, report):
+    snapshot = inst["dataset"]["snapshot"]
+    target = layout.scratch / f"{service}-{uuid}-{os.getpid()}-{uuidlib.uuid4().hex[:8]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path = backend.clone(str(layout.dataset_dir(service, uuid)), str(target), snapshot)
+    except (DatasetError, TransportError, OSError, SdcadmError) as e:
+        report.problems.append(f"datasets/{uuid}@{snapshot} ({inst['alias']}): cannot be "
+                               f"restored: {e}")
+        _destroy_clone(backend, str(target))
+        return None, None
+    return str(target), path
+
+
+def _destroy_clone(backend, target):
+    try:
+        backend.destroy_clone(str(target))
+    except (DatasetError, TransportError, OSError, SdcadmError):
+        pass
+    remove_tree(target)
+
+
+def _check_files(svc_dir, manifest, report):
+    """Every listed file present and unchanged; nothing unlisted."""
+    listed = manifest["files"]
+    for rel, want in sorted(listed.items()):
+        path = svc_dir / rel
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            report.problems.append(f"missing: {rel}")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            report.problems.append(f"not a regular file: {rel}")
+            continue
+        digest, size = sha256_nofollow(path)
+        report.files += 1
+        report.bytes += size
+        if digest != want["sha256"] or size != want["bytes"]:
+            report.problems.append(f"changed: {rel} (sha256 {digest[:12]}…, {size} bytes; "
+                                   f"manifest: {want['sha256'][:12]}…, {want['bytes']} bytes)")
+    for rel in _metadata_files(svc_dir):
+        if rel not in listed:
+            report.problems.append(f"extra: {rel}")
+
+
+def _metadata_files(svc_dir):
+    out = []
+    for entry in sorted(svc_dir.iterdir()):
+        if entry.name.startswith(".") or entry.name in ("datasets", MANIFEST):
+            continue
+        if entry.name == "images" and entry.is_dir() and not entry.is_symlink():
+            out.extend(f"images/{p.name}" for p in sorted(entry.iterdir())
+                       if not p.name.startswith("."))
+        else:
+            out.append(entry.name)
+    return out
+
+
+def _load(svc_dir, rel, kind, report):
+    from sdcadm.schemas import problems
+
+    path = svc_dir / rel
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        report.problems.append(f"invalid: {rel}: not JSON ({e})")
+        return None
+    found = problems(kind, doc)
+    if found:
+        report.problems.append(f"invalid: {rel}: " + "; ".join(found[:5]))
+        return None
+    return doc
+
+
+def _check_content(svc_dir, manifest, report):
+    from sdcadm.schemas import problems
+
+    _load(svc_dir, SERVICE_JSON, "service", report)
+    insts = _load(svc_dir, INSTS_JSON, "restore_insts", report)
+    for n, inst in enumerate(insts or []):
+        found = problems("instance", inst)
+        if found:
+            report.problems.append(f"invalid: {INSTS_JSON}[{n}]: " + "; ".join(found[:5]))
+    for rel in sorted(manifest["files"]):
+        if rel.startswith("images/") and rel.endswith(".json"):
+            record = _load(svc_dir, rel, "image", report)
+            file_rel = rel[:-len(".json")] + ".file"
+            if record is None:
+                continue
+            if file_rel not in manifest["files"]:
+                report.problems.append(f"missing: {file_rel} (the image file of {rel})")
+                continue
+            if not (svc_dir / file_rel).is_file() or (svc_dir / file_rel).is_symlink():
+                continue  # reported by _check_files
+            try:
+                check_image_file(svc_dir / file_rel, Image.from_dict(record))
+            except ImageError as e:
+                report.problems.append(f"refused: {file_rel}: {e}")
+
+
+def _check_instance(layout, service, uuid, inst, manifest, clone, report):
+    alias = inst["alias"]
+    vm = vm_name(uuid)
+    payload = None
+    if vm not in manifest["files"]:
+        report.problems.append(f"missing: {vm} ({alias} cannot be re-provisioned without it)")
+    else:
+        payload = _load(layout.service_dir(service), vm, "payload", report)
+    for image in inst["images"]:
+        for rel in (f"images/{image}.json", f"images/{image}.file"):
+            if rel not in manifest["files"]:
+                report.problems.append(f"missing: {rel} (image of {alias})")
+    ds = inst["dataset"]
+    wants_data = bool(payload and payload["instance"].get("delegate_dataset"))
+    row = {"uuid": uuid, "alias": alias,
+           "source": (inst["source"] or {}).get("hostname"), "status": inst["status"],
+           "error": inst["error"], "last_success": inst["last_success"],
+           "snapshot": ds["snapshot"] if ds else None, "files": 0, "bytes": 0}
+    report.instances.append(row)
+    if inst["last_success"] is None:
+        report.problems.append(f"{alias}: no complete copy yet (last sync {inst['status']}: "
+                               f"{inst['error']})")
+    if wants_data and ds is None:
+        report.problems.append(f"{alias}: its delegate dataset has no copy yet")
+    if ds is None or clone is None:
+        return
+    target, path = clone
+    if target is None:
+        return   # the clone failed; reported
+    where = f"datasets/{uuid}@{ds['snapshot']}"
+    tree = scan_tree(path)
+    row["files"], row["bytes"] = len(tree.files), tree.bytes
+    for problem in tree.problems:
+        report.problems.append(f"{where}: {problem}")
+    for rel, want in sorted(ds["files"].items()):
+        got = tree.files.get(rel)
+        if got is None:
+            kind = "not a regular file" if rel in tree.links else "missing"
+            report.problems.append(f"{where}: {kind}: {rel}")
+        elif got != want:
+            report.problems.append(f"{where}: changed: {rel} (sha256 {got['sha256'][:12]}…, "
+                                   f"{got['bytes']} bytes; manifest: {want['sha256'][:12]}…, "
+                                   f"{want['bytes']} bytes)")
+    for rel in sorted(set(tree.files) - set(ds["files"])):
+        report.problems.append(f"{where}: extra: {rel}")
+    for rel, want_target in sorted(ds["links"].items()):
+        if rel not in tree.links:
+            report.problems.append(f"{where}: missing: {rel} (link -> {want_target})")
+        elif tree.links[rel] != want_target:
+            report.problems.append(f"{where}: changed: {rel} (link -> {tree.links[rel]}, "
+                                   f"manifest: -> {want_target})")
+    for rel in sorted(set(tree.links) - set(ds["links"])):
+        report.problems.append(f"{where}: extra: {rel} (link -> {tree.links[rel]})")
+    report.files += len(tree.files)
+    report.bytes += tree.bytes
+
+
+def format_time(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "never"
