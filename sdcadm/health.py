@@ -5,9 +5,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 
-# Probes go straight to instances' admin addresses, never through an
+# Probes and agent calls go straight to admin addresses, never through an
 # http_proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_open(request, timeout):
+    """``urlopen`` without proxies (a URL or a urllib Request)."""
+    return _opener.open(request, timeout=timeout)
 
 
 def probe(url, timeout=2.0):

@@ -9,6 +9,8 @@ are JSON: ``{"error": "<word>", "message": "<what and how to fix>"}``.
     GET  /v1/status                    uptime, heartbeat, store, counts by state
     GET  /v1/instances                 the instances this agent supervises
     POST /v1/instances/<uuid>/restart  restart one (202; 404 if not supervised)
+    POST /v1/reconcile                 run a supervisor pass now (202), e.g. right after a
+                                       procedure assigned an instance here
     GET  /v1/restore-data              what this headnode holds (per service and instance)
     POST /v1/restore-data/sync         sync now; body {"services": [...], "reseed": false}
                                        (optional); streams NDJSON events, the last a
@@ -31,6 +33,7 @@ ROUTES = (
     ("GET", re.compile(r"/v1/status"), "status"),
     ("GET", re.compile(r"/v1/instances"), "instances"),
     ("POST", re.compile(rf"/v1/instances/(?P<uuid>{_UUID})/restart"), "restart"),
+    ("POST", re.compile(r"/v1/reconcile"), "reconcile"),
     ("GET", re.compile(r"/v1/restore-data"), "restore_data"),
     ("POST", re.compile(r"/v1/restore-data/sync"), "restore_data_sync"),
     ("GET", re.compile(r"/metrics"), "metrics"),
@@ -138,6 +141,10 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.agent.restart(uuid):
             raise HttpError(404, "not-found", f"instance {uuid} is not supervised by this agent")
         self._json(202, {"uuid": uuid, "restart": "requested"})
+
+    def _reconcile(self):
+        self.server.agent.reconcile_now()
+        self._json(202, {"reconcile": "requested"})
 
     def _restore_data(self):
         self._json(200, self.server.agent.restore_data_held())

@@ -148,6 +148,9 @@ class Agent:
     def restart(self, uuid):
         return self.supervisor.request_restart(uuid)
 
+    def reconcile_now(self):
+        self.supervisor.wake.set()
+
     def restore_data_held(self):
         runner = self.restore_data
         last = runner.last_summary

@@ -105,7 +105,7 @@ def wants_stopped(instance):
     return instance.params.get(DESIRED) == "stopped"
 
 
-def plan(desired, local, me, *, now, elsewhere=None, may_start=True):
+def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=False):
     """Actions that bring this server to the store's view.
 
     desired:   Instances the store assigns to ``me`` (or the cached copy).
@@ -115,6 +115,8 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True):
                unknown (store unreachable) and is left alone.
     may_start: False while ownership is not confirmed (store not reached yet,
                lease expired, server fenced): nothing is provisioned or started.
+    fenced:    the store says this server is fenced (declared dead): everything
+               it still runs is stopped, zones kept, until it is unfenced.
     """
     elsewhere = {} if elsewhere is None else elsewhere
     mine = {d.uuid: d for d in desired if d.server_uuid == me}
@@ -128,8 +130,14 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True):
         elif where.server_uuid != me:
             first.append(Depose(uuid, where.server_uuid, where.generation))
     for d in desired:
-        if d.uuid in mine:
-            then += _plan_one(d, local.get(d.uuid), now, may_start)
+        if d.uuid not in mine:
+            continue
+        here = local.get(d.uuid)
+        if fenced:
+            if here is not None and (here.alive or here.state != "stopped"):
+                then.append(Stop(d))
+            continue
+        then += _plan_one(d, here, now, may_start)
     return first + then
 
 

@@ -132,8 +132,9 @@ class Supervisor:
         may_start = self.may_start(now)
         self._restart_requested(may_start)
         views = {u: s.view() for u, s in self.slots.items()}
+        fenced = self.server is not None and self.server.fenced
         for action in plan(desired, views, self.me, now=now, elsewhere=elsewhere,
-                           may_start=may_start):
+                           may_start=may_start, fenced=fenced):
             self._do(action, self.clock())
             self._publish()
         views = {u: s.view() for u, s in self.slots.items()}

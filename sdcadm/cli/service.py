@@ -14,7 +14,10 @@ import click
 from sdcadm.cli.context import pass_state
 from sdcadm.cli.main import LazyGroup
 
-SUBCOMMANDS = {}
+SUBCOMMANDS = {
+    "migrate": "sdcadm.cli.service_procs:migrate",
+    "restore": "sdcadm.cli.service_procs:restore",
+}
 
 EXIT_UNREACHABLE = 3
 

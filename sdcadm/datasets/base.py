@@ -18,6 +18,9 @@ Rules every backend keeps (DESIGN section 4):
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from sdcadm.datasets import tree
+from sdcadm.errors import DatasetError
+
 
 @dataclass(frozen=True)
 class SourceRef:
@@ -87,3 +90,13 @@ class DatasetBackend(ABC):
     @abstractmethod
     def destroy(self, replica_dir):
         """Remove every copy of this dataset (the instance is gone)."""
+
+    def verify(self, replica_dir, files):
+        """Compare the current copy with ``files`` ({relative path: sha256},
+        as in a SyncResult); return a list of problems (empty: all good).
+        DatasetError if there is no copy, or a path or symlink would lead
+        outside it."""
+        path = self.current_path(replica_dir)
+        if path is None:
+            raise DatasetError(f"no complete copy in {replica_dir}")
+        return tree.verify_tree(path, files)

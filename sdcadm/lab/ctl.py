@@ -77,6 +77,9 @@ def _write_private(path, text):
 
 def _check_free(ip, port):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the agent's server does: connections of an earlier lab lingering in
+        # TIME_WAIT must not count as "in use".
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((ip, port))
         except OSError as e:

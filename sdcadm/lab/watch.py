@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdcadm.errors import NotFound, StoreError
+from sdcadm.availability import ServiceAvailability, fold_outages  # noqa: F401 (re-exported)
 from sdcadm.health import probe
 
 log = logging.getLogger(__name__)
@@ -35,54 +36,6 @@ MAX_WORKERS = 32
 
 
 # -- the pure part -----------------------------------------------------------------------------
-
-@dataclass
-class ServiceAvailability:
-    probes: int = 0
-    failed: int = 0
-    outages: list = field(default_factory=list)  # [(start, end)]
-
-    @property
-    def downtime(self):
-        return sum((end - start for start, end in self.outages), 0.0)
-
-    @property
-    def longest(self):
-        return max((end - start for start, end in self.outages), default=0.0)
-
-    def to_dict(self):
-        return {"probes": self.probes, "failed": self.failed,
-                "downtime_s": round(self.downtime, 3), "longest_outage_s": round(self.longest, 3),
-                "outages": len(self.outages)}
-
-
-def fold_outages(samples, end=None, services=()):
-    """Fold ``(timestamp, service, ok)`` samples into {service: ServiceAvailability}.
-
-    Samples are taken in timestamp order (ties keep their given order). An
-    outage runs from a service's first failed sample to its next successful
-    sample; one still open at the end closes at ``end`` (default: the latest
-    timestamp seen). ``services``: names reported even without samples.
-    """
-    ordered = sorted(samples, key=lambda s: s[0])
-    stats = {name: ServiceAvailability() for name in services}
-    down_since = {}
-    last = None
-    for ts, service, ok in ordered:
-        last = ts
-        st = stats.setdefault(service, ServiceAvailability())
-        st.probes += 1
-        if ok:
-            if service in down_since:
-                st.outages.append((down_since.pop(service), ts))
-        else:
-            st.failed += 1
-            down_since.setdefault(service, ts)
-    end = end if end is not None else last
-    for service, start in down_since.items():
-        stats[service].outages.append((start, max(start, end)))
-    return stats
-
 
 def summarize(samples, start, end, services=()):
     """The JSON summary of a watch from ``start`` to ``end``."""

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from sdcadm.health import http_open
 from sdcadm.errors import AgentError, ConfigError, Unreachable
 
 
@@ -37,7 +38,7 @@ class AgentClient:
                                      headers={"Authorization": f"Bearer {self.token}"},
                                      data=b"" if method == "POST" else None)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with http_open(req, self.timeout) as resp:
                 status, body = resp.status, resp.read()
         except urllib.error.HTTPError as e:
             status, body = e.code, e.read()
@@ -61,6 +62,11 @@ class AgentClient:
 
     def instances(self):
         return self._call("GET", "/v1/instances")
+
+    def reconcile(self):
+        """Ask for a supervisor pass now (best effort: the agent's own schedule
+        gets there anyway)."""
+        return self._call("POST", "/v1/reconcile", expect=(202,))
 
     def restart(self, uuid):
         return self._call("POST", f"/v1/instances/{uuid}/restart", expect=(202,))

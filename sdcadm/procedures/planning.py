@@ -136,3 +136,20 @@ def check_restorable_servers(named, servers, now, heartbeat_timeout):
             f"({', '.join(running)} running)",
             hint="if a server is truly lost, name it with --dead SERVER (it will be fenced)")
     return dead
+
+
+def restore_levels(catalog, services):
+    """Group ``services`` into levels that can be brought up together: a
+    service's level is one more than the highest level of the services it
+    depends on *among those being restored* (others are up already)."""
+    wanted = set(services)
+    level = {}
+    for name in catalog.startup_order():
+        if name in wanted:
+            deps = [level[d] for d in catalog.get(name).depends_on if d in level]
+            level[name] = 1 + max(deps, default=-1)
+    out = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for name in catalog.startup_order():
+        if name in level:
+            out[level[name]].append(name)
+    return out

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from sdcadm.health import http_open
 from sdcadm.errors import AgentError, NotFound, SdcadmError, Unreachable
 from sdcadm.model import SERVER_RUNNING, status_of
 from sdcadm.procedures.agent import AgentClient, read_token
@@ -91,7 +92,7 @@ def wait_restarted(probe, old_pid, timeout, interval, clock=time.monotonic, slee
 def ping_pid(url, timeout=PROBE_TIMEOUT):
     """GET ``url``; (True, pid or None) when it answers 2xx, else (False, None)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with http_open(url, timeout) as resp:
             body = resp.read()
             if not 200 <= resp.status < 300:
                 return False, None

@@ -43,3 +43,10 @@ def test_wanted_running_again_starts():
     i = inst(generation=3)
     local = {i.uuid: here(i, alive=False, child=False, state="stopped")}
     assert plan([i], local, ME, now=0) == [Start(i)]
+
+
+def test_a_fenced_server_stops_everything_it_runs_and_starts_nothing():
+    a, b = inst(1), inst(2)
+    local = {a.uuid: here(a), b.uuid: here(b, alive=False, child=False, state="stopped")}
+    assert plan([a, b], local, ME, now=0, may_start=False, fenced=True) == [Stop(a)]
+    assert plan([inst(3)], {}, ME, now=0, may_start=False, fenced=True) == []

@@ -71,3 +71,17 @@ def test_restorable_servers():
         check_restorable_servers(["hn9"], servers, now=101, heartbeat_timeout=1.0)
     late = Server(HN0.uuid, "hn0", "127.0.0.1", last_heartbeat=90)
     assert check_restorable_servers([], [late, HN1], now=101, heartbeat_timeout=1.0) == [late]
+
+
+def test_restore_levels_follow_dependencies_among_restored():
+    from sdcadm.procedures.planning import restore_levels
+
+    levels = restore_levels(CAT, ["vmapi", "sapi", "imgapi", "napi", "assets"])
+    # moray (a dependency of all) is HA and up: sapi, napi, assets start at once
+    assert levels == [["sapi", "assets", "napi"], ["imgapi"], ["vmapi"]]
+    pos = {n: i for i, lvl in enumerate(levels) for n in lvl}
+    for name in pos:
+        for dep in CAT.get(name).depends_on:
+            if dep in pos:
+                assert pos[dep] < pos[name]
+    assert restore_levels(CAT, []) == []

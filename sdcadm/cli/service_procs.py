@@ -1,0 +1,70 @@
+"""`sdcadm service migrate` and `sdcadm service restore`."""
+
+import click
+
+from sdcadm.cli.context import pass_state
+from sdcadm.cli.procedure import procedure_options, run
+
+
+@click.command("migrate")
+@click.argument("src", metavar="SRC")
+@click.argument("dst", metavar="DST")
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@click.option("--all", "all_services", is_flag=True,
+              help="Migrate every service that has an instance on SRC.")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
+              metavar="SECONDS", help="How long to wait for each new instance to be healthy.")
+@procedure_options
+@pass_state
+def migrate(state, src, dst, services, all_services, timeout, run_options):
+    """Move core-service instances from server SRC to headnode DST.
+
+    A new instance is created on DST (next free alias, new admin address) and
+    the old one destroyed, service by service in dependency order. Stateless
+    services see no downtime (the new one is healthy before the old one goes);
+    services with a delegate dataset are synced while running, stopped, synced
+    once more incrementally and started on DST from that copy. HA services are
+    not doubled on a DST that has one; `nat` is never migrated. Prints each
+    service's measured downtime.
+
+    Both servers must be running; to rebuild services of a dead server use
+    `sdcadm service restore`. Re-running after a failure finishes the job.
+    """
+    from sdcadm.procedures.migrate import MigrateServices
+
+    if not services and not all_services:
+        raise click.UsageError("name the services to migrate, or pass --all")
+    run(state, [MigrateServices(src, dst, services, all_services, timeout=timeout)], run_options)
+
+
+@click.command("restore")
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@click.option("--all", "all_services", is_flag=True,
+              help="Restore every service that had an instance on the dead server(s).")
+@click.option("--dead", "dead", multiple=True, metavar="SERVER",
+              help="Declare SERVER dead and fence it (repeatable). Without it, only servers "
+                   "whose heartbeat expired past the margin are considered dead.")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
+              metavar="SECONDS", help="How long to wait for each restored instance to be healthy.")
+@procedure_options
+@pass_state
+def restore(state, services, all_services, dead, timeout, run_options):
+    """Rebuild, on this headnode, the services a dead server was running.
+
+    Run it on a surviving headnode (the server of your configuration). Every
+    instance of a non-HA service that lived on the dead server is restored here
+    in dependency order, from this headnode's restore data: same UUID and
+    alias, its image, and a zero-copy clone of the last good copy of its
+    delegate dataset (nothing is copied over the network). Ownership moves by
+    compare-and-swap on the instance generation, so the dead server, if it
+    comes back, never runs them again. Reports per service the restore time
+    (RTO) and the age of the data restored (RPO).
+
+    A server that is alive is refused unless named with --dead. The DC store
+    must be reachable.
+    """
+    from sdcadm.procedures.restore import RestoreServices
+
+    if not services and not all_services:
+        raise click.UsageError("name the services to restore, or pass --all")
+    run(state, [RestoreServices(services, all_services, dead, timeout=timeout)], run_options)

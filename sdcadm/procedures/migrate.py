@@ -1,0 +1,292 @@
+"""``sdcadm service migrate SRC DST``: controlled evacuation of a server.
+
+As RFD 67 prescribes, a new instance is created on DST and the old one
+destroyed (new UUID, next free alias, new admin address), one service at a
+time in dependency order:
+
+* stateless (no delegate dataset, or an HA service whose peers hold its
+  data): create the new instance on DST, wait until healthy, destroy the old
+  one: no probe ever fails;
+* with a delegate dataset: DST pulls a copy while the old instance runs, the
+  old instance is stopped (``params.desired_state``), DST pulls the final
+  incremental copy, the new instance is created seeded from that copy (a
+  zero-copy clone on DST), waits healthy, and the old one is destroyed.
+  Downtime is measured by probing the service throughout.
+
+HA services are not doubled on a DST that already has one; ``migrate:
+skip`` services (nat) are left alone. The new instance's UUID is derived from
+the old one and DST, so a re-run after a crash finds what it already made
+and finishes the job; no step ever leaves two instances of a singleton
+running (the old one is stopped before the new one is created).
+"""
+
+import threading
+import time
+import uuid as _uuid
+from dataclasses import dataclass
+
+from sdcadm.availability import fold_outages
+from sdcadm.catalog import load_catalog
+from sdcadm.errors import Conflict, NotFound, SdcadmError
+from sdcadm.health import probe
+from sdcadm.model import SERVER_RUNNING, Instance, status_of
+from sdcadm.procedures.agent import AgentClient, read_token
+from sdcadm.procedures.base import Procedure, Step
+from sdcadm.procedures.planning import NotViable, plan_migrate, select_services
+from sdcadm.procedures.waits import wait_for, wait_healthy
+
+ADMIN_NETWORK = "admin"
+HEALTH_TIMEOUT = 120.0
+STOP_TIMEOUT = 60.0
+_NS = _uuid.UUID("0b8f7d4e-3c1a-4f6e-9d2b-7a5c8e1f0d93")
+
+
+def new_uuid_for(old_uuid, dst_uuid):
+    """The migrated instance's UUID: stable, so a re-run finds it."""
+    return str(_uuid.uuid5(_NS, f"{old_uuid}->{dst_uuid}"))
+
+
+class Outage:
+    """Probe a service (up when any of its URLs answers) in a thread while a
+    migration runs; ``measure()`` folds the samples into the downtime clients
+    saw (``sdcadm.availability.fold_outages``)."""
+
+    def __init__(self, urls, interval=0.05):
+        self.urls, self.interval = list(urls), interval
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def add(self, url):
+        self.urls.append(url)
+
+    def saw_up(self):
+        """The caller itself saw the service answer (closes an open outage then)."""
+        self.samples.append((time.monotonic(), "svc", True))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            started = time.monotonic()  # stamped when sent: what the service was then
+            ok = any(probe(u + "/ping", timeout=0.5) is None for u in list(self.urls))
+            self.samples.append((started, "svc", ok))
+            self._stop.wait(self.interval)
+
+    def measure(self):
+        stats = fold_outages(self.samples).get("svc")
+        if stats is None:
+            return {"probes": 0, "failed_probes": 0, "downtime_s": 0.0}
+        return {"probes": stats.probes, "failed_probes": stats.failed,
+                "downtime_s": round(stats.longest, 3)}
+
+
+@dataclass
+class Move:
+    service: str
+    old: Instance
+    new_alias: str
+    new_uuid: str
+    stateful: bool
+
+
+class MigrateServices(Procedure):
+    name = "service-migrate"
+
+    def __init__(self, src, dst, services=(), all_services=False, timeout=HEALTH_TIMEOUT):
+        self.src_ref, self.dst_ref = src, dst
+        self.services, self.all_services = list(services), all_services
+        self.timeout = timeout
+        self.moves, self.skipped = [], []
+
+    def key(self):
+        what = "--all" if self.all_services else " ".join(self.services)
+        return f"{self.src_ref} {self.dst_ref} {what}"
+
+    # -- prepare ----------------------------------------------------------------------------
+    def prepare(self, ctx):
+        store, config = ctx.store, ctx.config
+        catalog = load_catalog(config.catalog)
+        self.src, self.dst = store.find_server(self.src_ref), store.find_server(self.dst_ref)
+        if self.src.uuid == self.dst.uuid:
+            raise NotViable("source and destination are the same server")
+        now, timeout = ctx.now(), config.agent.heartbeat_timeout
+        for role, server in (("source", self.src), ("destination", self.dst)):
+            if server.fenced or status_of(server, now, timeout) != SERVER_RUNNING:
+                raise NotViable(f"the {role} {server.hostname} is not running",
+                                hint="migrate needs both servers up; to rebuild the services of a "
+                                     "dead server use `sdcadm service restore`")
+        if not self.dst.headnode:
+            raise NotViable(f"the destination {self.dst.hostname} is not a headnode",
+                            hint="core services live on headnodes; convert it first "
+                                 "(`sdcadm server headnode-setup`)")
+        instances = store.list_instances()
+        on_src = [i for i in instances if i.server_uuid == self.src.uuid]
+        on_dst = [i for i in instances if i.server_uuid == self.dst.uuid]
+        present = {i.service for i in on_src}
+        services = select_services(catalog, self.services, self.all_services, present)
+        # An HA service counts as present on DST only through a peer we did not make.
+        peers = [i for i in on_dst if i.uuid not in
+                 {new_uuid_for(o.uuid, self.dst.uuid) for o in on_src}]
+        items = plan_migrate(catalog, on_src, peers, instances, services)
+        self.moves, self.skipped = [], []
+        for item in items:
+            if item.skip_reason:
+                self.skipped.append(f"{item.old.alias}: {item.skip_reason}")
+                continue
+            new_uuid = new_uuid_for(item.old.uuid, self.dst.uuid)
+            alias = next((i.alias for i in on_dst if i.uuid == new_uuid), item.new_alias)
+            stateful = item.stateful and not catalog.get(item.service).ha
+            self.moves.append(Move(item.service, item.old, alias, new_uuid, stateful))
+        self.token = read_token(config)
+        if not self.moves:
+            return self.mark_nothing_to_do(
+                f"nothing to migrate from {self.src.hostname}"
+                + (": " + "; ".join(self.skipped) if self.skipped else ""))
+        return True
+
+    def summarize(self):
+        lines = []
+        for m in self.moves:
+            how = ("sync its dataset, stop it, final sync, start the copy" if m.stateful
+                   else "start the new one, then destroy the old one")
+            lines.append(f"migrate {m.old.alias} ({m.service}) from {self.src.hostname} to "
+                         f"{self.dst.hostname} as {m.new_alias}: {how}")
+        lines += [f"skip {s}" for s in self.skipped]
+        return lines
+
+    def steps(self):
+        return [Step(f"migrate {m.old.alias}", self._step(m), self._done(m)) for m in self.moves]
+
+    # -- one service -------------------------------------------------------------------------
+    def _done(self, m):
+        def done(ctx, previous):
+            try:
+                new = ctx.store.get_instance(m.new_uuid)
+            except NotFound:
+                return False
+            try:
+                ctx.store.get_instance(m.old.uuid)
+                return False
+            except NotFound:
+                return probe(new.url + "/ping", timeout=1.0) is None
+        return done
+
+    def _step(self, m):
+        def migrate(ctx):
+            store = ctx.store
+            old = _get(store, m.old.uuid)
+            new = _get(store, m.new_uuid)
+            urls = [u for u in (old.url if old else None, new.url if new else None) if u]
+            with Outage(urls) as outage:
+                if m.stateful and new is None and old is not None:
+                    old = self._stop_and_sync(ctx, m, old)
+                if new is None:
+                    new = self._create(ctx, m, old)
+                    outage.add(new.url)
+                wait_healthy(new.url + "/ping", self.timeout, f"{new.alias} on {self.dst.hostname}")
+                outage.saw_up()
+                if old is not None:
+                    self._destroy(ctx, old)
+            measured = outage.measure()
+            ctx.progress(f"{m.old.alias} -> {new.alias}: downtime {measured['downtime_s']:.2f}s "
+                         f"({measured['failed_probes']} failed probe(s))")
+            return {"service": m.service, "old": m.old.alias, "new": new.alias, "new_uuid": new.uuid,
+                    "ip": new.admin_ip, "stateful": m.stateful, **measured}
+
+        return migrate
+
+    def _agent(self, server):
+        return AgentClient(server.agent_url, self.token, timeout=5.0)
+
+    def _sync(self, ctx, m, what):
+        from sdcadm.restore_data.client import sync_one
+
+        started = time.monotonic()
+        result = sync_one(self.dst, self.token, services=[m.service])
+        if not result.ok:
+            raise SdcadmError(f"{what} sync of {m.service} to {self.dst.hostname} failed: "
+                              + "; ".join(result.problems()),
+                              hint="see `sdcadm restore-data ls`; re-run migrate when fixed")
+        return time.monotonic() - started
+
+    def _stop_and_sync(self, ctx, m, old):
+        if old.params.get("desired_state") != "stopped":
+            ctx.progress(f"{m.old.alias}: syncing its dataset to {self.dst.hostname} while it runs")
+            self._sync(ctx, m, "first")
+            params = dict(old.params, desired_state="stopped")
+            old = ctx.store.move_instance(old.uuid, old.generation, params=params)
+            _kick(self._agent(self.src))
+        ctx.progress(f"{m.old.alias}: stopping it on {self.src.hostname}")
+        old, _ = wait_for(lambda: _stopped(ctx.store, old.uuid), STOP_TIMEOUT,
+                          f"{m.old.alias} to stop on {self.src.hostname}", interval=0.02)
+        ctx.progress(f"{m.old.alias}: final incremental sync")
+        self._sync(ctx, m, "final")
+        return old
+
+    def _create(self, ctx, m, old):
+        store = ctx.store
+        ip = _allocated_to(store, m.new_uuid) or store.allocate_ip(ADMIN_NETWORK, m.new_uuid)
+        params = {k: v for k, v in (old.params if old else {}).items()
+                  if k not in ("desired_state", "seed_from", "restored_from")}
+        if m.stateful:
+            params["seed_from"] = {"instance": m.old.uuid, "service": m.service}
+        new = Instance(uuid=m.new_uuid, alias=m.new_alias, service=m.service,
+                       server_uuid=self.dst.uuid, image=m.old.image, admin_ip=ip, port=m.old.port,
+                       delegate_dataset=m.old.delegate_dataset, params=params)
+        try:
+            store.create_instance(new)
+        except Conflict:
+            new = store.get_instance(m.new_uuid)
+        _kick(self._agent(self.dst))
+        ctx.progress(f"{m.new_alias}: created on {self.dst.hostname} at {ip}")
+        return new
+
+    def _destroy(self, ctx, old):
+        try:
+            ctx.store.delete_instance(old.uuid)
+        except NotFound:
+            return
+        ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip)
+        _kick(self._agent(self.src))
+        ctx.progress(f"{old.alias}: destroyed on {self.src.hostname}")
+
+    def report(self, results):
+        lines = []
+        for r in results.values():
+            if r:
+                lines.append(f"{r['old']} -> {r['new']} ({r['service']}, "
+                             f"{'stateful' if r['stateful'] else 'stateless'}): downtime "
+                             f"{r['downtime_s']:.2f}s, {r['failed_probes']} of {r['probes']} "
+                             "probes failed")
+        return lines + [f"skipped {s}" for s in self.skipped]
+
+
+def _get(store, uuid):
+    try:
+        return store.get_instance(uuid)
+    except NotFound:
+        return None
+
+
+def _stopped(store, uuid):
+    inst = store.get_instance(uuid)
+    return inst if inst.state == "stopped" else None
+
+
+def _allocated_to(store, owner):
+    network = store.get_network(ADMIN_NETWORK)
+    return next((ip for ip, o in sorted(network.allocations.items()) if o == owner), None)
+
+
+def _kick(client):
+    try:
+        client.reconcile()
+    except SdcadmError:
+        pass  # best effort: the agent's own schedule gets there too

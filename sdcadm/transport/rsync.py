@@ -1,0 +1,182 @@
+"""rsync over SSH, driven through the ``sh`` package with argument lists.
+
+``pull(transport, remote_path, dest)`` copies a directory tree from the server
+``transport`` (an ``SSHTransport``) reaches into a local directory. The SSH
+client is OpenSSH with ``transport.ssh_argv()`` (same port, user, identity and
+known_hosts; ``StrictHostKeyChecking=yes``: host keys verified, never added).
+``--stats`` gives the bytes that crossed the wire; ``--info=progress2`` feeds
+progress events when an observer is given. rsync dies with the process that
+started it (PDEATHSIG), so a killed sync leaves no orphan writing behind it.
+"""
+
+import logging
+import os
+import re
+import shlex
+import shutil
+from dataclasses import dataclass
+
+import sh
+
+from sdcadm.errors import AuthError, DatasetError, HostKeyError, TransportError, Unreachable
+from sdcadm.progress import Progress, notify
+from sdcadm.transport.local import die_with_parent
+
+log = logging.getLogger(__name__)
+
+_UNREACHABLE_CODES = {5, 10, 12, 30, 35, 255}
+_PROGRESS_RE = re.compile(r"^\s*([\d,]+)\s+(\d+)%")
+
+
+@dataclass(frozen=True)
+class RsyncStats:
+    """What ``--stats`` reported (bytes; 0 when a line was missing)."""
+
+    files: int = 0
+    transferred_files: int = 0
+    total_size: int = 0
+    transferred_size: int = 0
+    literal: int = 0
+    matched: int = 0
+    sent: int = 0
+    received: int = 0
+
+    @property
+    def wire_bytes(self):
+        return self.sent + self.received
+
+
+_STATS_LINES = {
+    "Number of files": "files",
+    "Number of regular files transferred": "transferred_files",
+    "Total file size": "total_size",
+    "Total transferred file size": "transferred_size",
+    "Literal data": "literal",
+    "Matched data": "matched",
+    "Total bytes sent": "sent",
+    "Total bytes received": "received",
+}
+
+
+def parse_stats(text):
+    """RsyncStats from rsync's ``--stats`` output (pure; numbers may carry
+    thousands separators)."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        field = _STATS_LINES.get(key.strip())
+        if not sep or field is None:
+            continue
+        m = re.match(r"\s*([\d,.]+)", rest)
+        if m:
+            values[field] = int(re.sub(r"[,.]", "", m.group(1)))
+    return RsyncStats(**values)
+
+
+def parse_progress(chunk):
+    """Bytes done from the last ``--info=progress2`` record in ``chunk``, or None."""
+    done = None
+    for record in re.split(r"[\r\n]", chunk):
+        m = _PROGRESS_RE.match(record)
+        if m:
+            done = int(m.group(1).replace(",", ""))
+    return done
+
+
+def remote_spec(host, path):
+    """``host:path/`` (contents of the directory); IPv6 hosts bracketed."""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{str(path).rstrip('/')}/"
+
+
+def rsync_args(ssh_argv, host, remote_path, dest, *, link_dest=None, progress=False,
+               delete=True, extra=()):
+    """The arguments after ``rsync`` (pure)."""
+    args = ["-a", "--numeric-ids", "--stats", "-e", shlex.join(ssh_argv)]
+    if delete:
+        args.append("--delete")
+    if progress:
+        args += ["--info=progress2", "--no-inc-recursive"]
+    if link_dest:
+        args.append(f"--link-dest={os.path.abspath(link_dest)}")
+    args += list(extra)
+    args += [remote_spec(host, remote_path), str(dest).rstrip("/") + "/"]
+    return args
+
+
+def rsync_errors(stderr, limit=5):
+    """rsync's own lines from stderr (``rsync: ...``/``rsync error: ...``)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    mine = [line for line in lines if line.startswith("rsync")] or lines
+    return "; ".join(mine[-limit:])
+
+
+def map_exit(code, stderr, host):
+    """The typed error for rsync's exit ``code`` (pure), None for 0."""
+    if code == 0:
+        return None
+    detail = rsync_errors(stderr) or f"exit {code}"
+    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        return HostKeyError(f"rsync from {host}: host key verification failed",
+                            hint="the server's key is not in (or differs from) the known_hosts "
+                                 "file sdcadm uses (ssh.known_hosts)")
+    if "Permission denied (publickey" in stderr:
+        return AuthError(f"rsync from {host}: authentication failed",
+                         hint="check ssh.identity and the server's authorized_keys")
+    if code in _UNREACHABLE_CODES:
+        return Unreachable(f"rsync from {host} failed (exit {code}): {detail}",
+                           hint="check that the server is up and its sshd answers")
+    if code in (23, 24):
+        what = "some files vanished" if code == 24 else "some files could not be copied"
+        return DatasetError(f"rsync from {host}: partial transfer, {what} (exit {code}): {detail}",
+                            hint="the copy was not kept; check the path and permissions on the "
+                                 "source, then sync again")
+    return TransportError(f"rsync from {host} failed (exit {code}): {detail}")
+
+
+def rsync_program():
+    path = shutil.which("rsync")
+    if not path:
+        raise DatasetError("rsync is not installed", hint="apt-get install rsync")
+    return path
+
+
+def pull(transport, remote_path, dest, *, link_dest=None, observer=None, extra=()):
+    """Copy ``remote_path`` (a directory on ``transport``'s server) into
+    ``dest``. Returns RsyncStats; raises Unreachable, HostKeyError,
+    AuthError, DatasetError (partial transfer) or TransportError."""
+    args = rsync_args(transport.ssh_argv(), transport.host, remote_path, dest,
+                      link_dest=link_dest, progress=observer is not None, extra=extra)
+    out = []
+    record = []  # sh hands over unbuffered output a character at a time
+    step = f"rsync {transport.host}:{remote_path}"
+
+    def on_out(chunk):
+        out.append(chunk)
+        if observer is None:
+            return
+        record.append(chunk)
+        if "\r" in chunk or "\n" in chunk:
+            done = parse_progress("".join(record))
+            record.clear()
+            if done is not None:
+                notify(observer, Progress("rsync", step, done=done))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RSYNC_")}
+    env["LC_ALL"] = "C"
+    log.debug("rsync %s", shlex.join(args))
+    rsync = sh.Command(rsync_program())
+    try:
+        result = rsync(*args, _ok_code=list(range(256)), _return_cmd=True, _env=env,
+                       _preexec_fn=die_with_parent, _out=on_out, _out_bufsize=0,
+                       _decode_errors="replace")
+    except sh.ErrorReturnCode as e:  # killed by a signal
+        raise TransportError(f"rsync from {transport.address} was killed ({e.exit_code})",
+                             hint="sync again") from None
+    stderr = result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes) else result.stderr
+    error = map_exit(result.exit_code, stderr, transport.address)
+    if error is not None:
+        raise error
+    stats = parse_stats("".join(out))
+    log.debug("rsync done: %s", stats)
+    return stats

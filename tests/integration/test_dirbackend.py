@@ -1,0 +1,323 @@
+"""DirBackend: real rsync over a real LabSshd on a random loopback address."""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from sdcadm.datasets.base import SourceRef
+from sdcadm.datasets.dirbackend import DirBackend
+from sdcadm.errors import DatasetError, Unreachable
+from sdcadm.lab.sshd import LabSshd
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")),
+                       reason="sshd is not installed (apt-get install openssh-server)"),
+    pytest.mark.skipif(not shutil.which("rsync"), reason="rsync is not installed (apt-get install rsync)"),
+    pytest.mark.skipif(not shutil.which("ssh"), reason="ssh is not installed (apt-get install openssh-client)"),
+]
+
+MiB = 1 << 20
+RECEIVER_A = "aaaaaaaa-0000-4000-8000-000000000001"
+RECEIVER_B = "bbbbbbbb-0000-4000-8000-000000000002"
+INSTANCE = "11111111-2222-4333-8444-555555555555"
+
+
+def random_address():
+    return f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.1"
+
+
+def free_port(addr):
+    with socket.socket() as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    addr = random_address()
+    lab = LabSshd(tmp_path_factory.mktemp("sshd"), [addr], free_port(addr))
+    lab.setup()
+    lab.start()
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture
+def backend(sshd):
+    return DirBackend(transport_factory=lambda host: sshd.transport(host))
+
+
+def write_random(path, size, seed):
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(rng.randbytes(size))
+
+
+@pytest.fixture
+def source_dir(tmp_path):
+    """A few MiB of mixed file sizes."""
+    src = tmp_path / "source" / "data"
+    for i in range(6):
+        write_random(src / f"big{i}.bin", MiB, seed=i)
+    for i in range(40):
+        write_random(src / "small" / f"f{i:02d}.txt", 1000 + 97 * i, seed=100 + i)
+    (src / "empty").mkdir()
+    return src
+
+
+def source_ref(sshd, path, host=None):
+    return SourceRef(server_uuid="5e4e0000-0000-4000-8000-000000000000", hostname="cn0",
+                     host=host or sshd.listen_addresses[0], instance_uuid=INSTANCE, path=str(path))
+
+
+def tree_hashes(root):
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                found[rel] = hashlib.sha256(os.fsencode(os.readlink(full))).hexdigest()
+            else:
+                found[rel] = hashlib.sha256(open(full, "rb").read()).hexdigest()
+    return found
+
+
+def total_size(root):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+
+
+def change_one_percent(src):
+    """Rewrite 64 KiB in the middle of one 1 MiB file and add a 16 KiB file."""
+    with open(src / "big3.bin", "r+b") as f:
+        f.seek(300_000)
+        f.write(random.Random(7).randbytes(64 * 1024))
+    write_random(src / "small" / "new.txt", 16 * 1024, seed=99)
+
+
+def test_full_then_incremental_moves_only_changes(backend, sshd, source_dir, tmp_path):
+    replica = tmp_path / "replica"
+    first = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    total = total_size(source_dir)
+    assert not first.incremental
+    assert first.total_bytes == total
+    assert first.bytes_moved >= total
+    assert first.files == tree_hashes(source_dir)
+    current = backend.current_path(replica)
+    assert tree_hashes(current) == tree_hashes(source_dir)
+    assert [c.name for c in backend.copies(replica)] == [first.snapshot]
+    assert os.readlink(replica / "current") == f"snapshots/{first.snapshot}"
+
+    change_one_percent(source_dir)
+    second = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    assert second.incremental
+    assert second.files == tree_hashes(source_dir)
+    changed = 64 * 1024 + 16 * 1024
+    assert second.bytes_moved < 0.05 * second.total_bytes, (second.bytes_moved, changed)
+    new = backend.current_path(replica)
+    assert new != current and tree_hashes(new) == tree_hashes(source_dir)
+    # unchanged files are hard links to the previous copy; the changed one is not
+    assert os.stat(os.path.join(new, "big0.bin")).st_ino == os.stat(os.path.join(current, "big0.bin")).st_ino
+    assert os.stat(os.path.join(new, "big3.bin")).st_ino != os.stat(os.path.join(current, "big3.bin")).st_ino
+    # the previous copy is untouched
+    assert tree_hashes(current) == first.files
+    assert len(backend.copies(replica)) == 2
+    assert backend.verify(replica, second.files) == []
+
+
+def test_unchanged_sync_reuses_hashes(backend, sshd, source_dir, tmp_path):
+    replica = tmp_path / "replica"
+    backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    again = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    assert again.bytes_moved < 0.05 * again.total_bytes
+    cache = json.loads((replica / "hashes" / f"{again.snapshot}.json").read_text())
+    # same inode as the previous copy: hash carried over (and still right)
+    assert {k: v[-1] for k, v in cache.items()} == tree_hashes(source_dir)
+
+
+def test_several_receivers_and_prune(backend, sshd, source_dir, tmp_path):
+    ra, rb = tmp_path / "hn-a", tmp_path / "hn-b"
+    ref = source_ref(sshd, source_dir)
+    for _ in range(2):
+        backend.sync(ref, ra, RECEIVER_A)
+        backend.sync(ref, rb, RECEIVER_B)
+    assert len(backend.copies(ra)) == 2
+    removed = backend.prune(ra, 1)
+    assert len(removed) == 1 and len(backend.copies(ra)) == 1
+    assert not any((ra / "hashes" / f"{n}.json").exists() for n in removed)
+    change_one_percent(source_dir)
+    a = backend.sync(ref, ra, RECEIVER_A)
+    b = backend.sync(ref, rb, RECEIVER_B)
+    assert a.incremental and b.incremental
+    assert a.files == b.files == tree_hashes(source_dir)
+    assert len(backend.copies(rb)) == 3
+    kept = backend.prune(rb, 2)
+    names = [c.name for c in backend.copies(rb)]
+    assert len(names) == 2 and b.snapshot in names and set(kept).isdisjoint(names)
+    assert backend.current_path(rb).endswith(b.snapshot)
+
+
+def test_unreachable_source_keeps_copy(backend, sshd, source_dir, tmp_path):
+    replica = tmp_path / "replica"
+    good = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    dead = random_address()
+    while dead in sshd.listen_addresses:
+        dead = random_address()
+    with pytest.raises(Unreachable):
+        backend.sync(source_ref(sshd, source_dir, host=dead), replica, RECEIVER_A)
+    assert [c.name for c in backend.copies(replica)] == [good.snapshot]
+    assert tree_hashes(backend.current_path(replica)) == good.files
+    assert [e for e in os.listdir(replica / "snapshots") if e.startswith(".tmp")] == []
+
+
+def test_missing_source_path_is_a_dataset_error(backend, sshd, tmp_path):
+    with pytest.raises(DatasetError):
+        backend.sync(source_ref(sshd, tmp_path / "nope"), tmp_path / "replica", RECEIVER_A)
+    assert backend.copies(tmp_path / "replica") == []
+    assert backend.current_path(tmp_path / "replica") is None
+
+
+def test_reseed_sends_everything_again(backend, sshd, source_dir, tmp_path):
+    replica = tmp_path / "replica"
+    backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    again = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A, reseed=True)
+    assert not again.incremental and again.bytes_moved >= again.total_bytes
+    assert again.files == tree_hashes(source_dir)
+
+
+def test_clone_is_zero_copy_and_destroyed(backend, sshd, source_dir, tmp_path):
+    replica = tmp_path / "replica"
+    result = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    target = tmp_path / "zones" / INSTANCE / "data"
+    target.parent.mkdir(parents=True)
+    path = backend.clone(replica, target)
+    assert path == str(target)
+    assert tree_hashes(target) == result.files
+    copy = backend.current_path(replica)
+    assert os.stat(target / "big1.bin").st_ino == os.stat(os.path.join(copy, "big1.bin")).st_ino
+    assert (target / "empty").is_dir()
+    with pytest.raises(DatasetError):
+        backend.clone(replica, target)  # already there
+    with pytest.raises(DatasetError):
+        backend.clone(replica, tmp_path / "other", snapshot="../../etc")
+    backend.destroy_clone(target)
+    assert not target.exists()
+    assert tree_hashes(copy) == result.files  # the copy survives its clone
+    backend.destroy(replica)
+    assert not replica.exists()
+
+
+def test_hostile_symlinks_never_escape(backend, sshd, source_dir, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("outside")
+    os.symlink(str(secret), source_dir / "abs-link")
+    os.symlink("../../../../secret", source_dir / "small" / "up-link")
+    replica = tmp_path / "replica"
+    result = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    copy = backend.current_path(replica)
+    assert os.path.islink(os.path.join(copy, "abs-link"))  # copied as a link, never followed
+    assert result.files["abs-link"] == hashlib.sha256(os.fsencode(str(secret))).hexdigest()
+    target = tmp_path / "clone"
+    with pytest.raises(DatasetError, match="outside"):
+        backend.clone(replica, target)
+    assert not target.exists() and not any(p.name.startswith("clone.tmp") for p in tmp_path.iterdir())
+    with pytest.raises(DatasetError, match="outside"):
+        backend.verify(replica, result.files)
+    os.unlink(source_dir / "abs-link")
+    os.unlink(source_dir / "small" / "up-link")
+    clean = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    with pytest.raises(DatasetError, match="unsafe path"):
+        backend.verify(replica, {**clean.files, "../secret": "0" * 64})
+    # tampering inside the copy is reported
+    victim = os.path.join(backend.current_path(replica), "small", "f00.txt")
+    os.unlink(victim)
+    with open(victim, "w") as f:
+        f.write("tampered")
+    assert backend.verify(replica, clean.files) == ["sha256 differs: small/f00.txt"]
+
+
+CHILD = textwrap.dedent("""
+    import os, sys, time
+    from sdcadm.datasets.base import SourceRef
+    from sdcadm.datasets.dirbackend import DirBackend
+    from sdcadm.transport.ssh import SSHTransport
+    host, port, identity, known_hosts, src, replica, marker = sys.argv[1:]
+    def observer(event):
+        if event.done:
+            open(marker, "w").close()
+            time.sleep(3600)   # hold the sync here until the test kills us
+    backend = DirBackend(transport_factory=lambda h: SSHTransport(
+        h, int(port), user="root" if os.geteuid() == 0 else os.environ["USER"],
+        identity=identity, known_hosts=known_hosts))
+    ref = SourceRef("s", "cn0", host, "i", src)
+    backend.sync(ref, replica, "recv", observer=observer)
+""")
+
+
+def rsync_processes(marker):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if os.fsencode(marker) in cmdline and b"rsync" in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def test_sigkill_mid_sync_keeps_previous_copy(backend, sshd, source_dir, tmp_path):
+    replica = tmp_path / "replica"
+    good = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    for i in range(12):  # enough new data that the transfer is still running
+        write_random(source_dir / "more" / f"m{i}.bin", 2 * MiB, seed=1000 + i)
+    marker = tmp_path / "marker"
+    env = {**os.environ, "USER": sshd.user}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, sshd.listen_addresses[0], str(sshd.port),
+                              str(sshd.identity), str(sshd.known_hosts), str(source_dir),
+                              str(replica), str(marker)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert child.poll() is None, "the sync ended before it could be killed"
+            assert time.monotonic() < deadline, "the sync never reported progress"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    deadline = time.monotonic() + 10
+    while rsync_processes(str(replica)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rsync_processes(str(replica)) == [], "rsync outlived the killed sync"
+    leftovers = [e for e in os.listdir(replica / "snapshots") if e.startswith(".tmp-")]
+    assert len(leftovers) == 1
+    assert [c.name for c in backend.copies(replica)] == [good.snapshot]
+    assert tree_hashes(backend.current_path(replica)) == good.files
+    assert backend.verify(replica, good.files) == []
+    after = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    assert after.files == tree_hashes(source_dir)
+    assert [e for e in os.listdir(replica / "snapshots") if e.startswith(".tmp-")] == []
+    assert [c.name for c in backend.copies(replica)] == [good.snapshot, after.snapshot]
+
+
+def test_concurrent_sync_of_one_replica_is_refused(backend, sshd, source_dir, tmp_path):
+    from sdcadm.datasets.dirbackend import locked
+    replica = tmp_path / "replica"
+    with locked(str(replica)):
+        with pytest.raises(DatasetError, match="another sync"):
+            backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
