@@ -87,7 +87,7 @@ class Agent:
             self.me, layout, config.image_source, self.stores,
             StateCache(cache_path(config)), self.metrics,
             lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port,
-            seeder=Seeder(config, layout))
+            seeder=Seeder(config, layout), singletons=_singletons(config))
         from sdcadm.restore_data.runner import RestoreDataRunner
 
         self.restore_data = RestoreDataRunner(config, self.stores, self.metrics)
@@ -201,3 +201,11 @@ class Agent:
             pass
         self.stop()
         return 0
+
+
+def _singletons(config):
+    """Services that must never run twice (catalog ``singleton``)."""
+    from sdcadm.catalog import load_catalog
+
+    catalog = load_catalog(config.catalog)
+    return frozenset(n for n in catalog.names() if catalog.get(n).singleton)

@@ -105,7 +105,8 @@ def wants_stopped(instance):
     return instance.params.get(DESIRED) == "stopped"
 
 
-def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=False):
+def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=False,
+         lease_lost=False, singletons=frozenset()):
     """Actions that bring this server to the store's view.
 
     desired:   Instances the store assigns to ``me`` (or the cached copy).
@@ -117,6 +118,10 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=Fals
                lease expired, server fenced): nothing is provisioned or started.
     fenced:    the store says this server is fenced (declared dead): everything
                it still runs is stopped, zones kept, until it is unfenced.
+    lease_lost: ownership was confirmed once but not for longer than the lease
+               (the store is unreachable): instances of ``singletons`` are
+               stopped, because past the dead-server margin another headnode
+               may restore them; they start again when the store answers.
     """
     elsewhere = {} if elsewhere is None else elsewhere
     mine = {d.uuid: d for d in desired if d.server_uuid == me}
@@ -133,7 +138,7 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=Fals
         if d.uuid not in mine:
             continue
         here = local.get(d.uuid)
-        if fenced:
+        if fenced or (lease_lost and d.service in singletons):
             if here is not None and (here.alive or here.state != "stopped"):
                 then.append(Stop(d))
             continue

@@ -67,8 +67,9 @@ class Slot:
 class Supervisor:
     def __init__(self, me, layout, image_source, stores, cache, metrics, *, lease,
                  instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time,
-                 seeder=None):
+                 seeder=None, singletons=frozenset()):
         self.me, self.layout, self.image_source = me, layout, image_source
+        self.singletons = frozenset(singletons)  # services stopped when the lease is lost
         self.seeder = seeder         # agent.seed.Seeder: restore/migrate seeding (headnodes)
         self.stores, self.cache, self.metrics = stores, cache, metrics
         self.lease, self.instance_port, self.stop_timeout = lease, instance_port, stop_timeout
@@ -133,8 +134,10 @@ class Supervisor:
         self._restart_requested(may_start)
         views = {u: s.view() for u, s in self.slots.items()}
         fenced = self.server is not None and self.server.fenced
+        lease_lost = self.confirmed_at is not None and now - self.confirmed_at > self.lease
         for action in plan(desired, views, self.me, now=now, elsewhere=elsewhere,
-                           may_start=may_start, fenced=fenced):
+                           may_start=may_start, fenced=fenced, lease_lost=lease_lost,
+                           singletons=self.singletons):
             self._do(action, self.clock())
             self._publish()
         views = {u: s.view() for u, s in self.slots.items()}

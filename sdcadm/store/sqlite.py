@@ -7,6 +7,7 @@ for one another (busy timeout). Every method is one transaction.
 
 import ipaddress
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -55,11 +56,28 @@ class SqliteStore(Store):
                     hint="check store.path in the configuration (or SDCADM_STORE_PATH); "
                          "in the lab, run `sdcadm lab up` first")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.path).touch()  # sqlite takes an empty file as a new database
         self._migrate()
 
     # -- plumbing ----------------------------------------------------------
+    def _identity(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
     def _conn(self):
         conn = getattr(self._local, "conn", None)
+        # A connection keeps working on a file that was renamed or deleted; the
+        # DC store is the file at self.path, so notice when it changed.
+        now_id = self._identity()
+        if conn is not None and now_id != getattr(self._local, "ident", None):
+            conn.close()
+            self._local.conn = conn = None
+        if now_id is None:
+            raise StoreUnreachable(f"the DC store {self.path} is gone (removed or moved away)",
+                                   hint="put the store file back, or fix store.path")
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
@@ -68,7 +86,7 @@ class SqliteStore(Store):
                 conn.execute("PRAGMA foreign_keys=ON")
             except sqlite3.Error as e:
                 raise StoreUnreachable(f"cannot open the DC store {self.path}: {e}") from None
-            self._local.conn = conn
+            self._local.conn, self._local.ident = conn, now_id
         return conn
 
     @contextmanager

@@ -50,3 +50,18 @@ def test_a_fenced_server_stops_everything_it_runs_and_starts_nothing():
     local = {a.uuid: here(a), b.uuid: here(b, alive=False, child=False, state="stopped")}
     assert plan([a, b], local, ME, now=0, may_start=False, fenced=True) == [Stop(a)]
     assert plan([inst(3)], {}, ME, now=0, may_start=False, fenced=True) == []
+
+
+def test_a_lost_lease_stops_singletons_only():
+    sapi, binder = inst(1), inst(2)
+    binder = binder.__class__(**{**binder.to_dict(), "service": "binder", "alias": "binder0"})
+    local = {sapi.uuid: here(sapi), binder.uuid: here(binder)}
+    got = plan([sapi, binder], local, ME, now=0, may_start=False, lease_lost=True,
+               singletons={"sapi"})
+    assert got == [Stop(sapi)]
+
+
+def test_lease_back_starts_the_stopped_singleton_again():
+    i = inst()
+    local = {i.uuid: here(i, alive=False, child=False, state="stopped")}
+    assert plan([i], local, ME, now=0, may_start=True, singletons={"sapi"}) == [Start(i)]

@@ -199,3 +199,15 @@ def test_services_images_tasks_and_revision(store):
                         (store.get_network, "x")):
         with pytest.raises(NotFound):
             getter(key)
+
+
+def test_store_file_moved_away_is_unreachable_until_back(store, tmp_path):
+    path = tmp_path / "dc.sqlite"
+    assert store.list_servers()
+    path.rename(tmp_path / "aside")
+    with pytest.raises(StoreUnreachable, match="is gone"):
+        store.list_servers()
+    with pytest.raises(StoreUnreachable):
+        store.heartbeat(S1, 1)
+    (tmp_path / "aside").rename(path)
+    assert [s.hostname for s in store.list_servers()] == ["hn0", "hn1"]

@@ -1,0 +1,51 @@
+"""Lease-based self-fencing, on a real lab: an agent cut off from the DC
+store longer than its lease stops its singleton instances (another headnode
+may restore them once the margin passes); HA instances keep running; when the
+store answers again the singletons come back."""
+
+import json
+import os
+import time
+
+import pytest
+
+from sdcadm.health import probe
+from sdcadm.lab import procs
+from tests.conftest import clean_env, needs_sshd, random_net, run
+
+pytestmark = [pytest.mark.integration, needs_sshd]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    directory = tmp_path / "dc"
+    try:
+        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(), "--headnodes", "1",
+            "--computenodes", "0", "--services", "sapi,binder", "--heartbeat-interval", "0.4")
+        env = clean_env(SDCADM_CONFIG=str(directory / "hn0" / "etc" / "sdcadm.yaml"))
+        yield directory, {i["service"]: i for i in json.loads(run("sdcadm", "insts", "-j", env=env).stdout)}
+    finally:
+        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
+        assert procs.lab_processes(directory) == []
+
+
+def wait(predicate, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_lost_lease_stops_singletons_and_they_return(lab):
+    directory, insts = lab
+    sapi, binder = insts["sapi"]["url"] + "/ping", insts["binder"]["url"] + "/ping"
+    assert probe(sapi) is None and probe(binder) is None
+    store = directory / "dc.sqlite"
+    aside = directory / "dc.sqlite.aside"
+    os.rename(store, aside)  # the store is gone for every agent
+    try:
+        wait(lambda: probe(sapi) is not None, "sapi (a singleton) kept running without its lease")
+        assert probe(binder) is None, "binder (HA) must keep running"
+    finally:
+        os.rename(aside, store)
+    wait(lambda: probe(sapi) is None, "sapi did not come back with the store")
