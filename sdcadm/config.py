@@ -32,6 +32,9 @@ SPEC = {
     "datasets": {
         "backend": (str, "dir", "dir | zfs: how delegate datasets are stored and copied"),
         "zfs_pool": (_OPT_STR, None, "zfs: the pool holding delegate datasets and replicas"),
+        "zfs_source_pool_template": (_OPT_STR, None,
+                                     "zfs: the pool of a source server ({hostname}, {uuid} "
+                                     "replaced); default: the same name as zfs_pool"),
         "keep": (int, 3, "complete copies kept per replica"),
     },
     "restore_data": {

@@ -44,6 +44,7 @@ class SyncResult:
     incremental: bool = False
     started: float = 0.0
     finished: float = 0.0
+    timings: dict = field(default_factory=dict)   # phase -> seconds ("transfer", "hash", ...)
 
 
 @dataclass(frozen=True)

@@ -147,13 +147,16 @@ class DirBackend(DatasetBackend):
             name = plan.copy_name(started, [c.name for c in self.copies(replica_dir)])
             tmp = os.path.join(snaps, TMP_PREFIX + name)
             os.mkdir(tmp)
+            timings, t0 = {}, time.monotonic()
             try:
                 stats = rsync.pull(self.transport(source.host), source.path, tmp,
                                    link_dest=os.path.join(snaps, base) if base else None,
                                    observer=observer)
+                t1 = time.monotonic()
                 previous = self._hash_cache(replica_dir, base)
                 hashed = tree.hash_tree(tmp, previous, key=tree.key_inode)
                 _write_json(os.path.join(replica_dir, HASHES, f"{name}.json"), hashed.cache)
+                t2 = time.monotonic()
                 tree.syncfs(tmp)
                 os.rename(tmp, os.path.join(snaps, name))
                 tree.fsync_path(snaps)
@@ -161,11 +164,14 @@ class DirBackend(DatasetBackend):
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             self._switch_current(replica_dir, name)
+            timings = {"transfer": round(t1 - t0, 3), "hash": round(t2 - t1, 3),
+                       "flush": round(time.monotonic() - t2, 3)}
         log.info("dir sync %s -> %s/%s: %d bytes moved, %d re-hashed", source.path, replica_dir,
                  name, stats.wire_bytes, hashed.hashed_bytes)
         return SyncResult(snapshot=name, guid=None, bytes_moved=stats.wire_bytes,
                           files=hashed.files, total_bytes=hashed.total_bytes,
-                          incremental=base is not None, started=started, finished=time.time())
+                          incremental=base is not None, started=started, finished=time.time(),
+                          timings=timings)
 
     def _remove_leftovers(self, snaps):
         for entry in os.listdir(snaps):

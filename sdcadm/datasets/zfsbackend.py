@@ -199,7 +199,9 @@ class ZfsBackend(DatasetBackend):
             # receiver's other holds go now (they are a sync behind, by design).
             base = next((r.short for r in reversed(rep_snaps or [])
                          if plan.is_sync_snapshot(r.short)), None) if not reseed else None
+            t0 = time.monotonic()
             new, listed = self._snapshot_source(remote, source, receiver_id, started, base)
+            t1 = time.monotonic()
             src_snaps = [s for s in listed if s.name != new]
             try:
                 decision = plan.plan_zfs_sync(src_snaps, rep_snaps, reseed=reseed)
@@ -211,16 +213,21 @@ class ZfsBackend(DatasetBackend):
             except BaseException:
                 self._abandon(remote, new, tag)
                 raise
+            t2 = time.monotonic()
             self._finish_replica(dataset, replica_dir, source, receiver_id,
                                  remount=not decision.full)
             snap = next((s for s in listed if s.name == new), None)
             self._tidy_source(remote, listed, new, tag, released=base is not None)
+            t3 = time.monotonic()
             hashed = self._hash(replica_dir, snap.creation if snap else 0)
+            timings = {"snapshot": round(t1 - t0, 3), "transfer": round(t2 - t1, 3),
+                       "finish": round(t3 - t2, 3), "hash": round(time.monotonic() - t3, 3)}
         log.info("zfs sync %s -> %s (%s): %d bytes moved", new, dataset, decision.reason, moved)
         return SyncResult(snapshot=new.partition("@")[2], guid=snap.guid if snap else None,
                           bytes_moved=moved,
                           files=hashed.files, total_bytes=hashed.total_bytes,
-                          incremental=not decision.full, started=started, finished=time.time())
+                          incremental=not decision.full, started=started, finished=time.time(),
+                          timings=timings)
 
     def _snapshot_source(self, remote, source, receiver_id, now, base):
         """Snapshot the source ``@sdcadm-sync-<stamp>``, held by this receiver
@@ -334,7 +341,18 @@ class ZfsBackend(DatasetBackend):
                     self.local.unmount(dataset, force=True)
                     break
                 time.sleep(0.2)
-        self.local.mount(dataset)
+        self._mount(dataset)
+
+    def _mount(self, dataset):
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:  # zfs-fuse: "mountpoint or dataset is busy" right after an unmount
+            try:
+                self.local.mount(dataset)
+                return
+            except ZfsBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
     def _abandon(self, remote, snapshot, tag):
         """After a failed sync: release the new source snapshot; zfs destroys

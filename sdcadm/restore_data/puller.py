@@ -67,6 +67,19 @@ def source_root(config, server):
                                "{{ and }}") from None
 
 
+def source_pool(config, server):
+    """The zfs pool (or dataset) holding ``server``'s delegate datasets."""
+    template = config.datasets.zfs_source_pool_template
+    if not template:
+        return config.datasets.zfs_pool
+    try:
+        return template.format(hostname=server.hostname, uuid=server.uuid)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(config.path, [f"key 'datasets.zfs_source_pool_template' "
+                                        f"({template!r}) cannot be used: {e!r}"],
+                          hint="only {hostname} and {uuid} are replaced") from None
+
+
 def source_data_path(config, server, instance_uuid):
     return str(Path(source_root(config, server)) / "zones" / instance_uuid / "data")
 
@@ -391,7 +404,7 @@ class Puller(PruneMixin):
         from sdcadm.datasets.base import SourceRef
 
         inst, server = item.instance, item.source
-        pool = self.config.datasets.zfs_pool
+        pool = source_pool(self.config, server)
         zfs_dataset = None
         if pool:
             from sdcadm.datasets.zfspool import source_dataset_name
