@@ -21,6 +21,7 @@ from sdcadm.agent.connection import StoreHandle
 from sdcadm.agent.heartbeat import Heartbeat
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
+from sdcadm.agent.datasets import for_config as datasets_for_config
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
 from sdcadm.errors import AgentError, ConfigError, StoreError
@@ -81,13 +82,15 @@ class Agent:
         self.heartbeat = Heartbeat(self.me, self.stores, config.agent.heartbeat_interval,
                                    self.metrics)
         layout = Layout(os.path.abspath(config.root))
+        datasets = datasets_for_config(config)
         # Every server can seed from its own restore data; only headnodes hold any,
         # so elsewhere a seeded instance fails with "no restore data of ...".
         self.supervisor = Supervisor(
             self.me, layout, config.image_source, self.stores,
             StateCache(cache_path(config)), self.metrics,
             lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port,
-            seeder=Seeder(config, layout), singletons=_singletons(config))
+            seeder=Seeder(config, layout, datasets.dataset_name),
+            singletons=_singletons(config), datasets=datasets)
         from sdcadm.restore_data.runner import RestoreDataRunner
 
         self.restore_data = RestoreDataRunner(config, self.stores, self.metrics)

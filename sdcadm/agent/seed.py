@@ -28,9 +28,12 @@ def seed_source(instance):
 class Seeder:
     """Seeds instances from the restore data of the server's configuration."""
 
-    def __init__(self, config, layout):
+    def __init__(self, config, layout, dataset_name=None):
         self.config = config
         self.layout = layout
+        # zfs: the name the instance's delegate dataset must have (the clone is
+        # made under it, so later syncs find it where they look); dir: None.
+        self.dataset_name = dataset_name or (lambda uuid: None)
         self._data = None
 
     @property
@@ -54,7 +57,7 @@ class Seeder:
         target = self.layout.data(instance.uuid)
         if not instance.delegate_dataset or target.exists():
             return f"images of {copy.alias} installed"
-        self.data.clone_dataset(copy, target)
+        self.data.clone_dataset(copy, target, name=self.dataset_name(instance.uuid))
         log.info("instance %s seeded from the restore data of %s (as of %s)", instance.alias,
                  copy.alias, copy.as_of,
                  extra={"event": "instance-seeded", "instance": instance.uuid, "seed": uuid,

@@ -67,8 +67,11 @@ class Slot:
 class Supervisor:
     def __init__(self, me, layout, image_source, stores, cache, metrics, *, lease,
                  instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time,
-                 seeder=None, singletons=frozenset()):
+                 seeder=None, singletons=frozenset(), datasets=None):
+        from sdcadm.agent.datasets import DirDatasets
+
         self.me, self.layout, self.image_source = me, layout, image_source
+        self.datasets = datasets or DirDatasets()  # delegate datasets: dir or zfs
         self.singletons = frozenset(singletons)  # services stopped when the lease is lost
         self.seeder = seeder         # agent.seed.Seeder: restore/migrate seeding (headnodes)
         self.stores, self.cache, self.metrics = stores, cache, metrics
@@ -274,6 +277,7 @@ class Supervisor:
     def _destroy(self, action):
         slot = self.slots[action.uuid]
         self._stop(slot)
+        self.datasets.destroy(self.layout, action.uuid)
         provision.destroy(self.layout, action.uuid)
         del self.slots[action.uuid]
         log.info("instance %s was removed from the store: stopped and destroyed", _name(slot),
@@ -282,7 +286,9 @@ class Supervisor:
     def _depose(self, action):
         slot = self.slots[action.uuid]
         self._stop(slot)
+        self.datasets.before_depose(self.layout, action.uuid)
         where = provision.depose(self.layout, action.uuid)
+        self.datasets.after_depose(self.layout, action.uuid, where)
         del self.slots[action.uuid]
         kept = f"its zone is kept untouched in {where}" if where else "it had no zone on disk"
         log.warning("instance %s now belongs to server %s (generation %d): stopped; %s",
@@ -305,6 +311,8 @@ class Supervisor:
             elif seed_source(instance):
                 raise AgentError("this server cannot seed instances from restore data "
                                  "(no restore data configured)")
+            if instance.delegate_dataset:
+                self.datasets.create(self.layout, instance.uuid)
             slot.payload = provision.provision(self.layout, instance, image, self.image_source)
         except (ImageError, ValidationError, OSError, NotFound, AgentError, DatasetError) as e:
             if isinstance(e, ImageError):

@@ -38,8 +38,14 @@ def lab():
               help="Seconds between agent heartbeats.")
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds to wait for every instance to become healthy.")
+@click.option("--backend", type=click.Choice(["dir", "zfs"]), default="dir", show_default=True,
+              help="Delegate datasets as plain directories, or zfs datasets in a file-backed "
+                   "pool per server (zfs-fuse; needs root).")
+@click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
+              help="Size of each server's pool file (zfs backend).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
-def up_cmd(directory, headnodes, computenodes, net, services, heartbeat_interval, timeout, as_json):
+def up_cmd(directory, headnodes, computenodes, net, services, heartbeat_interval, timeout,
+           backend, zfs_size, as_json):
     """Build the lab (or revive an existing one) and wait until it is healthy."""
     from sdcadm.lab import ctl
 
@@ -47,7 +53,7 @@ def up_cmd(directory, headnodes, computenodes, net, services, heartbeat_interval
     services = [s.strip() for s in services.split(",") if s.strip()] if services else None
     state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
                    heartbeat_interval=heartbeat_interval, timeout=timeout,
-                   observer=printer(quiet=as_json))
+                   observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size)
     if as_json:
         click.echo(json.dumps(state.to_dict(), indent=2))
         return
@@ -202,10 +208,12 @@ def watch_cmd(directory, services, interval, duration, as_json):
               help="Deploy only these catalog services (default: all lab services).")
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds to wait for the lab and for each restored instance.")
+@click.option("--backend", type=click.Choice(["dir", "zfs"]), default="dir", show_default=True,
+              help="Dataset backend of the lab (zfs needs root and zfs-fuse).")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="Print one JSON object (rto_s, rpo_s, services_restored, canaries_verified, "
                    "canaries_lost_after_last_sync, fencing_verified, ...).")
-def drill_cmd(directory, headnodes, computenodes, net, services, timeout, as_json):
+def drill_cmd(directory, headnodes, computenodes, net, services, timeout, backend, as_json):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
@@ -222,7 +230,7 @@ def drill_cmd(directory, headnodes, computenodes, net, services, timeout, as_jso
 
     services = [s.strip() for s in services.split(",") if s.strip()] if services else None
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
-                             observer=printer(quiet=as_json), timeout=timeout)
+                             observer=printer(quiet=as_json), timeout=timeout, backend=backend)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")

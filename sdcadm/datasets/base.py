@@ -76,9 +76,11 @@ class DatasetBackend(ABC):
         """A readable directory holding the newest complete copy, or None."""
 
     @abstractmethod
-    def clone(self, replica_dir, target, snapshot=None):
+    def clone(self, replica_dir, target, snapshot=None, name=None):
         """Zero-copy restore of a copy (default the newest) at ``target``
-        (dir: hard-link tree; zfs: clone). Returns the path of the files."""
+        (dir: hard-link tree; zfs: clone). Returns the path of the files.
+        ``name`` (zfs): the dataset to create, e.g. an instance's delegate
+        dataset; default a scratch name (for ``destroy_clone``)."""
 
     @abstractmethod
     def destroy_clone(self, target):

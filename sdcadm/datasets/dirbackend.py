@@ -195,7 +195,7 @@ class DirBackend(DatasetBackend):
         tree.fsync_path(replica_dir)
 
     # -- clones ----------------------------------------------------------------
-    def clone(self, replica_dir, target, snapshot=None):
+    def clone(self, replica_dir, target, snapshot=None, name=None):
         src = self.copy_path(replica_dir, snapshot)
         tree.link_tree(src, os.path.abspath(target))
         return os.path.abspath(target)

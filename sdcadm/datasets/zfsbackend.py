@@ -383,7 +383,7 @@ class ZfsBackend(DatasetBackend):
     def _clone_name(self, target):
         return f"{self.root}/scratch/{clone_id(target)}"
 
-    def clone(self, replica_dir, target, snapshot=None):
+    def clone(self, replica_dir, target, snapshot=None, name=None):
         dataset = self._dataset(replica_dir)
         names = [c.name for c in self.copies(replica_dir)]
         if dataset is None or not names:
@@ -396,7 +396,12 @@ class ZfsBackend(DatasetBackend):
         if os.path.islink(target) or (os.path.exists(target) and os.listdir(target)):
             raise DatasetError(f"{target} exists and is not an empty directory")
         self._ensure_parents()
-        name = self._clone_name(target)
+        if name is None:
+            name = self._clone_name(target)
+        else:
+            parent = name.rsplit("/", 1)[0]
+            if not self.local.exists(parent):
+                self.local.create(parent, {"mountpoint": "none"}, parents=True)
         self.local.clone(f"{dataset}@{snapshot}", name,
                          {"mountpoint": target, PROP_CLONE_TARGET: target})
         try:

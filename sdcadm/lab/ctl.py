@@ -43,6 +43,7 @@ def server_config(state, server):
         "root": str(root),
         "log_dir": str(root / "var" / "log" / "sdcadm"),
         "restore_data_dir": str(root / "var" / "sdcadm" / "svc-restore-data"),
+        "datasets": _datasets_config(state, server),
         "restore_data": {"source_root_template": str(state.path).replace("{", "{{").replace(
             "}", "}}") + "/{hostname}"},
         "image_source": str(state.images_dir),
@@ -65,6 +66,15 @@ def server_config(state, server):
             "connect_timeout": 5.0,
         },
     }
+
+
+def _datasets_config(state, server):
+    if state.backend != "zfs":
+        return {"backend": "dir"}
+    from sdcadm.lab.zfs import source_pool_template
+
+    return {"backend": "zfs", "zfs_pool": state.zfs["pools"][server["hostname"]],
+            "zfs_source_pool_template": source_pool_template(state.path)}
 
 
 def _write_private(path, text):
@@ -96,7 +106,7 @@ def _sshd(state):
 
 
 def create(directory, net, headnodes, computenodes, services=None, ports=None,
-           heartbeat_interval=1.0, observer=None):
+           heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None):
     """Write a new lab (store, images, configs, lab.json); start nothing."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
@@ -113,8 +123,20 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
     directory.mkdir(parents=True, exist_ok=True)
     servers = [{"hostname": s.hostname, "uuid": new_uuid(), "admin_ip": s.admin_ip,
                 "headnode": s.headnode} for s in plan.servers]
+    if backend not in ("dir", "zfs"):
+        raise LabError(f"unknown dataset backend {backend!r}", hint="--backend dir or zfs")
+    if backend == "zfs":
+        from sdcadm.lab import zfs as labzfs
+
+        labzfs.require_root()
     state = LabState(dir=str(directory), net=plan.net, servers=servers, ports=ports,
-                     heartbeat_interval=float(heartbeat_interval), created=time.time())
+                     heartbeat_interval=float(heartbeat_interval), created=time.time(),
+                     backend=backend)
+    if backend == "zfs":
+        state.zfs = {"pools": labzfs.plan_pools(directory, [s["hostname"] for s in servers]),
+                     "pool_size": pool_size or labzfs.DEFAULT_POOL_SIZE, "daemon_pid": None}
+        notify(observer, Progress("zfs", f"creating {len(servers)} file-backed pools"))
+        labzfs.create_pools(state)
     _write_private(state.token_file, secrets.token_hex(32) + "\n")
 
     wanted = sorted({i.service for i in plan.instances})
@@ -163,7 +185,7 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
 
 
 def up(directory, net, headnodes, computenodes, services=None, ports=None,
-       heartbeat_interval=1.0, timeout=120.0, observer=None):
+       heartbeat_interval=1.0, timeout=120.0, observer=None, backend="dir", pool_size=None):
     """Build the lab if needed, start everything, wait until every instance is healthy."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
@@ -177,13 +199,18 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
         notify(observer, Progress("lab", f"reusing the lab at {directory}"))
     else:
         state = create(directory, net, headnodes, computenodes, services, ports,
-                       heartbeat_interval, observer)
+                       heartbeat_interval, observer, backend, pool_size)
     start_all(state, observer)
     wait_ready(state, timeout, observer)
     return state
 
 
 def start_all(state, observer=None):
+    if state.backend == "zfs":
+        from sdcadm.lab import zfs as labzfs
+
+        labzfs.ensure_pools(state)
+        save_state(state)
     sshd = _sshd(state)
     if not sshd.running():
         notify(observer, Progress("sshd", f"starting sshd on port {state.ports['ssh']}"))
@@ -246,6 +273,11 @@ def down(directory, observer=None):
         except LabError as e:
             log.warning("stopping the lab sshd: %s", e)
     procs.terminate(stopped, grace=5.0)
+    if (directory / "lab.json").exists() and state.backend == "zfs":
+        from sdcadm.lab import zfs as labzfs
+
+        labzfs.stop_daemon(state)
+        save_state(state)
     leftovers = procs.lab_processes(directory)
     procs.terminate(leftovers, grace=5.0)
     return len(stopped) + len(leftovers)
@@ -255,6 +287,12 @@ def destroy(directory, observer=None):
     """Stop the lab and delete its directory."""
     directory = Path(directory)
     down(directory, observer)
+    if (directory / "lab.json").exists():
+        state = load_state(directory)
+        if state.backend == "zfs":
+            from sdcadm.lab import zfs as labzfs
+
+            labzfs.destroy_pools(state)
     if (directory / "lab.json").exists() or not directory.exists():
         shutil.rmtree(directory, ignore_errors=True)
     else:

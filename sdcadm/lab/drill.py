@@ -82,20 +82,21 @@ def _pristine(state):
                    for i in store.list_instances())
 
 
-def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout):
+def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
+                backend="dir"):
     if headnodes < 2:
         raise LabError("the drill needs at least 2 headnodes (one to lose, one to restore on)")
     if (directory / "lab.json").exists():
         state = load_state(directory)
-        if not _pristine(state):
+        if not _pristine(state) or state.backend != backend:
             notify(observer, Progress("drill", "the lab was restored by an earlier drill: rebuilding it"))
             ctl.destroy(directory)
     return ctl.up(directory, net, headnodes, computenodes, services, timeout=timeout,
-                  observer=observer)
+                  observer=observer, backend=backend)
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0):
+              timeout=120.0, backend="dir"):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
@@ -103,7 +104,8 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     from sdcadm.restore_data.client import sync_headnodes
     from sdcadm.procedures.agent import read_token
 
-    state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout)
+    state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
+                        backend)
     dead, survivor = state.servers[0], next(s for s in state.servers[1:] if s["headnode"])
     result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"])
     config = load_config(state.config_path(survivor["hostname"]), environ={})

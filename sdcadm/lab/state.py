@@ -36,6 +36,7 @@ class LabState:
     heartbeat_interval: float = 1.0
     created: float = 0.0
     version: int = 1
+    zfs: dict | None = None    # backend zfs: {"pools": {hostname: pool}, "pool_size", "daemon_pid"}
 
     # -- paths -------------------------------------------------------------
     @property
@@ -78,10 +79,13 @@ class LabState:
         raise NotFound(f"the lab has no server {hostname!r}", hint=f"lab servers: {known}")
 
     def to_dict(self):
-        return {"version": self.version, "dir": self.dir, "net": self.net, "ports": self.ports,
-                "store": self.store, "backend": self.backend,
-                "heartbeat_interval": self.heartbeat_interval, "created": self.created,
-                "servers": self.servers}
+        doc = {"version": self.version, "dir": self.dir, "net": self.net, "ports": self.ports,
+               "store": self.store, "backend": self.backend,
+               "heartbeat_interval": self.heartbeat_interval, "created": self.created,
+               "servers": self.servers}
+        if self.zfs is not None:
+            doc["zfs"] = self.zfs
+        return doc
 
 
 def save_state(state):

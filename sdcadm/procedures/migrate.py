@@ -212,7 +212,7 @@ class MigrateServices(Procedure):
         result = sync_one(self.dst, self.token, services=[m.service])
         if not result.ok:
             raise SdcadmError(f"{what} sync of {m.service} to {self.dst.hostname} failed: "
-                              + "; ".join(result.problems()),
+                              + "; ".join(text for _, text in result.problems),
                               hint="see `sdcadm restore-data ls`; re-run migrate when fixed")
         return time.monotonic() - started
 
@@ -249,6 +249,19 @@ class MigrateServices(Procedure):
         return new
 
     def _destroy(self, ctx, old):
+        # Stopped first, and its address given back only once its process is
+        # gone: the next instance created gets the lowest free address, and the
+        # old process still answering there would pass for it (and make it fail
+        # to bind). Stopping is "make it so", so a re-run after a kill redoes it.
+        old = _get(ctx.store, old.uuid)
+        if old is None:
+            return
+        if old.params.get("desired_state") != "stopped":
+            old = ctx.store.move_instance(old.uuid, old.generation,
+                                          params=dict(old.params, desired_state="stopped"))
+            _kick(self._agent(self.src))
+        wait_for(lambda: _stopped(ctx.store, old.uuid), STOP_TIMEOUT,
+                 f"{old.alias} to stop on {self.src.hostname}", interval=0.02)
         try:
             ctx.store.delete_instance(old.uuid)
         except NotFound:

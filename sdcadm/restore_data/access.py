@@ -141,7 +141,7 @@ class RestoreData:
             paths.append(dest)
         return paths
 
-    def clone_dataset(self, copy, target):
+    def clone_dataset(self, copy, target, name=None):
         """Zero-copy restore of ``copy``'s dataset (the snapshot its manifest
         names) at ``target``, e.g. ``<root>/zones/<new uuid>/data``; return the
         path of the files. NotFound when the instance has no dataset copy."""
@@ -152,7 +152,7 @@ class RestoreData:
                       what=f"restore data of {copy.service}"), \
                 FileLock(self.layout.instance_lock(copy.uuid), timeout=COMMIT_LOCK_TIMEOUT,
                          what=f"the copy of {copy.alias}"):
-            return self.backend.clone(str(copy.replica_dir), str(target), copy.snapshot)
+            return self.backend.clone(str(copy.replica_dir), str(target), copy.snapshot, name=name)
 
 
 def holdings(layout, now):
