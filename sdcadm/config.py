@@ -41,7 +41,7 @@ SPEC = {
         "enabled": (bool, True, "pull restore data (headnodes only)"),
         "sync_interval": ((int, float), 60.0, "seconds between syncs (with jitter)"),
         "jitter": ((int, float), 0.1, "fraction of sync_interval added at random"),
-        "concurrency": (int, 2, "services synced at once"),
+        "concurrency": (int, 4, "services synced at once (transfers mostly wait on SSH and disk)"),
         "prune_grace": ((int, float), 600.0, "seconds before copies of a vanished instance are removed"),
         "source_root_template": (str, "/", "root of a source server's files, {hostname} and {uuid} "
                                            "replaced (the lab: <lab dir>/{hostname})"),

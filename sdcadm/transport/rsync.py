@@ -145,7 +145,7 @@ def pull(transport, remote_path, dest, *, link_dest=None, observer=None, extra=(
     """Copy ``remote_path`` (a directory on ``transport``'s server) into
     ``dest``. Returns RsyncStats; raises Unreachable, HostKeyError,
     AuthError, DatasetError (partial transfer) or TransportError."""
-    args = rsync_args(transport.ssh_argv(), transport.host, remote_path, dest,
+    args = rsync_args(transport.ssh_argv(shared=True), transport.host, remote_path, dest,
                       link_dest=link_dest, progress=observer is not None, extra=extra)
     out = []
     record = []  # sh hands over unbuffered output a character at a time

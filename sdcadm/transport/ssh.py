@@ -14,6 +14,7 @@ import os
 import select
 import shlex
 import socket
+import stat
 import threading
 import time
 from typing import NamedTuple
@@ -434,9 +435,13 @@ class SSHTransport:
         if returncode != 0:
             raise RemoteCommandFailed(self.address, [str(a) for a in argv], returncode, _text(err))
 
-    def ssh_argv(self):
+    def ssh_argv(self, shared=False):
         """The OpenSSH client command (without host) using the same port, user,
-        identity and known_hosts -- for ``rsync -e "$(shlex.join(...))"``."""
+        identity and known_hosts -- for ``rsync -e "$(shlex.join(...))"``.
+
+        ``shared``: reuse one master connection per server for 60 s
+        (ControlMaster), so that a cycle of many short transfers to the same
+        server pays the key exchange once (0.4 s -> 0.16 s per command here)."""
         argv = ["ssh", "-F", "/dev/null", "-p", str(self.port), "-l", self.user,
                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={_ssh_option_path(self.known_hosts)}",
@@ -445,4 +450,22 @@ class SSHTransport:
         if self.identity:
             # -i is not re-parsed (no quotes) but does expand %-tokens.
             argv += ["-o", "IdentitiesOnly=yes", "-i", self.identity.replace("%", "%%")]
+        if shared:
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/%C",
+                     "-o", "ControlPersist=60"]
         return argv
+
+
+def control_dir():
+    """A private, short directory for ControlMaster sockets (unix socket paths
+    are limited to 108 bytes, so not under a deep lab directory)."""
+    path = f"/tmp/sdcadm-ssh-{os.getuid()}"
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise TransportError(f"{path} is not a private directory of this user",
+                                 hint=f"remove it; sdcadm recreates it with mode 0700")
+    return path
+
