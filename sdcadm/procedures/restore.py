@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from sdcadm.catalog import load_catalog
 from sdcadm.errors import Conflict, NotFound, SdcadmError, Unreachable
+from sdcadm.health import probe_many
 from sdcadm.procedures.agent import AgentClient, read_token
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning import (NotViable, check_restorable_servers, plan_restore,
@@ -74,7 +75,9 @@ class RestoreServices(Procedure):
                             "headnode, not on the dead one")
         by_uuid = {s.uuid: s for s in dead}
         named = {s.uuid for s in dead} if self.dead_refs else set()
-        self.to_fence = [s for s in dead if s.uuid in named and not s.fenced]
+        # Fenced already (an earlier, interrupted run) still gets the step: it
+        # waits until nothing runs there before any address is taken over.
+        self.to_fence = [s for s in dead if s.uuid in named]
         instances = store.list_instances()
         resumed = [i for i in instances if i.server_uuid == self.me.uuid
                    and i.params.get("restored_from") in by_uuid]
@@ -113,7 +116,7 @@ class RestoreServices(Procedure):
                             + "\n".join(f"  - {p}" for p in problems),
                             hint="run `sdcadm restore-data ls` and `sdcadm restore-data verify` "
                                  "here, or run the restore on another headnode")
-        if not self.targets and not self.to_fence:
+        if not self.targets and all(s.fenced for s in self.to_fence):
             names = ", ".join(s.hostname for s in dead)
             return self.mark_nothing_to_do(f"no instance of {', '.join(services) or 'any service'} "
                                            f"to restore from {names}")
@@ -123,6 +126,7 @@ class RestoreServices(Procedure):
 
     def summarize(self):
         lines = [f"fence server {s.hostname} ({s.uuid}): it will run nothing until unfenced"
+                 if not s.fenced else f"server {s.hostname} is fenced: check that it runs nothing"
                  for s in self.to_fence]
         for t in self._ordered():
             if t.moved:
@@ -162,13 +166,22 @@ class RestoreServices(Procedure):
             ctx.progress(f"fenced {server.hostname}")
             # A fenced agent that is still alive stops what it runs: wait for it,
             # so that no singleton runs here and there at once.
-            stopped, waited = wait_for(lambda: self._nothing_runs_on(ctx.store, server.uuid),
-                                       FENCE_STOP_TIMEOUT, f"{server.hostname} to stop its instances")
+            stopped, waited = wait_for(
+                lambda: self._nothing_runs_on(ctx.store, server.uuid), FENCE_STOP_TIMEOUT,
+                f"{server.hostname} to stop its instances (they still answer at the addresses "
+                "being taken over: if its agent cannot stop them, power the server off)")
             return {"server": server.hostname, "waited_for_stop_s": round(waited, 3)}
 
         return fence
 
     def _nothing_runs_on(self, store, server_uuid):
+        # Whatever its agent says (or does not say: hung, cut off), an address
+        # still answered is not free to take over: the old process would pass
+        # for the restored one, and the restored one could not bind.
+        urls = [t.instance.url + "/ping" for t in self.targets
+                if t.dead.uuid == server_uuid and t.reuse_ip and not t.moved]
+        if any(error is None for error in probe_many(urls, timeout=0.5).values()):
+            return False
         server = store.get_server(server_uuid)
         if time.time() - server.last_heartbeat > self.heartbeat_timeout:
             return True  # silent: it runs nothing, or stops everything on its first pass

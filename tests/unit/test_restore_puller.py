@@ -70,7 +70,7 @@ class CopyBackend(DatasetBackend):
         current = Path(replica_dir) / "current"
         return str(current.resolve()) if current.exists() else None
 
-    def clone(self, replica_dir, target, snapshot=None):
+    def clone(self, replica_dir, target, snapshot=None, name=None):
         snapshot = snapshot or self.copies(replica_dir)[-1].name
         shutil.copytree(Path(replica_dir) / "snapshots" / snapshot, target, symlinks=True)
         return str(target)
