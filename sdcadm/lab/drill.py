@@ -99,10 +99,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
               timeout=120.0, backend="dir"):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
+    from sdcadm.procedures.agent import read_token
     from sdcadm.procedures.console import Console
     from sdcadm.procedures.restore import RestoreServices
     from sdcadm.restore_data.client import sync_headnodes
-    from sdcadm.procedures.agent import read_token
 
     state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
                         backend)

@@ -18,11 +18,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdcadm.errors import NotFound, StoreError
 from sdcadm.availability import ServiceAvailability, fold_outages  # noqa: F401 (re-exported)
+from sdcadm.errors import NotFound, StoreError
 from sdcadm.health import probe
 
 log = logging.getLogger(__name__)

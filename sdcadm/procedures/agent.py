@@ -11,8 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sdcadm.health import http_open
 from sdcadm.errors import AgentError, ConfigError, Unreachable
+from sdcadm.health import http_open
 
 
 def read_token(config):

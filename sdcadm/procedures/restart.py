@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from sdcadm.health import http_open
 from sdcadm.errors import AgentError, NotFound, SdcadmError, Unreachable
+from sdcadm.health import http_open
 from sdcadm.model import SERVER_RUNNING, status_of
 from sdcadm.procedures.agent import AgentClient, read_token
 from sdcadm.procedures.base import Procedure, Step

@@ -466,6 +466,6 @@ def control_dir():
         st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
             raise TransportError(f"{path} is not a private directory of this user",
-                                 hint=f"remove it; sdcadm recreates it with mode 0700")
+                                 hint="remove it; sdcadm recreates it with mode 0700")
     return path
 
