@@ -4,7 +4,6 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-
 # Probes and agent calls go straight to admin addresses, never through an
 # http_proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

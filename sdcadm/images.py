@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from sdcadm.errors import ImageError
+from sdcadm.fsutil import write_json_atomic
 from sdcadm.model import Image
 from sdcadm.schemas import validate
 
@@ -57,14 +58,8 @@ def build_image(out_dir, uuid, manifest, files, origin=None):
     os.replace(tmp, path)
     image = Image(uuid=uuid, name=manifest["name"], version=manifest["version"],
                   sha256=sha256_file(path), size=path.stat().st_size, origin=origin)
-    _write_json(out_dir / f"{uuid}.json", image.to_dict())
+    write_json_atomic(out_dir / f"{uuid}.json", image.to_dict())
     return image
-
-
-def _write_json(path, doc):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def read_image_record(path):

@@ -8,41 +8,16 @@ so an operator can rebuild the store from it.
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from sdcadm.errors import ValidationError
+from sdcadm.fsutil import write_json_atomic
 from sdcadm.model import Image, Instance
 from sdcadm.schemas import validate
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-
-
-def write_json_atomic(path, doc):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class StateCache:

@@ -7,8 +7,8 @@ The store derives the server's status from the last heartbeat
 import logging
 import time
 
-from sdcadm.agent.log import Throttled
 from sdcadm.agent.connection import STORE_FAILURES
+from sdcadm.agent.log import Throttled
 from sdcadm.errors import NotFound
 
 log = logging.getLogger(__name__)

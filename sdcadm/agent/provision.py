@@ -22,8 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sdcadm.agent.cache import write_json_atomic
 from sdcadm.errors import ImageError, ValidationError
+from sdcadm.fsutil import write_json_atomic
 from sdcadm.images import MANIFEST, sha256_file, unpack_image
 from sdcadm.model import Instance
 from sdcadm.schemas import validate

@@ -22,11 +22,20 @@ from sdcadm.agent import process, provision
 from sdcadm.agent.backoff import after_exit, restart_delay
 from sdcadm.agent.connection import STORE_FAILURES
 from sdcadm.agent.log import Throttled
-from sdcadm.agent.plan import (Depose, Destroy, Local, Provision, Record, Start, Stop, plan,
-                               runtime_key, state_updates)
+from sdcadm.agent.plan import (
+    Depose,
+    Destroy,
+    Local,
+    Provision,
+    Record,
+    Start,
+    Stop,
+    plan,
+    runtime_key,
+    state_updates,
+)
 from sdcadm.agent.seed import seed_source
-from sdcadm.errors import (AgentError, DatasetError, ImageError, NotFound, SdcadmError,
-                           ValidationError)
+from sdcadm.errors import AgentError, DatasetError, ImageError, NotFound, SdcadmError, ValidationError
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from sdcadm.datasets import plan, tree
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.errors import DatasetError
+from sdcadm.fsutil import write_json_atomic
 from sdcadm.transport import rsync
 from sdcadm.transport.ssh import DEFAULT_KNOWN_HOSTS, SSHTransport
 
@@ -58,15 +59,6 @@ def locked(replica_dir):
         yield
     finally:
         os.close(fd)
-
-
-def _write_json(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path):
@@ -155,7 +147,7 @@ class DirBackend(DatasetBackend):
                 t1 = time.monotonic()
                 previous = self._hash_cache(replica_dir, base)
                 hashed = tree.hash_tree(tmp, previous, key=tree.key_inode)
-                _write_json(os.path.join(replica_dir, HASHES, f"{name}.json"), hashed.cache)
+                write_json_atomic(os.path.join(replica_dir, HASHES, f"{name}.json"), hashed.cache)
                 t2 = time.monotonic()
                 tree.syncfs(tmp)
                 os.rename(tmp, os.path.join(snaps, name))

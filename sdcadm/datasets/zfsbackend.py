@@ -44,10 +44,10 @@ from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.datasets.dirbackend import locked
 from sdcadm.datasets.zfspool import find_program
 from sdcadm.errors import DatasetError, SdcadmError
+from sdcadm.fsutil import write_json_atomic
 from sdcadm.transport.local import LocalShell
 from sdcadm.transport.ssh import DEFAULT_KNOWN_HOSTS, SSHTransport
-from sdcadm.transport.zfs import (Zfs, ZfsBusy, ZfsError, ZfsExists, ZfsNoSuchHold, ZfsNotFound,
-                                  send_recv)
+from sdcadm.transport.zfs import Zfs, ZfsBusy, ZfsError, ZfsExists, ZfsNoSuchHold, ZfsNotFound, send_recv
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,6 @@ OLD_SUFFIX = "-old"
 PROP_REPLICA_DIR = "sdcadm:replica-dir"
 PROP_CLONE_TARGET = "sdcadm:clone-target"
 BUSY_TIMEOUT = 10.0  # zfs-fuse calls a just-mounted or just-read filesystem busy for a moment
-
-
-def _write_json(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path):
@@ -320,7 +311,7 @@ class ZfsBackend(DatasetBackend):
                 self.local.set(dataset, prop, value)
         if remount and props.get("mountpoint") == mnt:
             self._remount(dataset)
-        _write_json(os.path.join(replica_dir, POINTER), {
+        write_json_atomic(os.path.join(replica_dir, POINTER), {
             "dataset": dataset, "mountpoint": mnt, "source_host": source.host,
             "source_dataset": source.zfs_dataset, "receiver": str(receiver_id)})
 
@@ -376,7 +367,7 @@ class ZfsBackend(DatasetBackend):
         cache_path = os.path.join(replica_dir, HASHES)
         hashed = tree.hash_tree(mnt, _read_json(cache_path), key=tree.key_attrs,
                                 reusable=lambda st: st.st_ctime < created)
-        _write_json(cache_path, hashed.cache)
+        write_json_atomic(cache_path, hashed.cache)
         return hashed
 
     # -- clones ----------------------------------------------------------------

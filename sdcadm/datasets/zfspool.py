@@ -28,13 +28,13 @@ datasets below it, which lets several lab servers share one pool.
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 from sdcadm.datasets.plan import HOLD_PROPERTY_PREFIX
 from sdcadm.errors import DatasetError
+from sdcadm.fsutil import which
 from sdcadm.transport.zfs import Zfs, ZfsError, ZfsNoSuchHold
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ _PACKAGE = "zfs-fuse"
 
 
 def find_program(name):
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    path = which(name)
     if not path:
         raise DatasetError(f"{name} is not installed; the zfs dataset backend needs it",
                            hint=f"apt-get install {_PACKAGE} (or install OpenZFS)")
-    return os.path.abspath(path)
+    return path
 
 
 def zfs_fuse_pids():

@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from sdcadm.errors import LabError
+from sdcadm.fsutil import which
 from sdcadm.transport.ssh import SSHTransport, known_hosts_line
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ PRIVSEP_DIR = "/run/sshd"  # sshd running as root chroots its pre-auth child her
 def find_program(name, package):
     """Absolute path of ``name`` (also looked for in /usr/sbin, often not on a
     normal user's PATH); LabError saying which package to install otherwise."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    path = which(name)
     if not path:
         raise LabError(f"{name} is not installed; the lab needs it for its sshd",
                        hint=f"install {package} (apt-get install {package})")
-    return os.path.abspath(path)
+    return path
 
 
 def current_user():

@@ -27,8 +27,13 @@ from sdcadm.errors import Conflict, NotFound, SdcadmError, Unreachable
 from sdcadm.health import probe_many
 from sdcadm.procedures.agent import AgentClient, read_token
 from sdcadm.procedures.base import Procedure, Step
-from sdcadm.procedures.planning import (NotViable, check_restorable_servers, plan_restore,
-                                        restore_levels, select_services)
+from sdcadm.procedures.planning import (
+    NotViable,
+    check_restorable_servers,
+    plan_restore,
+    restore_levels,
+    select_services,
+)
 from sdcadm.procedures.waits import wait_for, wait_healthy
 
 ADMIN_NETWORK = "admin"

@@ -13,70 +13,22 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from sdcadm.errors import SdcadmError
+from sdcadm.fsutil import (  # noqa: F401 (re-exported)
+    _unlink,
+    canonical_json,
+    copy_atomic,
+    fsync_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 
 class LockBusy(SdcadmError):
     """Someone else holds the lock."""
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def canonical_json(doc):
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
-
-
-def write_bytes_atomic(path, data):
-    """Write ``data`` at ``path`` atomically (temp, fsync, rename, fsync dir)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def write_json_atomic(path, doc):
-    write_bytes_atomic(path, canonical_json(doc).encode())
-
-
-def copy_atomic(src, dest, chunk=1 << 20):
-    """Copy ``src`` to ``dest`` atomically; return (sha256, bytes) of what was written."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    digest, size = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            for block in iter(lambda: inp.read(chunk), b""):
-                digest.update(block)
-                size += len(block)
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fsync_dir(dest.parent)
-    return digest.hexdigest(), size
 
 
 def sha256_bytes(data):
@@ -101,13 +53,6 @@ def remove_tree(path):
         _unlink(path)
     elif path.exists():
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class FileLock:

@@ -25,18 +25,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sdcadm.errors import (ConfigError, DatasetError, ReplicaDiverged, SdcadmError, StoreError,
-                           TransportError, Unreachable)
+from sdcadm.errors import (
+    ConfigError,
+    DatasetError,
+    ReplicaDiverged,
+    SdcadmError,
+    StoreError,
+    TransportError,
+    Unreachable,
+)
 from sdcadm.progress import Progress, notify
 from sdcadm.restore_data import commit as commits
 from sdcadm.restore_data.events import InstanceResult, ServiceResult, SyncSummary
-from sdcadm.restore_data.files import (FileLock, LockBusy, read_json, remove_tree,
-                                       write_json_atomic)
+from sdcadm.restore_data.files import FileLock, LockBusy, read_json, remove_tree, write_json_atomic
 from sdcadm.restore_data.imagecopy import fetch_image
-from sdcadm.restore_data.layout import (INSTS_JSON, SERVICE_JSON, RestoreLayout, image_names,
-                                        vm_name)
-from sdcadm.restore_data.manifest import (ManifestError, read_manifest, seal, service_status,
-                                          total_bytes)
+from sdcadm.restore_data.layout import INSTS_JSON, SERVICE_JSON, RestoreLayout, image_names, vm_name
+from sdcadm.restore_data.manifest import ManifestError, read_manifest, seal, service_status, total_bytes
 from sdcadm.restore_data.plan import image_chain, plan_pulls
 from sdcadm.restore_data.prune import PruneMixin
 from sdcadm.restore_data.status import RestoreStatus

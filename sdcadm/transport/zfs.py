@@ -27,8 +27,7 @@ import threading
 import time
 
 from sdcadm.datasets.plan import Snapshot
-from sdcadm.errors import (AuthError, DatasetError, HostKeyError, ReplicaDiverged, TransportError,
-                           Unreachable)
+from sdcadm.errors import AuthError, DatasetError, HostKeyError, ReplicaDiverged, TransportError, Unreachable
 from sdcadm.progress import Progress, notify
 from sdcadm.transport.local import command_argv
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 import sdcadm
-from sdcadm.errors import (AuthError, HostKeyError, LabError, RemoteCommandFailed, TransportError,
-                           Unreachable)
+from sdcadm.errors import AuthError, HostKeyError, LabError, RemoteCommandFailed, TransportError, Unreachable
 from sdcadm.lab.sshd import LabSshd, _proc_state
 from sdcadm.transport.ssh import SSHTransport
 

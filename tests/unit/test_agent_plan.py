@@ -1,7 +1,17 @@
 from dataclasses import replace
 
-from sdcadm.agent.plan import (Depose, Destroy, Local, Provision, Record, SetState, Start, plan,
-                               runtime_key, state_updates)
+from sdcadm.agent.plan import (
+    Depose,
+    Destroy,
+    Local,
+    Provision,
+    Record,
+    SetState,
+    Start,
+    plan,
+    runtime_key,
+    state_updates,
+)
 from sdcadm.model import Instance
 
 ME = "11111111-1111-1111-1111-111111111111"

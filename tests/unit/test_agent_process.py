@@ -3,8 +3,15 @@ import sys
 
 import pytest
 
-from sdcadm.agent.process import (describe_exit, instance_env, instance_path, pid_alive,
-                                  pid_is_instance, read_pidfile, resolve_command)
+from sdcadm.agent.process import (
+    describe_exit,
+    instance_env,
+    instance_path,
+    pid_alive,
+    pid_is_instance,
+    read_pidfile,
+    resolve_command,
+)
 from sdcadm.errors import AgentError
 
 

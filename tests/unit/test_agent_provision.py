@@ -4,8 +4,15 @@ import tarfile
 
 import pytest
 
-from sdcadm.agent.provision import (Layout, depose, destroy, install_image, provision,
-                                    read_manifest, read_payload)
+from sdcadm.agent.provision import (
+    Layout,
+    depose,
+    destroy,
+    install_image,
+    provision,
+    read_manifest,
+    read_payload,
+)
 from sdcadm.errors import ImageError, ValidationError
 from sdcadm.images import sha256_file
 from sdcadm.lab.images import build_workload_image

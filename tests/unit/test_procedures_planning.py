@@ -3,8 +3,15 @@ import pytest
 from sdcadm.catalog import load_catalog
 from sdcadm.errors import NotFound
 from sdcadm.model import Instance, Server
-from sdcadm.procedures.planning import (NotViable, check_restorable_servers, is_dead, next_free_alias,
-                                        plan_migrate, plan_restore, select_services)
+from sdcadm.procedures.planning import (
+    NotViable,
+    check_restorable_servers,
+    is_dead,
+    next_free_alias,
+    plan_migrate,
+    plan_restore,
+    select_services,
+)
 
 IMG = "99999999-9999-4999-8999-999999999999"
 HN0 = Server("00000000-0000-4000-8000-000000000000", "hn0", "127.0.0.1", headnode=True, last_heartbeat=100)

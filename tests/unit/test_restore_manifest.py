@@ -5,8 +5,15 @@ import json
 import pytest
 
 from sdcadm.errors import ValidationError
-from sdcadm.restore_data.manifest import (ManifestError, parse_manifest, read_manifest, seal,
-                                          service_status, total_bytes, write_manifest)
+from sdcadm.restore_data.manifest import (
+    ManifestError,
+    parse_manifest,
+    read_manifest,
+    seal,
+    service_status,
+    total_bytes,
+    write_manifest,
+)
 
 HN1 = "11111111-1111-4111-8111-111111111111"
 HN0 = "00000000-0000-4000-8000-000000000000"

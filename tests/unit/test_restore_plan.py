@@ -4,8 +4,15 @@ import pytest
 
 from sdcadm.catalog import load_catalog
 from sdcadm.model import Image, Instance, Server, Service
-from sdcadm.restore_data.plan import (STALE_INTERVALS, image_chain, is_ha, is_stale,
-                                      plan_prune, plan_pulls, source_problem)
+from sdcadm.restore_data.plan import (
+    STALE_INTERVALS,
+    image_chain,
+    is_ha,
+    is_stale,
+    plan_prune,
+    plan_pulls,
+    source_problem,
+)
 
 NOW = 1_700_000_000.0
 TIMEOUT = 15.0

@@ -4,8 +4,14 @@ import shlex
 
 import pytest
 
-from sdcadm.errors import (AuthError, DatasetError, HostKeyError, RemoteCommandFailed,
-                           TransportError, Unreachable)
+from sdcadm.errors import (
+    AuthError,
+    DatasetError,
+    HostKeyError,
+    RemoteCommandFailed,
+    TransportError,
+    Unreachable,
+)
 from sdcadm.transport import rsync
 from sdcadm.transport.local import LocalShell
 

@@ -12,9 +12,13 @@ from sdcadm.errors import AuthError, HostKeyError, LabError, TransportError, Unr
 from sdcadm.lab import sshd as sshd_mod
 from sdcadm.lab.sshd import LabSshd, render_sshd_config
 from sdcadm.transport import ssh
-from sdcadm.transport.ssh import (SSHTransport, keyscan_command, known_hosts_line,
-                                  known_hosts_name, remote_command)
-
+from sdcadm.transport.ssh import (
+    SSHTransport,
+    keyscan_command,
+    known_hosts_line,
+    known_hosts_name,
+    remote_command,
+)
 
 # -- remote command -------------------------------------------------------------
 
@@ -203,7 +207,7 @@ def test_stale_pid_file_never_gets_another_process_killed(tmp_path):
 
 
 def test_missing_sshd_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(sshd_mod.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr(sshd_mod, "which", lambda name: None)
     with pytest.raises(LabError) as err:
         sshd_mod.find_program("sshd", "openssh-server")
     assert "apt-get install openssh-server" in str(err.value)

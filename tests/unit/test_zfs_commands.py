@@ -11,9 +11,21 @@ from sdcadm.errors import AuthError, HostKeyError, ReplicaDiverged, Unreachable
 from sdcadm.transport import zfs as zfsmod
 from sdcadm.transport.local import LocalShell
 from sdcadm.transport.ssh import Result
-from sdcadm.transport.zfs import (Zfs, ZfsBusy, ZfsError, ZfsExists, ZfsHasClones, ZfsHoldExists,
-                                  ZfsNoSuchHold, ZfsNotFound, ZfsReceiveDiverged, ZfsStreamError,
-                                  map_error, map_ssh_error, send_recv)
+from sdcadm.transport.zfs import (
+    Zfs,
+    ZfsBusy,
+    ZfsError,
+    ZfsExists,
+    ZfsHasClones,
+    ZfsHoldExists,
+    ZfsNoSuchHold,
+    ZfsNotFound,
+    ZfsReceiveDiverged,
+    ZfsStreamError,
+    map_error,
+    map_ssh_error,
+    send_recv,
+)
 
 
 class FakeShell:

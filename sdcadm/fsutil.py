@@ -1,0 +1,82 @@
+"""Crash-safe file primitives shared by every part that writes state.
+
+A file is written to a temporary name in its directory, fsync'd, renamed over
+the old one and the directory fsync'd: a crash (kill -9, power cut) leaves the
+old or the new content, never a mix. Also: finding system programs.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def canonical_json(doc):
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` at ``path`` atomically (temp, fsync, rename, fsync dir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path, doc):
+    write_bytes_atomic(path, canonical_json(doc).encode())
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def copy_atomic(src, dest, chunk=1 << 20):
+    """Copy ``src`` to ``dest`` atomically; return (sha256, bytes) of what was written."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            for block in iter(lambda: inp.read(chunk), b""):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    fsync_dir(dest.parent)
+    return digest.hexdigest(), size
+
+
+def which(name):
+    """Absolute path of program ``name``, also looked for in the sbin
+    directories (often not on a normal user's PATH); None when missing."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    return os.path.abspath(path) if path else None
