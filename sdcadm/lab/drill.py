@@ -132,7 +132,7 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         notify(observer, Progress("drill", "syncing restore data on every headnode"))
         heads = [s for s in store.list_servers() if s.headnode]
         synced = sync_headnodes(heads, token)
-        bad = [f"{h.hostname}: {'; '.join(h.problems())}" for h in synced if not h.ok]
+        bad = [f"{h.hostname}: {'; '.join(text for _, text in h.problems)}" for h in synced if not h.ok]
         if bad:
             raise LabError("restore data did not sync: " + " | ".join(bad))
         after = write("after")
