@@ -320,9 +320,11 @@ class Supervisor:
             elif seed_source(instance):
                 raise AgentError("this server cannot seed instances from restore data "
                                  "(no restore data configured)")
+            payload = provision.provision(self.layout, instance, image, self.image_source)
             if instance.delegate_dataset:
+                # After the image checked out: a bad image leaves nothing under zones/.
                 self.datasets.create(self.layout, instance.uuid)
-            slot.payload = provision.provision(self.layout, instance, image, self.image_source)
+            slot.payload = payload
         except (ImageError, ValidationError, OSError, NotFound, AgentError, DatasetError) as e:
             if isinstance(e, ImageError):
                 # Re-read the record next time: it may be fixed by re-importing.
