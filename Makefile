@@ -17,6 +17,7 @@ deps:
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	bash scripts/get-promtool.sh $(VENV)
 	touch $(STAMP)
 
 venv: $(STAMP)

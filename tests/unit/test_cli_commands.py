@@ -427,3 +427,19 @@ def test_installed_binary_output_and_exit_codes(dc):
     env["SDCADM_CONFIG"] = str(dc / "absent.yaml")
     missing = run("server", "ls")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+def test_restore_without_a_reachable_store_says_what_to_do(tmp_path):
+    from click.testing import CliRunner
+
+    from sdcadm.cli.main import cli
+
+    cfg = tmp_path / "sdcadm.yaml"
+    cfg.write_text(f"store:\n  path: {tmp_path / 'gone.sqlite'}\n"
+                   "server_uuid: 11111111-1111-4111-8111-111111111111\n")
+    result = CliRunner().invoke(cli, ["service", "restore", "--all", "--dead", "hn0", "-y"],
+                                env={"SDCADM_CONFIG": str(cfg)})
+    assert result.exit_code == 1
+    assert "cannot restore: the DC store is unreachable" in result.output
+    assert "store.path" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "gone.sqlite").exists()

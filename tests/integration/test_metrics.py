@@ -1,0 +1,45 @@
+"""The agents' /metrics, as Prometheus sees it: open (no token), valid text
+format (checked by promtool), with the agent and restore-data series."""
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sdcadm.lab import procs
+from tests.conftest import clean_env, needs_sshd, random_net, run
+
+PROMTOOL = shutil.which("promtool") or str(Path(sys.executable).parent / "promtool")
+pytestmark = [
+    pytest.mark.integration, needs_sshd,
+    pytest.mark.skipif(not Path(PROMTOOL).exists(),
+                       reason="promtool not found (scripts/get-promtool.sh puts it in the venv; "
+                              "`make test` runs it)"),
+]
+
+
+def test_metrics_pass_promtool_and_carry_restore_data_series(tmp_path):
+    directory = tmp_path / "dc"
+    try:
+        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(), "--headnodes", "2",
+            "--computenodes", "0", "--services", "sapi,vmapi,binder", "--heartbeat-interval", "0.5")
+        env = clean_env(SDCADM_CONFIG=str(directory / "hn1" / "etc" / "sdcadm.yaml"))
+        run("sdcadm", "service", "sync-restore-data", env=env)
+        hn1 = next(s for s in json.loads(run("sdcadm", "server", "ls", "-j", env=env).stdout)
+                   if s["hostname"] == "hn1")
+        text = urllib.request.urlopen(hn1["agent_url"] + "/metrics", timeout=5).read()
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        body = text.decode()
+        for series in ("sdcadm_agent_heartbeats_total", "sdcadm_agent_instances",
+                       "sdcadm_restore_data_last_success_timestamp_seconds",
+                       "sdcadm_restore_data_sync_duration_seconds"):
+            assert series in body, series
+        assert 'service="sapi"' in body
+    finally:
+        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
+        assert procs.lab_processes(directory) == []
