@@ -3,6 +3,7 @@
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,27 @@ def run(*argv, env=None, check=True, timeout=180):
         raise AssertionError(f"{argv} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
                              f"stderr:\n{proc.stderr}")
     return proc
+
+
+def random_address():
+    """A loopback address no default lab uses (not 127.99.99.x)."""
+    return f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.{random.randint(1, 254)}"
+
+
+def free_port(addr):
+    with socket.socket() as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real LabSshd on a random loopback address, for one test module."""
+    from sdcadm.lab.sshd import LabSshd
+
+    addr = random_address()
+    lab = LabSshd(tmp_path_factory.mktemp("sshd"), [addr], free_port(addr))
+    lab.setup()
+    lab.start()
+    yield lab
+    lab.stop()

@@ -6,7 +6,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ import pytest
 from sdcadm.datasets.base import SourceRef
 from sdcadm.datasets.dirbackend import DirBackend
 from sdcadm.errors import DatasetError, Unreachable
-from sdcadm.lab.sshd import LabSshd
+from tests.conftest import free_port, random_address  # noqa: F401
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,24 +32,6 @@ RECEIVER_B = "bbbbbbbb-0000-4000-8000-000000000002"
 INSTANCE = "11111111-2222-4333-8444-555555555555"
 
 
-def random_address():
-    return f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.1"
-
-
-def free_port(addr):
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    addr = random_address()
-    lab = LabSshd(tmp_path_factory.mktemp("sshd"), [addr], free_port(addr))
-    lab.setup()
-    lab.start()
-    yield lab
-    lab.stop()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import sdcadm
 from sdcadm.errors import AuthError, HostKeyError, LabError, RemoteCommandFailed, TransportError, Unreachable
 from sdcadm.lab.sshd import LabSshd, _proc_state
 from sdcadm.transport.ssh import SSHTransport
+from tests.conftest import free_port, random_address  # noqa: F401
 
 
 def _sshd_installed():
@@ -37,16 +38,6 @@ pytestmark = [
 
 USER_DIR_PREFIX = "sdcadm-ssh-user-"
 
-
-def random_address():
-    # Not 127.99.99.x: that is the lab's default network.
-    return f"127.{random.randint(100, 250)}.{random.randint(100, 250)}.{random.randint(1, 254)}"
-
-
-def free_port(addr):
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
 
 
 def sshd_processes(marker):

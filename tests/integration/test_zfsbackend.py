@@ -6,7 +6,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,8 +18,8 @@ import pytest
 from sdcadm.datasets import plan, zfspool
 from sdcadm.datasets.base import SourceRef
 from sdcadm.errors import DatasetError, ReplicaDiverged, Unreachable
-from sdcadm.lab.sshd import LabSshd
 from sdcadm.transport.local import LocalShell
+from tests.conftest import free_port, random_address  # noqa: F401
 
 
 def _why_not():
@@ -42,15 +41,6 @@ RECEIVER_A = "aaaaaaaa-0000-4000-8000-00000000000a"
 RECEIVER_B = "bbbbbbbb-0000-4000-8000-00000000000b"
 
 
-def random_address():
-    return f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.1"
-
-
-def free_port(addr):
-    with socket.socket() as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def daemon():
@@ -67,15 +57,6 @@ def pool(daemon, tmp_path_factory):
     yield name
     zfspool.destroy_pool(name, file)
 
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    addr = random_address()
-    lab = LabSshd(tmp_path_factory.mktemp("sshd"), [addr], free_port(addr))
-    lab.setup()
-    lab.start()
-    yield lab
-    lab.stop()
 
 
 @pytest.fixture(scope="module")
