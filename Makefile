@@ -33,9 +33,11 @@ test-unit: venv
 # measured (RTO, RPO, canaries, fencing). Then show the DC as it is now.
 drill: deps venv
 	$(BIN)/sdcadm lab drill --dir $(LAB)
+	@echo
 	eval "$$($(BIN)/sdcadm lab env --dir $(LAB) hn1)" && \
-	  echo && $(BIN)/sdcadm server ls && echo && $(BIN)/sdcadm check-health -q && \
-	  echo "every instance is healthy"
+	  $(BIN)/sdcadm server ls && echo && \
+	  { $(BIN)/sdcadm check-health -q && echo "every instance is healthy" || \
+	    echo "(expected: the HA peers on the fenced hn0 stay down until a new headnode replaces it)"; }
 	@echo "The lab keeps running (hn0 fenced); stop it with: make lab-down"
 
 lab-down: venv
