@@ -432,6 +432,10 @@ def main():
             say(f"size {human(size)}:")
             plan = file_plan(size)
             run = {"size_bytes": size, "files": len(plan)}
+            # A directory per size: replicas of one size must not meet the next
+            # size's pools (a replica dir names the pool it belongs to).
+            top, work = work, os.path.join(work, f"size-{size}")
+            os.makedirs(work)
             if not args.skip_dir:
                 try:
                     run["dir"] = bench_dir(work, sshd, host, plan)
@@ -444,6 +448,8 @@ def main():
                 except Exception as e:  # noqa: BLE001 - a bench reports, never fails
                     run["zfs"] = {"error": f"{type(e).__name__}: {e}"[:500]}
             result["runs"].append(run)
+            shutil.rmtree(work, ignore_errors=True)
+            work = top
     finally:
         sshd.stop()
         zfspool.stop_zfs_fuse(started)
