@@ -92,7 +92,10 @@ def remote_spec(host, path):
 def rsync_args(ssh_argv, host, remote_path, dest, *, link_dest=None, progress=False,
                delete=True, extra=()):
     """The arguments after ``rsync`` (pure)."""
-    args = ["-a", "--numeric-ids", "--stats", "-e", shlex.join(ssh_argv)]
+    # --modify-window=-1: compare mtimes to the nanosecond. The default (whole
+    # seconds) skips a same-size rewrite made within the second of the copy
+    # we hold, and the restore data would silently keep the old content.
+    args = ["-a", "--numeric-ids", "--modify-window=-1", "--stats", "-e", shlex.join(ssh_argv)]
     if delete:
         args.append("--delete")
     if progress:

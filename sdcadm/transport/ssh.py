@@ -155,12 +155,15 @@ def _pump(chan, source, deadline):
                     pass
                 except OSError:  # the command exited or closed its stdin
                     pending, source = b"", None
+        # Seen *before* draining: nothing arrives after EOF or close, so once
+        # the buffers are drained after this point, the output is complete.
+        # (Checking after draining lost output that arrived in between.)
+        done = chan.closed or chan.eof_received
         while chan.recv_ready():
             yield "out", chan.recv(_CHUNK)
         while chan.recv_stderr_ready():
             yield "err", chan.recv_stderr(_CHUNK)
-        if chan.closed or (chan.eof_received and not chan.recv_ready()
-                           and not chan.recv_stderr_ready()):
+        if done:
             return
         wait = _remaining(deadline)
         if wait == 0:

@@ -302,3 +302,19 @@ def test_concurrent_sync_of_one_replica_is_refused(backend, sshd, source_dir, tm
     with locked(str(replica)):
         with pytest.raises(DatasetError, match="another sync"):
             backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+
+
+def test_same_size_rewrite_within_the_same_second_is_copied(backend, sshd, source_dir, tmp_path):
+    """rsync's default quick check compares whole seconds: a same-size rewrite
+    whose mtime differs only in nanoseconds must still reach the copy."""
+    replica = tmp_path / "replica"
+    target = source_dir / "big1.bin"
+    backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    before = os.stat(target).st_mtime_ns
+    with open(target, "r+b") as f:
+        f.write(b"\xff" * 4096)
+    second = before - before % 1_000_000_000
+    os.utime(target, ns=(before, second + (before % 1_000_000_000 + 1) % 1_000_000_000))
+    result = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
+    assert result.files == tree_hashes(source_dir)
+    assert tree_hashes(backend.current_path(replica)) == tree_hashes(source_dir)

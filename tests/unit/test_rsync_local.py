@@ -53,7 +53,7 @@ def test_parse_progress():
 def test_rsync_args():
     ssh = ["ssh", "-p", "2222", "-o", "UserKnownHostsFile=/k h"]
     args = rsync.rsync_args(ssh, "10.0.0.1", "/zones/u/data", "/r/.tmp-x", link_dest="/r/s/a")
-    assert args == ["-a", "--numeric-ids", "--stats", "-e", shlex.join(ssh), "--delete",
+    assert args == ["-a", "--numeric-ids", "--modify-window=-1", "--stats", "-e", shlex.join(ssh), "--delete",
                     "--link-dest=/r/s/a", "10.0.0.1:/zones/u/data/", "/r/.tmp-x/"]
     args = rsync.rsync_args(ssh, "fd00::1", "/d/", "/x", progress=True)
     assert "--info=progress2" in args and args[-2] == "[fd00::1]:/d/"
