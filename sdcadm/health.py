@@ -1,5 +1,6 @@
 """Probing instance health over HTTP (stdlib only: cheap to import)."""
 
+import http.client
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,8 @@ def probe(url, timeout=2.0):
         return f"HTTP {e.code} from {url}"
     except urllib.error.URLError as e:
         return f"cannot reach {url}: {e.reason}"
-    except (OSError, ValueError) as e:
-        return f"cannot reach {url}: {e}"
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        return f"cannot reach {url}: {e!r}"
 
 
 def probe_many(urls, timeout=2.0, workers=16):

@@ -14,6 +14,7 @@
 Everything measured goes into one result (``DrillResult.to_dict()``).
 """
 
+import http.client
 import json
 import time
 import urllib.request
@@ -69,7 +70,7 @@ def _get(url, timeout=5.0):
     try:
         with http_open(url, timeout) as resp:
             return resp.read()
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
 
 

@@ -6,6 +6,7 @@ stripped content of ``agent.token_file``. Connection problems raise
 agent's own message.
 """
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -42,9 +43,11 @@ class AgentClient:
                 status, body = resp.status, resp.read()
         except urllib.error.HTTPError as e:
             status, body = e.code, e.read()
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            # HTTPException: a truncated or garbled answer (an agent dying or
+            # hung mid-reply) is as good as no answer.
             reason = getattr(e, "reason", e)
-            raise Unreachable(f"the agent at {self.url} does not answer: {reason}") from None
+            raise Unreachable(f"the agent at {self.url} does not answer: {reason!r}") from None
         try:
             doc = json.loads(body or b"null")
         except ValueError:

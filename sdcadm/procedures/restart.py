@@ -10,6 +10,7 @@ instance whose restart succeeded is verified (a process other than the one it
 replaced answers /ping) instead of being restarted twice.
 """
 
+import http.client
 import json
 import time
 import urllib.error
@@ -96,7 +97,7 @@ def ping_pid(url, timeout=PROBE_TIMEOUT):
             body = resp.read()
             if not 200 <= resp.status < 300:
                 return False, None
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
         return False, None
     try:
         doc = json.loads(body)

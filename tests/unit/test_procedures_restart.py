@@ -266,3 +266,37 @@ def test_timeout_fails_the_task(world):
                        match=r"no new process answered within 0.3s \(still the old process\)"):
         run_procedures([proc], ctx, yes=True, console=QuietConsole())
     assert ctx.store.list_tasks()[0].state == "failed"
+
+
+def test_a_truncated_answer_is_unreachable_not_a_crash():
+    """An agent dying mid-reply sends a short body: that is 'no answer'."""
+    import socket
+    import threading
+
+    import pytest
+
+    from sdcadm.errors import Unreachable
+    from sdcadm.health import probe
+    from sdcadm.procedures.agent import AgentClient
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def serve():
+        for _ in range(2):
+            conn, _ = srv.accept()
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 116\r\n\r\n{\"ok\"")
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(Unreachable, match="IncompleteRead"):
+            AgentClient(f"http://127.0.0.1:{port}", "token", timeout=2).ping()
+        assert "IncompleteRead" in probe(f"http://127.0.0.1:{port}/ping", timeout=2)
+    finally:
+        t.join(5)
+        srv.close()
