@@ -46,8 +46,13 @@ lab-down: venv
 lab-destroy: venv
 	$(BIN)/sdcadm lab destroy --dir $(LAB)
 
+# Benchmarks (never part of `make test`): each prints one JSON line; the
+# figures and how to read them are in docs/performance.md. Quick variants here.
 bench: deps venv
 	$(BIN)/python bench/server_ls.py
+	$(BIN)/python bench/restore_data_cycle.py
+	$(BIN)/python bench/sync.py --quick
+	$(BIN)/python bench/restore.py --quick
 
 clean: lab-destroy
 	rm -rf $(VENV) *.egg-info
