@@ -14,7 +14,9 @@ INSTANCE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed")
 TASK_STATES = ("queued", "running", "succeeded", "failed")
 
 
-class _Record:
+class Record:
+    """A JSON-able dataclass: ``from_dict`` ignores unknown keys, ``to_dict`` is asdict."""
+
     @classmethod
     def from_dict(cls, data):
         names = {f.name for f in fields(cls)}
@@ -25,7 +27,7 @@ class _Record:
 
 
 @dataclass
-class Server(_Record):
+class Server(Record):
     uuid: str
     hostname: str
     admin_ip: str
@@ -45,14 +47,14 @@ class Server(_Record):
 
 
 @dataclass
-class Service(_Record):
+class Service(Record):
     name: str
     image: str = ""          # image uuid
     params: dict = field(default_factory=dict)
 
 
 @dataclass
-class Instance(_Record):
+class Instance(Record):
     uuid: str
     alias: str
     service: str
@@ -71,7 +73,7 @@ class Instance(_Record):
 
 
 @dataclass
-class Image(_Record):
+class Image(Record):
     uuid: str
     name: str
     version: str
@@ -81,7 +83,7 @@ class Image(_Record):
 
 
 @dataclass
-class Network(_Record):
+class Network(Record):
     name: str
     cidr: str
     # ip -> owner uuid (a server or an instance)
@@ -91,7 +93,7 @@ class Network(_Record):
 
 
 @dataclass
-class Task(_Record):
+class Task(Record):
     uuid: str
     name: str
     state: str = "queued"

@@ -13,6 +13,31 @@ dir_option = click.option(
     help=f"Lab directory (default: ${ENV_DIR}, else ./.sdcadm-lab).")
 
 
+def shape_options(f):
+    """The options that say what DC to build: `lab up` and `lab drill`."""
+    options = [
+        click.option("--headnodes", default=3, show_default=True,
+                     help="Number of headnodes (hn0, hn1, ...; the drill needs 2 or more)."),
+        click.option("--computenodes", default=2, show_default=True,
+                     help="Number of compute nodes (cn0, ...)."),
+        click.option("--net", default=DEFAULT_NET, show_default=True,
+                     help="Loopback network for the lab's addresses."),
+        click.option("--services", default=None, metavar="NAME,...",
+                     help="Deploy only these catalog services (default: all lab services)."),
+        click.option("--backend", type=click.Choice(["dir", "zfs"]), default="dir",
+                     show_default=True,
+                     help="Delegate datasets as plain directories, or zfs datasets in a "
+                          "file-backed pool per server (zfs-fuse; needs root)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _services(value):
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
 def _state(directory):
     return load_state(lab_dir(directory))
 
@@ -29,28 +54,21 @@ def lab():
 
 @lab.command("up")
 @dir_option
-@click.option("--headnodes", default=3, show_default=True, help="Number of headnodes (hn0, hn1, ...).")
-@click.option("--computenodes", default=2, show_default=True, help="Number of compute nodes (cn0, ...).")
-@click.option("--net", default=DEFAULT_NET, show_default=True, help="Loopback network for the lab's addresses.")
-@click.option("--services", default=None, metavar="NAME,...",
-              help="Deploy only these catalog services (default: all lab services).")
+@shape_options
 @click.option("--heartbeat-interval", default=1.0, show_default=True, type=float,
               help="Seconds between agent heartbeats.")
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds to wait for every instance to become healthy.")
-@click.option("--backend", type=click.Choice(["dir", "zfs"]), default="dir", show_default=True,
-              help="Delegate datasets as plain directories, or zfs datasets in a file-backed "
-                   "pool per server (zfs-fuse; needs root).")
 @click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
               help="Size of each server's pool file (zfs backend).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
-def up_cmd(directory, headnodes, computenodes, net, services, heartbeat_interval, timeout,
-           backend, zfs_size, as_json):
+def up_cmd(directory, headnodes, computenodes, net, services, backend, heartbeat_interval,
+           timeout, zfs_size, as_json):
     """Build the lab (or revive an existing one) and wait until it is healthy."""
     from sdcadm.lab import ctl
 
     started = time.monotonic()
-    services = [s.strip() for s in services.split(",") if s.strip()] if services else None
+    services = _services(services)
     state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
                    heartbeat_interval=heartbeat_interval, timeout=timeout,
                    observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size)
@@ -201,19 +219,13 @@ def watch_cmd(directory, services, interval, duration, as_json):
 
 @lab.command("drill")
 @dir_option
-@click.option("--headnodes", default=3, show_default=True, help="Number of headnodes (2 or more).")
-@click.option("--computenodes", default=2, show_default=True, help="Number of compute nodes.")
-@click.option("--net", default=DEFAULT_NET, show_default=True, help="Loopback network for the lab.")
-@click.option("--services", default=None, metavar="NAME,...",
-              help="Deploy only these catalog services (default: all lab services).")
+@shape_options
 @click.option("--timeout", default=120.0, show_default=True, type=float,
               help="Seconds to wait for the lab and for each restored instance.")
-@click.option("--backend", type=click.Choice(["dir", "zfs"]), default="dir", show_default=True,
-              help="Dataset backend of the lab (zfs needs root and zfs-fuse).")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="Print one JSON object (rto_s, rpo_s, services_restored, canaries_verified, "
                    "canaries_lost_after_last_sync, fencing_verified, ...).")
-def drill_cmd(directory, headnodes, computenodes, net, services, timeout, backend, as_json):
+def drill_cmd(directory, headnodes, computenodes, net, services, backend, timeout, as_json):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
@@ -228,7 +240,7 @@ def drill_cmd(directory, headnodes, computenodes, net, services, timeout, backen
     from sdcadm.errors import SdcadmError
     from sdcadm.lab import drill
 
-    services = [s.strip() for s in services.split(",") if s.strip()] if services else None
+    services = _services(services)
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
                              observer=printer(quiet=as_json), timeout=timeout, backend=backend)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))

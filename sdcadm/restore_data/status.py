@@ -2,13 +2,15 @@
 headnode and instance), so `sdcadm status` and `restore-data ls` can tell,
 from any headnode, what every headnode can restore and as of when."""
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+
+from sdcadm.model import Record
 
 STATUSES = ("ok", "failed", "diverged", "unreachable")
 
 
 @dataclass
-class RestoreStatus:
+class RestoreStatus(Record):
     receiver: str              # server UUID of the headnode holding the copy
     service: str
     instance: str              # instance UUID
@@ -22,11 +24,3 @@ class RestoreStatus:
     last_attempt: float = 0.0
     status: str = "ok"
     error: str | None = None
-
-    @classmethod
-    def from_dict(cls, data):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def to_dict(self):
-        return asdict(self)
