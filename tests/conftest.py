@@ -1,5 +1,6 @@
 """Shared fixtures: real processes only; every test stops what it starts."""
 
+import contextlib
 import os
 import random
 import shutil
@@ -64,3 +65,22 @@ def sshd(tmp_path_factory):
     lab.start()
     yield lab
     lab.stop()
+
+
+@contextlib.contextmanager
+def running_lab(directory, *options):
+    """``sdcadm lab up --dir DIRECTORY --net <random> OPTIONS...``; on the way
+    out, always ``lab down`` and check that nothing of the lab is left."""
+    from sdcadm.lab import procs
+
+    try:
+        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(), *options)
+        yield directory
+    finally:
+        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
+        assert procs.lab_processes(directory) == [], "lab down left processes behind"
+
+
+def env_of(directory, hostname):
+    """The CLI environment of a lab server (as `eval "$(sdcadm lab env ...)"`)."""
+    return clean_env(SDCADM_CONFIG=str(Path(directory) / hostname / "etc" / "sdcadm.yaml"))

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from sdcadm.health import probe
-from sdcadm.lab import procs
-from tests.conftest import clean_env, needs_sshd, random_net, run
+from tests.conftest import env_of, needs_sshd, run, running_lab
 
 pytestmark = [pytest.mark.integration, needs_sshd]
 
@@ -19,14 +18,10 @@ pytestmark = [pytest.mark.integration, needs_sshd]
 @pytest.fixture
 def lab(tmp_path):
     directory = tmp_path / "dc"
-    try:
-        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(), "--headnodes", "1",
-            "--computenodes", "0", "--services", "sapi,binder", "--heartbeat-interval", "0.4")
-        env = clean_env(SDCADM_CONFIG=str(directory / "hn0" / "etc" / "sdcadm.yaml"))
-        yield directory, {i["service"]: i for i in json.loads(run("sdcadm", "insts", "-j", env=env).stdout)}
-    finally:
-        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
-        assert procs.lab_processes(directory) == []
+    with running_lab(directory, "--headnodes", "1", "--computenodes", "0", "--services",
+                     "sapi,binder", "--heartbeat-interval", "0.4"):
+        insts = json.loads(run("sdcadm", "insts", "-j", env=env_of(directory, "hn0")).stdout)
+        yield directory, {i["service"]: i for i in insts}
 
 
 def wait(predicate, what, timeout=30):

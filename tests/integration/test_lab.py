@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sdcadm.lab import procs
-from tests.conftest import clean_env, needs_sshd, random_net, run
+from tests.conftest import env_of, needs_sshd, run, running_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
 
@@ -17,14 +17,8 @@ HEARTBEAT = 0.5
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     directory = tmp_path_factory.mktemp("lab") / "dc"
-    try:
-        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(),
-            "--heartbeat-interval", str(HEARTBEAT), "--timeout", "150")
-        cfg = directory / "hn0" / "etc" / "sdcadm.yaml"
-        yield directory, clean_env(SDCADM_CONFIG=str(cfg))
-    finally:
-        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
-        assert procs.lab_processes(directory) == [], "lab down left processes behind"
+    with running_lab(directory, "--heartbeat-interval", str(HEARTBEAT), "--timeout", "150"):
+        yield directory, env_of(directory, "hn0")
 
 
 def servers(env):

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sdcadm.lab import procs
-from tests.conftest import clean_env, needs_sshd, random_net, run
+from tests.conftest import env_of, needs_sshd, run, running_lab
 
 PROMTOOL = shutil.which("promtool") or str(Path(sys.executable).parent / "promtool")
 pytestmark = [
@@ -24,10 +23,9 @@ pytestmark = [
 
 def test_metrics_pass_promtool_and_carry_restore_data_series(tmp_path):
     directory = tmp_path / "dc"
-    try:
-        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(), "--headnodes", "2",
-            "--computenodes", "0", "--services", "sapi,vmapi,binder", "--heartbeat-interval", "0.5")
-        env = clean_env(SDCADM_CONFIG=str(directory / "hn1" / "etc" / "sdcadm.yaml"))
+    with running_lab(directory, "--headnodes", "2", "--computenodes", "0", "--services",
+                     "sapi,vmapi,binder", "--heartbeat-interval", "0.5"):
+        env = env_of(directory, "hn1")
         run("sdcadm", "service", "sync-restore-data", env=env)
         hn1 = next(s for s in json.loads(run("sdcadm", "server", "ls", "-j", env=env).stdout)
                    if s["hostname"] == "hn1")
@@ -40,6 +38,3 @@ def test_metrics_pass_promtool_and_carry_restore_data_series(tmp_path):
                        "sdcadm_restore_data_sync_duration_seconds"):
             assert series in body, series
         assert 'service="sapi"' in body
-    finally:
-        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
-        assert procs.lab_processes(directory) == []

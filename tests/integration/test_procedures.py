@@ -9,8 +9,7 @@ import urllib.request
 
 import pytest
 
-from sdcadm.lab import procs
-from tests.conftest import BIN, clean_env, needs_sshd, random_net, run
+from tests.conftest import BIN, clean_env, env_of, needs_sshd, run, running_lab
 
 pytestmark = [pytest.mark.integration, needs_sshd]
 
@@ -21,15 +20,9 @@ HEARTBEAT = 0.5
 def lab(tmp_path_factory):
     """2 headnodes; sapi (sapi0 on hn0) and binder (HA: binder0 on hn0, binder1 on hn1)."""
     directory = tmp_path_factory.mktemp("lab") / "dc"
-    try:
-        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(),
-            "--headnodes", "2", "--computenodes", "0", "--services", "sapi,binder",
-            "--heartbeat-interval", str(HEARTBEAT), "--timeout", "90")
-        cfg = directory / "hn0" / "etc" / "sdcadm.yaml"
-        yield directory, clean_env(SDCADM_CONFIG=str(cfg))
-    finally:
-        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
-        assert procs.lab_processes(directory) == [], "lab down left processes behind"
+    with running_lab(directory, "--headnodes", "2", "--computenodes", "0", "--services",
+                     "sapi,binder", "--heartbeat-interval", str(HEARTBEAT), "--timeout", "90"):
+        yield directory, env_of(directory, "hn0")
 
 
 def instance(env, alias):
