@@ -37,6 +37,8 @@ import time
 import traceback
 from pathlib import Path
 
+from benchdata import MiB, file_plan, parse_size, write_data  # noqa: E402 (bench/ is on sys.path)
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from sdcadm.config import load_config  # noqa: E402
@@ -44,7 +46,6 @@ from sdcadm.errors import LabError  # noqa: E402
 from sdcadm.lab import ctl  # noqa: E402
 from sdcadm.store.sqlite import SqliteStore  # noqa: E402
 
-MiB = 1 << 20
 TARGET_FULL_S = 30.0
 TARGET_SIZE_DIFF_S = 2.0
 TARGET_DOWNTIME_S = 2.0
@@ -53,14 +54,6 @@ HEARTBEAT = 0.5
 
 def say(*args):
     print(*args, file=sys.stderr, flush=True)
-
-
-def parse_size(text):
-    text = text.strip().upper().rstrip("B").rstrip("I")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def observer(event):
@@ -111,35 +104,6 @@ def step_results(task):
 
 
 # -- data ---------------------------------------------------------------------------
-
-def file_plan(size, seed=1):
-    """[(relative path, bytes)] adding up to ``size``: 40% in 64 MiB files,
-    40% in 1 MiB files, the rest in 4-64 KiB files."""
-    rng = random.Random(seed)
-    plan = [(f"big/b{i:03d}.bin", 64 * MiB) for i in range(int(size * 0.4) // (64 * MiB))]
-    plan += [(f"medium/d{i // 100:02d}/m{i:04d}.bin", MiB)
-             for i in range(int(size * 0.4) // MiB)]
-    left, i = size - sum(n for _, n in plan), 0
-    while left > 0:
-        n = min(left, rng.randint(4, 64) * 1024)
-        plan.append((f"small/d{i // 200:02d}/s{i:05d}.bin", n))
-        left -= n
-        i += 1
-    return plan
-
-
-def write_data(root, plan, seed=1):
-    rng = random.Random(seed)
-    for rel, n in plan:
-        path = Path(root) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            left = n
-            while left:
-                chunk = min(left, 8 * MiB)
-                f.write(rng.randbytes(chunk))
-                left -= chunk
-
 
 def tree_stats(root):
     files = size = linked = 0

@@ -37,6 +37,8 @@ import tempfile
 import time
 import uuid
 
+from benchdata import MiB, file_plan, parse_size, write_data  # noqa: E402 (bench/ is on sys.path)
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from sdcadm.datasets import zfspool  # noqa: E402
@@ -49,20 +51,11 @@ from sdcadm.transport.local import LocalShell, command_argv  # noqa: E402
 from sdcadm.transport.zfs import Zfs  # noqa: E402
 
 TARGET = 1.15
-MiB = 1 << 20
 RECEIVER = "b0000000-0000-4000-8000-000000000001"
 
 
 def say(*args):
     print(*args, file=sys.stderr, flush=True)
-
-
-def parse_size(text):
-    text = text.strip().upper().rstrip("B").rstrip("I")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def human(n):
@@ -83,38 +76,6 @@ def ratio(ours, theirs):
 
 
 # -- data ------------------------------------------------------------------------
-
-def file_plan(size, seed=1):
-    """[(relative path, bytes)] adding up to ``size``: 40% in 64 MiB files,
-    40% in 1 MiB files, 20% in 4-64 KiB files."""
-    rng = random.Random(seed)
-    plan = []
-    big = int(size * 0.4) // (64 * MiB)
-    plan += [(f"big/b{i:03d}.bin", 64 * MiB) for i in range(big)]
-    medium = int(size * 0.4) // MiB
-    plan += [(f"medium/d{i // 100:02d}/m{i:04d}.bin", MiB) for i in range(medium)]
-    left = size - sum(n for _, n in plan)
-    i = 0
-    while left > 0:
-        n = min(left, rng.randint(4, 64) * 1024)
-        plan.append((f"small/d{i // 200:02d}/s{i:05d}.bin", n))
-        left -= n
-        i += 1
-    return plan
-
-
-def write_data(root, plan, seed=1):
-    rng = random.Random(seed)
-    for rel, n in plan:
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            left = n
-            while left:
-                chunk = min(left, 8 * MiB)
-                f.write(rng.randbytes(chunk))
-                left -= chunk
-
 
 def change_percent(root, plan, fraction=0.01, seed=2):
     """Rewrite 64 KiB regions (128 KiB-aligned) of some files until
