@@ -4,9 +4,11 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,37 @@ def sshd(tmp_path_factory):
     lab.start()
     yield lab
     lab.stop()
+    assert not lab.running(), "the lab sshd did not stop"
+
+
+def kill_when_marked(child, marker, what, timeout=30):
+    """SIGKILL ``child`` as soon as it creates ``marker`` (it is in the middle
+    of ``what``); fail if it ends first or never gets there."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not Path(marker).exists():
+            assert child.poll() is None, f"{what} ended before it could be killed"
+            assert time.monotonic() < deadline, f"{what} never got under way"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def isolate_cli(monkeypatch, config, now=None):
+    """Point the in-process CLI at ``config`` only: no SDCADM_* from the
+    environment, and (with ``now``) a fixed clock."""
+    from sdcadm.cli import context
+
+    for name in list(os.environ):
+        if name.startswith("SDCADM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SDCADM_CONFIG", str(config))
+    if now is not None:
+        monkeypatch.setattr(context, "now", lambda: now)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ import pytest
 from sdcadm.datasets.base import SourceRef
 from sdcadm.datasets.dirbackend import DirBackend
 from sdcadm.errors import DatasetError, Unreachable
-from tests.conftest import free_port, random_address  # noqa: F401
+from tests.conftest import kill_when_marked, random_address
 
 pytestmark = [
     pytest.mark.integration,
@@ -269,18 +268,7 @@ def test_sigkill_mid_sync_keeps_previous_copy(backend, sshd, source_dir, tmp_pat
     child = subprocess.Popen([sys.executable, "-c", CHILD, sshd.listen_addresses[0], str(sshd.port),
                               str(sshd.identity), str(sshd.known_hosts), str(source_dir),
                               str(replica), str(marker)], env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert child.poll() is None, "the sync ended before it could be killed"
-            assert time.monotonic() < deadline, "the sync never reported progress"
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_when_marked(child, marker, "the sync")
     deadline = time.monotonic() + 10
     while rsync_processes(str(replica)) and time.monotonic() < deadline:
         time.sleep(0.05)

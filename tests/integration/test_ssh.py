@@ -21,7 +21,7 @@ import sdcadm
 from sdcadm.errors import AuthError, HostKeyError, LabError, RemoteCommandFailed, TransportError, Unreachable
 from sdcadm.lab.sshd import LabSshd, _proc_state
 from sdcadm.transport.ssh import SSHTransport
-from tests.conftest import free_port, random_address  # noqa: F401
+from tests.conftest import free_port, random_address
 
 
 def _sshd_installed():
@@ -58,17 +58,6 @@ def nothing_left_running(tmp_path_factory):
     leftovers = sshd_processes(base) + sshd_processes(os.path.join(tempfile.gettempdir(),
                                                                    USER_DIR_PREFIX))
     assert not leftovers, f"processes left running: {leftovers}"
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    addr = random_address()
-    lab = LabSshd(tmp_path_factory.mktemp("sshd"), [addr], free_port(addr))
-    lab.setup()
-    lab.start()
-    yield lab
-    lab.stop()
-    assert not lab.running()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import hashlib
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ from sdcadm.datasets import plan, zfspool
 from sdcadm.datasets.base import SourceRef
 from sdcadm.errors import DatasetError, ReplicaDiverged, Unreachable
 from sdcadm.transport.local import LocalShell
-from tests.conftest import free_port, random_address  # noqa: F401
+from tests.conftest import kill_when_marked, random_address
 
 
 def _why_not():
@@ -340,18 +339,7 @@ def test_sigkill_mid_sync(make_backend, source, zfs, pool, sshd, tmp_path):
                               str(sshd.port), str(sshd.identity), str(sshd.known_hosts),
                               source.instance_uuid, source.path, source.zfs_dataset, str(replica),
                               RECEIVER_A, str(marker)])
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert child.poll() is None, "the sync ended before it could be killed"
-            assert time.monotonic() < deadline, "the sync never started its stream"
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_when_marked(child, marker, "the sync")
     deadline = time.monotonic() + 10
     while processes_mentioning(source.zfs_dataset + "@") and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -8,10 +8,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from sdcadm.cli import context
 from sdcadm.cli.main import COMMANDS, cli
 from sdcadm.model import Instance, Server, Service
 from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import isolate_cli
 
 NOW = 1_700_000_000.0
 HN0, HN1, CN0 = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
@@ -78,11 +78,7 @@ def dc(tmp_path, monkeypatch, http_ports):
     store.close()
     config = tmp_path / "sdcadm.yaml"
     config.write_text(f"store:\n  path: {path}\nagent:\n  heartbeat_timeout: 15\n")
-    for name in list(__import__("os").environ):
-        if name.startswith("SDCADM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("SDCADM_CONFIG", str(config))
-    monkeypatch.setattr(context, "now", lambda: NOW)
+    isolate_cli(monkeypatch, config, NOW)
     return tmp_path
 
 

@@ -7,7 +7,6 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sdcadm.cli import context
 from sdcadm.cli.main import cli
 from sdcadm.cli.restore_data import format_bytes, ls_rows
 from sdcadm.cli.service import HeadnodeProgress, _exit_code
@@ -17,6 +16,7 @@ from sdcadm.restore_data.api import parse_sync_request
 from sdcadm.restore_data.client import HeadnodeSync
 from sdcadm.restore_data.status import RestoreStatus
 from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import isolate_cli
 
 NOW = 1_700_000_000.0
 HN0, HN1, HN2 = (f"00000000-0000-4000-8000-00000000000{i}" for i in range(3))
@@ -39,11 +39,7 @@ def dc(tmp_path, monkeypatch):
     store.close()
     config = tmp_path / "sdcadm.yaml"
     config.write_text(f"store:\n  path: {path}\n")
-    for name in list(__import__("os").environ):
-        if name.startswith("SDCADM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("SDCADM_CONFIG", str(config))
-    monkeypatch.setattr(context, "now", lambda: NOW)
+    isolate_cli(monkeypatch, config, NOW)
     return tmp_path
 
 
