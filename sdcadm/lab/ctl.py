@@ -304,13 +304,15 @@ def _open_store(state):
     return SqliteStore(state.store_path, timeout=5.0)
 
 
-def status(state, now=None):
+def status(state, now=None, store=None):
     """One row per server: what the lab runs and what the store believes."""
+    if store is None:
+        with _open_store(state) as store:
+            return status(state, now, store)
     now = time.time() if now is None else now
     timeout = state.heartbeat_interval * HEARTBEAT_TIMEOUT_FACTOR
-    with _open_store(state) as store:
-        by_uuid = {s.uuid: s for s in store.list_servers()}
-        insts = store.list_instances()
+    by_uuid = {s.uuid: s for s in store.list_servers()}
+    insts = store.list_instances()
     rows = []
     for s in state.servers:
         mine = [i for i in insts if i.server_uuid == s["uuid"]]
@@ -331,38 +333,26 @@ def wait_ready(state, timeout=120.0, observer=None):
     """Wait until every server heartbeats and every instance runs and answers /ping."""
     deadline = time.monotonic() + timeout
     last = None
-    while True:
-        rows = status(state)
-        with _open_store(state) as store:
+    with _open_store(state) as store:
+        while True:
+            rows = status(state, store=store)
             insts = store.list_instances()
-        answers = probe_many([i.url + "/ping" for i in insts], timeout=1.0)
-        healthy = [i for i in insts if i.state == "running" and answers.get(i.url + "/ping") is None]
-        down_servers = [r["hostname"] for r in rows if r["status"] != "running"]
-        msg = f"{len(healthy)}/{len(insts)} instances healthy"
-        if down_servers:
-            msg += f"; waiting for {', '.join(down_servers)}"
-        if msg != last:
-            notify(observer, Progress("ready", msg, len(healthy), len(insts)))
-            last = msg
-        if not down_servers and len(healthy) == len(insts):
-            return
-        if time.monotonic() > deadline:
-            bad = [f"{i.alias} ({i.state}: {answers.get(i.url + '/ping') or 'not running'})"
-                   for i in insts if i not in healthy][:10]
-            raise LabError(f"the lab was not ready after {timeout:.0f}s: {msg}"
-                           + (f"; not healthy: {', '.join(bad)}" if bad else ""),
-                           hint=f"see the agents' logs under {state.dir}/<server>/var/log/")
-        time.sleep(0.25)
-
-
-def wait_status(state, hostname, wanted, timeout=30.0):
-    """Wait until the store reports ``hostname`` as ``wanted``; return seconds waited."""
-    start_t = time.monotonic()
-    while True:
-        row = next(r for r in status(state) if r["hostname"] == hostname)
-        if row["status"] == wanted:
-            return time.monotonic() - start_t
-        if time.monotonic() - start_t > timeout:
-            raise LabError(f"{hostname} did not become {wanted} within {timeout:.0f}s "
-                           f"(it is {row['status']})")
-        time.sleep(0.1)
+            answers = probe_many([i.url + "/ping" for i in insts], timeout=1.0)
+            healthy = [i for i in insts
+                       if i.state == "running" and answers.get(i.url + "/ping") is None]
+            down_servers = [r["hostname"] for r in rows if r["status"] != "running"]
+            msg = f"{len(healthy)}/{len(insts)} instances healthy"
+            if down_servers:
+                msg += f"; waiting for {', '.join(down_servers)}"
+            if msg != last:
+                notify(observer, Progress("ready", msg, len(healthy), len(insts)))
+                last = msg
+            if not down_servers and len(healthy) == len(insts):
+                return
+            if time.monotonic() > deadline:
+                bad = [f"{i.alias} ({i.state}: {answers.get(i.url + '/ping') or 'not running'})"
+                       for i in insts if i not in healthy][:10]
+                raise LabError(f"the lab was not ready after {timeout:.0f}s: {msg}"
+                               + (f"; not healthy: {', '.join(bad)}" if bad else ""),
+                               hint=f"see the agents' logs under {state.dir}/<server>/var/log/")
+            time.sleep(0.25)

@@ -207,7 +207,7 @@ def _check_fencing(state, store, dead, moved, timeout):
     agent_back, rows = False, None
     while time.monotonic() < deadline:
         try:
-            status = client._call("GET", "/v1/status")
+            status = client.status()
             rows = client.instances()
             agent_back = status.get("fenced") is True
             # Judge after the returning agent completed passes against the store.

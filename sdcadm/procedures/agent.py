@@ -63,6 +63,9 @@ class AgentClient:
     def ping(self):
         return self._call("GET", "/v1/ping")
 
+    def status(self):
+        return self._call("GET", "/v1/status")
+
     def instances(self):
         return self._call("GET", "/v1/instances")
 

@@ -20,7 +20,7 @@ service the restore time (RTO) and the age of the data restored (RPO).
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sdcadm.catalog import load_catalog
 from sdcadm.errors import Conflict, NotFound, SdcadmError, Unreachable
@@ -90,7 +90,7 @@ class RestoreServices(Procedure):
                   {i.service for i in resumed}
         services = select_services(catalog, self.services, self.all_services, present)
         fenced_after = {s.uuid for s in dead if s.fenced or s.uuid in named}
-        dead_now = [_with_fence(s, s.uuid in fenced_after) for s in dead]
+        dead_now = [replace(s, fenced=s.uuid in fenced_after) for s in dead]
         items = plan_restore(catalog, dead_now, instances, set(services), self.me.uuid)
 
         from sdcadm.restore_data.access import RestoreData
@@ -277,12 +277,6 @@ def _this_server(config, store):
         raise NotViable(f"{me.hostname} is not a headnode: restore runs on a headnode, which "
                         "holds restore data", hint="ssh to a surviving headnode and run it there")
     return me
-
-
-def _with_fence(server, fenced):
-    from dataclasses import replace
-
-    return replace(server, fenced=fenced)
 
 
 def _recovery_ip(store, inst):
