@@ -25,6 +25,7 @@ venv: $(STAMP)
 test: deps venv
 	$(BIN)/pytest -q -ra
 
+# The fast loop: no lab, no sshd (every test under tests/integration is marked).
 test-unit: venv
 	$(BIN)/pytest -q -m 'not integration'
 

@@ -70,6 +70,30 @@ def sshd(tmp_path_factory):
     assert not lab.running(), "the lab sshd did not stop"
 
 
+def wait_for(predicate, timeout=20.0, what="the condition", interval=0.02):
+    """Poll ``predicate()`` until it returns something truthy and return that;
+    fail saying ``what`` never happened once ``timeout`` seconds pass.
+
+    The honest way for a test to wait for another thread or process: never a
+    fixed sleep that hopes the thing happened meanwhile. An exception from
+    ``predicate`` counts as "not yet" (the thing may still be starting) and is
+    named in the failure.
+    """
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            value = predicate()
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last, value = e, None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s: {what} never happened"
+                                 + (f" (last error: {last!r})" if last else ""))
+        time.sleep(interval)
+
+
 def kill_when_marked(child, marker, what, timeout=30):
     """SIGKILL ``child`` as soon as it creates ``marker`` (it is in the middle
     of ``what``); fail if it ends first or never gets there."""
