@@ -2,7 +2,6 @@
 and the Watcher against real tiny HTTP servers and a real temporary store."""
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -11,6 +10,7 @@ from sdcadm.errors import NotFound
 from sdcadm.lab.watch import Watcher, fold_outages, summarize, timeline_rows
 from sdcadm.model import Instance, Service
 from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import wait_for
 
 
 def ticks(service, marks, start=0.0, step=0.1):
@@ -113,26 +113,37 @@ def dc(tmp_path):
     server.server_close()
 
 
+def ticked(watcher, service, count):
+    """The watcher has probed ``service`` at least ``count`` times."""
+    return lambda: len(watcher.snapshot().get(service, "")) >= count
+
+
 def test_watcher_measures_up_and_down_services(dc):
     path, _ = dc
     watcher = Watcher(path, interval=0.05).start()
-    time.sleep(0.6)
+    wait_for(lambda: ticked(watcher, "sapi", 5)() and ticked(watcher, "vmapi", 5)(), 10,
+             "five probes of each service")
     summary = watcher.stop()
     sapi, vmapi = summary["services"]["sapi"], summary["services"]["vmapi"]
     assert sapi["probes"] >= 5 and sapi["failed"] == 0
     assert vmapi["failed"] == vmapi["probes"] >= 5 and vmapi["outages"] == 1
-    assert 0.3 < vmapi["downtime_s"] <= summary["duration_s"] + 0.01
+    # Down from its first probe until the watch ended, by the watcher's own clock.
+    first = min(ts for ts, service, _ in watcher.samples if service == "vmapi")
+    assert vmapi["downtime_s"] == round(watcher.ended - first, 3) > 0
+    assert summary["duration_s"] == round(watcher.ended - watcher.started, 3)
+    assert vmapi["downtime_s"] <= summary["duration_s"]
     assert set(watcher.snapshot()["sapi"]) == {"."} and set(watcher.snapshot()["vmapi"]) == {"x"}
 
 
 def test_watcher_follows_a_moved_instance(dc):
     path, server = dc
     watcher = Watcher(path, services=["vmapi"], interval=0.05, refresh=0.1).start()
-    time.sleep(0.3)
+    wait_for(ticked(watcher, "vmapi", 3), 10, "three probes of vmapi where nothing listens")
     store = SqliteStore(path)
     store.move_instance("10000000-0000-4000-8000-000000000002", 1, port=server.server_address[1])
     store.close()
-    time.sleep(0.5)
+    wait_for(lambda: watcher.snapshot()["vmapi"].endswith("..."), 10,
+             "vmapi answering three times at its new port")
     summary = watcher.stop()
     marks = watcher.snapshot()["vmapi"]
     assert marks.startswith("x") and marks.endswith("...")
