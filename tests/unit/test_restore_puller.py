@@ -25,6 +25,7 @@ from sdcadm.restore_data.files import FileLock
 from sdcadm.restore_data.puller import Puller, restore_layout
 from sdcadm.restore_data.verify import verify
 from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import wait_for
 
 HN0, HN1 = "00000000-0000-4000-8000-000000000000", "11111111-1111-4111-8111-111111111111"
 SAPI, IMGAPI, VMAPI, BINDER = (f"a0000000-0000-4000-8000-00000000000{i}" for i in range(4))
@@ -465,6 +466,20 @@ def test_restore_api_gives_payload_images_and_a_clone(dc, tmp_path):
         ("vmapi", "vmapi0", "hn0", "ok")}
 
 
+class Cycles:
+    """A stop event for ``RestoreDataRunner.run`` that lets ``count`` cycles
+    through at once instead of waiting, then stops it; it records the delays
+    the runner asked to wait."""
+
+    def __init__(self, count):
+        self.left, self.delays = count, []
+
+    def wait(self, delay):
+        self.delays.append(delay)
+        self.left -= 1
+        return self.left < 0
+
+
 def test_runner_pulls_periodically_on_headnodes_only(dc):
     import threading
 
@@ -475,25 +490,29 @@ def test_runner_pulls_periodically_on_headnodes_only(dc):
     runner = RestoreDataRunner(dc.config, stores, backend=dc.backend)
     runner.puller.transport_factory = lambda host: None
 
-    def run_for(seconds):
-        stop = threading.Event()
-        thread = threading.Thread(target=runner.run, args=(stop,))
-        thread.start()
-        time.sleep(seconds)
+    # In its thread, with a real stop event, it pulls by itself.
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: runner.cycles >= 2, 30, "two periodic pulls")
+    finally:
         stop.set()
         thread.join(10)
-        assert not thread.is_alive()
-
-    run_for(1.0)
-    assert runner.cycles >= 2 and runner.last_summary.ok
+    assert not thread.is_alive()
+    assert runner.last_summary.ok
     assert {h["alias"] for h in runner.holdings()} == {"sapi0", "imgapi0", "vmapi0"}
+    # One pull per cycle, each sync_interval (no jitter) after the last.
+    cycles, ticks = runner.cycles, Cycles(2)
+    runner.run(ticks)
+    assert runner.cycles == cycles + 2 and ticks.delays == [0.05] * 3
     cycles = runner.cycles
     dc.store.put_server(Server(HN1, "hn1", "127.0.0.3", headnode=False))
     assert not runner.is_headnode()
-    run_for(0.5)
+    runner.run(Cycles(3))
     assert runner.cycles == cycles
     dc.config._values["restore_data"]["enabled"] = False
     dc.store.put_server(Server(HN1, "hn1", "127.0.0.3", headnode=True))
-    run_for(0.5)
+    runner.run(Cycles(3))
     assert runner.cycles == cycles
     assert runner.sync_now(["sapi"]).services == {"sapi": "ok"}   # on demand still works
