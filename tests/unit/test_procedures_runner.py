@@ -2,7 +2,6 @@
 
 import json
 import os
-import threading
 import time
 
 import click
@@ -29,6 +28,7 @@ from sdcadm.procedures.lock import DcLock, owner_is_dead
 from sdcadm.procedures.log import read_log
 from sdcadm.progress import Progress
 from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import wait_for
 
 OTHER = "otherhost:1:11111111-1111-4111-8111-111111111111"
 
@@ -38,11 +38,10 @@ class WriteFiles(Procedure):
 
     name = "write-files"
 
-    def __init__(self, target, count=3, fail_at=None, nothing=False, calls=None, sleep=0.0,
-                 verify=False):
+    def __init__(self, target, count=3, fail_at=None, nothing=False, calls=None, verify=False):
         self.target, self.count, self.fail_at, self.nothing = target, count, fail_at, nothing
         self.calls = [] if calls is None else calls
-        self.sleep, self.with_verify = sleep, verify
+        self.with_verify = verify
 
     def key(self):
         return os.path.basename(self.target)
@@ -64,8 +63,6 @@ class WriteFiles(Procedure):
     def _writer(self, i):
         def write(ctx):
             self.calls.append(("run", i))
-            if self.sleep:
-                time.sleep(self.sleep)
             if i == self.fail_at:
                 raise SdcadmError(f"disk full writing file {i}")
             os.makedirs(self.target, exist_ok=True)
@@ -259,12 +256,14 @@ def test_killed_run_left_running_task_is_resumed(env):
     assert result.task == "22222222-2222-4222-8222-222222222222" and result.resumed
 
 
-def test_lock_held_by_other_owner_waits_then_times_out_naming_owner(env, capsys):
+def test_lock_held_by_other_owner_waits_then_times_out_naming_owner(env, capsys, monkeypatch):
     env["store"].acquire_lock("dc", OTHER, 300, time.time())
-    started = time.monotonic()
+    tries, acquire = [], env["store"].acquire_lock
+    monkeypatch.setattr(env["store"], "acquire_lock",
+                        lambda *a, **kw: tries.append(a) or acquire(*a, **kw))
     with pytest.raises(LockHeld) as e:
         run_procedures([WriteFiles(env["target"])], make_ctx(env), yes=True, lock_timeout=0.6)
-    assert 0.5 <= time.monotonic() - started < 5
+    assert len(tries) >= 2, "it gave up without waiting"
     assert OTHER in str(e.value) and "--lock-timeout" in e.value.hint
     err = capsys.readouterr().err
     assert f"waiting for lock held by {OTHER} (expires in " in err
@@ -272,15 +271,21 @@ def test_lock_held_by_other_owner_waits_then_times_out_naming_owner(env, capsys)
     assert env["store"].get_lock("dc")[0] == OTHER  # not ours to release
 
 
-def test_waits_for_lock_until_it_is_released(env, capsys):
+def test_waits_for_lock_until_it_is_released(env):
     env["store"].acquire_lock("dc", OTHER, 300, time.time())
-    releaser = threading.Timer(
-        0.4, lambda: SqliteStore(env["store"].path).release_lock("dc", OTHER))
-    releaser.start()
-    result = run_procedures([WriteFiles(env["target"])], make_ctx(env), yes=True, lock_timeout=10)
-    releaser.join()
+    said = []
+
+    class Releasing(QuietConsole):
+        def warn(self, text):  # the other owner lets go once we say we wait
+            said.append(text)
+            if "waiting for lock held by" in text:
+                env["store"].release_lock("dc", OTHER)
+
+    result = run_procedures([WriteFiles(env["target"])], make_ctx(env), yes=True, lock_timeout=10,
+                            console=Releasing())
     assert result.state == "succeeded"
-    assert "waiting for lock held by" in capsys.readouterr().err
+    waits = [t for t in said if t.startswith("waiting for lock held by")]
+    assert len(waits) == 1 and OTHER in waits[0]
 
 
 def test_lock_of_a_dead_process_on_this_host_is_taken_over(env, capsys):
@@ -306,8 +311,9 @@ def test_lock_is_renewed_while_running(env):
 
             def write(ctx):
                 start = ctx.store.get_lock("dc")
-                time.sleep(0.5)  # longer than the ttl
-                end = ctx.store.get_lock("dc")
+                # past the expiry the lock had when the step began: renewed by then
+                end = wait_for(lambda: ctx.now() > start[1] and ctx.store.get_lock("dc"), 10,
+                               "the lock's first expiry to pass")
                 seen.append((start, end, ctx.now()))
                 return inner(ctx)
             return write
@@ -330,7 +336,7 @@ def test_lost_lock_stops_before_next_step(env):
                 if i == 0:  # our lock expires and someone else takes it
                     ctx.store.release_lock("dc", ctx.lock.owner)
                     ctx.store.acquire_lock("dc", OTHER, 300, time.time())
-                    time.sleep(0.4)
+                    wait_for(lambda: ctx.lock.lost, 10, "the renewal thread noticing the loss")
                 return inner(ctx)
             return write
 
