@@ -70,7 +70,7 @@ def sshd(tmp_path_factory):
     assert not lab.running(), "the lab sshd did not stop"
 
 
-def wait_for(predicate, timeout=20.0, what="the condition", interval=0.02):
+def wait_for(predicate, timeout=20.0, what="the condition", interval=0.05):
     """Poll ``predicate()`` until it returns something truthy and return that;
     fail saying ``what`` never happened once ``timeout`` seconds pass.
 

@@ -28,6 +28,7 @@ from sdcadm.lab.images import build_workload_image
 from sdcadm.model import Image, Instance, Network, Server
 from sdcadm.schemas import validate
 from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -87,21 +88,6 @@ def instance_pids(uuid):
         if needle in env.split(b"\0") and alive(entry.name):
             pids.append(int(entry.name))
     return pids
-
-
-def wait_for(check, timeout=20.0, what="condition", interval=0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
-            last, value = e, None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                         + (f" (last error: {last!r})" if last else ""))
 
 
 # -- the DC under test ---------------------------------------------------------------------
@@ -204,6 +190,13 @@ class DC:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         return requests.request(method, f"http://{self.ip}:{self.port}{path}", headers=headers,
                                 timeout=5)
+
+    def reconcile_passes(self, more, what):
+        """Wait until the agent has made ``more`` supervisor passes from now:
+        whatever it was going to do about the DC as it stands, it has done."""
+        passes = lambda: self.api("/v1/status").json()["reconcile_passes"]  # noqa: E731
+        start = passes()
+        wait_for(lambda: passes() >= start + more, 20, f"{more} reconcile passes ({what})")
 
     def listing(self):
         return {row["uuid"]: row for row in self.api("/v1/instances").json()}
@@ -335,7 +328,7 @@ def test_api_refuses_missing_and_wrong_tokens(dc):
     r = requests.get(f"http://{dc.ip}:{dc.port}/v1/ping", timeout=5,
                      headers={"Authorization": f"Basic {TOKEN}"})
     assert r.status_code == 401
-    time.sleep(1.0)  # several reconcile passes: a refused restart must not happen later
+    dc.reconcile_passes(3, "a refused restart must not happen later")
     after = dc.listing()[sapi.uuid]
     assert (after["pid"], after["restarts"]) == (before["pid"], before["restarts"])
 
@@ -367,7 +360,7 @@ def test_destroys_deleted_and_deposes_moved_instances(dc):
     assert not dc.zone(moved.uuid).exists()
     assert (deposed / "data" / "keep").read_bytes() == b"forensics"
     assert (deposed / "instance.json").is_file()
-    time.sleep(1.0)  # never restarted
+    dc.reconcile_passes(3, "a deposed instance is never restarted")
     assert not alive(moved_pid) and not instance_pids(moved.uuid)
     assert dc.listing() == {}
     assert dc.store.get_instance(moved.uuid).server_uuid == dc.other_uuid

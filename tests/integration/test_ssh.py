@@ -12,7 +12,6 @@ import sysconfig
 import tempfile
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import sdcadm
 from sdcadm.errors import AuthError, HostKeyError, LabError, RemoteCommandFailed, TransportError, Unreachable
 from sdcadm.lab.sshd import LabSshd, _proc_state
 from sdcadm.transport.ssh import SSHTransport
-from tests.conftest import free_port, random_address
+from tests.conftest import free_port, random_address, wait_for
 
 
 def _sshd_installed():
@@ -37,6 +36,14 @@ pytestmark = [
 ]
 
 USER_DIR_PREFIX = "sdcadm-ssh-user-"
+
+
+def _raised(call, *args):
+    try:
+        call(*args)
+    except Exception as e:  # noqa: BLE001 - returned for the test to judge
+        return e
+    return None
 
 
 
@@ -120,14 +127,20 @@ def test_nonzero_exit_raises_with_exit_code_and_stderr(transport):
     assert transport.run(argv, check=False) == (3, "partial\n", "it broke\n")
 
 
-def test_stream_yields_lines_in_order_as_they_arrive(transport):
-    start = time.monotonic()
-    seen = []
-    for line in transport.stream(["sh", "-c", "echo one; echo two; sleep 1.5; printf three"]):
-        seen.append((line, time.monotonic() - start))
-    assert [line for line, _ in seen] == ["one", "two", "three"]
-    assert seen[1][1] < 1.2, "lines must be yielded before the command ends"
-    assert seen[2][1] >= 1.4
+def until_exists(path, then, first="", tries=600):
+    """A remote shell command: ``first``, wait (at most ``tries`` x 0.05 s)
+    until the test creates ``path``, then ``then``."""
+    return ["sh", "-c", f'{first}i=0; while [ ! -e "$1" ] && [ $i -lt {tries} ]; do '
+                        f'sleep 0.05; i=$((i+1)); done; {then}', "sh", str(path)]
+
+
+def test_stream_yields_lines_in_order_as_they_arrive(transport, tmp_path):
+    go = tmp_path / "go"
+    lines = transport.stream(until_exists(go, "printf three", first="echo one; echo two; "))
+    # The command cannot end before the test lets it: these two come while it runs.
+    assert [next(lines), next(lines)] == ["one", "two"], "lines must be yielded before the end"
+    go.touch()
+    assert list(lines) == ["three"]
 
 
 def test_stream_raises_at_the_end_on_nonzero_exit(transport):
@@ -146,11 +159,16 @@ def test_stream_closed_early_abandons_the_command(transport):
     assert transport.run(["echo", "still usable"]).stdout == "still usable\n"
 
 
-def test_timeout(transport):
-    start = time.monotonic()
-    with pytest.raises(TransportError, match="did not finish within"):
-        transport.run(["sleep", "10"], timeout=0.5)
-    assert time.monotonic() - start < 5
+def test_timeout(transport, tmp_path):
+    go = tmp_path / "go"
+    try:
+        # The command ends only once the test lets it (or after 30 s, which
+        # run() without a working timeout would wait for and then return).
+        with pytest.raises(TransportError, match="did not finish within 0.5 s"):
+            transport.run(until_exists(go, "true"), timeout=0.5)
+    finally:
+        go.touch()
+    assert transport.run(["echo", "still usable"]).stdout == "still usable\n"
 
 
 def test_connection_is_reused(transport):
@@ -217,11 +235,14 @@ def test_silent_listener_is_unreachable_after_connect_timeout(sshd):
         port = listener.getsockname()[1]
         t = SSHTransport(addr, port, user=sshd.user, identity=sshd.identity,
                          known_hosts=sshd.known_hosts, connect_timeout=1)
-        start = time.monotonic()
-        with pytest.raises(Unreachable) as err:
-            t.run(["true"])
-        assert time.monotonic() - start < 5
-    assert f"{addr}:{port}" in str(err.value)
+        # Nobody ever speaks: without the connect timeout run() would hang.
+        errors = []
+        attempt = threading.Thread(target=lambda: errors.append(_raised(t.run, ["true"])),
+                                   daemon=True)
+        attempt.start()
+        wait_for(lambda: errors, 30, "run() giving up on a silent listener")
+    assert isinstance(errors[0], Unreachable), errors
+    assert f"{addr}:{port}" in str(errors[0])
 
 
 def test_empty_known_hosts_rejects_the_host_key(sshd, tmp_path):
