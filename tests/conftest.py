@@ -1,6 +1,7 @@
 """Shared fixtures: real processes only; every test stops what it starts."""
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -92,6 +93,25 @@ def wait_for(predicate, timeout=20.0, what="the condition", interval=0.05):
             raise AssertionError(f"timed out after {timeout:g}s: {what} never happened"
                                  + (f" (last error: {last!r})" if last else ""))
         time.sleep(interval)
+
+
+def pinged_by_others(url, times, what, timeout=30.0):
+    """Wait until something other than this test (a watcher, a procedure) has
+    probed the lab workload at ``url`` ``times`` more times: its /ping counts
+    the pings it answers, and this test's own reads are taken off."""
+    from sdcadm.health import http_open
+
+    def pings():
+        with http_open(url + "/ping", 2.0) as resp:
+            return json.loads(resp.read())["pings"]
+
+    first, ours = pings(), [0]
+
+    def enough():
+        ours[0] += 1
+        return pings() - first - ours[0] >= times
+
+    wait_for(enough, timeout, what)
 
 
 def kill_when_marked(child, marker, what, timeout=30):

@@ -7,13 +7,16 @@ from the image manifest's command. Environment (set by the agent):
   SDC_INSTANCE_UUID, SDC_INSTANCE_ALIAS, SDC_INSTANCE_SERVICE
   SDC_INSTANCE_DATA                    the delegate dataset directory ("" if none)
 
-GET /ping -> 200 JSON identity. PUT /data/KEY stores the body durably (temp
+GET /ping -> 200 JSON identity, and ``pings``: how many /ping requests this
+process has answered (this one included), so that a test can tell that
+something else (a watcher, a procedure) has been probing it. PUT /data/KEY stores the body durably (temp
 file, fsync, rename, fsync of the directory) before answering 201; GET
 /data/KEY returns it; GET /data lists keys. Without a delegate dataset the
 /data routes answer 501, so a test cannot mistake a stateless service for a
 stateful one.
 """
 
+import itertools
 import json
 import os
 import re
@@ -23,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_BODY = 16 * 1024 * 1024
+
+PINGS = itertools.count(1)  # next() is atomic: safe across the server's threads
 
 ENV = {k: os.environ.get("SDC_INSTANCE_" + k.upper(), "")
        for k in ("ip", "port", "uuid", "alias", "service", "data")}
@@ -53,7 +58,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/ping":
             return self._send(200, {"ok": True, "uuid": ENV["uuid"], "alias": ENV["alias"],
-                                    "service": ENV["service"], "pid": os.getpid()})
+                                    "service": ENV["service"], "pid": os.getpid(),
+                                    "pings": next(PINGS)})
         if not ENV["data"] and path.startswith("/data"):
             return self._send(501, {"error": "this service has no delegate dataset"})
         if path == "/data":
