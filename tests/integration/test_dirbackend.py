@@ -8,14 +8,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from sdcadm.datasets.base import SourceRef
 from sdcadm.datasets.dirbackend import DirBackend
 from sdcadm.errors import DatasetError, Unreachable
-from tests.conftest import kill_when_marked, random_address
+from tests.conftest import kill_when_marked, random_address, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -269,10 +268,7 @@ def test_sigkill_mid_sync_keeps_previous_copy(backend, sshd, source_dir, tmp_pat
                               str(sshd.identity), str(sshd.known_hosts), str(source_dir),
                               str(replica), str(marker)], env=env)
     kill_when_marked(child, marker, "the sync")
-    deadline = time.monotonic() + 10
-    while rsync_processes(str(replica)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert rsync_processes(str(replica)) == [], "rsync outlived the killed sync"
+    wait_for(lambda: rsync_processes(str(replica)) == [], 10, "rsync ending with the killed sync")
     leftovers = [e for e in os.listdir(replica / "snapshots") if e.startswith(".tmp-")]
     assert len(leftovers) == 1
     assert [c.name for c in backend.copies(replica)] == [good.snapshot]

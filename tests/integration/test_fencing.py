@@ -5,12 +5,11 @@ store answers again the singletons come back."""
 
 import json
 import os
-import time
 
 import pytest
 
 from sdcadm.health import probe
-from tests.conftest import env_of, needs_sshd, run, running_lab
+from tests.conftest import env_of, needs_sshd, run, running_lab, wait_for
 
 pytestmark = [pytest.mark.integration, needs_sshd]
 
@@ -25,10 +24,7 @@ def lab(tmp_path):
 
 
 def wait(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+    wait_for(predicate, timeout, what, interval=0.1)
 
 
 def test_lost_lease_stops_singletons_and_they_return(lab):

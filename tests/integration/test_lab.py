@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sdcadm.lab import procs
-from tests.conftest import env_of, needs_sshd, run, running_lab
+from tests.conftest import env_of, needs_sshd, run, running_lab, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
 
@@ -66,9 +66,8 @@ def test_kill_makes_server_unreachable_within_three_heartbeats(lab):
     run("sdcadm", "lab", "kill", "--dir", str(directory), "hn0")
     killed_at = time.monotonic()
     try:
-        while servers(env)["hn0"]["status"] != "unreachable":
-            assert time.monotonic() - killed_at < 10 * HEARTBEAT * 3, "hn0 never became unreachable"
-            time.sleep(0.1)
+        wait_for(lambda: servers(env)["hn0"]["status"] == "unreachable", 10 * HEARTBEAT * 3,
+                 "hn0 becoming unreachable", interval=0.1)
         # Reported how long it took, not asserted as a timing (machines are noisy):
         print(f"hn0 unreachable after {time.monotonic() - killed_at:.2f}s")
         others = servers(env)
@@ -78,10 +77,8 @@ def test_kill_makes_server_unreachable_within_three_heartbeats(lab):
         assert health.returncode == 1 and "sapi0" in health.stdout + health.stderr
     finally:
         run("sdcadm", "lab", "start", "--dir", str(directory), "hn0")
-    deadline = time.monotonic() + 60
-    while run("sdcadm", "check-health", "-q", env=env, check=False).returncode != 0:
-        assert time.monotonic() < deadline, "hn0's instances did not come back"
-        time.sleep(0.5)
+    wait_for(lambda: run("sdcadm", "check-health", "-q", env=env, check=False).returncode == 0,
+             60, "hn0's instances coming back", interval=0.5)
 
 
 def test_lab_up_again_reuses_and_refuses_other_shape(lab):

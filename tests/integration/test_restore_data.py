@@ -22,7 +22,7 @@ from sdcadm.lab import procs
 from sdcadm.restore_data.access import RestoreData
 from sdcadm.restore_data.client import sync_one
 from sdcadm.store.sqlite import SqliteStore
-from tests.conftest import clean_env, needs_sshd, random_net, run
+from tests.conftest import clean_env, needs_sshd, random_net, run, wait_for
 
 pytestmark = [pytest.mark.integration, needs_sshd,
               pytest.mark.skipif(shutil.which("rsync") is None,
@@ -92,28 +92,18 @@ class Lab:
     def wait_agent(self, hn, timeout=15.0):
         """Until ``hn``'s agent answers its API."""
         url = f"{self.server(hn).agent_url}/v1/ping"
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(url, headers={"Authorization": f"Bearer {self.token}"},
-                                timeout=2, proxies={"http": None}).ok:
-                    return
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"{hn}'s agent did not come back"
-            time.sleep(0.1)
+        wait_for(lambda: requests.get(url, headers={"Authorization": f"Bearer {self.token}"},
+                                      timeout=2, proxies={"http": None}).ok,
+                 timeout, f"{hn}'s agent coming back", interval=0.1)
 
     def wait_status(self, hn, want, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.store() as store:
-                server = store.find_server(hn)
-            from sdcadm.model import status_of
+        from sdcadm.model import status_of
 
-            if status_of(server, time.time(), HEARTBEAT * 2.5) == want:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{hn} did not become {want} within {timeout}s")
+        def status():
+            with self.store() as store:
+                return status_of(store.find_server(hn), time.time(), HEARTBEAT * 2.5)
+
+        wait_for(lambda: status() == want, timeout, f"{hn} becoming {want}", interval=0.1)
 
 
 def put(url, key, data, timeout=20.0):
@@ -429,10 +419,7 @@ def test_copy_of_a_deleted_instance_is_pruned_after_grace(lab):
         ip = store.allocate_ip("admin", uuid)
         store.create_instance(Instance(uuid, "sapi1", "sapi", hn2.uuid, sapi0.image, ip,
                                        port=sapi0.port, delegate_dataset=True))
-    deadline = time.monotonic() + 20
-    while not (lab.dir / "hn2" / "zones" / uuid / "data").is_dir():
-        assert time.monotonic() < deadline, "hn2 never provisioned sapi1"
-        time.sleep(0.1)
+    wait_for((lab.dir / "hn2" / "zones" / uuid / "data").is_dir, 20, "hn2 provisioning sapi1")
     put(lab.instance("sapi1").url, "k", b"v")
     result, _ = lab.sync("hn1", "sapi")
     assert result.ok, result.problems
@@ -442,9 +429,9 @@ def test_copy_of_a_deleted_instance_is_pruned_after_grace(lab):
         store.delete_instance(uuid)
     lab.sync("hn1", "sapi")                      # seen gone: kept for prune_grace
     assert uuid in layout.dataset_uuids("sapi")
-    time.sleep(PRUNE_GRACE + 0.2)
-    result, _ = lab.sync("hn1", "sapi")
-    assert f"sapi/{uuid}" in result.summary["pruned"]
+    # Synced again until the grace has run out and the copy goes.
+    wait_for(lambda: f"sapi/{uuid}" in lab.sync("hn1", "sapi")[0].summary["pruned"],
+             PRUNE_GRACE + 30, "the copy of the deleted sapi1 pruned", interval=0.2)
     assert uuid not in layout.dataset_uuids("sapi") and uuid not in layout.vm_uuids("sapi")
     assert ("hn1", "sapi1") not in lab.statuses("hn1")
     assert lab.verify("hn1", "sapi").returncode == 0

@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -27,7 +28,7 @@ import pytest
 
 from sdcadm.health import http_open
 from sdcadm.lab import procs
-from tests.conftest import BIN, clean_env, needs_sshd, random_net, run
+from tests.conftest import BIN, clean_env, needs_sshd, pinged_by_others, random_net, run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
 
@@ -81,13 +82,18 @@ class Lab:
         return {r["uuid"]: r["alias"] for r in self.agent(host, "instances") or [] if r.get("pid")}
 
     def wait_healthy(self, services, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            health = self.sdcadm("check-health", "-q", *services, check=False)
-            if health.returncode == 0:
-                return
-            assert time.monotonic() < deadline, f"not healthy:\n{health.stdout}{health.stderr}"
-            time.sleep(0.2)
+        last = {}
+
+        def healthy():
+            last["health"] = health = self.sdcadm("check-health", "-q", *services, check=False)
+            return health.returncode == 0
+
+        try:
+            wait_for(healthy, timeout, f"{', '.join(services) or 'every service'} healthy",
+                     interval=0.2)
+        except AssertionError as e:
+            health = last.get("health")
+            raise AssertionError(f"{e}:\n{health.stdout}{health.stderr}" if health else e) from None
 
 
 @pytest.fixture
@@ -363,6 +369,27 @@ def pause_outside_store_tx(pid, store_path, group=False, tries=500):
     raise AssertionError(f"could not pause {pid} outside a store transaction")
 
 
+def calls_in_flight(pid, address):
+    """Local ports of ``pid``'s open TCP connections to ``address`` ("ip:port")
+    that are established: an HTTP call it is making there."""
+    ip, port = address.rsplit(":", 1)
+    remote = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{int(port):04X}"
+    mine = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            mine.add(link[8:-1])
+    ports = set()
+    for row in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if fields[2] == remote and fields[3] == "01" and fields[9] in mine:  # 01: ESTABLISHED
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _proc_state(pid):
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -499,13 +526,8 @@ def test_dead_headnode_coming_back_mid_restore_stays_fenced(new_lab):
         cli.pause(lab.dir / "dc.sqlite")
         try:
             lab.lab("start", "hn0")
-            deadline = time.monotonic() + 30
-            while True:
-                status = lab.agent("hn0", "status") or {}
-                if status.get("fenced") and status.get("reconcile_passes", 0) >= 2:
-                    break
-                assert time.monotonic() < deadline, f"hn0 did not come back fenced: {status}"
-                time.sleep(0.1)
+            wait_for(lambda: (s := lab.agent("hn0", "status") or {}).get("fenced")
+                     and s.get("reconcile_passes", 0) >= 2, 30, "hn0 coming back fenced")
             back_mid_restore = cli.proc.poll() is None
         finally:
             cli.resume()
@@ -513,10 +535,8 @@ def test_dead_headnode_coming_back_mid_restore_stays_fenced(new_lab):
         assert rc == 0, err
         assert back_mid_restore, "the restore ended before hn0 came back:\n" + err
         # hn0 deposes what it lost on its next passes.
-        deadline = time.monotonic() + 30
-        while any((lab.dir / "hn0" / "zones" / u).exists() for u in moved):
-            assert time.monotonic() < deadline, "hn0 kept zones of moved instances in place"
-            time.sleep(0.1)
+        wait_for(lambda: not any((lab.dir / "hn0" / "zones" / u).exists() for u in moved), 30,
+                 "hn0 moving away the zones of moved instances")
         watch.sample()
 
     print("restore:", {a: f"RTO {r['rto_s']:.2f}s" for a, r in
@@ -550,16 +570,21 @@ def test_restore_never_takes_over_addresses_still_answered(new_lab):
     canaries = write_canaries(lab, "before")
     lab.sdcadm("service", "sync-restore-data")
     agent = int((lab.dir / "hn0" / "var" / "run" / "sdcadm-agent.pid").read_text())
+    still_answered = before[next(iter(moved.values()))]["url"]
     pause_outside_store_tx(agent, lab.dir / "dc.sqlite")
     try:
         first = Cli(RESTORE, lab.env())
         first.wait_line(r"fenced hn0")
-        time.sleep(1.5)
+        # Its heartbeat says hn0 is gone, its addresses say otherwise: the
+        # restore must keep asking (probing them) and keep waiting.
+        wait_for(lambda: lab.servers()["hn0"]["status"] == "unreachable", 30,
+                 "hn0's heartbeat going stale")
+        pinged_by_others(still_answered, 2, "the restore probing hn0's addresses twice more")
         first.kill()
         again = Cli(RESTORE, lab.env())
         again.wait_line(r"is fenced: check that it runs nothing")
         again.wait_line(r"fenced hn0")
-        time.sleep(1.5)
+        pinged_by_others(still_answered, 2, "the re-run probing hn0's addresses twice")
         waiting = "".join(first.lines + again.lines)
         assert "assigned to" not in waiting, waiting
         assert {i["hostname"] for i in lab.insts().values() if i["uuid"] in moved} == {"hn0"}
@@ -655,11 +680,10 @@ def assert_migrated(lab, before, canaries):
     assert on_hn0 in (["binder0"], ["binder0", "nat0"]), on_hn0
     assert sorted(lab.running_on("hn0").values()) == on_hn0
     # The old instances' zones go as soon as hn0's agent sees them gone from the store.
-    kept, deadline = sorted(after[a]["uuid"] for a in on_hn0), time.monotonic() + 30
-    while (zones := sorted(p.name for p in (lab.dir / "hn0" / "zones").iterdir()
-                           if not p.name.startswith("."))) != kept:
-        assert time.monotonic() < deadline, f"hn0 zones {zones}, expected {kept}"
-        time.sleep(0.1)
+    kept = sorted(after[a]["uuid"] for a in on_hn0)
+    wait_for(lambda: sorted(p.name for p in (lab.dir / "hn0" / "zones").iterdir()
+                            if not p.name.startswith(".")) == kept, 30,
+             f"hn0's zones becoming exactly {kept}")
     lab.wait_healthy(())
     assert_one_server_runs_each(lab, [i["uuid"] for i in after.values()
                                       if i["service"] in SINGLETONS])
@@ -760,7 +784,13 @@ def test_migrate_gives_an_address_back_only_once_its_process_is_gone(new_lab):
         cli.wait_line(r"napi1: created on hn1")
         pause_outside_store_tx(agent, lab.dir / "dc.sqlite")
         try:
-            time.sleep(AGENT_TIMEOUT + 1.5)
+            # Migrate asks hn0's agent to stop napi0; hold the agent until
+            # migrate has given up on that call (AGENT_TIMEOUT).
+            hn0_agent = lab.servers()["hn0"]["agent_url"].split("//", 1)[1].rstrip("/")
+            calls = wait_for(lambda: calls_in_flight(cli.proc.pid, hn0_agent), 30,
+                             "migrate calling hn0's stopped agent")
+            wait_for(lambda: not calls & calls_in_flight(cli.proc.pid, hn0_agent),
+                     AGENT_TIMEOUT + 30, "migrate giving up on hn0's stopped agent")
         finally:
             os.kill(agent, signal.SIGCONT)
         rc, out, err = cli.finish()

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sdcadm.datasets import plan, zfspool
 from sdcadm.datasets.base import SourceRef
 from sdcadm.errors import DatasetError, ReplicaDiverged, Unreachable
 from sdcadm.transport.local import LocalShell
-from tests.conftest import kill_when_marked, random_address
+from tests.conftest import kill_when_marked, random_address, wait_for
 
 
 def _why_not():
@@ -340,10 +339,8 @@ def test_sigkill_mid_sync(make_backend, source, zfs, pool, sshd, tmp_path):
                               source.instance_uuid, source.path, source.zfs_dataset, str(replica),
                               RECEIVER_A, str(marker)])
     kill_when_marked(child, marker, "the sync")
-    deadline = time.monotonic() + 10
-    while processes_mentioning(source.zfs_dataset + "@") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert processes_mentioning(source.zfs_dataset + "@") == [], "zfs send/recv outlived the sync"
+    wait_for(lambda: processes_mentioning(source.zfs_dataset + "@") == [], 10,
+             "zfs send/recv ending with the killed sync")
     # the replica is exactly the previous copy
     assert [c.name for c in backend.copies(replica)] == [good.snapshot]
     assert tree_hashes(backend.current_path(replica)) == good.files
