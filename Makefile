@@ -54,6 +54,7 @@ bench: deps venv
 	$(BIN)/python bench/restore_data_cycle.py
 	$(BIN)/python bench/sync.py --quick
 	$(BIN)/python bench/restore.py --quick
+	$(BIN)/python bench/ssh_timeouts.py --runs 3
 
 clean: lab-destroy
 	rm -rf $(VENV) *.egg-info
