@@ -117,12 +117,10 @@ def pinged_by_others(url, times, what, timeout=30.0):
 def kill_when_marked(child, marker, what, timeout=30):
     """SIGKILL ``child`` as soon as it creates ``marker`` (it is in the middle
     of ``what``); fail if it ends first or never gets there."""
-    deadline = time.monotonic() + timeout
     try:
-        while not Path(marker).exists():
-            assert child.poll() is None, f"{what} ended before it could be killed"
-            assert time.monotonic() < deadline, f"{what} never got under way"
-            time.sleep(0.02)
+        wait_for(lambda: Path(marker).exists() or child.poll() is not None, timeout,
+                 f"{what} getting under way", interval=0.02)
+        assert child.poll() is None, f"{what} ended before it could be killed"
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     finally:

@@ -360,10 +360,8 @@ def test_agent_killed_mid_sync_keeps_the_last_copy_and_recovers(lab):
     print(f"killed with {copied} of 24 files copied")
     assert partial and copied < 24, "the kill did not land mid-sync"
     # Nothing of hn1's sync survives it (rsync dies with the agent).
-    deadline = time.monotonic() + 10
-    while procs.lab_processes(lab.dir / "hn1"):
-        assert time.monotonic() < deadline, procs.lab_processes(lab.dir / "hn1")
-        time.sleep(0.05)
+    wait_for(lambda: procs.lab_processes(lab.dir / "hn1") == [], 10,
+             "every process of hn1's sync ending with its agent")
     print(f"hn1's sync processes gone {time.monotonic() - killed_at:.2f}s after the kill")
     assert lab.current("hn1", "imgapi0").name == before
     result = lab.verify("hn1", "imgapi")

@@ -360,8 +360,7 @@ def pause_outside_store_tx(pid, store_path, group=False, tries=500):
     send = os.killpg if group else os.kill
     for _ in range(tries):
         send(pid, signal.SIGSTOP)
-        while _proc_state(pid) not in ("T", None):
-            time.sleep(0.001)
+        wait_for(lambda: _proc_state(pid) in ("T", None), 10, f"{pid} stopping", interval=0.001)
         if _store_writable(store_path):
             return
         send(pid, signal.SIGCONT)
