@@ -6,8 +6,16 @@ upper case with ``_`` between levels (``agent.port`` -> ``SDCADM_AGENT_PORT``);
 its value is parsed as YAML scalar (so ``5``, ``1.5``, ``true`` keep their
 types). Unknown keys and wrong types are errors naming the source, the key and
 what was expected; all problems are reported together.
+
+Hostile or broken files are refused with a ConfigError and never crash the
+reader: every number has a range (finite, positive where it is a period), the
+file must be UTF-8 text of at most ``MAX_FILE_BYTES``, YAML aliases may not
+expand the document beyond ``MAX_NODES`` nodes (a "billion laughs" file of a
+few hundred bytes), and an error never echoes more than one short line of a
+value.
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -19,6 +27,11 @@ ENV_PATH = "SDCADM_CONFIG"
 NOT_KEYS = {"SDCADM_CONFIG", "SDCADM_LAB"}
 
 _OPT_STR = (str, type(None))
+
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 10_000
+MAX_SHOWN = 60  # characters of a bad value quoted in an error
+DAY = 86400.0
 
 # key -> (types, default, help). Nested dicts are sections.
 SPEC = {
@@ -69,6 +82,26 @@ SPEC = {
         "known_hosts": (str, "/etc/sdcadm/known_hosts", "known_hosts file; host keys are never auto-accepted"),
         "connect_timeout": ((int, float), 10.0, "seconds"),
     },
+}
+
+
+# key -> (lowest, highest, lowest allowed itself?) for every number; NaN and
+# infinities are never allowed. A period of 0 would spin a loop, a negative
+# timeout would show every server unreachable.
+RANGES = {
+    "datasets.keep": (1, 1000, True),
+    "restore_data.sync_interval": (0, DAY, False),
+    "restore_data.jitter": (0, 1, True),
+    "restore_data.concurrency": (1, 64, True),
+    "restore_data.prune_grace": (0, 365 * DAY, True),
+    "store.timeout": (0, 3600, False),
+    "agent.port": (1, 65535, True),
+    "agent.heartbeat_interval": (0, 3600, False),
+    "agent.heartbeat_timeout": (0, DAY, False),
+    "agent.reconcile_interval": (0, 3600, False),
+    "agent.instance_port": (1, 65535, True),
+    "ssh.port": (1, 65535, True),
+    "ssh.connect_timeout": (0, 3600, False),
 }
 
 
@@ -133,6 +166,26 @@ def _type_name(types):
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
+def shown(value):
+    """``repr(value)`` cut to one short line, for error messages."""
+    text = repr(value)
+    text = text.splitlines()[0] if text else text
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...(cut)"
+
+
+def range_problems(values, source):
+    """Problems of numbers outside their range (after types were checked)."""
+    problems = []
+    for key, (low, high, low_ok) in RANGES.items():
+        value = values
+        for part in key.split("."):
+            value = value[part]
+        bound = f"{'at least' if low_ok else 'more than'} {low:g} and at most {high:g}"
+        if not math.isfinite(value) or value < low or (value == low and not low_ok) or value > high:
+            problems.append(f"{source}: key {key!r} must be a number {bound}, got {shown(value)}")
+    return problems
+
+
 def _check_value(value, types):
     types = types if isinstance(types, tuple) else (types,)
     if isinstance(value, bool) and bool not in types:
@@ -145,17 +198,18 @@ def merge(spec, doc, source, prefix="", out=None, problems=None):
     out = _defaults(spec) if out is None else out
     problems = [] if problems is None else problems
     if not isinstance(doc, dict):
-        problems.append(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {type(doc).__name__}")
+        problems.append(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a mapping, "
+                        f"got {type(doc).__name__}")
         return out, problems
     for key, value in doc.items():
         name = f"{prefix}{key}"
         if key not in spec:
             known = ", ".join(f"{prefix}{k}" for k in spec)
-            problems.append(f"{source}: unknown key {name!r} (known: {known})")
+            problems.append(f"{source}: unknown key {shown(name)} (known: {known})")
         elif isinstance(spec[key], dict):
             merge(spec[key], value, source, f"{name}.", out[key], problems)
         elif not _check_value(value, spec[key][0]):
-            problems.append(f"{source}: key {name!r} must be {_type_name(spec[key][0])}, got {value!r}")
+            problems.append(f"{source}: key {name!r} must be {_type_name(spec[key][0])}, got {shown(value)}")
         else:
             out[key] = value
     return out, problems
@@ -186,8 +240,8 @@ def env_overrides(environ):
                             f"(known: {', '.join(sorted(table))})")
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = safe_yaml(raw) if raw.strip() else ""
+        except (yaml.YAMLError, ValueError):
             value = raw
         node, parts = doc, table[name].split(".")
         for part in parts[:-1]:
@@ -196,34 +250,100 @@ def env_overrides(environ):
     return doc, problems
 
 
-def load_config(path=None, environ=None):
-    """Load the configuration; raise ConfigError listing every problem."""
+def safe_yaml(text):
+    """``yaml.safe_load`` that refuses a document whose aliases expand it
+    beyond ``MAX_NODES`` nodes (ValueError), before building anything."""
     import yaml
 
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is None:
+        return None
+    sizes = {}
+
+    def size(node):
+        # An alias composes to the very node it names: count it once per use.
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_NODES + 1  # a node that contains itself
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_NODES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    if size(root) > MAX_NODES:
+        raise ValueError(f"the document expands to more than {MAX_NODES} values "
+                         f"(YAML aliases used as a bomb?)")
+    return yaml.safe_load(text)
+
+
+def read_document(path):
+    """The parsed YAML of ``path``, ``None`` when it does not exist; every
+    other failure is a ConfigError saying what is wrong with the file."""
+    import yaml
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError(path, ["is a directory, not a file"]) from None
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read: {e.strerror}"],
+                          hint="check the permissions of the file and of its directories") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(path, [f"larger than {MAX_FILE_BYTES} bytes: not a configuration file"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [f"not UTF-8 text (byte {e.start})"]) from None
+    try:
+        return safe_yaml(text) or {}
+    except ValueError as e:
+        raise ConfigError(path, [str(e)]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(path, [f"not valid YAML: {shown_yaml_error(e)}"]) from None
+    except RecursionError:
+        raise ConfigError(path, ["nested too deeply"]) from None
+
+
+def shown_yaml_error(error):
+    """A YAML error in at most a few short lines (its snippet can echo a huge line)."""
+    lines = [line[:120] for line in str(error).splitlines()]
+    return "\n".join(lines[:6])
+
+
+def load_config(path=None, environ=None):
+    """Load the configuration; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
     explicit = path or environ.get(ENV_PATH)
     path = Path(explicit or DEFAULT_PATH)
-    doc = {}
-    if path.exists():
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(path, [f"not valid YAML: {e}"]) from None
-        except OSError as e:
-            raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
-    elif explicit:
-        raise ConfigError(path, ["file does not exist"],
-                          hint=f"create it, or unset {ENV_PATH} to use {DEFAULT_PATH}")
+    doc = read_document(path)
+    if doc is None:
+        if explicit:
+            raise ConfigError(path, ["file does not exist"],
+                              hint=f"create it, or unset {ENV_PATH} to use {DEFAULT_PATH}")
+        doc = {}
     values, problems = merge(SPEC, doc, str(path))
     overrides, env_problems = env_overrides(environ)
     problems += env_problems
     values, problems = merge(SPEC, overrides, "environment", out=values, problems=problems)
     if values["store"]["backend"] not in ("sqlite", "etcd"):
         problems.append(f"{path}: key 'store.backend' must be sqlite or etcd, "
-                        f"got {values['store']['backend']!r}")
+                        f"got {shown(values['store']['backend'])}")
     if values["datasets"]["backend"] not in ("dir", "zfs"):
         problems.append(f"{path}: key 'datasets.backend' must be dir or zfs, "
-                        f"got {values['datasets']['backend']!r}")
+                        f"got {shown(values['datasets']['backend'])}")
+    problems += range_problems(values, str(path))
     if problems:
         raise ConfigError(path, problems)
     return Config(values, str(path))

@@ -6,7 +6,11 @@ instance root. Its Image record (uuid, name, version, sha256, size, origin)
 lives in the store and beside the file as ``<uuid>.json``.
 
 Unpacking refuses absolute paths, ``..``, links that leave the root, device
-files and anything that is not a regular file, directory or in-root link.
+files and anything that is not a regular file, directory or in-root link. It
+is bounded: the decompressed stream may not exceed ``max_bytes`` (default
+``MAX_UNPACKED``; a gzip bomb is stopped while it is being read, before any
+file is written), nor hold more than ``MAX_MEMBERS`` entries, and the
+manifest must be a small regular file of plain JSON.
 """
 
 import hashlib
@@ -14,6 +18,7 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from sdcadm.errors import ImageError
@@ -22,6 +27,47 @@ from sdcadm.model import Image
 from sdcadm.schemas import validate
 
 MANIFEST = "manifest.json"
+MAX_UNPACKED = 4 << 30     # bytes of tar stream an image may expand to
+MAX_MEMBERS = 100_000
+MAX_MANIFEST = 64 << 10
+
+
+class BoundedReader(io.RawIOBase):
+    """A read-only view of a (decompressing) file that refuses to go past
+    ``limit`` bytes: tarfile reads and skips through it, so the limit bounds
+    the work a bomb can cause, not just what is written."""
+
+    def __init__(self, raw, limit, name):
+        super().__init__()
+        self.raw, self.limit, self.name = raw, limit, name
+
+    def _check(self, position):
+        if position > self.limit:
+            raise ImageError(f"image file {self.name} expands beyond {self.limit} bytes",
+                             hint="a compressed image this large is refused as a possible "
+                                  "decompression bomb; raise the limit only for a trusted image")
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.raw.read(len(buffer))
+        self._check(self.raw.tell())
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        target = {io.SEEK_SET: offset, io.SEEK_CUR: self.raw.tell() + offset}.get(whence)
+        if target is None:
+            raise io.UnsupportedOperation("seek from the end of a compressed stream")
+        self._check(target)
+        return self.raw.seek(target)
+
+    def tell(self):
+        return self.raw.tell()
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -94,7 +140,37 @@ def check_member(member, root="."):
         raise ImageError(f"image entry {name!r} is not a regular file, directory or link")
 
 
-def unpack_image(image_file, dest, expected_sha256=None):
+def open_bounded(image_file, max_bytes):
+    """The decompressed tar stream of ``image_file`` behind a BoundedReader."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(image_file, "rb") as f:
+        magic = f.read(6)
+    opener = (gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh"
+              else lzma.open if magic[:6] == b"\xfd7zXZ\x00" else open)
+    return io.BufferedReader(BoundedReader(opener(image_file, "rb"), max_bytes, image_file))
+
+
+def read_manifest_member(tar, members, image_file):
+    """The image's manifest: one small regular file holding JSON."""
+    found = [m for m in members if m.name.lstrip("./") == MANIFEST]
+    if not found:
+        raise ImageError(f"image file {image_file} has no {MANIFEST}")
+    member = found[-1]
+    if not member.isfile():
+        raise ImageError(f"{MANIFEST} in {image_file} is not a regular file")
+    if member.size > MAX_MANIFEST:
+        raise ImageError(f"{MANIFEST} in {image_file} is {member.size} bytes (at most {MAX_MANIFEST})")
+    try:
+        return json.loads(tar.extractfile(member).read())
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ImageError(f"{MANIFEST} in {image_file} is not JSON: {reason}") from None
+
+
+def unpack_image(image_file, dest, expected_sha256=None, max_bytes=MAX_UNPACKED):
     """Check and unpack an image into ``dest``; return its validated manifest.
 
     Every entry is checked before anything is written, so a bad image leaves
@@ -107,21 +183,18 @@ def unpack_image(image_file, dest, expected_sha256=None):
             raise ImageError(f"image file {image_file} has sha256 {actual}, expected {expected_sha256}",
                              hint="the file is corrupt or not the image the record names; re-import it")
     try:
-        with tarfile.open(image_file, "r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                check_member(m)
-            names = {m.name.lstrip("./") for m in members}
-            if MANIFEST not in names:
-                raise ImageError(f"image file {image_file} has no {MANIFEST}")
-            manifest_member = next(m for m in members if m.name.lstrip("./") == MANIFEST)
-            try:
-                manifest = json.loads(tar.extractfile(manifest_member).read())
-            except ValueError as e:
-                raise ImageError(f"{MANIFEST} in {image_file} is not JSON: {e}") from None
+        with open_bounded(image_file, max_bytes) as stream, \
+                tarfile.open(fileobj=stream, mode="r:") as tar:
+            members = []
+            for member in tar:
+                check_member(member)
+                members.append(member)
+                if len(members) > MAX_MEMBERS:
+                    raise ImageError(f"image file {image_file} has more than {MAX_MEMBERS} entries")
+            manifest = read_manifest_member(tar, members, image_file)
             validate("image_manifest", manifest, f"{image_file}:{MANIFEST}")
             Path(dest).mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as e:
         raise ImageError(f"image file {image_file} is not a readable tarball: {e}") from None
     return manifest

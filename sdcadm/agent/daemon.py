@@ -25,6 +25,7 @@ from sdcadm.agent.provision import Layout
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
 from sdcadm.errors import AgentError, ConfigError, StoreError
+from sdcadm.config import shown
 from sdcadm.uuids import is_uuid
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,13 @@ def read_token(path, config_path="configuration"):
 
 
 def check_config(config):
-    """Problems the generic configuration check cannot know about; all at once."""
+    """Problems the generic configuration check cannot know about (numbers
+    are range-checked by ``load_config``)."""
     problems = []
     if not config.server_uuid:
         problems.append("key 'server_uuid' is required by the agent (this server's UUID)")
     elif not is_uuid(config.server_uuid):
-        problems.append(f"key 'server_uuid' must be a lower-case UUID, got {config.server_uuid!r}")
-    for key in ("heartbeat_interval", "reconcile_interval", "heartbeat_timeout"):
-        if getattr(config.agent, key) <= 0:
-            problems.append(f"key 'agent.{key}' must be > 0, got {getattr(config.agent, key)!r}")
-    if not 0 < config.agent.port < 65536:
-        problems.append(f"key 'agent.port' must be 1..65535, got {config.agent.port}")
-    if not 0 < config.agent.instance_port < 65536:
-        problems.append(f"key 'agent.instance_port' must be 1..65535, got {config.agent.instance_port}")
+        problems.append(f"key 'server_uuid' must be a lower-case UUID, got {shown(config.server_uuid)}")
     if problems:
         raise ConfigError(config.path, problems)
 

@@ -8,6 +8,7 @@ and reused by every call until ``close()``; each call gets its own channel, so
 calls from several threads are fine.
 """
 
+import hashlib
 import logging
 import math
 import os
@@ -444,7 +445,11 @@ class SSHTransport:
 
         ``shared``: reuse one master connection per server for 60 s
         (ControlMaster), so that a cycle of many short transfers to the same
-        server pays the key exchange once (0.4 s -> 0.16 s per command here)."""
+        server pays the key exchange once (0.4 s -> 0.16 s per command here).
+        A master was opened under the host keys known then: its socket's name
+        carries a digest of the known_hosts file, so once the file changes (a
+        key revoked or replaced) no new command reuses it, and the next one
+        checks the host key again. Old masters exit on their own after 60 s."""
         argv = ["ssh", "-F", "/dev/null", "-p", str(self.port), "-l", self.user,
                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={_ssh_option_path(self.known_hosts)}",
@@ -454,9 +459,20 @@ class SSHTransport:
             # -i is not re-parsed (no quotes) but does expand %-tokens.
             argv += ["-o", "IdentitiesOnly=yes", "-i", self.identity.replace("%", "%%")]
         if shared:
-            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/%C",
+            tag = known_hosts_digest(self.known_hosts)
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/{tag}-%C",
                      "-o", "ControlPersist=60"]
         return argv
+
+
+def known_hosts_digest(path):
+    """12 hex digits naming the contents of a known_hosts file ("none" when
+    it cannot be read: ssh then refuses the host itself)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError:
+        return "none"
 
 
 def control_dir():

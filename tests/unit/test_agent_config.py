@@ -17,15 +17,18 @@ def test_a_good_configuration_passes(tmp_path):
     check_config(config(tmp_path, f"server_uuid: {ME}\n"))
 
 
-def test_every_agent_problem_is_reported_together(tmp_path):
-    c = config(tmp_path, "agent: {reconcile_interval: 0, heartbeat_interval: -1, port: 70000}\n")
+def test_every_number_problem_is_reported_together_when_loading(tmp_path):
     with pytest.raises(ConfigError) as e:
-        check_config(c)
+        config(tmp_path, "agent: {reconcile_interval: 0, heartbeat_interval: -1, port: 70000}\n")
     text = str(e.value)
-    for key in ("server_uuid", "agent.reconcile_interval", "agent.heartbeat_interval",
-                "agent.port"):
+    for key in ("agent.reconcile_interval", "agent.heartbeat_interval", "agent.port"):
         assert key in text
     assert str(tmp_path / "sdcadm.yaml") in text
+
+
+def test_server_uuid_is_required(tmp_path):
+    with pytest.raises(ConfigError, match="'server_uuid' is required"):
+        check_config(config(tmp_path, ""))
 
 
 def test_server_uuid_must_be_a_uuid(tmp_path):

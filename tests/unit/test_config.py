@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from sdcadm.config import env_keys, load_config
@@ -77,3 +79,109 @@ def test_under_root_is_idempotent(tmp_path):
     cfg = load_config(write(tmp_path, "root: /lab/hn0\n"), environ={})
     assert cfg.under_root("/var/sdcadm") == "/lab/hn0/var/sdcadm"
     assert cfg.under_root("/lab/hn0/var/sdcadm") == "/lab/hn0/var/sdcadm"
+
+
+# Hostile and broken files: a clear ConfigError, never a crash or a huge message.
+
+@pytest.mark.parametrize("text, key", [
+    ("agent: {heartbeat_interval: .nan}\n", "agent.heartbeat_interval"),
+    ("agent: {heartbeat_interval: .inf}\n", "agent.heartbeat_interval"),
+    ("agent: {heartbeat_interval: -.inf}\n", "agent.heartbeat_interval"),
+    ("agent: {heartbeat_timeout: -1}\n", "agent.heartbeat_timeout"),
+    ("agent: {reconcile_interval: 0}\n", "agent.reconcile_interval"),
+    ("restore_data: {sync_interval: -5}\n", "restore_data.sync_interval"),
+    ("restore_data: {sync_interval: .nan}\n", "restore_data.sync_interval"),
+    ("restore_data: {jitter: 2}\n", "restore_data.jitter"),
+    ("restore_data: {concurrency: 0}\n", "restore_data.concurrency"),
+    ("restore_data: {prune_grace: -1}\n", "restore_data.prune_grace"),
+    ("store: {timeout: 0}\n", "store.timeout"),
+    ("datasets: {keep: 0}\n", "datasets.keep"),
+    ("ssh: {port: 0}\n", "ssh.port"),
+    ("ssh: {connect_timeout: .inf}\n", "ssh.connect_timeout"),
+    ("agent: {instance_port: 65536}\n", "agent.instance_port"),
+])
+def test_numbers_outside_their_range_are_refused(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=f"key '{key}' must be a number"):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_numbers_from_the_environment_are_range_checked_too(tmp_path):
+    with pytest.raises(ConfigError, match="'agent.heartbeat_interval' must be a number more than 0"):
+        load_config(write(tmp_path, ""), environ={"SDCADM_AGENT_HEARTBEAT_INTERVAL": ".nan"})
+
+
+def test_the_edges_of_a_range_are_accepted(tmp_path):
+    cfg = load_config(write(tmp_path, "restore_data: {jitter: 0, prune_grace: 0, concurrency: 1}\n"
+                                      "agent: {port: 65535, heartbeat_interval: 0.05}\n"), environ={})
+    assert cfg.restore_data.jitter == 0 and cfg.agent.port == 65535
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "sdcadm.yaml"
+    path.write_bytes(b"hostname: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 13\)"):
+        load_config(path, environ={})
+
+
+def test_a_directory_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path, environ={})
+
+
+def test_a_file_behind_a_directory_without_permission_is_refused_not_a_crash(tmp_path):
+    if os.geteuid() == 0:
+        # Root passes every permission check; an unreadable path is made
+        # another way: a path through a regular file (ENOTDIR).
+        path = write(tmp_path, "") / "sdcadm.yaml"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        path = write(locked, "")
+        locked.chmod(0)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(path, environ={})
+
+
+def test_a_huge_file_is_refused_without_parsing(tmp_path):
+    path = tmp_path / "sdcadm.yaml"
+    path.write_bytes(b"#" * ((1 << 20) + 1))
+    with pytest.raises(ConfigError, match="larger than 1048576 bytes"):
+        load_config(path, environ={})
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)) + "hostname: *i\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_with_a_short_message(tmp_path):
+    assert len(BOMB) < 600  # a few hundred bytes that would expand to 9**9 values
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, BOMB), environ={})
+    assert "expands to more than 10000 values" in str(e.value)
+    assert len(str(e.value)) < 500
+
+
+def test_modest_aliases_are_still_allowed(tmp_path):
+    path = write(tmp_path, "agent: {port: &p 7000, instance_port: *p}\n")
+    cfg = load_config(path, environ={})
+    assert cfg.agent.port == cfg.agent.instance_port == 7000
+
+
+def test_a_long_bad_value_is_not_echoed_in_full(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "agent: {port: '" + "9" * 100_000 + "'}\n"), environ={})
+    assert "must be an integer" in str(e.value)
+    assert len(str(e.value)) < 400
+
+
+def test_a_long_unknown_key_is_not_echoed_in_full(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "? " + "k" * 100_000 + "\n: 1\n"), environ={})
+    assert "unknown key" in str(e.value) and len(str(e.value)) < 1000
+
+
+def test_deep_nesting_is_refused_not_a_crash(tmp_path):
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, "agent: " + "[" * 50_000 + "]" * 50_000 + "\n"), environ={})

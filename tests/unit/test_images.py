@@ -112,3 +112,72 @@ def test_bad_image_record(tmp_path):
 def test_sha256_file(tmp_path):
     (tmp_path / "f").write_bytes(b"abc")
     assert sha256_file(tmp_path / "f").startswith("ba7816bf")
+
+
+# Bounded unpacking: a bad image is one clear ImageError, never a crash or a
+# disk filled.
+
+def test_a_gzip_bomb_is_stopped_while_reading_and_nothing_is_written(tmp_path):
+    import gzip
+
+    bomb = tmp_path / "bomb.file"
+    member = tarfile.TarInfo("zeros")
+    member.size = 64 << 20
+    with open(bomb, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+            with tarfile.open(fileobj=gz, mode="w") as tar:
+                tar.addfile(member, io.BytesIO(bytes(member.size)))
+    assert bomb.stat().st_size < (1 << 20)
+    dest = tmp_path / "out"
+    with pytest.raises(ImageError, match="expands beyond 4194304 bytes"):
+        unpack_image(bomb, dest, max_bytes=4 << 20)
+    assert not dest.exists()
+
+
+def test_an_image_within_the_bound_unpacks(tmp_path):
+    path = tarball(tmp_path / "i.file", [manifest_entry(), regular("bin/x", bytes(1 << 20))])
+    unpack_image(path, tmp_path / "out", max_bytes=4 << 20)
+    assert (tmp_path / "out" / "bin" / "x").stat().st_size == 1 << 20
+
+
+def test_a_manifest_that_is_a_directory_is_refused(tmp_path):
+    path = tarball(tmp_path / "i.file", [("manifest.json", b"", tarfile.DIRTYPE, None)])
+    with pytest.raises(ImageError, match="manifest.json in .* is not a regular file"):
+        unpack_image(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_deeply_nested_manifest_is_refused(tmp_path):
+    deep = b"[" * 200_000 + b"]" * 200_000
+    path = tarball(tmp_path / "i.file", [regular("manifest.json", deep)])
+    with pytest.raises(ImageError, match=r"manifest.json in .* (is not JSON|is \d+ bytes)"):
+        unpack_image(path, tmp_path / "out")
+
+
+def test_a_nested_manifest_under_the_size_bound_is_refused_as_not_json(tmp_path):
+    deep = b"[" * 30_000 + b"]" * 30_000
+    path = tarball(tmp_path / "i.file", [regular("manifest.json", deep)])
+    with pytest.raises(ImageError, match="is not JSON: nested too deeply"):
+        unpack_image(path, tmp_path / "out")
+
+
+def test_a_corrupt_deflate_stream_is_refused(tmp_path):
+    good = build_workload_image(tmp_path / "img", "sapi")
+    data = bytearray((tmp_path / "img" / f"{good.uuid}.file").read_bytes())
+    for i in range(20, min(len(data) - 8, 400)):
+        data[i] ^= 0x5A          # garble the deflate stream, keep the gzip header
+    bad = tmp_path / "bad.file"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="is not a readable tarball"):
+        unpack_image(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_many_entries_are_refused(tmp_path, monkeypatch):
+    import sdcadm.images
+
+    monkeypatch.setattr(sdcadm.images, "MAX_MEMBERS", 5)
+    path = tarball(tmp_path / "i.file", [manifest_entry(), *[regular(f"f{i}") for i in range(10)]])
+    with pytest.raises(ImageError, match="more than 5 entries"):
+        unpack_image(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
