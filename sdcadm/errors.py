@@ -124,6 +124,72 @@ class ReplicaDiverged(DatasetError):
     """The replica and its source have no common snapshot, or the replica was modified."""
 
 
+# -- raised by one module each, kept here so that the whole tree reads in one
+# place. zfs's stderr mapped to types: sdcadm.transport.zfs.map_error.
+
+class ZfsError(DatasetError):
+    """A zfs command failed."""
+
+    def __init__(self, message, *, argv=None, stderr="", hint=None):
+        self.argv = list(argv or [])
+        self.stderr = stderr
+        super().__init__(message, hint=hint)
+
+
+class ZfsNotFound(ZfsError):
+    """The dataset or snapshot does not exist."""
+
+
+class ZfsExists(ZfsError):
+    """The dataset or snapshot already exists."""
+
+
+class ZfsBusy(ZfsError):
+    """The dataset is busy (held, has clones or children, or mounted in use)."""
+
+
+class ZfsHasClones(ZfsBusy):
+    """The dataset or snapshot has clones depending on it."""
+
+
+class ZfsNoSuchHold(ZfsError):
+    """The snapshot has no hold with that tag."""
+
+
+class ZfsHoldExists(ZfsError):
+    """The snapshot already has a hold with that tag."""
+
+
+class ZfsStreamError(ZfsError):
+    """A send stream was cut short or is invalid."""
+
+
+class ZfsReceiveDiverged(ReplicaDiverged):
+    """The receiving dataset cannot take this incremental stream."""
+
+    def __init__(self, message, *, argv=None, stderr="", hint=None):
+        self.argv = list(argv or [])
+        self.stderr = stderr
+        super().__init__(message, hint=hint)
+
+
+class CopyRefused(DatasetError):
+    """A new dataset copy is unsafe to restore (a link escaping it, a device file)."""
+
+
+class ManifestError(SdcadmError):
+    """A restore-data manifest is missing, unreadable, invalid or was edited."""
+
+    def __init__(self, path, problem, *, hint=None):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}",
+                         hint=hint or "run `sdcadm service sync-restore-data` to write a new copy")
+
+
+class LockBusy(SdcadmError):
+    """Someone else holds a restore-data file lock."""
+
+
 class ImageError(SdcadmError):
     """An image file is invalid or unsafe."""
 

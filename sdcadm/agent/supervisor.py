@@ -21,6 +21,7 @@ import time
 from sdcadm.agent import process, provision
 from sdcadm.agent.backoff import after_exit, restart_delay
 from sdcadm.agent.connection import STORE_FAILURES
+from sdcadm.agent.delegate_datasets import DirDelegateDatasets
 from sdcadm.agent.log import Throttled
 from sdcadm.agent.plan import (
     Depose,
@@ -77,10 +78,8 @@ class Supervisor:
     def __init__(self, me, layout, image_source, stores, cache, metrics, *, lease,
                  instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time,
                  seeder=None, singletons=frozenset(), datasets=None):
-        from sdcadm.agent.datasets import DirDatasets
-
         self.me, self.layout, self.image_source = me, layout, image_source
-        self.datasets = datasets or DirDatasets()  # delegate datasets: dir or zfs
+        self.datasets = datasets or DirDelegateDatasets()  # delegate datasets: dir or zfs
         self.singletons = frozenset(singletons)  # services stopped when the lease is lost
         self.seeder = seeder         # agent.seed.Seeder: restore/migrate seeding (headnodes)
         self.stores, self.cache, self.metrics = stores, cache, metrics

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from sdcadm.errors import LabError
-from sdcadm.fsutil import which
+from sdcadm.fsutil import find_program
 from sdcadm.transport.ssh import SSHTransport, known_hosts_line
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,6 @@ CONFIG = "sshd_config"
 PID_FILE = "sshd.pid"
 LOG_FILE = "sshd.log"
 PRIVSEP_DIR = "/run/sshd"  # sshd running as root chroots its pre-auth child here
-
-
-def find_program(name, package):
-    """Absolute path of ``name`` (also looked for in /usr/sbin, often not on a
-    normal user's PATH); LabError saying which package to install otherwise."""
-    path = which(name)
-    if not path:
-        raise LabError(f"{name} is not installed; the lab needs it for its sshd",
-                       hint=f"install {package} (apt-get install {package})")
-    return path
 
 
 def current_user():
@@ -243,7 +233,7 @@ class LabSshd:
 
     def _ensure_key(self, name, comment):
         path, pub = self.dir / name, self.dir / f"{name}.pub"
-        keygen = find_program("ssh-keygen", "openssh-client")
+        keygen = find_program("ssh-keygen", LabError, "the lab's sshd")
         if path.exists():
             if not pub.exists():
                 out = self._run([keygen, "-y", "-f", str(path)], f"cannot read {path}")
@@ -294,7 +284,7 @@ class LabSshd:
             return self.pid
         if not self.config_path.exists():
             self.setup()
-        sshd = find_program("sshd", "openssh-server")
+        sshd = find_program("sshd", LabError, "the lab's sshd")
         if os.geteuid() == 0:
             os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
         check = subprocess.run([sshd, "-t", "-f", str(self.config_path)], capture_output=True,
