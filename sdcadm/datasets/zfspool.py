@@ -33,8 +33,7 @@ import subprocess
 import time
 
 from sdcadm.datasets.plan import HOLD_PROPERTY_PREFIX
-from sdcadm.errors import DatasetError
-from sdcadm.errors import ZfsError, ZfsNoSuchHold
+from sdcadm.errors import DatasetError, ZfsError, ZfsNoSuchHold
 from sdcadm.fsutil import find_program
 from sdcadm.transport.zfs import Zfs
 

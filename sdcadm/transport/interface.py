@@ -1,7 +1,7 @@
 """What every shell offers, wherever it runs commands.
 
-Code that drives a command-line tool (``zfs``, ``rsync``) takes a *shell* and
-makes only the calls of ``Shell``; ``LocalShell`` (this machine),
+Code that drives a command-line tool (``zfs``) takes a *shell* and makes
+only the calls of ``Shell``; ``LocalShell`` (this machine),
 ``SSHTransport`` (another server) and the fakes of unit tests all provide
 them, so handing in one or the other decides where the commands run and
 nothing else. Argument lists only: a string argv is a TypeError and nothing

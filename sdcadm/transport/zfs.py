@@ -43,6 +43,7 @@ from sdcadm.errors import (
     ZfsStreamError,
 )
 from sdcadm.progress import Progress, notify
+from sdcadm.transport.interface import Shell
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,10 @@ _SNAPSHOT_HELD = (
 # -- the wrapper -----------------------------------------------------------------
 
 class Zfs:
-    """``zfs`` subcommands through ``shell`` (anything with ``run``)."""
+    """``zfs`` subcommands through ``shell`` (``send_recv`` also needs its
+    ``command_argv``; everything else only ``run``)."""
 
-    def __init__(self, shell, binary="zfs"):
+    def __init__(self, shell: Shell, binary="zfs"):
         self.shell = shell
         self.binary = binary
 
