@@ -124,8 +124,12 @@ class ReplicaDiverged(DatasetError):
     """The replica and its source have no common snapshot, or the replica was modified."""
 
 
-# -- raised by one module each, kept here so that the whole tree reads in one
-# place. zfs's stderr mapped to types: sdcadm.transport.zfs.map_error.
+class ImageError(SdcadmError):
+    """An image file is invalid or unsafe."""
+
+
+# -- zfs's stderr mapped to types (sdcadm.transport.zfs.map_error): here, not
+# in transport/zfs.py, so that the whole tree reads in one place.
 
 class ZfsError(DatasetError):
     """A zfs command failed."""
@@ -171,27 +175,6 @@ class ZfsReceiveDiverged(ReplicaDiverged):
         self.argv = list(argv or [])
         self.stderr = stderr
         super().__init__(message, hint=hint)
-
-
-class CopyRefused(DatasetError):
-    """A new dataset copy is unsafe to restore (a link escaping it, a device file)."""
-
-
-class ManifestError(SdcadmError):
-    """A restore-data manifest is missing, unreadable, invalid or was edited."""
-
-    def __init__(self, path, problem, *, hint=None):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}",
-                         hint=hint or "run `sdcadm service sync-restore-data` to write a new copy")
-
-
-class LockBusy(SdcadmError):
-    """Someone else holds a restore-data file lock."""
-
-
-class ImageError(SdcadmError):
-    """An image file is invalid or unsafe."""
 
 
 class AgentError(SdcadmError):

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from sdcadm.errors import LockBusy
+from sdcadm.errors import SdcadmError
 from sdcadm.fsutil import (  # noqa: F401 (re-exported)
     _unlink,
     canonical_json,
@@ -25,6 +25,10 @@ from sdcadm.fsutil import (  # noqa: F401 (re-exported)
     write_bytes_atomic,
     write_json_atomic,
 )
+
+
+class LockBusy(SdcadmError):
+    """Someone else holds the lock."""
 
 
 def sha256_bytes(data):

@@ -12,13 +12,22 @@ written is told apart from a copy whose files changed.
 import json
 from pathlib import Path
 
-from sdcadm.errors import ManifestError, ValidationError
+from sdcadm.errors import SdcadmError, ValidationError
 from sdcadm.restore_data.files import canonical_json, sha256_bytes, write_bytes_atomic
 from sdcadm.restore_data.layout import safe_relative
 
 VERSION = 1
 # Worst first: the status of a service is the worst status of its instances.
 SEVERITY = {"failed": 3, "diverged": 2, "unreachable": 1, "ok": 0}
+
+
+class ManifestError(SdcadmError):
+    """A manifest is missing, unreadable, invalid or was edited."""
+
+    def __init__(self, path, problem, *, hint=None):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}",
+                         hint=hint or "run `sdcadm service sync-restore-data` to write a new copy")
 
 
 def checksum(doc):

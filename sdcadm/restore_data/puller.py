@@ -27,7 +27,6 @@ from pathlib import Path
 
 from sdcadm.errors import (
     ConfigError,
-    CopyRefused,
     DatasetError,
     ReplicaDiverged,
     SdcadmError,
@@ -50,6 +49,10 @@ from sdcadm.restore_data.tree import scan_tree
 log = logging.getLogger(__name__)
 
 COMMIT_LOCK_TIMEOUT = commits.LOCK_TIMEOUT
+
+
+class CopyRefused(DatasetError):
+    """A new dataset copy is unsafe to restore (a link escaping it, a device file)."""
 
 
 def restore_layout(config):
