@@ -30,7 +30,9 @@ from sdcadm.transport.zfs import Zfs, map_error, map_ssh_error, send_recv
 
 
 class FakeShell:
-    """Records every argv; answers from a queue of (returncode, stdout, stderr)."""
+    """The part of transport.interface.Shell that Zfs uses (``run``,
+    ``address``): records every argv; answers from a queue of (returncode,
+    stdout, stderr)."""
 
     address = "fake:22"
 
