@@ -47,7 +47,7 @@ from sdcadm.datasets.dirbackend import DirBackend  # noqa: E402
 from sdcadm.datasets.zfsbackend import ZfsBackend  # noqa: E402
 from sdcadm.lab.sshd import LabSshd  # noqa: E402
 from sdcadm.transport import rsync  # noqa: E402
-from sdcadm.transport.local import LocalShell, command_argv  # noqa: E402
+from sdcadm.transport.local import LocalShell  # noqa: E402
 from sdcadm.transport.zfs import Zfs  # noqa: E402
 
 TARGET = 1.15
@@ -108,8 +108,8 @@ def raw_rsync(transport, src, dest):
 def raw_zfs(transport, src_snapshot, target, base=None):
     """``ssh host zfs send [-i base] snap | zfs recv -F target``: no Python in the pipe."""
     send = ["zfs", "send", *(["-i", base] if base else []), src_snapshot]
-    sender = subprocess.Popen(command_argv(transport, send), stdout=subprocess.PIPE)
-    receiver = subprocess.Popen([zfspool.find_program("zfs"), "recv", "-F", target],
+    sender = subprocess.Popen(transport.command_argv(send), stdout=subprocess.PIPE)
+    receiver = subprocess.Popen([zfspool.zfs_program("zfs"), "recv", "-F", target],
                                 stdin=sender.stdout)
     sender.stdout.close()
     if receiver.wait() or sender.wait():
@@ -118,7 +118,7 @@ def raw_zfs(transport, src_snapshot, target, base=None):
 
 def stream_size(transport, src_snapshot, base=None):
     send = ["zfs", "send", *(["-i", base] if base else []), src_snapshot]
-    proc = subprocess.Popen(command_argv(transport, send), stdout=subprocess.PIPE)
+    proc = subprocess.Popen(transport.command_argv(send), stdout=subprocess.PIPE)
     n = 0
     for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
         n += len(chunk)
@@ -171,7 +171,7 @@ def pipe_compare(transport, size):
         out["paramiko_error"] = str(e).splitlines()[0]
 
     def openssh():
-        proc = subprocess.Popen(command_argv(transport, argv), stdout=subprocess.PIPE)
+        proc = subprocess.Popen(transport.command_argv(argv), stdout=subprocess.PIPE)
         n = 0
         for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
             n += len(chunk)
@@ -223,7 +223,7 @@ def bench_dir(work, sshd, host, plan):
 
 
 def bench_zfs(work, sshd, host, plan, size, syncoid_problem):
-    zfs = Zfs(LocalShell(), zfspool.find_program("zfs"))
+    zfs = Zfs(LocalShell(), zfspool.zfs_program("zfs"))
     tag = uuid.uuid4().hex[:6]
     spool, rpool = f"sdcbsrc{tag}", f"sdcbdst{tag}"
     sfile, rfile = os.path.join(work, f"{spool}.img"), os.path.join(work, f"{rpool}.img")

@@ -128,6 +128,55 @@ class ImageError(SdcadmError):
     """An image file is invalid or unsafe."""
 
 
+# -- zfs's stderr mapped to types (sdcadm.transport.zfs.map_error): here, not
+# in transport/zfs.py, so that the whole tree reads in one place.
+
+class ZfsError(DatasetError):
+    """A zfs command failed."""
+
+    def __init__(self, message, *, argv=None, stderr="", hint=None):
+        self.argv = list(argv or [])
+        self.stderr = stderr
+        super().__init__(message, hint=hint)
+
+
+class ZfsNotFound(ZfsError):
+    """The dataset or snapshot does not exist."""
+
+
+class ZfsExists(ZfsError):
+    """The dataset or snapshot already exists."""
+
+
+class ZfsBusy(ZfsError):
+    """The dataset is busy (held, has clones or children, or mounted in use)."""
+
+
+class ZfsHasClones(ZfsBusy):
+    """The dataset or snapshot has clones depending on it."""
+
+
+class ZfsNoSuchHold(ZfsError):
+    """The snapshot has no hold with that tag."""
+
+
+class ZfsHoldExists(ZfsError):
+    """The snapshot already has a hold with that tag."""
+
+
+class ZfsStreamError(ZfsError):
+    """A send stream was cut short or is invalid."""
+
+
+class ZfsReceiveDiverged(ReplicaDiverged):
+    """The receiving dataset cannot take this incremental stream."""
+
+    def __init__(self, message, *, argv=None, stderr="", hint=None):
+        self.argv = list(argv or [])
+        self.stderr = stderr
+        super().__init__(message, hint=hint)
+
+
 class AgentError(SdcadmError):
     """The agent could not do what was asked."""
 

@@ -80,3 +80,28 @@ def which(name):
     directories (often not on a normal user's PATH); None when missing."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
     return os.path.abspath(path) if path else None
+
+
+# How to install a program sdcadm runs, for the hint when it is missing.
+INSTALL_HINTS = {
+    "ssh": "apt-get install openssh-client",
+    "ssh-keygen": "apt-get install openssh-client",
+    "sshd": "apt-get install openssh-server",
+    "rsync": "apt-get install rsync",
+    "zfs": "apt-get install zfs-fuse (or install OpenZFS)",
+    "zpool": "apt-get install zfs-fuse (or install OpenZFS)",
+    "zfs-fuse": "apt-get install zfs-fuse",
+}
+
+
+def find_program(name, error, needed_for=None):
+    """Absolute path of program ``name`` (as ``which``). When it is missing,
+    raises ``error`` -- the caller's kind of SdcadmError, so that the handlers
+    around the caller (a sync that records a failed dataset copy, say) catch it
+    like any other failure of theirs -- saying what to install."""
+    path = which(name)
+    if not path:
+        why = f"; {needed_for} needs it" if needed_for else ""
+        raise error(f"{name} is not installed{why}",
+                    hint=INSTALL_HINTS.get(name, f"install {name} and put it on PATH"))
+    return path

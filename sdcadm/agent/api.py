@@ -40,6 +40,9 @@ ROUTES = (
 )
 
 
+# Not in sdcadm.errors on purpose: HttpError is the HTTP layer's own answer
+# (status, error word, headers), raised and caught inside this module's
+# Handler only -- it never reaches a caller, the CLI or an exit code.
 class HttpError(Exception):
     def __init__(self, status, error, message, headers=None):
         super().__init__(message)

@@ -18,7 +18,7 @@ from sdcadm import __version__
 from sdcadm.agent.api import make_server
 from sdcadm.agent.cache import StateCache
 from sdcadm.agent.connection import StoreHandle
-from sdcadm.agent.datasets import for_config as datasets_for_config
+from sdcadm.agent.delegate_datasets import for_config as datasets_for_config
 from sdcadm.agent.heartbeat import Heartbeat
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout

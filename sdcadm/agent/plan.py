@@ -16,7 +16,7 @@ MISSING = object()
 
 
 @dataclass(frozen=True)
-class Local:
+class LocalInstance:
     """What the agent knows about one instance on this server."""
 
     uuid: str
@@ -54,7 +54,7 @@ class Stop:
 
 
 @dataclass(frozen=True)
-class Record:
+class RecordGeneration:
     """Same runtime, newer generation: rewrite instance.json, keep running."""
 
     instance: Instance
@@ -110,7 +110,7 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=Fals
     """Actions that bring this server to the store's view.
 
     desired:   Instances the store assigns to ``me`` (or the cached copy).
-    local:     {uuid: Local} for every instance this server knows of.
+    local:     {uuid: LocalInstance} for every instance this server knows of.
     elsewhere: {uuid: Instance or None} for local uuids not in ``desired``,
                as the store has them now (None: deleted). A uuid left out is
                unknown (store unreachable) and is left alone.
@@ -152,7 +152,7 @@ def _plan_one(d, here, now, may_start):
         if may_start and (here is None or now >= here.not_before):
             return [Provision(d)] if stopped else [Provision(d), Start(d)]
         return []
-    actions = [Record(d)] if here.generation != d.generation else []
+    actions = [RecordGeneration(d)] if here.generation != d.generation else []
     if stopped:
         # Stopping is always allowed, even unconfirmed: it can only make
         # fewer copies run.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sdcadm.errors import ReplicaDiverged
+from sdcadm.transport.zfs import Snapshot
 
 SYNC_PREFIX = "sdcadm-sync-"
 HOLD_PREFIX = "sdcadm-"
@@ -16,21 +17,6 @@ HOLD_PROPERTY_PREFIX = "sdcadm:hold:"   # + receiver id = hold tag, on source sn
 RESEED_HINT = "run the sync again with --reseed to send a full copy (the current copy is kept until the new one is complete)"
 _STAMP = "%Y%m%dT%H%M%SZ"
 _STAMP_RE = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A zfs snapshot as ``zfs get -H -p`` describes it."""
-
-    name: str          # full name: pool/fs@snap
-    guid: str
-    createtxg: int
-    creation: int = 0  # unix seconds
-    userrefs: int = 0
-
-    @property
-    def short(self):
-        return self.name.partition("@")[2]
 
 
 @dataclass(frozen=True)
@@ -110,7 +96,7 @@ def safe_component(name, what="name"):
 
 # -- zfs: what to send ---------------------------------------------------------
 
-def newest_common(source, replica):
+def newest_common(source: list[Snapshot], replica: list[Snapshot]):
     """The newest snapshot (by the replica's createtxg) whose GUID both sides
     have, as ``(source snapshot, replica snapshot)``, or None."""
     by_guid = {s.guid: s for s in source}
@@ -121,7 +107,7 @@ def newest_common(source, replica):
     return by_guid[newest.guid], newest
 
 
-def plan_zfs_sync(source, replica, *, reseed=False):
+def plan_zfs_sync(source: list[Snapshot], replica: list[Snapshot] | None, *, reseed=False):
     """Decide how to bring the replica up to date.
 
     ``source``/``replica``: lists of Snapshot (``replica`` None when the
@@ -152,7 +138,7 @@ def plan_zfs_sync(source, replica, *, reseed=False):
                     reason=f"incremental from {src.short}")
 
 
-def source_snapshots_to_destroy(snapshots, *, grace=0.0):
+def source_snapshots_to_destroy(snapshots: list[Snapshot], *, grace=0.0):
     """Source sync snapshots no receiver needs any more.
 
     A snapshot goes when it is an ``sdcadm-sync-*`` snapshot, nobody holds it
@@ -167,7 +153,7 @@ def source_snapshots_to_destroy(snapshots, *, grace=0.0):
             if s.userrefs == 0 and s.creation <= newest.creation - grace]
 
 
-def holds_to_release(snapshots, keep_name):
+def holds_to_release(snapshots: list[Snapshot], keep_name):
     """Sync snapshots this receiver may still hold, apart from ``keep_name``
     (full name): those held by someone (``userrefs`` > 0). ``zfs holds`` is
     not usable on zfs-fuse, so the receiver tries to release its tag on each."""

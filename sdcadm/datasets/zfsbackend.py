@@ -42,12 +42,12 @@ import time
 from sdcadm.datasets import plan, tree
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.datasets.dirbackend import locked
-from sdcadm.datasets.zfspool import find_program
-from sdcadm.errors import DatasetError, SdcadmError
+from sdcadm.datasets.zfspool import zfs_program
+from sdcadm.errors import DatasetError, SdcadmError, ZfsBusy, ZfsError, ZfsExists, ZfsNoSuchHold, ZfsNotFound
 from sdcadm.fsutil import write_json_atomic
 from sdcadm.transport.local import LocalShell
 from sdcadm.transport.ssh import DEFAULT_KNOWN_HOSTS, SSHTransport
-from sdcadm.transport.zfs import Zfs, ZfsBusy, ZfsError, ZfsExists, ZfsNoSuchHold, ZfsNotFound, send_recv
+from sdcadm.transport.zfs import Zfs, send_recv
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ZfsBackend(DatasetBackend):
         self._ssh = dict(port=port, user=user, identity=identity, known_hosts=known_hosts,
                          connect_timeout=connect_timeout)
         self._factory = transport_factory
-        self.local = Zfs(local_shell or LocalShell(), find_program("zfs"))
+        self.local = Zfs(local_shell or LocalShell(), zfs_program("zfs"))
         self.remote_zfs = remote_zfs
         self.prune_grace = prune_grace
         self._transports = {}

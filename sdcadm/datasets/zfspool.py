@@ -3,8 +3,8 @@ instances' delegate datasets.
 
 Functions (all raise DatasetError with a fix in the hint):
 
-* ``find_program(name)`` -> absolute path of ``zfs``/``zpool``/``zfs-fuse``
-  (also looked for in /usr/sbin and /sbin).
+* ``zfs_program(name)`` -> absolute path of ``zfs``/``zpool``/``zfs-fuse``
+  (``fsutil.find_program``: also looked for in /usr/sbin and /sbin).
 * ``zfs_fuse_pids()`` -> pids of running ``zfs-fuse`` daemons (by /proc comm).
 * ``ensure_zfs_fuse(log_path=None, timeout=15.0)`` -> pid of a daemon *this
   call started*, or None when one was already running (or OpenZFS is in the
@@ -33,21 +33,16 @@ import subprocess
 import time
 
 from sdcadm.datasets.plan import HOLD_PROPERTY_PREFIX
-from sdcadm.errors import DatasetError
-from sdcadm.fsutil import which
-from sdcadm.transport.zfs import Zfs, ZfsError, ZfsNoSuchHold
+from sdcadm.errors import DatasetError, ZfsError, ZfsNoSuchHold
+from sdcadm.fsutil import find_program
+from sdcadm.transport.zfs import Zfs
 
 log = logging.getLogger(__name__)
 
-_PACKAGE = "zfs-fuse"
 
-
-def find_program(name):
-    path = which(name)
-    if not path:
-        raise DatasetError(f"{name} is not installed; the zfs dataset backend needs it",
-                           hint=f"apt-get install {_PACKAGE} (or install OpenZFS)")
-    return path
+def zfs_program(name):
+    """``find_program`` with what every zfs caller says when it is missing."""
+    return find_program(name, DatasetError, "the zfs dataset backend")
 
 
 def zfs_fuse_pids():
@@ -72,13 +67,13 @@ def _zfs_answers(zpool):
 def ensure_zfs_fuse(log_path=None, timeout=15.0):
     """Start the zfs-fuse daemon unless zfs already answers; return the pid
     started (or None)."""
-    zpool = find_program("zpool")
+    zpool = zfs_program("zpool")
     if zfs_fuse_pids() or (os.path.exists("/dev/zfs") and _zfs_answers(zpool)):
         return None
     if os.geteuid() != 0:
         raise DatasetError("the zfs-fuse daemon is not running and only root can start it",
                            hint="run as root, or start it: sudo zfs-fuse")
-    daemon = find_program("zfs-fuse")
+    daemon = zfs_program("zfs-fuse")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen([daemon, "--no-daemon"], stdin=subprocess.DEVNULL, stdout=out,
@@ -130,12 +125,12 @@ def create_pool(name, file, size="512M"):
     with open(file, "ab"):
         pass
     os.truncate(file, _size_bytes(size))
-    _run([find_program("zpool"), "create", "-f", "-m", "none", name, file])
+    _run([zfs_program("zpool"), "create", "-f", "-m", "none", name, file])
     return name
 
 
 def destroy_pool(name, file=None, busy_timeout=10.0):
-    zpool = find_program("zpool")
+    zpool = zfs_program("zpool")
     deadline = time.monotonic() + busy_timeout
     while True:  # zfs-fuse calls a pool busy for a moment after its datasets were used
         proc = subprocess.run([zpool, "destroy", "-f", name], capture_output=True, text=True)
@@ -203,6 +198,6 @@ def _release_all(zfs, snap):
             log.warning("cannot release %s on %s: %s", tag, snap.name, e)
 
 
-__all__ = ["find_program", "zfs_fuse_pids", "ensure_zfs_fuse", "stop_zfs_fuse", "create_pool",
+__all__ = ["zfs_program", "zfs_fuse_pids", "ensure_zfs_fuse", "stop_zfs_fuse", "create_pool",
            "destroy_pool", "create_source_dataset", "destroy_source_dataset",
            "source_dataset_name", "Zfs"]

@@ -9,23 +9,23 @@ switch users then), and ``AllowUsers`` says so.
 
 Files in ``dir``: ``ssh_host_ed25519_key``, ``id_ed25519`` (the client key),
 ``authorized_keys``, ``known_hosts``, ``sshd_config``, ``sshd.pid``,
-``sshd.log``.
+``sshd.log``. Starting, waiting for and stopping the process is
+``procs.py``'s job; what is particular to sshd (config, keys, whether it
+answers SSH) is here.
 """
 
-import ctypes
 import errno
 import ipaddress
 import logging
 import os
 import pwd
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from sdcadm.errors import LabError
-from sdcadm.fsutil import which
+from sdcadm.fsutil import find_program
+from sdcadm.lab import procs
 from sdcadm.transport.ssh import SSHTransport, known_hosts_line
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,6 @@ CONFIG = "sshd_config"
 PID_FILE = "sshd.pid"
 LOG_FILE = "sshd.log"
 PRIVSEP_DIR = "/run/sshd"  # sshd running as root chroots its pre-auth child here
-
-
-def find_program(name, package):
-    """Absolute path of ``name`` (also looked for in /usr/sbin, often not on a
-    normal user's PATH); LabError saying which package to install otherwise."""
-    path = which(name)
-    if not path:
-        raise LabError(f"{name} is not installed; the lab needs it for its sshd",
-                       hint=f"install {package} (apt-get install {package})")
-    return path
 
 
 def current_user():
@@ -126,42 +116,6 @@ def _read_public_key(path):
         raise LabError(f"{path} is not an OpenSSH public key",
                        hint=f"remove {path} and its private key; setup() makes new ones")
     return fields[0], fields[1]
-
-
-def _proc_state(pid):
-    """``(state letter, cmdline bytes)`` of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0].decode()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (OSError, IndexError):
-        return None
-    return state, cmdline
-
-
-def _descendants(pid):
-    """Pids of the descendants of ``pid``, children after their own children
-    (from /proc)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    order = []
-
-    def walk(parent):
-        for child in children.get(parent, ()):
-            walk(child)
-            order.append(child)
-
-    walk(pid)
-    return order
 
 
 class LabSshd:
@@ -243,7 +197,7 @@ class LabSshd:
 
     def _ensure_key(self, name, comment):
         path, pub = self.dir / name, self.dir / f"{name}.pub"
-        keygen = find_program("ssh-keygen", "openssh-client")
+        keygen = find_program("ssh-keygen", LabError, "the lab's sshd")
         if path.exists():
             if not pub.exists():
                 out = self._run([keygen, "-y", "-f", str(path)], f"cannot read {path}")
@@ -271,11 +225,8 @@ class LabSshd:
         """The pid of this lab's sshd, or None when it is not running."""
         if self._proc is not None and self._proc.poll() is None:
             return self._proc.pid
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if self._is_ours(pid) else None
+        pid = procs.read_pid(self.pid_path)
+        return pid if pid is not None and self._is_ours(pid) else None
 
     def running(self):
         return self.pid is not None
@@ -283,7 +234,7 @@ class LabSshd:
     def _is_ours(self, pid):
         # The pid file may be stale and the pid reused: only a live sshd started
         # with our config file counts. (sshd rewrites its title but keeps argv.)
-        state = _proc_state(pid)
+        state = procs.proc_state(pid)
         if state is None or state[0] in ("Z", "X"):
             return False
         return os.fsencode(str(self.config_path)) in state[1]
@@ -294,7 +245,7 @@ class LabSshd:
             return self.pid
         if not self.config_path.exists():
             self.setup()
-        sshd = find_program("sshd", "openssh-server")
+        sshd = find_program("sshd", LabError, "the lab's sshd")
         if os.geteuid() == 0:
             os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
         check = subprocess.run([sshd, "-t", "-f", str(self.config_path)], capture_output=True,
@@ -306,13 +257,12 @@ class LabSshd:
                                 "reinstall openssh-server)")
         self._check_ports_free()
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log_file:
-            self._proc = subprocess.Popen(
-                [sshd, "-D", "-f", str(self.config_path), "-E", str(self.log_path)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own session: no terminal signals reach it
-                preexec_fn=_subreaper_preexec())
-        _write(self.pid_path, f"{self._proc.pid}\n", mode=0o644)
+        # A subreaper: sshd processes orphaned by a dropped connection (sshd
+        # leaves some) are reaped by the listener, and stop() finds them under it.
+        self._proc = procs.spawn_daemon(
+            [sshd, "-D", "-f", str(self.config_path), "-E", str(self.log_path)],
+            self.log_path, subreaper=True)
+        procs.write_pid(self.pid_path, self._proc.pid)
         try:
             self._wait_ready(log_offset)
         except BaseException:
@@ -339,19 +289,19 @@ class LabSshd:
                                    hint="is that an address of this machine?") from None
 
     def _wait_ready(self, log_offset):
-        deadline = time.monotonic() + self.start_timeout
         waiting = list(self.listen_addresses)
-        while waiting:
+
+        def every_address_answers():
+            while waiting and _answers_ssh(waiting[0], self.port):
+                waiting.pop(0)
+            return not waiting
+
+        if not procs.wait_until(every_address_answers, self.start_timeout, proc=self._proc):
             if self._proc.poll() is not None:
                 raise LabError(f"sshd exited with status {self._proc.returncode} as it started: "
                                f"{self._log_tail(log_offset)}", hint=f"see {self.log_path}")
-            if _answers_ssh(waiting[0], self.port):
-                waiting.pop(0)
-                continue
-            if time.monotonic() > deadline:
-                raise LabError(f"sshd did not answer on {waiting[0]} port {self.port} within "
-                               f"{self.start_timeout:g} s", hint=f"see {self.log_path}")
-            time.sleep(0.05)
+            raise LabError(f"sshd did not answer on {waiting[0]} port {self.port} within "
+                           f"{self.start_timeout:g} s", hint=f"see {self.log_path}")
         # sshd carries on when only some addresses could be bound: that is a failure here.
         tail = self._log_tail(log_offset)
         if "Bind to port" in tail or "Cannot bind" in tail:
@@ -369,20 +319,13 @@ class LabSshd:
 
     def stop(self, timeout=5.0):
         """Stop sshd (SIGTERM, then SIGKILL after ``timeout``), whichever process
-        started it. Returns whether it was running. Idempotent."""
+        started it, with every connection and command run through it.
+        Returns whether it was running. Idempotent."""
         pid = self.pid
         if pid is None:
             self._forget()
             return False
-        try:
-            leader = os.getpgid(pid) == pid  # started by start(): its own group
-        except ProcessLookupError:
-            leader = False
-        self._stop_connections(pid, timeout)
-        self._signal(pid, signal.SIGTERM, leader)
-        if not self._wait_gone(pid, timeout):
-            self._signal(pid, signal.SIGKILL, leader)
-            self._wait_gone(pid, 5.0)
+        procs.stop_tree(pid, timeout, child=self._proc, what="the lab sshd")
         self._forget()
         log.info("lab sshd pid %d stopped", pid)
         return True
@@ -395,78 +338,9 @@ class LabSshd:
                 except subprocess.TimeoutExpired:
                     pass
             self._proc = None
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            pid = None
+        pid = procs.read_pid(self.pid_path)
         if pid is None or not self._is_ours(pid):
             self.pid_path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _stop_connections(pid, timeout):
-        # Each connection is a tree of processes in its own session under the
-        # listener (and so is each command run over it). Stop them leaves
-        # first, each reaped by its parent: stopped all at once, or with the
-        # listener first, they would be left as zombies for init to reap.
-        deadline = time.monotonic() + timeout
-        for child in _descendants(pid):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.kill(child, sig)
-                except (ProcessLookupError, PermissionError):
-                    break
-                wait_until = min(deadline, time.monotonic() + 1.0)
-                while _proc_state(child) is not None and time.monotonic() < wait_until:
-                    time.sleep(0.01)
-                if _proc_state(child) is None:
-                    break
-
-    @staticmethod
-    def _signal(pid, sig, group):
-        try:
-            if group:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            raise LabError(f"not allowed to signal the lab sshd (pid {pid})",
-                           hint="stop the lab as the user who started it") from None
-
-    def _wait_gone(self, pid, timeout):
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = _proc_state(pid)
-            if state is None or state[0] in ("Z", "X"):
-                return True
-            time.sleep(0.05)
-        return False
-
-
-def _subreaper_preexec():
-    """A preexec_fn making the child a "child subreaper" (Linux), or None.
-
-    The setting survives exec: sshd processes orphaned by a dropped
-    connection (sshd leaves some) are then reparented to the listener, which
-    reaps every child, instead of becoming zombies for an init that may be
-    slow to reap them (containers, sandboxes). libc is loaded here, in the
-    parent: the child only makes the call.
-    """
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _answers_ssh(addr, port, timeout=0.5):

@@ -32,9 +32,9 @@ def pool_dir(state):
 
 
 def _zpool():
-    from sdcadm.datasets.zfspool import find_program
+    from sdcadm.datasets.zfspool import zfs_program
 
-    return find_program("zpool")
+    return zfs_program("zpool")
 
 
 def _imported():

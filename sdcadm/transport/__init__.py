@@ -1,5 +1,7 @@
-"""Transports: how sdcadm runs things on other servers.
+"""Transports: how sdcadm runs things on this and other servers.
 
-``ssh`` runs argument lists over SSH (paramiko), with host keys verified
-against a known_hosts file and never auto-accepted.
+``interface`` holds what every shell shares (``Shell``, ``Result``, argv
+checks); ``local`` and ``ssh`` implement it (this machine; another server over
+SSH, host keys verified against a known_hosts file and never auto-accepted);
+``zfs`` and ``rsync`` drive those tools through a shell.
 """

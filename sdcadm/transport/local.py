@@ -1,4 +1,4 @@
-"""Run argument lists on this machine, with the surface of ``SSHTransport``.
+"""Run argument lists on this machine: the ``Shell`` of ``interface.py``.
 
 Code that drives a command-line tool (``zfs``) takes a *shell* and calls
 ``run`` / ``run_bytes`` / ``stream`` on it; handing it a ``LocalShell`` or an
@@ -20,7 +20,7 @@ import subprocess
 import time
 
 from sdcadm.errors import RemoteCommandFailed, TransportError
-from sdcadm.transport.ssh import Result, remote_command
+from sdcadm.transport.interface import Result, check_argv, decode
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,6 @@ def _libc():
 def die_with_parent():
     """preexec_fn: the child gets SIGKILL when its parent (thread) dies."""
     _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def check_argv(argv):
-    """``argv`` as a list of str (same rules as over SSH)."""
-    remote_command(argv)  # raises TypeError/ValueError on a bad argv
-    return [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv]
-
-
-def _text(data):
-    return bytes(data).decode("utf-8", errors="replace")
 
 
 def _input_bytes(data):
@@ -113,13 +103,13 @@ class LocalShell:
         returncode = -1 if proc.returncode < 0 else proc.returncode
         result = Result(returncode, proc.stdout, proc.stderr)
         if check and returncode != 0:
-            raise self._failed(argv, returncode, _text(proc.stderr))
+            raise self._failed(argv, returncode, decode(proc.stderr))
         return result
 
     def run(self, argv, input=None, check=True, timeout=None):
         """Run ``argv`` and wait; ``Result(returncode, stdout, stderr)`` as text."""
         raw = self.run_bytes(argv, input=input, check=False, timeout=timeout)
-        result = Result(raw.returncode, _text(raw.stdout), _text(raw.stderr))
+        result = Result(raw.returncode, decode(raw.stdout), decode(raw.stderr))
         if check and result.returncode != 0:
             raise self._failed(check_argv(argv), result.returncode, result.stderr)
         return result
@@ -160,7 +150,7 @@ class LocalShell:
                     else:
                         *lines, partial = (partial + chunk).split(b"\n")
                         for line in lines:
-                            yield _text(line)
+                            yield decode(line)
             returncode = proc.wait()
         finally:
             if proc.poll() is None:
@@ -169,9 +159,9 @@ class LocalShell:
             for f in (proc.stdout, proc.stderr):
                 f.close()
         if partial:
-            yield _text(partial)
+            yield decode(partial)
         if returncode != 0:
-            raise self._failed(argv, -1 if returncode < 0 else returncode, _text(err))
+            raise self._failed(argv, -1 if returncode < 0 else returncode, decode(err))
 
     def spawn(self, argv, *, stdin=None, stdout=None, stderr=None):
         """Start ``argv`` (a ``subprocess.Popen``) that dies with its parent."""
@@ -187,13 +177,3 @@ class LocalShell:
         """The local argv that runs ``argv`` here: itself."""
         return check_argv(argv)
 
-
-def command_argv(shell, argv):
-    """The local argv that runs ``argv`` through ``shell``: itself for a
-    LocalShell, ``ssh ... host 'cmd'`` for an SSHTransport (same identity and
-    known_hosts, host keys verified)."""
-    if hasattr(shell, "command_argv"):
-        return shell.command_argv(argv)
-    if hasattr(shell, "ssh_argv"):
-        return [*shell.ssh_argv(), "--", shell.host, remote_command(argv)]
-    raise TypeError(f"{shell!r} cannot run a piped command")

@@ -18,11 +18,11 @@ import socket
 import stat
 import threading
 import time
-from typing import NamedTuple
 
 import paramiko
 
 from sdcadm.errors import AuthError, HostKeyError, RemoteCommandFailed, TransportError, Unreachable
+from sdcadm.transport.interface import Result, decode, remote_command
 
 log = logging.getLogger(__name__)
 
@@ -32,37 +32,7 @@ _KEEPALIVE = 15  # seconds; keeps NAT/conntrack state alive on idle connections
 _STDERR_KEEP = 65536  # stream() keeps this much stderr for the error message
 
 
-class Result(NamedTuple):
-    """What a remote command did. ``returncode`` is -1 when the command was
-    killed by a signal (SSH then reports no exit status)."""
-
-    returncode: int
-    stdout: str | bytes
-    stderr: str | bytes
-
-
 # -- pure helpers --------------------------------------------------------------
-
-def remote_command(argv):
-    """The command line sent to the server: every argument shell-quoted."""
-    if isinstance(argv, (str, bytes)):
-        raise TypeError("argv must be a list of arguments, not a string "
-                        "(sdcadm never builds a shell string from input)")
-    args = []
-    for arg in argv:
-        if isinstance(arg, os.PathLike):
-            arg = os.fsdecode(arg)
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            arg = str(arg)
-        elif not isinstance(arg, str):
-            raise TypeError(f"argument {arg!r} is not a str, int or path")
-        if "\0" in arg:
-            raise ValueError(f"argument {arg!r} contains a NUL byte")
-        args.append(arg)
-    if not args:
-        raise ValueError("argv is empty")
-    return shlex.join(args)
-
 
 def known_hosts_name(host, port):
     """How OpenSSH (and paramiko) name ``host:port`` in known_hosts."""
@@ -90,10 +60,6 @@ def _ssh_option_path(path):
     return f'"{path}"' if any(c.isspace() for c in path) else path
 
 
-def _text(data):
-    return bytes(data).decode("utf-8", errors="replace")
-
-
 def _input_chunks(data):
     """An iterator of byte chunks for ``input``, or None for no input."""
     if data is None:
@@ -115,6 +81,11 @@ def _remaining(deadline):
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
+# Two module-private exceptions stay out of sdcadm.errors on purpose: neither
+# ever leaves this module. _Timeout is control flow from _pump() to
+# _execute(), which turns it into a TransportError; _UnknownHostKey must be a
+# paramiko.SSHException for paramiko to propagate it from the host-key policy,
+# and _connect_error() turns it into a HostKeyError.
 class _Timeout(Exception):
     pass
 
@@ -392,7 +363,7 @@ class SSHTransport:
             (out if kind == "out" else err).extend(data)
         result = Result(returncode, bytes(out), bytes(err))
         if check and returncode != 0:
-            raise RemoteCommandFailed(self.address, [str(a) for a in argv], returncode, _text(err))
+            raise RemoteCommandFailed(self.address, [str(a) for a in argv], returncode, decode(err))
         return result
 
     def run(self, argv, input=None, check=True, timeout=None):
@@ -405,7 +376,7 @@ class SSHTransport:
         seconds (the remote command is abandoned).
         """
         raw = self.run_bytes(argv, input=input, check=False, timeout=timeout)
-        result = Result(raw.returncode, _text(raw.stdout), _text(raw.stderr))
+        result = Result(raw.returncode, decode(raw.stdout), decode(raw.stderr))
         if check and result.returncode != 0:
             raise RemoteCommandFailed(self.address, [str(a) for a in argv],
                                       result.returncode, result.stderr)
@@ -431,13 +402,18 @@ class SSHTransport:
                     continue
                 *lines, partial = (partial + data).split(b"\n")
                 for line in lines:
-                    yield _text(line)
+                    yield decode(line)
         finally:
             execution.close()
         if partial:
-            yield _text(partial)
+            yield decode(partial)
         if returncode != 0:
-            raise RemoteCommandFailed(self.address, [str(a) for a in argv], returncode, _text(err))
+            raise RemoteCommandFailed(self.address, [str(a) for a in argv], returncode, decode(err))
+
+    def command_argv(self, argv):
+        """The local argv that runs ``argv`` on this server: the OpenSSH
+        client (same identity, host keys verified) and the quoted command."""
+        return [*self.ssh_argv(), "--", self.host, remote_command(argv)]
 
     def ssh_argv(self, shared=False):
         """The OpenSSH client command (without host) using the same port, user,

@@ -25,11 +25,25 @@ import os
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 
-from sdcadm.datasets.plan import Snapshot
-from sdcadm.errors import AuthError, DatasetError, HostKeyError, ReplicaDiverged, TransportError, Unreachable
+from sdcadm.errors import (
+    AuthError,
+    HostKeyError,
+    TransportError,
+    Unreachable,
+    ZfsBusy,
+    ZfsError,
+    ZfsExists,
+    ZfsHasClones,
+    ZfsHoldExists,
+    ZfsNoSuchHold,
+    ZfsNotFound,
+    ZfsReceiveDiverged,
+    ZfsStreamError,
+)
 from sdcadm.progress import Progress, notify
-from sdcadm.transport.local import command_argv
+from sdcadm.transport.interface import Shell
 
 log = logging.getLogger(__name__)
 
@@ -39,53 +53,23 @@ _PIPE_SIZE = 1 << 20
 _PROGRESS_EVERY = 0.5  # seconds between progress events of a stream
 
 
-# -- errors --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapshot:
+    """A zfs snapshot as ``zfs get -H -p`` describes it (the plain data the
+    pure planning of ``datasets/plan.py`` decides on)."""
 
-class ZfsError(DatasetError):
-    """A zfs command failed."""
+    name: str          # full name: pool/fs@snap
+    guid: str
+    createtxg: int
+    creation: int = 0  # unix seconds
+    userrefs: int = 0
 
-    def __init__(self, message, *, argv=None, stderr="", hint=None):
-        self.argv = list(argv or [])
-        self.stderr = stderr
-        super().__init__(message, hint=hint)
-
-
-class ZfsNotFound(ZfsError):
-    """The dataset or snapshot does not exist."""
-
-
-class ZfsExists(ZfsError):
-    """The dataset or snapshot already exists."""
+    @property
+    def short(self):
+        return self.name.partition("@")[2]
 
 
-class ZfsBusy(ZfsError):
-    """The dataset is busy (held, has clones or children, or mounted in use)."""
-
-
-class ZfsHasClones(ZfsBusy):
-    """The dataset or snapshot has clones depending on it."""
-
-
-class ZfsNoSuchHold(ZfsError):
-    """The snapshot has no hold with that tag."""
-
-
-class ZfsHoldExists(ZfsError):
-    """The snapshot already has a hold with that tag."""
-
-
-class ZfsStreamError(ZfsError):
-    """A send stream was cut short or is invalid."""
-
-
-class ZfsReceiveDiverged(ReplicaDiverged):
-    """The receiving dataset cannot take this incremental stream."""
-
-    def __init__(self, message, *, argv=None, stderr="", hint=None):
-        self.argv = list(argv or [])
-        self.stderr = stderr
-        super().__init__(message, hint=hint)
-
+# -- errors: zfs's stderr mapped to the typed errors of sdcadm.errors -------------
 
 _PATTERNS = [  # (stderr fragment, class, hint) -- first match wins
     ("has been modified", ZfsReceiveDiverged,
@@ -158,7 +142,7 @@ def _value(text):
 
 
 def parse_snapshots(out, dataset):
-    """plan.Snapshot list (oldest first) from ``zfs get -H -p -o
+    """Snapshot list (oldest first) from ``zfs get -H -p -o
     name,property,value guid,createtxg,creation,userrefs`` output; lines of
     other datasets are ignored."""
     props = {}
@@ -192,9 +176,10 @@ _SNAPSHOT_HELD = (
 # -- the wrapper -----------------------------------------------------------------
 
 class Zfs:
-    """``zfs`` subcommands through ``shell`` (anything with ``run``)."""
+    """``zfs`` subcommands through ``shell`` (``send_recv`` also needs its
+    ``command_argv``; everything else only ``run``)."""
 
-    def __init__(self, shell, binary="zfs"):
+    def __init__(self, shell: Shell, binary="zfs"):
         self.shell = shell
         self.binary = binary
 
@@ -203,7 +188,7 @@ class Zfs:
 
     @property
     def host(self):
-        return getattr(self.shell, "address", getattr(self.shell, "host", "localhost"))
+        return self.shell.address
 
     def _run(self, *args):
         argv = [self.binary, *args]
@@ -242,7 +227,7 @@ class Zfs:
         return [n for n in out.splitlines() if n.startswith(dataset + "@")]
 
     def snapshots(self, dataset):
-        """``dataset``'s snapshots as plan.Snapshot, oldest first (createtxg).
+        """``dataset``'s snapshots as Snapshot, oldest first (createtxg).
 
         One command (``zfs get -r -d 1``: the dataset, its snapshots and its
         children; only ``dataset@...`` is kept) -- over SSH every command
@@ -387,7 +372,7 @@ def send_recv(source, target, snapshot, target_name, *, base=None, intermediates
     Returns the number of stream bytes moved; raises typed errors (the
     receive's own error first: it says more than the sender's broken pipe)."""
     local = target.shell
-    send_cmd = command_argv(source.shell, source.send_argv(snapshot, base, intermediates))
+    send_cmd = source.shell.command_argv(source.send_argv(snapshot, base, intermediates))
     recv_cmd = target.recv_argv(target_name, force)
     what = f"{'incremental' if base else 'full'} {snapshot} -> {target_name}"
     log.info("zfs stream: %s", what)

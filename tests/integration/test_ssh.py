@@ -18,7 +18,8 @@ import pytest
 
 import sdcadm
 from sdcadm.errors import AuthError, HostKeyError, LabError, RemoteCommandFailed, TransportError, Unreachable
-from sdcadm.lab.sshd import LabSshd, _proc_state
+from sdcadm.lab.procs import proc_state
+from sdcadm.lab.sshd import LabSshd
 from sdcadm.transport.ssh import SSHTransport
 from tests.conftest import free_port, random_address, wait_for
 
@@ -52,7 +53,7 @@ def sshd_processes(marker):
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
-            state = _proc_state(int(entry))
+            state = proc_state(int(entry))
             if state and state[0] != "Z" and os.fsencode(marker) in state[1]:
                 pids.append(int(entry))
     return pids
@@ -326,7 +327,7 @@ def test_setup_and_start_are_idempotent(tmp_path):
     finally:
         assert lab.stop() is True
     assert lab.stop() is False and not lab.running()
-    assert _proc_state(pid) is None
+    assert proc_state(pid) is None
 
 
 def test_stop_from_another_process(tmp_path):
@@ -342,7 +343,7 @@ def test_stop_from_another_process(tmp_path):
         assert not lab.running()
     finally:
         lab.stop()
-    assert _proc_state(pid) is None
+    assert proc_state(pid) is None
 
 
 def test_start_fails_clearly_when_the_port_is_taken(tmp_path):
@@ -431,7 +432,7 @@ def test_lab_sshd_as_a_normal_user():
                 starter.wait()
             starter.stdout.close()
             starter.stderr.close()
-        assert _proc_state(pid) is None
+        assert proc_state(pid) is None
     finally:
         for pid in sshd_processes(str(work)):  # only if something above failed
             os.kill(pid, 9)

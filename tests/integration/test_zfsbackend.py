@@ -59,7 +59,7 @@ def pool(daemon, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def zfs():
-    return zfspool.Zfs(LocalShell(), zfspool.find_program("zfs"))
+    return zfspool.Zfs(LocalShell(), zfspool.zfs_program("zfs"))
 
 
 @pytest.fixture

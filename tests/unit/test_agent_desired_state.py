@@ -1,7 +1,7 @@
 """The store can ask for an instance to be stopped (params.desired_state)
 without deposing it: migrate stops the source before its final sync."""
 
-from sdcadm.agent.plan import Provision, Record, Start, Stop, plan, runtime_key
+from sdcadm.agent.plan import Provision, RecordGeneration, Start, Stop, plan, runtime_key
 from tests.unit.test_agent_plan import ME, here, inst
 
 
@@ -36,7 +36,7 @@ def test_new_instance_wanted_stopped_is_provisioned_not_started():
 
 def test_newer_generation_wanted_stopped_records_then_stops():
     i = stopped(None, generation=2)
-    assert plan([i], {i.uuid: here(inst())}, ME, now=0) == [Record(i), Stop(i)]
+    assert plan([i], {i.uuid: here(inst())}, ME, now=0) == [RecordGeneration(i), Stop(i)]
 
 
 def test_wanted_running_again_starts():

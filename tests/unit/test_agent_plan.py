@@ -3,9 +3,9 @@ from dataclasses import replace
 from sdcadm.agent.plan import (
     Depose,
     Destroy,
-    Local,
+    LocalInstance,
     Provision,
-    Record,
+    RecordGeneration,
     SetState,
     Start,
     plan,
@@ -28,7 +28,7 @@ def inst(n=1, server=ME, generation=1, state="running", **kw):
 def here(i, **kw):
     defaults = dict(uuid=i.uuid, generation=i.generation, spec=runtime_key(i), alive=True,
                     child=True, state="running")
-    return Local(**{**defaults, **kw})
+    return LocalInstance(**{**defaults, **kw})
 
 
 def test_a_new_instance_is_provisioned_then_started():
@@ -93,7 +93,7 @@ def test_a_new_image_or_address_reprovisions():
 
 def test_a_failed_provisioning_is_retried_after_backoff():
     i = inst(state="failed")
-    local = {i.uuid: Local(uuid=i.uuid, spec=None, state="failed", not_before=5.0)}
+    local = {i.uuid: LocalInstance(uuid=i.uuid, spec=None, state="failed", not_before=5.0)}
     assert plan([i], local, ME, now=1) == []
     assert plan([i], local, ME, now=5) == [Provision(i), Start(i)]
 
@@ -101,9 +101,9 @@ def test_a_failed_provisioning_is_retried_after_backoff():
 def test_a_newer_generation_on_this_server_keeps_running():
     old = inst(generation=1)
     new = replace(old, generation=3)
-    assert plan([new], {old.uuid: here(old)}, ME, now=0) == [Record(new)]
+    assert plan([new], {old.uuid: here(old)}, ME, now=0) == [RecordGeneration(new)]
     dead = {old.uuid: here(old, alive=False, child=False, state="failed")}
-    assert plan([new], dead, ME, now=0) == [Record(new), Start(new)]
+    assert plan([new], dead, ME, now=0) == [RecordGeneration(new), Start(new)]
 
 
 def test_removals_come_before_starts():

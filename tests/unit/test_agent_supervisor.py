@@ -4,7 +4,8 @@ every case here must end up starting nothing)."""
 from sdcadm.agent.cache import StateCache
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
-from sdcadm.agent.supervisor import Slot, Supervisor
+from sdcadm.agent.slot import Slot
+from sdcadm.agent.supervisor import Supervisor
 from sdcadm.errors import NotFound, StoreUnreachable
 from sdcadm.model import Instance, Server
 

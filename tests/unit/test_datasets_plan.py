@@ -3,7 +3,7 @@
 import pytest
 
 from sdcadm.datasets import plan
-from sdcadm.datasets.plan import Snapshot
+from sdcadm.transport.zfs import Snapshot
 from sdcadm.errors import ReplicaDiverged
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

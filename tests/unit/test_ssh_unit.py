@@ -8,16 +8,17 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from sdcadm import fsutil
 from sdcadm.errors import AuthError, HostKeyError, LabError, TransportError, Unreachable
 from sdcadm.lab import sshd as sshd_mod
 from sdcadm.lab.sshd import LabSshd, render_sshd_config
 from sdcadm.transport import ssh
+from sdcadm.transport.interface import remote_command
 from sdcadm.transport.ssh import (
     SSHTransport,
     keyscan_command,
     known_hosts_line,
     known_hosts_name,
-    remote_command,
 )
 
 # -- remote command -------------------------------------------------------------
@@ -207,7 +208,8 @@ def test_stale_pid_file_never_gets_another_process_killed(tmp_path):
 
 
 def test_missing_sshd_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(sshd_mod, "which", lambda name: None)
+    monkeypatch.setattr(fsutil, "which", lambda name: None)
     with pytest.raises(LabError) as err:
-        sshd_mod.find_program("sshd", "openssh-server")
+        fsutil.find_program("sshd", LabError, "the lab's sshd")
+    assert "sshd is not installed; the lab's sshd needs it" in str(err.value)
     assert "apt-get install openssh-server" in str(err.value)

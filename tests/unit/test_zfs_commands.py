@@ -4,15 +4,15 @@ send | recv relay (with a stand-in zfs script, no pool needed)."""
 import os
 import stat
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from sdcadm.errors import AuthError, HostKeyError, ReplicaDiverged, Unreachable
-from sdcadm.transport import zfs as zfsmod
-from sdcadm.transport.local import LocalShell
-from sdcadm.transport.ssh import Result
-from sdcadm.transport.zfs import (
-    Zfs,
+from sdcadm.errors import (
+    AuthError,
+    HostKeyError,
+    ReplicaDiverged,
+    Unreachable,
     ZfsBusy,
     ZfsError,
     ZfsExists,
@@ -22,14 +22,17 @@ from sdcadm.transport.zfs import (
     ZfsNotFound,
     ZfsReceiveDiverged,
     ZfsStreamError,
-    map_error,
-    map_ssh_error,
-    send_recv,
 )
+from sdcadm.transport.interface import Result
+from sdcadm.transport import zfs as zfsmod
+from sdcadm.transport.local import LocalShell
+from sdcadm.transport.zfs import Zfs, map_error, map_ssh_error, send_recv
 
 
 class FakeShell:
-    """Records every argv; answers from a queue of (returncode, stdout, stderr)."""
+    """The part of transport.interface.Shell that Zfs uses (``run``,
+    ``address``): records every argv; answers from a queue of (returncode,
+    stdout, stderr)."""
 
     address = "fake:22"
 
@@ -310,10 +313,12 @@ def test_send_recv_unreachable_source(fake_zfs):
 
 
 def test_command_argv_over_ssh_quotes_the_remote_command():
-    from sdcadm.transport.local import command_argv
     from sdcadm.transport.ssh import SSHTransport
     t = SSHTransport("10.0.0.1", 2222, identity="/k", known_hosts="/kh")
-    argv = command_argv(t, ["zfs", "send", "p/a@it's"])
+    argv = t.command_argv(["zfs", "send", "p/a@it's"])
     assert argv[:1] == ["ssh"] and "StrictHostKeyChecking=yes" in argv
     assert argv[-3:] == ["--", "10.0.0.1", "zfs send 'p/a@it'\"'\"'s'"]
-    assert zfsmod.command_argv is command_argv
+
+
+def test_command_argv_locally_is_the_command_itself():
+    assert LocalShell().command_argv(["zfs", "send", Path("/p")]) == ["zfs", "send", "/p"]

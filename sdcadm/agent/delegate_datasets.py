@@ -1,17 +1,29 @@
-"""Instances' delegate datasets on this server, per ``datasets.backend``.
+"""This server's own instances' delegate datasets, per ``datasets.backend``.
 
-``dir``: a plain directory ``zones/<uuid>/data``. ``zfs``: a dataset
-``<pool>/zones/<uuid>/data`` mounted there (what the restore-data puller of
-other headnodes snapshots and sends). The supervisor calls these around
-provisioning, destroying and deposing; seeding (restore/migrate) clones the
-local replica, for zfs directly under the instance's dataset name so that
-later syncs from other headnodes find it where they look.
+Not to be confused with ``sdcadm.datasets`` (the backends that *copy* other
+servers' datasets into restore data): this is the agent's side, the dataset
+an instance it runs writes to. ``dir``: a plain directory
+``zones/<uuid>/data``. ``zfs``: a dataset ``<pool>/zones/<uuid>/data``
+mounted there (what the restore-data puller of other headnodes snapshots and
+sends). The supervisor's actions call these around provisioning, destroying
+and deposing; seeding (restore/migrate) clones the local replica, for zfs
+directly under the instance's dataset name so that later syncs from other
+headnodes find it where they look.
 """
 
 import os
 
+from sdcadm.datasets.zfspool import (
+    create_source_dataset,
+    destroy_source_dataset,
+    source_dataset_name,
+    zfs_program,
+)
+from sdcadm.transport.local import LocalShell
+from sdcadm.transport.zfs import Zfs
 
-class DirDatasets:
+
+class DirDelegateDatasets:
     name = "dir"
 
     def create(self, layout, uuid):
@@ -30,34 +42,24 @@ class DirDatasets:
         """Nothing: the directory moved with the zone."""
 
 
-class ZfsDatasets:
+class ZfsDelegateDatasets:
     name = "zfs"
 
     def __init__(self, pool, zfs=None):
-        from sdcadm.datasets.zfspool import find_program
-        from sdcadm.transport.local import LocalShell
-        from sdcadm.transport.zfs import Zfs
-
         self.pool = pool
-        self.zfs = zfs or Zfs(LocalShell(), find_program("zfs"))
+        self.zfs = zfs or Zfs(LocalShell(), zfs_program("zfs"))
 
     def dataset(self, uuid):
-        from sdcadm.datasets.zfspool import source_dataset_name
-
         return source_dataset_name(self.pool, uuid)
 
     dataset_name = dataset
 
     def create(self, layout, uuid):
-        from sdcadm.datasets.zfspool import create_source_dataset
-
         name = create_source_dataset(self.zfs, self.pool, uuid, layout.data(uuid))
         if self.zfs.get_one(name, "mounted") != "yes":
             self.zfs.mount(name)
 
     def destroy(self, layout, uuid):
-        from sdcadm.datasets.zfspool import destroy_source_dataset
-
         destroy_source_dataset(self.zfs, self.dataset(uuid))
 
     def before_depose(self, layout, uuid):
@@ -74,5 +76,5 @@ class ZfsDatasets:
 
 def for_config(config):
     if config.datasets.backend == "zfs":
-        return ZfsDatasets(config.datasets.zfs_pool)
-    return DirDatasets()
+        return ZfsDelegateDatasets(config.datasets.zfs_pool)
+    return DirDelegateDatasets()
