@@ -46,10 +46,10 @@ class ProcedureContext:
     observer: Callable | None = None
     log: RunLog = field(default_factory=RunLog)
     now: Callable[[], float] = time.time
-    catalog: Any = None                          # the core-services Catalog
-    restore_data: Callable[[], Any] | None = None  # () -> this server's RestoreData
-    agents: Any = None                           # AgentClients: .client(url, timeout), .token
-    prober: Any = None                           # HttpProber: .probe(), .probe_many()
+    catalog: Any = None              # the core-services Catalog
+    restore_data: Callable[[], Any] | None = None   # () -> this server's RestoreData
+    agents: Any = None               # AgentClients: .client(url, timeout), .token, .check()
+    prober: Any = None               # HttpProber: .probe(url, timeout), .probe_many(urls, timeout)
     yes: bool = False
     dry_run: bool = False
     task: Any = None                 # the model.Task being recorded (None while preparing)
