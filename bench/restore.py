@@ -87,7 +87,7 @@ def context(state, hostname="hn1"):
 
     config = load_config(state.config_path(hostname), environ={})
     store = SqliteStore(state.store_path)
-    return ProcedureContext(config=config, store=store)
+    return ProcedureContext.for_config(config, store)
 
 
 def run_procedure(ctx, proc):
@@ -117,12 +117,11 @@ def tree_stats(root):
 
 
 def sync(state, ctx, services):
-    from sdcadm.procedures.agent import read_token
     from sdcadm.restore_data.client import sync_headnodes
 
     heads = [s for s in ctx.store.list_servers() if s.headnode and s.hostname != "hn0"]
     t0 = time.monotonic()
-    results = sync_headnodes(heads, read_token(ctx.config), services=services)
+    results = sync_headnodes(heads, ctx.agents.token, services=services)
     elapsed = round(time.monotonic() - t0, 3)
     bad = [f"{h.hostname}: {'; '.join(text for _, text in h.problems)}"
            for h in results if not h.ok]

@@ -347,3 +347,29 @@ def load_config(path=None, environ=None):
     if problems:
         raise ConfigError(path, problems)
     return Config(values, str(path))
+
+
+TOKEN_HINT = ("put a long random secret in it, e.g. `umask 077; openssl rand -hex 32 > {path}`, "
+              "and give the same token to the agents and sdcadm; or point agent.token_file at "
+              "the file that holds it (in the lab: <lab>/token, set by `sdcadm lab env`)")
+
+
+def read_token(path, source="configuration"):
+    """The agents' bearer token: the stripped content of ``path`` (the
+    ``agent.token_file`` of the configuration ``source``).
+
+    The agent serves with it and every client (procedures, the CLI, the lab)
+    sends it, so both sides read it here: one rule for what a usable token is.
+    ConfigError naming the file and how to fix it when missing, unreadable or empty.
+    """
+    try:
+        token = Path(path).read_text().strip()
+    except FileNotFoundError:
+        problem = f"agent.token_file: {path} does not exist"
+    except OSError as e:
+        problem = f"agent.token_file: cannot read {path}: {e.strerror}"
+    else:
+        if token:
+            return token
+        problem = f"agent.token_file: {path} is empty"
+    raise ConfigError(source, [problem], hint=TOKEN_HINT.format(path=path))

@@ -187,3 +187,26 @@ class LabError(SdcadmError):
 
 class UnhealthyError(SdcadmError):
     """Some instances are not healthy."""
+
+
+class ProcedureFailed(SdcadmError):
+    """A procedure step failed; the Task records which and why.
+
+    ``result``: the runner's RunResult of the failed run (the ``-j`` output).
+    """
+
+    def __init__(self, message, *, hint=None, result=None):
+        super().__init__(message, hint=hint)
+        self.result = result
+
+    @staticmethod
+    def class_for(cause):
+        """The failure class whose exit code tells what failed the step: a server
+        that could not be reached (exit 3) or anything else (exit 1)."""
+        return ProcedureUnreachable if isinstance(cause, Unreachable) else ProcedureFailed
+
+
+class ProcedureUnreachable(ProcedureFailed):
+    """A procedure step failed because a server could not be reached."""
+
+    exit_code = Unreachable.exit_code

@@ -36,3 +36,14 @@ def probe_many(urls, timeout=2.0, workers=16):
         return {}
     with ThreadPoolExecutor(max_workers=min(workers, len(urls))) as pool:
         return dict(zip(urls, pool.map(lambda u: probe(u, timeout), urls)))
+
+
+class HttpProber:
+    """The health probes procedures use, as an object a context carries (unit
+    tests of procedures hand in a fake that answers from a table)."""
+
+    def probe(self, url, timeout=2.0):
+        return probe(url, timeout)
+
+    def probe_many(self, urls, timeout=2.0):
+        return probe_many(urls, timeout)

@@ -13,6 +13,10 @@ SERVER_UNKNOWN = "unknown"
 INSTANCE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed")
 TASK_STATES = ("queued", "running", "succeeded", "failed")
 
+# The network every server and core-service instance has its address on: the
+# lab creates it, restore and migrate allocate and release addresses in it.
+ADMIN_NETWORK = "admin"
+
 
 class Record:
     """A JSON-able dataclass: ``from_dict`` ignores unknown keys, ``to_dict`` is asdict."""

@@ -12,7 +12,6 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 from sdcadm import __version__
 from sdcadm.agent.api import make_server
@@ -24,29 +23,12 @@ from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
+from sdcadm.config import read_token
 from sdcadm.errors import AgentError, ConfigError, StoreError
 from sdcadm.config import shown
 from sdcadm.uuids import is_uuid
 
 log = logging.getLogger(__name__)
-
-TOKEN_HINT = ("put a long random secret in it, e.g. `umask 077; openssl rand -hex 32 > {path}`, "
-              "and give the same token to sdcadm; or point agent.token_file at the file that holds it")
-
-
-def read_token(path, config_path="configuration"):
-    """The stripped token; ConfigError naming the file when it is missing or empty."""
-    try:
-        token = Path(path).read_text().strip()
-    except FileNotFoundError:
-        problem = f"agent.token_file: {path} does not exist"
-    except OSError as e:
-        problem = f"agent.token_file: cannot read {path}: {e.strerror}"
-    else:
-        if token:
-            return token
-        problem = f"agent.token_file: {path} is empty"
-    raise ConfigError(config_path, [problem], hint=TOKEN_HINT.format(path=path))
 
 
 def check_config(config):

@@ -65,7 +65,8 @@ def run(state, procs, run_options, lock_ttl=None):
     from sdcadm.procedures import ProcedureContext, ProcedureFailed, run_procedures
     from sdcadm.procedures.console import Console
 
-    ctx = ProcedureContext(config=state.config, store=state.store, now=lambda: context.now())
+    ctx = ProcedureContext.for_config(state.config, state.store, catalog=state.catalog,
+                                      now=lambda: context.now())
     kwargs = {"lock_ttl": lock_ttl} if lock_ttl else {}
     try:
         result = run_procedures(procs, ctx, yes=run_options.yes, dry_run=run_options.dry_run,

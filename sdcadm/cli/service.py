@@ -42,7 +42,7 @@ def sync_restore_data(state, services, reseed, as_json):
     Exit status: 0 all synced; 1 a sync failed (listed per headnode); 3 the
     only problems are servers that could not be reached.
     """
-    from sdcadm.agent.daemon import read_token
+    from sdcadm.config import read_token
     from sdcadm.restore_data.client import sync_headnodes
 
     names = state.check_services(services)

@@ -22,14 +22,13 @@ from sdcadm.lab import procs
 from sdcadm.lab.images import build_workload_image
 from sdcadm.lab.layout import plan_lab
 from sdcadm.lab.state import DEFAULT_PORTS, LabState, load_state, save_state
-from sdcadm.model import Instance, Network, Server, Service, status_of
+from sdcadm.model import ADMIN_NETWORK, Instance, Network, Server, Service, status_of
 from sdcadm.progress import Progress, notify
 from sdcadm.store.sqlite import SqliteStore
 from sdcadm.uuids import new_uuid
 
 log = logging.getLogger(__name__)
 
-ADMIN_NETWORK = "admin"
 HEARTBEAT_TIMEOUT_FACTOR = 2.5
 
 

@@ -20,7 +20,6 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 
-from sdcadm.catalog import load_catalog
 from sdcadm.config import load_config
 from sdcadm.errors import LabError, SdcadmError
 from sdcadm.health import http_open
@@ -100,7 +99,6 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
               timeout=120.0, backend="dir"):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
-    from sdcadm.procedures.agent import read_token
     from sdcadm.procedures.console import Console
     from sdcadm.procedures.restore import RestoreServices
     from sdcadm.restore_data.client import sync_headnodes
@@ -110,9 +108,9 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     dead, survivor = state.servers[0], next(s for s in state.servers[1:] if s["headnode"])
     result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"])
     config = load_config(state.config_path(survivor["hostname"]), environ={})
-    catalog = load_catalog(config.catalog)
     store = SqliteStore(state.store_path)
-    token = read_token(config)
+    ctx = ProcedureContext.for_config(config, store)
+    catalog, token = ctx.catalog, ctx.agents.token
     try:
         on_dead = [i for i in store.list_instances(server_uuid=dead["uuid"])
                    if not catalog.get(i.service).ha]
@@ -148,7 +146,6 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
             ctl.kill(state, dead["hostname"])
 
             notify(observer, Progress("drill", f"restoring every service on {survivor['hostname']}"))
-            ctx = ProcedureContext(config=config, store=store)
             run = run_procedures([RestoreServices(all_services=True, dead=[dead["hostname"]],
                                                   timeout=timeout)],
                                  ctx, yes=True, observer=observer,
@@ -197,12 +194,12 @@ def _collect_restore(result, task, killed_at, elapsed):
 
 
 def _check_fencing(state, store, dead, moved, timeout):
-    from sdcadm.procedures.agent import AgentClient, read_token
+    from sdcadm.procedures.agent_client import AgentClients
 
     ctl.start(state, dead["hostname"])
-    token = read_token(load_config(state.config_path(dead["hostname"]), environ={}))
+    agents = AgentClients(load_config(state.config_path(dead["hostname"]), environ={}))
     server = store.get_server(dead["uuid"])
-    client = AgentClient(server.agent_url, token, timeout=2.0)
+    client = agents.client(server.agent_url, timeout=2.0)
     deadline = time.monotonic() + timeout
     agent_back, rows = False, None
     while time.monotonic() < deadline:

@@ -10,13 +10,13 @@ docs/procedures.md for the contract.
     from sdcadm.procedures import Procedure, ProcedureContext, Step, run_procedures
 """
 
+from sdcadm.errors import ProcedureFailed, ProcedureUnreachable
 from sdcadm.procedures.base import (
     Declined,
     LockLost,
     LockWaitTimeout,
     NeedsConfirmation,
     Procedure,
-    ProcedureFailed,
     Step,
 )
 from sdcadm.procedures.ctx import ProcedureContext
@@ -24,5 +24,6 @@ from sdcadm.procedures.runner import RunResult, run_procedures
 
 __all__ = [
     "Declined", "LockLost", "LockWaitTimeout", "NeedsConfirmation", "Procedure",
-    "ProcedureContext", "ProcedureFailed", "RunResult", "Step", "run_procedures",
+    "ProcedureContext", "ProcedureFailed", "ProcedureUnreachable", "RunResult", "Step",
+    "run_procedures",
 ]

@@ -92,14 +92,8 @@ class Procedure:
 
 
 # -- errors of the runner (SdcadmError subclasses: the CLI maps them) -----------------------
-
-class ProcedureFailed(SdcadmError):
-    """A procedure step failed; the Task records which and why."""
-
-    def __init__(self, message, *, hint=None, result=None):
-        super().__init__(message, hint=hint)
-        self.result = result
-
+# (ProcedureFailed, raised when a step fails, is in sdcadm.errors: its classes carry
+# the exit code, 3 when a server could not be reached.)
 
 class NeedsConfirmation(SdcadmError):
     """Confirmation is needed but cannot be asked: stdin is not a terminal."""

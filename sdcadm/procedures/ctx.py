@@ -1,17 +1,42 @@
 """``ProcedureContext``: what a procedure's prepare() and steps receive.
 
-Built by the caller with ``config`` and ``store``; the runner fills in the
-rest as the run goes (``yes``, ``dry_run``, ``observer``, the run's ``log``,
-the ``task`` being recorded, the DC lock's fencing token and the previous
-unfinished Task it resumes, if any).
+Everything a procedure reads or talks to comes through it, so that its
+decisions can be made by pure functions over what it gathered
+(``procedures/planning/``) and a test can hand in fakes:
+
+* ``config`` and ``store``: this server's configuration and the DC store;
+* ``catalog``: the core-services catalog;
+* ``restore_data()``: opens this server's restore data (a ``RestoreData``);
+* ``agents``: makes agent clients (``agents.client(url, timeout)``) and holds
+  the agents' token (``agents.token``, read on first use);
+* ``prober``: health probes (``probe(url, timeout)``, ``probe_many(urls, timeout)``);
+* ``now``: the wall clock (seconds since the epoch), for ages and timestamps.
+
+``ProcedureContext.for_config(config, store)`` builds the real ones, once,
+where the context is made (the CLI, the lab's drill, benches, tests). The
+runner fills in the rest as the run goes (``yes``, ``dry_run``, ``observer``,
+the run's ``log``, the ``task`` being recorded, the DC lock's fencing token
+and the previous unfinished Task it resumes, if any).
 """
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from sdcadm.catalog import load_catalog
+from sdcadm.health import HttpProber
+from sdcadm.procedures.agent_client import AgentClients
 from sdcadm.procedures.log import RunLog
 from sdcadm.progress import Progress, notify
+
+
+def open_restore_data(config):
+    """This server's restore data (imported on demand: only restore reads it,
+    and the CLI pays at start-up only for what a command uses)."""
+    from sdcadm.restore_data.access import RestoreData
+
+    return RestoreData(config)
 
 
 @dataclass
@@ -21,6 +46,10 @@ class ProcedureContext:
     observer: Callable | None = None
     log: RunLog = field(default_factory=RunLog)
     now: Callable[[], float] = time.time
+    catalog: Any = None              # the core-services Catalog
+    restore_data: Callable[[], Any] | None = None   # () -> this server's RestoreData
+    agents: Any = None               # AgentClients: .client(url, timeout), .token, .check()
+    prober: Any = None               # HttpProber: .probe(url, timeout), .probe_many(urls, timeout)
     yes: bool = False
     dry_run: bool = False
     task: Any = None                 # the model.Task being recorded (None while preparing)
@@ -29,6 +58,17 @@ class ProcedureContext:
     procedure: Any = None            # the procedure being prepared or run
     step: str | None = None          # the step being run
     lock: Any = None                 # the runner's DcLock (check_lock())
+
+    @classmethod
+    def for_config(cls, config, store, **overrides):
+        """A context with the real catalog, restore data, agent clients and
+        prober of ``config``; ``overrides`` replace any field (a fake, a clock)."""
+        parts = {"catalog": None, "restore_data": functools.partial(open_restore_data, config),
+                 "agents": AgentClients(config), "prober": HttpProber()}
+        parts.update(overrides)
+        if parts["catalog"] is None:
+            parts["catalog"] = load_catalog(config.catalog)
+        return cls(config=config, store=store, **parts)
 
     def progress(self, message, done=None, total=None):
         """Report progress from inside a step (shown as ``[procedure d/t] message``)."""

@@ -22,28 +22,23 @@ running (the old one is stopped before the new one is created).
 
 import threading
 import time
-import uuid as _uuid
-from dataclasses import dataclass
 
 from sdcadm.availability import fold_outages
-from sdcadm.catalog import load_catalog
 from sdcadm.errors import Conflict, NotFound, SdcadmError
 from sdcadm.health import probe
-from sdcadm.model import SERVER_RUNNING, Instance, status_of
-from sdcadm.procedures.agent import AgentClient, read_token
+from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures.base import Procedure, Step
-from sdcadm.procedures.planning import NotViable, plan_migrate, select_services
+from sdcadm.procedures.planning import (
+    MigrateFacts,
+    ip_owned_by,
+    migrate_summary,
+    migrated_instance,
+    plan_migration,
+)
 from sdcadm.procedures.waits import wait_for, wait_healthy
 
-ADMIN_NETWORK = "admin"
 HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
-_NS = _uuid.UUID("0b8f7d4e-3c1a-4f6e-9d2b-7a5c8e1f0d93")
-
-
-def new_uuid_for(old_uuid, dst_uuid):
-    """The migrated instance's UUID: stable, so a re-run finds it."""
-    return str(_uuid.uuid5(_NS, f"{old_uuid}->{dst_uuid}"))
 
 
 class Outage:
@@ -51,8 +46,8 @@ class Outage:
     migration runs; ``measure()`` folds the samples into the downtime clients
     saw (``sdcadm.availability.fold_outages``)."""
 
-    def __init__(self, urls, interval=0.05):
-        self.urls, self.interval = list(urls), interval
+    def __init__(self, urls, interval=0.05, probe=probe):
+        self.urls, self.interval, self.probe = list(urls), interval, probe
         self.samples = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -75,7 +70,7 @@ class Outage:
     def _run(self):
         while not self._stop.is_set():
             started = time.monotonic()  # stamped when sent: what the service was then
-            ok = any(probe(u + "/ping", timeout=0.5) is None for u in list(self.urls))
+            ok = any(self.probe(u + "/ping", timeout=0.5) is None for u in list(self.urls))
             self.samples.append((started, "svc", ok))
             self._stop.wait(self.interval)
 
@@ -87,15 +82,6 @@ class Outage:
                 "downtime_s": round(stats.longest, 3)}
 
 
-@dataclass
-class Move:
-    service: str
-    old: Instance
-    new_alias: str
-    new_uuid: str
-    stateful: bool
-
-
 class MigrateServices(Procedure):
     name = "service-migrate"
 
@@ -103,66 +89,38 @@ class MigrateServices(Procedure):
         self.src_ref, self.dst_ref = src, dst
         self.services, self.all_services = list(services), all_services
         self.timeout = timeout
-        self.moves, self.skipped = [], []
+        self.plan = None
 
     def key(self):
         what = "--all" if self.all_services else " ".join(self.services)
         return f"{self.src_ref} {self.dst_ref} {what}"
 
-    # -- prepare ----------------------------------------------------------------------------
+    @property
+    def src(self):
+        return self.plan.src
+
+    @property
+    def dst(self):
+        return self.plan.dst
+
+    # -- prepare: gather the facts, let the planner decide ----------------------------------
     def prepare(self, ctx):
-        store, config = ctx.store, ctx.config
-        catalog = load_catalog(config.catalog)
-        self.src, self.dst = store.find_server(self.src_ref), store.find_server(self.dst_ref)
-        if self.src.uuid == self.dst.uuid:
-            raise NotViable("source and destination are the same server")
-        now, timeout = ctx.now(), config.agent.heartbeat_timeout
-        for role, server in (("source", self.src), ("destination", self.dst)):
-            if server.fenced or status_of(server, now, timeout) != SERVER_RUNNING:
-                raise NotViable(f"the {role} {server.hostname} is not running",
-                                hint="migrate needs both servers up; to rebuild the services of a "
-                                     "dead server use `sdcadm service restore`")
-        if not self.dst.headnode:
-            raise NotViable(f"the destination {self.dst.hostname} is not a headnode",
-                            hint="core services live on headnodes; convert it first "
-                                 "(`sdcadm server headnode-setup`)")
-        instances = store.list_instances()
-        on_src = [i for i in instances if i.server_uuid == self.src.uuid]
-        on_dst = [i for i in instances if i.server_uuid == self.dst.uuid]
-        present = {i.service for i in on_src}
-        services = select_services(catalog, self.services, self.all_services, present)
-        # An HA service counts as present on DST only through a peer we did not make.
-        peers = [i for i in on_dst if i.uuid not in
-                 {new_uuid_for(o.uuid, self.dst.uuid) for o in on_src}]
-        items = plan_migrate(catalog, on_src, peers, instances, services)
-        self.moves, self.skipped = [], []
-        for item in items:
-            if item.skip_reason:
-                self.skipped.append(f"{item.old.alias}: {item.skip_reason}")
-                continue
-            new_uuid = new_uuid_for(item.old.uuid, self.dst.uuid)
-            alias = next((i.alias for i in on_dst if i.uuid == new_uuid), item.new_alias)
-            stateful = item.stateful and not catalog.get(item.service).ha
-            self.moves.append(Move(item.service, item.old, alias, new_uuid, stateful))
-        self.token = read_token(config)
-        if not self.moves:
-            return self.mark_nothing_to_do(
-                f"nothing to migrate from {self.src.hostname}"
-                + (": " + "; ".join(self.skipped) if self.skipped else ""))
+        store = ctx.store
+        facts = MigrateFacts(store.find_server(self.src_ref), store.find_server(self.dst_ref),
+                             store.list_instances(), ctx.now(),
+                             ctx.config.agent.heartbeat_timeout)
+        self.plan = plan_migration(ctx.catalog, self.services, self.all_services, facts)
+        ctx.agents.check()
+        if self.plan.nothing_to_do:
+            return self.mark_nothing_to_do(self.plan.nothing_to_do)
         return True
 
     def summarize(self):
-        lines = []
-        for m in self.moves:
-            how = ("sync its dataset, stop it, final sync, start the copy" if m.stateful
-                   else "start the new one, then destroy the old one")
-            lines.append(f"migrate {m.old.alias} ({m.service}) from {self.src.hostname} to "
-                         f"{self.dst.hostname} as {m.new_alias}: {how}")
-        lines += [f"skip {s}" for s in self.skipped]
-        return lines
+        return migrate_summary(self.plan)
 
     def steps(self):
-        return [Step(f"migrate {m.old.alias}", self._step(m), self._done(m)) for m in self.moves]
+        return [Step(f"migrate {m.old.alias}", self._step(m), self._done(m))
+                for m in self.plan.moves]
 
     # -- one service -------------------------------------------------------------------------
     def _done(self, m):
@@ -175,7 +133,7 @@ class MigrateServices(Procedure):
                 ctx.store.get_instance(m.old.uuid)
                 return False
             except NotFound:
-                return probe(new.url + "/ping", timeout=1.0) is None
+                return ctx.prober.probe(new.url + "/ping", timeout=1.0) is None
         return done
 
     def _step(self, m):
@@ -184,13 +142,14 @@ class MigrateServices(Procedure):
             old = _get(store, m.old.uuid)
             new = _get(store, m.new_uuid)
             urls = [u for u in (old.url if old else None, new.url if new else None) if u]
-            with Outage(urls) as outage:
+            with Outage(urls, probe=ctx.prober.probe) as outage:
                 if m.stateful and new is None and old is not None:
                     old = self._stop_and_sync(ctx, m, old)
                 if new is None:
                     new = self._create(ctx, m, old)
                     outage.add(new.url)
-                wait_healthy(new.url + "/ping", self.timeout, f"{new.alias} on {self.dst.hostname}")
+                wait_healthy(new.url + "/ping", self.timeout, f"{new.alias} on {self.dst.hostname}",
+                             probe=ctx.prober.probe)
                 outage.saw_up()
                 if old is not None:
                     self._destroy(ctx, old)
@@ -202,14 +161,19 @@ class MigrateServices(Procedure):
 
         return migrate
 
-    def _agent(self, server):
-        return AgentClient(server.agent_url, self.token, timeout=5.0)
+    def _kick(self, ctx, server):
+        """Ask ``server``'s agent for a supervisor pass now (best effort: the
+        agent's own schedule gets there anyway)."""
+        try:
+            ctx.agents.client(server.agent_url, timeout=5.0).reconcile()
+        except SdcadmError:
+            pass
 
     def _sync(self, ctx, m, what):
         from sdcadm.restore_data.client import sync_one
 
         started = time.monotonic()
-        result = sync_one(self.dst, self.token, services=[m.service])
+        result = sync_one(self.dst, ctx.agents.token, services=[m.service])
         if not result.ok:
             raise SdcadmError(f"{what} sync of {m.service} to {self.dst.hostname} failed: "
                               + "; ".join(text for _, text in result.problems),
@@ -222,7 +186,7 @@ class MigrateServices(Procedure):
             self._sync(ctx, m, "first")
             params = dict(old.params, desired_state="stopped")
             old = ctx.store.move_instance(old.uuid, old.generation, params=params)
-            _kick(self._agent(self.src))
+            self._kick(ctx, self.src)
         ctx.progress(f"{m.old.alias}: stopping it on {self.src.hostname}")
         old, _ = wait_for(lambda: _stopped(ctx.store, old.uuid), STOP_TIMEOUT,
                           f"{m.old.alias} to stop on {self.src.hostname}", interval=0.02)
@@ -232,19 +196,14 @@ class MigrateServices(Procedure):
 
     def _create(self, ctx, m, old):
         store = ctx.store
-        ip = _allocated_to(store, m.new_uuid) or store.allocate_ip(ADMIN_NETWORK, m.new_uuid)
-        params = {k: v for k, v in (old.params if old else {}).items()
-                  if k not in ("desired_state", "seed_from", "restored_from")}
-        if m.stateful:
-            params["seed_from"] = {"instance": m.old.uuid, "service": m.service}
-        new = Instance(uuid=m.new_uuid, alias=m.new_alias, service=m.service,
-                       server_uuid=self.dst.uuid, image=m.old.image, admin_ip=ip, port=m.old.port,
-                       delegate_dataset=m.old.delegate_dataset, params=params)
+        ip = (ip_owned_by(store.get_network(ADMIN_NETWORK).allocations, m.new_uuid)
+              or store.allocate_ip(ADMIN_NETWORK, m.new_uuid))
+        new = migrated_instance(m, old, self.dst.uuid, ip)
         try:
             store.create_instance(new)
         except Conflict:
             new = store.get_instance(m.new_uuid)
-        _kick(self._agent(self.dst))
+        self._kick(ctx, self.dst)
         ctx.progress(f"{m.new_alias}: created on {self.dst.hostname} at {ip}")
         return new
 
@@ -259,7 +218,7 @@ class MigrateServices(Procedure):
         if old.params.get("desired_state") != "stopped":
             old = ctx.store.move_instance(old.uuid, old.generation,
                                           params=dict(old.params, desired_state="stopped"))
-            _kick(self._agent(self.src))
+            self._kick(ctx, self.src)
         wait_for(lambda: _stopped(ctx.store, old.uuid), STOP_TIMEOUT,
                  f"{old.alias} to stop on {self.src.hostname}", interval=0.02)
         try:
@@ -267,7 +226,7 @@ class MigrateServices(Procedure):
         except NotFound:
             return
         ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip)
-        _kick(self._agent(self.src))
+        self._kick(ctx, self.src)
         ctx.progress(f"{old.alias}: destroyed on {self.src.hostname}")
 
     def report(self, results):
@@ -278,7 +237,7 @@ class MigrateServices(Procedure):
                              f"{'stateful' if r['stateful'] else 'stateless'}): downtime "
                              f"{r['downtime_s']:.2f}s, {r['failed_probes']} of {r['probes']} "
                              "probes failed")
-        return lines + [f"skipped {s}" for s in self.skipped]
+        return lines + [f"skipped {s}" for s in self.plan.skipped]
 
 
 def _get(store, uuid):
@@ -291,15 +250,3 @@ def _get(store, uuid):
 def _stopped(store, uuid):
     inst = store.get_instance(uuid)
     return inst if inst.state == "stopped" else None
-
-
-def _allocated_to(store, owner):
-    network = store.get_network(ADMIN_NETWORK)
-    return next((ip for ip, o in sorted(network.allocations.items()) if o == owner), None)
-
-
-def _kick(client):
-    try:
-        client.reconcile()
-    except SdcadmError:
-        pass  # best effort: the agent's own schedule gets there too

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from sdcadm.errors import AgentError, NotFound, SdcadmError, Unreachable
 from sdcadm.health import http_open
 from sdcadm.model import SERVER_RUNNING, status_of
-from sdcadm.procedures.agent import AgentClient, read_token
 from sdcadm.procedures.base import Procedure, Step
 
 PING_PATH = "/ping"
@@ -118,7 +117,7 @@ def agent_pid(client, uuid):
 # -- the procedure ------------------------------------------------------------------------
 
 @dataclass
-class Target:
+class InstanceToRestart:
     instance: object
     server: object
     pid: int | None = None   # the pid answering /ping when prepared
@@ -133,7 +132,6 @@ class RestartInstances(Procedure):
         self.refs = list(dict.fromkeys(refs))
         self.timeout, self.probe_interval = timeout, probe_interval
         self.targets = []
-        self.token = None
 
     def key(self):
         return " ".join(self.refs)
@@ -142,7 +140,8 @@ class RestartInstances(Procedure):
         store = ctx.store
         chosen = resolve(self.refs, store.list_instances())
         servers = {s.uuid: s for s in store.list_servers()}
-        self.token = read_token(ctx.config)
+        agents = ctx.agents
+        agents.check()
         now, problems = ctx.now(), []
         self.targets = []
         for inst in chosen:
@@ -150,14 +149,14 @@ class RestartInstances(Procedure):
             reason = why_not_restartable(inst, server, now, ctx.config.agent.heartbeat_timeout)
             if reason is None:
                 try:
-                    AgentClient(server.agent_url, self.token, timeout=PROBE_TIMEOUT * 2).ping()
+                    agents.client(server.agent_url, timeout=PROBE_TIMEOUT * 2).ping()
                 except (Unreachable, AgentError) as e:
                     reason = f"its server {server.hostname}'s agent does not answer: {e}"
             if reason:
                 problems.append(f"{inst.alias}: {reason}")
                 continue
             _, pid = ping_pid(inst.url + PING_PATH)
-            self.targets.append(Target(inst, server, pid))
+            self.targets.append(InstanceToRestart(inst, server, pid))
             ctx.log.info("target", alias=inst.alias, server=server.hostname, pid=pid)
         if problems:
             raise Unreachable("cannot restart:\n" + "\n".join(f"  - {p}" for p in problems),
@@ -176,10 +175,10 @@ class RestartInstances(Procedure):
         return [Step(f"restart {t.instance.alias}", self._restart_step(t), self._verify_step(t))
                 for t in self.targets]
 
-    def _probe(self, target):
+    def _probe(self, ctx, target):
         """() -> (ok, pid): /ping's pid, else (a workload that does not say) the agent's."""
         url = target.instance.url + PING_PATH
-        client = AgentClient(target.server.agent_url, self.token, timeout=PROBE_TIMEOUT)
+        client = ctx.agents.client(target.server.agent_url, timeout=PROBE_TIMEOUT)
 
         def probe():
             ok, pid = ping_pid(url)
@@ -193,12 +192,12 @@ class RestartInstances(Procedure):
         inst = target.instance
 
         def restart(ctx):
-            old_ok, old_pid = self._probe(target)()
+            old_ok, old_pid = self._probe(ctx, target)()
             old_pid = old_pid if old_ok else None
-            AgentClient(target.server.agent_url, self.token).restart(inst.uuid)
+            ctx.agents.client(target.server.agent_url).restart(inst.uuid)
             ctx.log.info("restart requested", alias=inst.alias, old_pid=old_pid)
             ctx.progress(f"{inst.alias}: restart requested, waiting for a new process")
-            measured = wait_restarted(self._probe(target), old_pid, self.timeout,
+            measured = wait_restarted(self._probe(ctx, target), old_pid, self.timeout,
                                       self.probe_interval)
             return {"alias": inst.alias, "instance": inst.uuid, "server": target.server.hostname,
                     "old_pid": old_pid, **measured}
@@ -207,7 +206,7 @@ class RestartInstances(Procedure):
 
     def _verify_step(self, target):
         def verify(ctx, previous):
-            ok, pid = self._probe(target)()
+            ok, pid = self._probe(ctx, target)()
             if not ok or not previous:
                 return False
             return previous.get("old_pid") is None or pid != previous.get("old_pid")

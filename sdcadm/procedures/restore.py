@@ -20,144 +20,75 @@ service the restore time (RTO) and the age of the data restored (RPO).
 """
 
 import time
-from dataclasses import dataclass, replace
 
-from sdcadm.catalog import load_catalog
 from sdcadm.errors import Conflict, NotFound, SdcadmError, Unreachable
-from sdcadm.health import probe_many
-from sdcadm.procedures.agent import AgentClient, read_token
+from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning import (
+    CopyFacts,
     NotViable,
-    check_restorable_servers,
-    plan_restore,
-    restore_levels,
-    select_services,
+    RestoreFacts,
+    RestoreRequest,
+    addresses_to_take_over,
+    check_restore_host,
+    heartbeat_silent,
+    ip_owned_by,
+    level_targets,
+    plan_restore_run,
+    restore_scope,
+    restore_summary,
+    restored_params,
+    restored_result,
+    runs_nothing_it_lost,
 )
 from sdcadm.procedures.waits import wait_for, wait_healthy
 
-ADMIN_NETWORK = "admin"
 HEALTH_TIMEOUT = 120.0
 FENCE_STOP_TIMEOUT = 30.0
-
-
-@dataclass
-class Target:
-    service: str
-    instance: object          # the Instance as it is in the store now
-    dead: object              # the Server it lived on
-    copy: object | None       # InstanceCopy from this headnode's restore data (None: moved already)
-    reuse_ip: bool
-    moved: bool = False       # already moved here by an earlier run
 
 
 class RestoreServices(Procedure):
     name = "service-restore"
 
     def __init__(self, services=(), all_services=False, dead=(), timeout=HEALTH_TIMEOUT):
-        self.services, self.all_services = list(services), all_services
-        self.dead_refs = list(dead)
+        self.request = RestoreRequest(tuple(services), all_services, tuple(dead))
         self.timeout = timeout
-        self.targets, self.to_fence, self.levels = [], [], []
+        self.plan = None
         self.started = None
 
     def key(self):
-        what = "--all" if self.all_services else " ".join(self.services)
-        dead = " ".join(f"--dead {d}" for d in self.dead_refs)
+        what = "--all" if self.request.all_services else " ".join(self.request.services)
+        dead = " ".join(f"--dead {d}" for d in self.request.dead)
         return f"{what} {dead}".strip()
 
-    # -- prepare ----------------------------------------------------------------------------
+    # -- prepare: gather the facts, let the planner decide ----------------------------------
     def prepare(self, ctx):
-        config, store = ctx.config, ctx.store
-        self.me = _this_server(config, store)
-        self.heartbeat_timeout = config.agent.heartbeat_timeout
-        catalog = load_catalog(config.catalog)
-        servers = store.list_servers()
-        dead = check_restorable_servers(self.dead_refs, servers, ctx.now(),
-                                        config.agent.heartbeat_timeout)
-        if any(s.uuid == self.me.uuid for s in dead):
-            raise NotViable(f"{self.me.hostname} is this server: restore runs on a surviving "
-                            "headnode, not on the dead one")
-        by_uuid = {s.uuid: s for s in dead}
-        named = {s.uuid for s in dead} if self.dead_refs else set()
-        # Fenced already (an earlier, interrupted run) still gets the step: it
-        # waits until nothing runs there before any address is taken over.
-        self.to_fence = [s for s in dead if s.uuid in named]
-        instances = store.list_instances()
-        resumed = [i for i in instances if i.server_uuid == self.me.uuid
-                   and i.params.get("restored_from") in by_uuid]
-        present = {i.service for i in instances if i.server_uuid in by_uuid} | \
-                  {i.service for i in resumed}
-        services = select_services(catalog, self.services, self.all_services, present)
-        fenced_after = {s.uuid for s in dead if s.fenced or s.uuid in named}
-        dead_now = [replace(s, fenced=s.uuid in fenced_after) for s in dead]
-        items = plan_restore(catalog, dead_now, instances, set(services), self.me.uuid)
-
-        from sdcadm.restore_data.access import RestoreData
-
-        data = RestoreData(config)
-        problems, self.targets = [], []
-        for item in items:
-            try:
-                copy = data.instance_copy(item.instance.uuid, item.service)
-            except (NotFound, SdcadmError) as e:
-                problems.append(f"{item.instance.alias}: {e.message}")
-                continue
-            if copy.as_of is None:
-                problems.append(f"{item.instance.alias}: this headnode never completed a sync of "
-                                f"it ({copy.status}: {copy.error})")
-                continue
-            if item.instance.delegate_dataset and not copy.dataset:
-                problems.append(f"{item.instance.alias}: no copy of its delegate dataset here")
-                continue
-            self.targets.append(Target(item.service, item.instance, by_uuid[item.instance.server_uuid],
-                                       copy, item.reuse_ip))
-        for inst in resumed:
-            if inst.service in services and not any(t.instance.uuid == inst.uuid for t in self.targets):
-                self.targets.append(Target(inst.service, inst, by_uuid[inst.params["restored_from"]],
-                                           None, False, moved=True))
-        if problems:
-            raise NotViable("cannot restore from this headnode's restore data:\n"
-                            + "\n".join(f"  - {p}" for p in problems),
-                            hint="run `sdcadm restore-data ls` and `sdcadm restore-data verify` "
-                                 "here, or run the restore on another headnode")
-        if not self.targets and all(s.fenced for s in self.to_fence):
-            names = ", ".join(s.hostname for s in dead)
-            return self.mark_nothing_to_do(f"no instance of {', '.join(services) or 'any service'} "
-                                           f"to restore from {names}")
-        self.levels = restore_levels(catalog, [t.service for t in self.targets])
-        self.token = read_token(config)
+        store = ctx.store
+        me = _this_server(ctx.config, store)
+        check_restore_host(me)
+        self.heartbeat_timeout = ctx.config.agent.heartbeat_timeout
+        now = ctx.now()
+        facts = RestoreFacts(me, store.list_servers(), store.list_instances(), now,
+                             self.heartbeat_timeout)
+        scope = restore_scope(ctx.catalog, self.request, facts)
+        data = ctx.restore_data() if scope.items else None
+        copies = {item.instance.uuid: _copy_facts(data, item) for item in scope.items}
+        self.plan = plan_restore_run(ctx.catalog, scope, copies, me, now)
+        if self.plan.nothing_to_do:
+            return self.mark_nothing_to_do(self.plan.nothing_to_do)
+        ctx.agents.check()
         return True
 
     def summarize(self):
-        lines = [f"fence server {s.hostname} ({s.uuid}): it will run nothing until unfenced"
-                 if not s.fenced else f"server {s.hostname} is fenced: check that it runs nothing"
-                 for s in self.to_fence]
-        for t in self._ordered():
-            if t.moved:
-                lines.append(f"finish restoring {t.instance.alias} ({t.service}) on "
-                             f"{self.me.hostname}: wait until healthy")
-                continue
-            age = time.time() - t.copy.as_of
-            data = (f"dataset copy {t.copy.snapshot} as of {age:.0f}s ago"
-                    if t.copy.dataset else "no delegate dataset")
-            ip = (f"keeping IP {t.instance.admin_ip} ({t.dead.hostname} is fenced)" if t.reuse_ip
-                  else "with a new recovery IP on the admin network")
-            lines.append(f"restore {t.instance.alias} ({t.service}) from {t.dead.hostname} onto "
-                         f"{self.me.hostname}: {data}, {ip}")
-        return lines
-
-    def _ordered(self):
-        order = {name: i for i, level in enumerate(self.levels) for name in level}
-        return sorted(self.targets, key=lambda t: (order.get(t.service, 0), t.instance.alias))
+        return restore_summary(self.plan)
 
     # -- steps -------------------------------------------------------------------------------
     def steps(self):
         steps = [Step(f"fence {s.hostname}", self._fence_step(s), self._fenced(s))
-                 for s in self.to_fence]
-        for n, level in enumerate(self.levels, 1):
-            targets = [t for t in self._ordered() if t.service in level]
-            steps.append(Step(f"restore level {n}: {', '.join(level)}", self._level_step(targets)))
+                 for s in self.plan.to_fence]
+        for n, level in enumerate(self.plan.levels, 1):
+            steps.append(Step(f"restore level {n}: {', '.join(level)}",
+                              self._level_step(level_targets(self.plan, level))))
         return steps
 
     def _fenced(self, server):
@@ -172,33 +103,31 @@ class RestoreServices(Procedure):
             # A fenced agent that is still alive stops what it runs: wait for it,
             # so that no singleton runs here and there at once.
             stopped, waited = wait_for(
-                lambda: self._nothing_runs_on(ctx.store, server.uuid), FENCE_STOP_TIMEOUT,
+                lambda: self._nothing_runs_on(ctx, server.uuid), FENCE_STOP_TIMEOUT,
                 f"{server.hostname} to stop its instances (they still answer at the addresses "
                 "being taken over: if its agent cannot stop them, power the server off)")
             return {"server": server.hostname, "waited_for_stop_s": round(waited, 3)}
 
         return fence
 
-    def _nothing_runs_on(self, store, server_uuid):
+    def _nothing_runs_on(self, ctx, server_uuid):
         # Whatever its agent says (or does not say: hung, cut off), an address
         # still answered is not free to take over: the old process would pass
         # for the restored one, and the restored one could not bind.
-        urls = [t.instance.url + "/ping" for t in self.targets
-                if t.dead.uuid == server_uuid and t.reuse_ip and not t.moved]
-        if any(error is None for error in probe_many(urls, timeout=0.5).values()):
+        urls = addresses_to_take_over(self.plan, server_uuid)
+        if any(error is None for error in ctx.prober.probe_many(urls, timeout=0.5).values()):
             return False
-        server = store.get_server(server_uuid)
-        if time.time() - server.last_heartbeat > self.heartbeat_timeout:
+        server = ctx.store.get_server(server_uuid)
+        if heartbeat_silent(server, ctx.now(), self.heartbeat_timeout):
             return True  # silent: it runs nothing, or stops everything on its first pass
         if server.agent_url:
             try:
-                AgentClient(server.agent_url, self.token, timeout=1.0).ping()
+                ctx.agents.client(server.agent_url, timeout=1.0).ping()
             except Unreachable:
                 return True  # its agent is gone (refused or silent): nothing supervises anything
             except SdcadmError:
                 pass  # it answers but not to us: judge by what the store says
-        return all(i.state != "running" or i.params.get("restored_from")
-                   for i in store.list_instances(server_uuid=server_uuid))
+        return runs_nothing_it_lost(ctx.store.list_instances(server_uuid=server_uuid))
 
     def _level_step(self, targets):
         def restore_level(ctx):
@@ -209,47 +138,40 @@ class RestoreServices(Procedure):
                 if not t.moved:
                     self._move(ctx, t)
             try:
-                AgentClient(self.me.agent_url, self.token, timeout=2.0).reconcile()
+                ctx.agents.client(self.plan.me.agent_url, timeout=2.0).reconcile()
             except SdcadmError:
                 pass  # the agent's own schedule gets there too
             results = {}
             for t in targets:
                 inst = ctx.store.get_instance(t.instance.uuid)
                 ctx.progress(f"waiting for {inst.alias} at {inst.url}")
-                wait_healthy(inst.url + "/ping", self.timeout, f"{inst.alias} to answer at {inst.url}")
-                now = time.monotonic()
-                results[inst.alias] = {
-                    "service": t.service, "instance": inst.uuid, "ip": inst.admin_ip,
-                    "from": t.dead.hostname, "level_s": round(now - level_start, 3),
-                    "rto_s": round(now - self.started, 3),
-                    "rpo_s": (round(ctx.now() - t.copy.as_of, 3) if t.copy else None),
-                    "data_as_of": t.copy.as_of if t.copy else None,
-                    "snapshot": t.copy.snapshot if t.copy else None,
-                }
+                wait_healthy(inst.url + "/ping", self.timeout, f"{inst.alias} to answer at {inst.url}",
+                             probe=ctx.prober.probe)
+                done = time.monotonic()
+                results[inst.alias] = restored_result(t, inst, done - level_start,
+                                                      done - self.started, ctx.now())
                 ctx.progress(f"{inst.alias} restored ({results[inst.alias]['rto_s']:.2f}s)")
             return {"instances": results}
 
         return restore_level
 
     def _move(self, ctx, t):
-        store = ctx.store
+        store, me = ctx.store, self.plan.me
         inst = store.get_instance(t.instance.uuid)
-        if inst.server_uuid == self.me.uuid:
+        if inst.server_uuid == me.uuid:
             return inst  # moved by an earlier, interrupted run
         ip = inst.admin_ip if t.reuse_ip else _recovery_ip(store, inst)
-        params = {k: v for k, v in inst.params.items() if k != "desired_state"}
-        params.update(seed_from={"instance": inst.uuid, "service": inst.service},
-                      restored_from=inst.server_uuid)
         try:
-            moved = store.move_instance(inst.uuid, inst.generation, server_uuid=self.me.uuid,
-                                        admin_ip=ip, state="provisioning", params=params)
+            moved = store.move_instance(inst.uuid, inst.generation, server_uuid=me.uuid,
+                                        admin_ip=ip, state="provisioning",
+                                        params=restored_params(inst))
         except Conflict:
             again = store.get_instance(inst.uuid)
-            if again.server_uuid != self.me.uuid:
+            if again.server_uuid != me.uuid:
                 raise
             moved = again
         ctx.log.info("moved", alias=moved.alias, generation=moved.generation, ip=ip)
-        ctx.progress(f"{moved.alias} assigned to {self.me.hostname} (generation {moved.generation})")
+        ctx.progress(f"{moved.alias} assigned to {me.hostname} (generation {moved.generation})")
         return moved
 
     def report(self, results):
@@ -272,18 +194,22 @@ def _this_server(config, store):
         raise NotViable("this server's UUID is not configured (server_uuid)",
                         hint="run on a headnode set up by sdcadm; in the lab: "
                              'eval "$(sdcadm lab env hn1)"')
-    me = store.get_server(config.server_uuid)
-    if not me.headnode:
-        raise NotViable(f"{me.hostname} is not a headnode: restore runs on a headnode, which "
-                        "holds restore data", hint="ssh to a surviving headnode and run it there")
-    return me
+    return store.get_server(config.server_uuid)
+
+
+def _copy_facts(data, item):
+    """What ``data`` (this headnode's RestoreData) holds of ``item``'s instance."""
+    try:
+        copy = data.instance_copy(item.instance.uuid, item.service)
+    except (NotFound, SdcadmError) as e:
+        return CopyFacts(problem=e.message)
+    return CopyFacts(as_of=copy.as_of, status=copy.status, error=copy.error,
+                     snapshot=copy.snapshot, has_dataset=bool(copy.dataset))
 
 
 def _recovery_ip(store, inst):
     """An address allocated to this instance other than its old one (idempotent:
     a re-run finds the one allocated before)."""
-    network = store.get_network(ADMIN_NETWORK)
-    for ip, owner in sorted(network.allocations.items()):
-        if owner == inst.uuid and ip != inst.admin_ip:
-            return ip
-    return store.allocate_ip(ADMIN_NETWORK, inst.uuid)
+    held = ip_owned_by(store.get_network(ADMIN_NETWORK).allocations, inst.uuid,
+                       besides=inst.admin_ip)
+    return held or store.allocate_ip(ADMIN_NETWORK, inst.uuid)

@@ -23,9 +23,9 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 
-from sdcadm.errors import SdcadmError
+from sdcadm.errors import ProcedureFailed, SdcadmError
 from sdcadm.model import Task
-from sdcadm.procedures.base import Declined, ProcedureFailed
+from sdcadm.procedures.base import Declined
 from sdcadm.procedures.console import Console
 from sdcadm.procedures.events import StepFailed, StepFinished, StepStarted
 from sdcadm.procedures.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, LOCK_NAME, DcLock
@@ -85,7 +85,8 @@ def run_procedures(procs, ctx, yes=False, dry_run=False, observer=None, lock_ttl
                    lock_timeout=DEFAULT_TIMEOUT, console=None):
     """Run ``procs`` (in order, as one Task) with ``ctx`` (a ProcedureContext).
 
-    Returns a RunResult; raises ProcedureFailed (with ``.result``) when a step
+    Returns a RunResult; raises ProcedureFailed (with ``.result``; its
+    subclass ProcedureUnreachable, exit 3, when a server could not be reached) when a step
     fails, Declined when the operator says no, NeedsConfirmation without a
     terminal and without ``yes``, LockWaitTimeout when the lock stays taken,
     and whatever SdcadmError a prepare() raised.
@@ -179,13 +180,11 @@ def _run_locked(procs, ctx, console, name, started):
             console.warn(f"interrupted after {elapsed:.1f}s; task {task.uuid} is marked failed. "
                          "Run the same command again to finish it.")
             raise
-        failed = ProcedureFailed(
+        raise ProcedureFailed.class_for(e)(
             f"{name}: {task.error} (after {elapsed:.1f}s)",
             hint=f"the log is {path}; once the cause is fixed, run the same command again: "
                  f"it resumes task {task.uuid}, re-checking the steps already done",
-            result=result)
-        failed.exit_code = getattr(e, "exit_code", 1)
-        raise failed from e
+            result=result) from e
     task.state, task.finished = "succeeded", ctx.now()
     ctx.store.put_task(task)
     result.state = "succeeded"

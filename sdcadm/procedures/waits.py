@@ -33,8 +33,9 @@ def wait_for(check, timeout, what, interval=POLL, clock=time.monotonic, sleep=ti
         sleep(interval)
 
 
-def wait_healthy(url, timeout, what=None, interval=POLL):
-    """Wait until ``url`` answers 2xx; return seconds waited."""
+def wait_healthy(url, timeout, what=None, interval=POLL, probe=probe):
+    """Wait until ``url`` answers 2xx; return seconds waited. ``probe(url,
+    timeout)``: None when healthy, else why not (a context's ``prober.probe``)."""
     last = {}
 
     def check():

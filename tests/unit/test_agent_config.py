@@ -1,6 +1,7 @@
 import pytest
 
-from sdcadm.agent.daemon import cache_path, check_config, read_token
+from sdcadm.agent.daemon import cache_path, check_config
+from sdcadm.config import read_token
 from sdcadm.config import load_config
 from sdcadm.errors import ConfigError
 

@@ -196,7 +196,7 @@ def world(tmp_path):
     cfg = tmp_path / "sdcadm.yaml"
     cfg.write_text(f"store:\n  path: {store_path}\nlog_dir: {tmp_path / 'logs'}\n"
                    f"agent:\n  token_file: {tmp_path / 'token'}\n  heartbeat_timeout: 15\n")
-    ctx = ProcedureContext(config=load_config(cfg, environ={}), store=store)
+    ctx = ProcedureContext.for_config(load_config(cfg, environ={}), store)
     yield w, ctx, tmp_path
     store.close()
     w.close()
@@ -277,7 +277,7 @@ def test_a_truncated_answer_is_unreachable_not_a_crash():
 
     from sdcadm.errors import Unreachable
     from sdcadm.health import probe
-    from sdcadm.procedures.agent import AgentClient
+    from sdcadm.procedures.agent_client import AgentClient
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

@@ -1,33 +1,47 @@
 """A small client of the agent's HTTP API (``sdcadm-agent``), for procedures.
 
 Every ``/v1/*`` call sends ``Authorization: Bearer <token>``; the token is the
-stripped content of ``agent.token_file``. Connection problems raise
-``Unreachable`` (exit 3); an error answer raises ``AgentError`` with the
-agent's own message.
+stripped content of ``agent.token_file`` (``sdcadm.config.read_token``).
+Connection problems raise ``Unreachable`` (exit 3); an error answer raises
+``AgentError`` with the agent's own message. ``AgentClients`` is the factory a
+``ProcedureContext`` carries: it reads the token once, when first needed.
 """
 
 import http.client
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-from sdcadm.errors import AgentError, ConfigError, Unreachable
+from sdcadm.config import read_token
+from sdcadm.errors import AgentError, Unreachable
 from sdcadm.health import http_open
 
 
-def read_token(config):
-    """The agent token named by ``config.agent.token_file``; ConfigError if unusable."""
-    path = Path(config.agent.token_file)
-    try:
-        token = path.read_text().strip()
-    except OSError as e:
-        raise ConfigError(config.path, [f"agent.token_file {path}: cannot read it: {e.strerror}"],
-                          hint="set agent.token_file to the file holding the agents' token "
-                               "(in the lab: <lab>/token, set by `sdcadm lab env`)") from None
-    if not token:
-        raise ConfigError(config.path, [f"agent.token_file {path} is empty"])
-    return token
+class AgentClients:
+    """Makes ``AgentClient``s that carry the agents' token.
+
+    The token is read on first use, not when the context is built: a procedure
+    that never talks to an agent runs without a token file, and one that does
+    fails in ``prepare()`` (by asking for ``token``) before it changes anything.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self._token = None
+
+    @property
+    def token(self):
+        if self._token is None:
+            self._token = read_token(self.config.agent.token_file, self.config.path)
+        return self._token
+
+    def check(self):
+        """Read the token now (ConfigError when unusable): a procedure that will
+        need it calls this in prepare(), so that it fails before changing anything."""
+        return self.token
+
+    def client(self, url, timeout=5.0):
+        return AgentClient(url, self.token, timeout=timeout)
 
 
 class AgentClient:

@@ -1,0 +1,66 @@
+"""Pure planning for `service migrate` and `service restore`.
+
+Plain functions over plain data (model records, the catalog, small frozen
+dataclasses of facts); the procedures gather the facts through their
+``ProcedureContext`` and carry out what these decide. Unit-tested without a
+store, an agent or a clock (tests/unit/test_procedures_planning.py).
+
+* ``common``: service selection, aliases, dead or not, addresses owned;
+* ``restore_plan``: which servers, instances and levels a restore covers;
+* ``migrate_plan``: which instances move, which are skipped, the new ones.
+"""
+
+from sdcadm.procedures.planning.common import (
+    DEAD_MARGIN_FACTOR,
+    NotViable,
+    heartbeat_silent,
+    ip_owned_by,
+    is_dead,
+    next_free_alias,
+    select_services,
+)
+from sdcadm.procedures.planning.migrate_plan import (
+    InstanceMove,
+    MigrateFacts,
+    MigrateItem,
+    MigratePlan,
+    check_migrate_servers,
+    migrate_summary,
+    migrated_instance,
+    new_uuid_for,
+    plan_migrate,
+    plan_migration,
+)
+from sdcadm.procedures.planning.restore_plan import (
+    CopyFacts,
+    InstanceToRestore,
+    RestoreFacts,
+    RestoreItem,
+    RestorePlan,
+    RestoreRequest,
+    RestoreScope,
+    addresses_to_take_over,
+    check_restorable_servers,
+    check_restore_host,
+    copy_problem,
+    level_targets,
+    plan_restore,
+    plan_restore_run,
+    restore_levels,
+    restore_scope,
+    restore_summary,
+    restored_params,
+    restored_result,
+    runs_nothing_it_lost,
+)
+
+__all__ = [
+    "DEAD_MARGIN_FACTOR", "CopyFacts", "InstanceMove", "InstanceToRestore", "MigrateFacts",
+    "MigrateItem", "MigratePlan", "NotViable", "RestoreFacts", "RestoreItem", "RestorePlan",
+    "RestoreRequest", "RestoreScope", "addresses_to_take_over", "check_migrate_servers",
+    "check_restorable_servers", "check_restore_host", "copy_problem", "heartbeat_silent",
+    "ip_owned_by", "is_dead", "level_targets", "migrate_summary", "migrated_instance",
+    "new_uuid_for", "next_free_alias", "plan_migrate", "plan_migration", "plan_restore",
+    "plan_restore_run", "restore_levels", "restore_scope", "restore_summary", "restored_params",
+    "restored_result", "runs_nothing_it_lost", "select_services",
+]

@@ -1,0 +1,284 @@
+"""What `service restore` does, decided from plain facts.
+
+``RestoreServices.prepare`` gathers the facts (this server, the servers and
+instances of the store, the clock, this headnode's restore data) and asks, in
+two rounds because the restore data to read depends on the first answer:
+
+    scope = restore_scope(catalog, request, facts)       # which servers, services, instances
+    copies = {uuid: CopyFacts(...) for each scope.items} # read from the restore data
+    plan = plan_restore_run(catalog, scope, copies, now) # targets, levels, or why not
+
+Its steps carry the plan out; the small decisions they make on the way
+(params of a moved instance, the recovery address, whether a fenced server
+still runs something) are here too.
+"""
+
+from dataclasses import dataclass, replace
+
+from sdcadm.errors import NotFound
+from sdcadm.model import SERVER_RUNNING, status_of
+from sdcadm.procedures.planning.common import NotViable, is_dead, select_services
+
+RESTORE_DATA_HINT = ("run `sdcadm restore-data ls` and `sdcadm restore-data verify` here, or run "
+                     "the restore on another headnode")
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """The command line: service names or ``--all``, servers named with ``--dead``."""
+
+    services: tuple = ()
+    all_services: bool = False
+    dead: tuple = ()
+
+
+@dataclass(frozen=True)
+class RestoreFacts:
+    me: object                # the Server restore runs on
+    servers: list             # every Server of the store
+    instances: list           # every Instance of the store
+    now: float
+    heartbeat_timeout: float
+
+
+@dataclass(frozen=True)
+class RestoreItem:
+    service: str
+    instance: object       # Instance on the dead server
+    reuse_ip: bool         # the old server is fenced: its address can be taken over
+
+
+@dataclass(frozen=True)
+class RestoreScope:
+    dead: list             # the Servers whose instances are restored (as the store has them)
+    to_fence: list         # the Servers named with --dead: fenced (again) before anything moves
+    services: list         # the services restored, in startup order
+    items: list            # RestoreItem per instance still on a dead server
+    resumed: list          # Instances an earlier run already moved here (of those services)
+
+
+@dataclass(frozen=True)
+class CopyFacts:
+    """What this headnode's restore data holds of one instance."""
+
+    as_of: float | None = None      # time of the last good sync (what a restore gets)
+    status: str = "ok"              # of the last sync attempt
+    error: str | None = None
+    snapshot: str | None = None
+    has_dataset: bool = False
+    problem: str | None = None      # the restore data of it could not be read: why
+
+
+@dataclass(frozen=True)
+class InstanceToRestore:
+    service: str
+    instance: object          # the Instance as it is in the store now
+    dead: object              # the Server it lived on
+    copy: CopyFacts | None    # None: moved here already
+    reuse_ip: bool
+    moved: bool = False       # already moved here by an earlier run
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    me: object
+    to_fence: list
+    targets: list             # InstanceToRestore, by level then alias
+    levels: list              # [[service, ...], ...]: each level comes up together
+    now: float                # when planned: the ages the summary shows are as of then
+    nothing_to_do: str | None = None
+
+
+def check_restore_host(me):
+    """Restore runs on a headnode: only headnodes hold restore data."""
+    if not me.headnode:
+        raise NotViable(f"{me.hostname} is not a headnode: restore runs on a headnode, which "
+                        "holds restore data", hint="ssh to a surviving headnode and run it there")
+
+
+def check_restorable_servers(named, servers, now, heartbeat_timeout):
+    """Servers whose instances may be restored: named with --dead (fenced by the
+    procedure; each once, however often named) or silent past the margin. A
+    live server not named is refused."""
+    by_name = {s.hostname: s for s in servers} | {s.uuid: s for s in servers}
+    chosen = {}
+    for ref in named:
+        if ref not in by_name:
+            raise NotFound(f"no server {ref!r}", hint="see `sdcadm server ls`")
+        chosen.setdefault(by_name[ref].uuid, by_name[ref])
+    if named:
+        return list(chosen.values())
+    dead = [s for s in servers if is_dead(s, now, heartbeat_timeout)]
+    if not dead:
+        running = [s.hostname for s in servers if status_of(s, now, heartbeat_timeout) == SERVER_RUNNING]
+        raise NotViable(
+            "no server is dead: every server's heartbeat is recent "
+            f"({', '.join(running)} running)",
+            hint="if a server is truly lost, name it with --dead SERVER (it will be fenced)")
+    return dead
+
+
+def plan_restore(catalog, dead_servers, instances, services, here_uuid):
+    """Instances of ``services`` that lived on ``dead_servers``, in startup order.
+
+    HA services are not restored: they keep running on their peers (RFD 67:
+    re-establish the third peer afterwards with post-setup).
+    """
+    dead = {s.uuid: s for s in dead_servers}
+    if here_uuid in dead:
+        raise NotViable("this server is one of the dead servers; run restore on a surviving headnode")
+    order = {n: k for k, n in enumerate(catalog.startup_order())}
+    items = []
+    for inst in instances:
+        if inst.server_uuid not in dead or inst.service not in services:
+            continue
+        if catalog.get(inst.service).ha:
+            continue
+        items.append(RestoreItem(inst.service, inst, reuse_ip=dead[inst.server_uuid].fenced))
+    return sorted(items, key=lambda it: (order[it.service], it.instance.alias))
+
+
+def restore_levels(catalog, services):
+    """Group ``services`` into levels that can be brought up together: a
+    service's level is one more than the highest level of the services it
+    depends on *among those being restored* (others are up already)."""
+    wanted = set(services)
+    level = {}
+    for name in catalog.startup_order():
+        if name in wanted:
+            deps = [level[d] for d in catalog.get(name).depends_on if d in level]
+            level[name] = 1 + max(deps, default=-1)
+    out = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for name in catalog.startup_order():
+        if name in level:
+            out[level[name]].append(name)
+    return out
+
+
+def restore_scope(catalog, request, facts):
+    """The servers, services and instances a restore is about (RestoreScope)."""
+    me = facts.me
+    dead = check_restorable_servers(request.dead, facts.servers, facts.now,
+                                    facts.heartbeat_timeout)
+    if any(s.uuid == me.uuid for s in dead):
+        raise NotViable(f"{me.hostname} is this server: restore runs on a surviving "
+                        "headnode, not on the dead one")
+    dead_uuids = {s.uuid for s in dead}
+    # Fenced already (an earlier, interrupted run) still gets the step: it
+    # waits until nothing runs there before any address is taken over.
+    to_fence = list(dead) if request.dead else []
+    resumed = [i for i in facts.instances
+               if i.server_uuid == me.uuid and i.params.get("restored_from") in dead_uuids]
+    present = ({i.service for i in facts.instances if i.server_uuid in dead_uuids}
+               | {i.service for i in resumed})
+    services = select_services(catalog, request.services, request.all_services, present)
+    # What the servers will be once the fence step ran: a fenced server's
+    # addresses can be taken over, a merely silent one's cannot.
+    after_fencing = [replace(s, fenced=s.fenced or bool(request.dead)) for s in dead]
+    items = plan_restore(catalog, after_fencing, facts.instances, set(services), me.uuid)
+    return RestoreScope(dead=dead, to_fence=to_fence, services=services, items=items,
+                        resumed=[i for i in resumed if i.service in services])
+
+
+def copy_problem(instance, copy):
+    """Why ``copy`` cannot rebuild ``instance``, or None."""
+    if copy is None:
+        return f"this headnode has no restore data of instance {instance.uuid}"
+    if copy.problem:
+        return copy.problem
+    if copy.as_of is None:
+        return f"this headnode never completed a sync of it ({copy.status}: {copy.error})"
+    if instance.delegate_dataset and not copy.has_dataset:
+        return "no copy of its delegate dataset here"
+    return None
+
+
+def plan_restore_run(catalog, scope, copies, me, now):
+    """The RestorePlan: ``copies`` is {instance uuid: CopyFacts} of the scope's
+    items. Every instance that cannot be rebuilt from here is reported at once
+    (NotViable) before anything changes."""
+    dead = {s.uuid: s for s in scope.dead}
+    problems, targets = [], []
+    for item in scope.items:
+        problem = copy_problem(item.instance, copies.get(item.instance.uuid))
+        if problem:
+            problems.append(f"{item.instance.alias}: {problem}")
+            continue
+        targets.append(InstanceToRestore(item.service, item.instance,
+                                         dead[item.instance.server_uuid],
+                                         copies[item.instance.uuid], item.reuse_ip))
+    for inst in scope.resumed:
+        targets.append(InstanceToRestore(inst.service, inst, dead[inst.params["restored_from"]],
+                                         None, False, moved=True))
+    if problems:
+        raise NotViable("cannot restore from this headnode's restore data:\n"
+                        + "\n".join(f"  - {p}" for p in problems), hint=RESTORE_DATA_HINT)
+    nothing = None
+    if not targets and all(s.fenced for s in scope.to_fence):
+        names = ", ".join(s.hostname for s in scope.dead)
+        nothing = (f"no instance of {', '.join(scope.services) or 'any service'} "
+                   f"to restore from {names}")
+    levels = restore_levels(catalog, [t.service for t in targets])
+    order = {name: i for i, level in enumerate(levels) for name in level}
+    targets.sort(key=lambda t: (order[t.service], t.instance.alias))
+    return RestorePlan(me, scope.to_fence, targets, levels, now, nothing)
+
+
+def restore_summary(plan):
+    """The lines shown before confirmation."""
+    lines = [f"fence server {s.hostname} ({s.uuid}): it will run nothing until unfenced"
+             if not s.fenced else f"server {s.hostname} is fenced: check that it runs nothing"
+             for s in plan.to_fence]
+    for t in plan.targets:
+        if t.moved:
+            lines.append(f"finish restoring {t.instance.alias} ({t.service}) on "
+                         f"{plan.me.hostname}: wait until healthy")
+            continue
+        data = (f"dataset copy {t.copy.snapshot} as of {plan.now - t.copy.as_of:.0f}s ago"
+                if t.copy.has_dataset else "no delegate dataset")
+        ip = (f"keeping IP {t.instance.admin_ip} ({t.dead.hostname} is fenced)" if t.reuse_ip
+              else "with a new recovery IP on the admin network")
+        lines.append(f"restore {t.instance.alias} ({t.service}) from {t.dead.hostname} onto "
+                     f"{plan.me.hostname}: {data}, {ip}")
+    return lines
+
+
+def level_targets(plan, level):
+    """The targets of the services of ``level`` (a list of names), in plan order."""
+    return [t for t in plan.targets if t.service in level]
+
+
+def restored_params(inst):
+    """``inst``'s params once moved: seeded from the receiving headnode's copy
+    of itself, marked with the server it came from (a re-run recognises its own
+    work by it), and no longer asked to stay stopped."""
+    params = {k: v for k, v in inst.params.items() if k != "desired_state"}
+    params.update(seed_from={"instance": inst.uuid, "service": inst.service},
+                  restored_from=inst.server_uuid)
+    return params
+
+
+def addresses_to_take_over(plan, server_uuid):
+    """The /ping URLs of the instances of ``server_uuid`` restored at their old
+    address: while any answers, the old process still holds it."""
+    return [t.instance.url + "/ping" for t in plan.targets
+            if t.dead.uuid == server_uuid and t.reuse_ip and not t.moved]
+
+
+def runs_nothing_it_lost(instances):
+    """The store shows none of a fenced server's ``instances`` running, except
+    those restored there from elsewhere (they stay its own)."""
+    return all(i.state != "running" or i.params.get("restored_from") for i in instances)
+
+
+def restored_result(target, inst, level_s, rto_s, now):
+    """The result recorded for one restored instance (RTO, and RPO: the age of
+    the data it came back with)."""
+    copy = target.copy
+    return {
+        "service": target.service, "instance": inst.uuid, "ip": inst.admin_ip,
+        "from": target.dead.hostname, "level_s": round(level_s, 3), "rto_s": round(rto_s, 3),
+        "rpo_s": round(now - copy.as_of, 3) if copy else None,
+        "data_as_of": copy.as_of if copy else None,
+        "snapshot": copy.snapshot if copy else None,
+    }
