@@ -9,7 +9,6 @@ Unpacking refuses absolute paths, ``..``, links that leave the root, device
 files and anything that is not a regular file, directory or in-root link.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -17,19 +16,11 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from sdcadm.errors import ImageError
-from sdcadm.fsutil import write_json_atomic
+from sdcadm.fsutil import sha256_file, write_json_atomic
 from sdcadm.model import Image
 from sdcadm.schemas import validate
 
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_image(out_dir, uuid, manifest, files, origin=None):

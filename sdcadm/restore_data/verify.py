@@ -13,18 +13,18 @@ store is gone, which is when it matters.
 import json
 import os
 import stat
-import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
+from sdcadm.datasets.tree import scan_tree
 from sdcadm.errors import DatasetError, ImageError, SdcadmError, TransportError
+from sdcadm.fsutil import sha256_file
 from sdcadm.model import Image
 from sdcadm.restore_data import commit as commits
-from sdcadm.restore_data.files import FileLock, LockBusy, remove_tree, sha256_nofollow
+from sdcadm.restore_data.files import FileLock, LockBusy, remove_tree
 from sdcadm.restore_data.imagecopy import check_image_file
 from sdcadm.restore_data.layout import INSTS_JSON, MANIFEST, SERVICE_JSON, vm_name
 from sdcadm.restore_data.manifest import ManifestError, read_manifest
-from sdcadm.restore_data.tree import scan_tree
 
 LOCK_TIMEOUT = 120.0
 
@@ -162,7 +162,7 @@ def _check_files(svc_dir, manifest, report):
         if not stat.S_ISREG(st.st_mode):
             report.problems.append(f"not a regular file: {rel}")
             continue
-        digest, size = sha256_nofollow(path)
+        digest, size = sha256_file(path, follow_symlinks=False), st.st_size
         report.files += 1
         report.bytes += size
         if digest != want["sha256"] or size != want["bytes"]:
@@ -285,7 +285,3 @@ def _check_instance(layout, service, uuid, inst, manifest, clone, report):
         report.problems.append(f"{where}: extra: {rel} (link -> {tree.links[rel]})")
     report.files += len(tree.files)
     report.bytes += tree.bytes
-
-
-def format_time(ts):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "never"

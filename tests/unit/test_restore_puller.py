@@ -17,12 +17,16 @@ import yaml
 from sdcadm.config import load_config
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.errors import ReplicaDiverged, Unreachable
-from sdcadm.images import build_image, sha256_file
+from sdcadm.fsutil import sha256_file
+from sdcadm.images import build_image
 from sdcadm.model import Image, Instance, Server, Service
 from sdcadm.restore_data import commit as commits
 from sdcadm.restore_data.access import RestoreData, holdings
 from sdcadm.restore_data.files import FileLock
-from sdcadm.restore_data.puller import Puller, restore_layout
+from sdcadm.restore_data.layout import restore_layout
+from sdcadm.restore_data.plan import plan_pulls
+from sdcadm.restore_data.puller import Puller
+from sdcadm.restore_data.sources import Facts
 from sdcadm.restore_data.verify import verify
 from sdcadm.store.sqlite import SqliteStore
 
@@ -366,16 +370,13 @@ def test_interrupted_commit_is_finished_before_reading(dc):
             raise KeyboardInterrupt("killed")
         return real(service_dir)
 
+    items = plan_pulls(HN1, dc.store.list_servers(), dc.store.list_services(),
+                       dc.store.list_instances(), puller.catalog.services, now=time.time(),
+                       heartbeat_timeout=3600)["sapi"]
     commits.roll_forward = crash
     try:
         with pytest.raises(KeyboardInterrupt):
-            puller._sync_service_locked("sapi", __import__("sdcadm.restore_data.plan", fromlist=["x"])
-                                        .plan_pulls(HN1, dc.store.list_servers(),
-                                                    dc.store.list_services(),
-                                                    dc.store.list_instances(), puller.catalog.services,
-                                                    now=time.time(), heartbeat_timeout=3600)["sapi"],
-                                        __import__("sdcadm.restore_data.puller", fromlist=["x"])
-                                        .Facts(dc.store), False, None, time.time())
+            puller.services.sync_locked("sapi", items, Facts(dc.store), False, None, time.time())
     finally:
         commits.roll_forward = real
     assert (svc / ".commit").is_dir() and (svc / "manifest.json").read_bytes() == old_manifest
@@ -468,11 +469,11 @@ def test_restore_api_gives_payload_images_and_a_clone(dc, tmp_path):
 def test_runner_pulls_periodically_on_headnodes_only(dc):
     import threading
 
-    from sdcadm.restore_data.runner import RestoreDataRunner
+    from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
     dc.config._values["restore_data"].update(sync_interval=0.05, jitter=0)
     stores = type("Stores", (), {"get": lambda self: dc.store})()
-    runner = RestoreDataRunner(dc.config, stores, backend=dc.backend)
+    runner = RestoreDataScheduler(dc.config, stores, backend=dc.backend)
     runner.puller.transport_factory = lambda host: None
 
     def run_for(seconds):
