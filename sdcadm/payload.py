@@ -9,8 +9,10 @@ from sdcadm.schemas import validate
 
 
 def make_payload(instance, image, env=None):
-    """The payload document (schema ``payload``) for an instance and its image."""
-    doc = {"instance": instance.to_dict(), "image": image.to_dict()}
+    """The payload document (schema ``payload``) for an instance and its image
+    (an Image, or the image document of an earlier payload)."""
+    doc = {"instance": instance.to_dict(),
+           "image": image if isinstance(image, dict) else image.to_dict()}
     if env:
         doc["env"] = dict(env)
     return validate("payload", doc, f"payload of instance {instance.uuid}")

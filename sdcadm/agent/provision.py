@@ -176,11 +176,7 @@ def provision(layout, instance, image, source_dir):
 
 def record(layout, instance, image_doc):
     """Rewrite instance.json for a new generation of the same runtime."""
-    payload = {"instance": instance.to_dict(), "image": image_doc}
-    env = payload_env(instance)
-    if env:
-        payload["env"] = env
-    validate("payload", payload, f"payload of instance {instance.uuid}")
+    payload = make_payload(instance, image_doc, payload_env(instance))
     write_payload(layout, instance.uuid, payload)
     return payload
 
