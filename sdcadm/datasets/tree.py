@@ -25,6 +25,7 @@ class Tree:
     files: dict = field(default_factory=dict)     # rel -> {"sha256", "bytes"} (regular files)
     links: dict = field(default_factory=dict)     # rel -> target
     problems: list = field(default_factory=list)  # human-readable, one per bad entry
+    unreadable: list = field(default_factory=list)  # rel of entries that could not be read
     cache: dict = field(default_factory=dict)     # rel -> [*key, sha256], for the next scan
     hashed_bytes: int = 0                         # bytes actually read (not reused)
 
@@ -102,6 +103,7 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
     previous, known = previous or {}, known or {}
 
     def unreadable(rel, e, verb):
+        tree.unreadable.append(rel)
         tree.problems.append(f"{rel}: cannot be {verb}: {e.strerror}")
 
     todo, keys = [], {}
@@ -145,6 +147,7 @@ def _hash_files(root, tree, todo, workers):
         for rel, digest in zip(todo, pool.map(one, todo)):
             if isinstance(digest, OSError):
                 del tree.files[rel]
+                tree.unreadable.append(rel)
                 tree.problems.append(f"{rel}: cannot be read: {digest.strerror}")
             else:
                 tree.files[rel]["sha256"] = digest
@@ -162,9 +165,9 @@ def hash_tree(root, previous=None, *, key=key_inode, reusable=None, workers=None
     """``scan_tree`` for a dataset backend that just made the copy: a tree it
     cannot read is an error (OSError), not a problem to report."""
     tree = scan_tree(root, previous, key=key, reusable=reusable, workers=workers)
-    unreadable = [p for p in tree.problems if ": cannot be " in p]
-    if unreadable:
-        raise OSError(f"cannot hash the copy in {root}: " + "; ".join(unreadable[:5]))
+    if tree.unreadable:
+        raise OSError(f"cannot hash the copy in {root}: "
+                      + "; ".join(p for p in tree.problems if ": cannot be " in p))
     return tree
 
 

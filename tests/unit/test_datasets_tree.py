@@ -108,3 +108,4 @@ def test_sha256_file_can_refuse_symlinks(copy):
     assert sha256_file(copy / "inside-link") == sha256_bytes(b"x" * 1000)
     with pytest.raises(OSError):
         sha256_file(copy / "inside-link", follow_symlinks=False)
+
