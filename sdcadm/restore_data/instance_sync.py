@@ -21,7 +21,8 @@ class InstanceSync:
     def __init__(self, stager, datasets, transports, clock):
         """``stager``: an InstanceStager; ``datasets``: a DatasetSync;
         ``transports(host)``: an SSH transport to a source server."""
-        self.stager, self.datasets, self.transports, self.clock = stager, datasets, transports, clock
+        self.stager, self.datasets = stager, datasets
+        self.transports, self.clock = transports, clock
 
     def sync(self, name, item, facts, staging, files, prev, prev_files, reseed, observer):
         """Sync ``item``; return (its new manifest entry, an InstanceResult).

@@ -54,7 +54,7 @@ class Puller:
         # The factory is looked up on each call, so it can be replaced after start.
         instances = InstanceSync(InstanceStager(config, self.layout), datasets,
                                  lambda host: self.transport_factory(host), clock)
-        self.services = ServiceSync(self.layout, self.me, self.hostname, instances, datasets,
+        self.service_sync = ServiceSync(self.layout, self.me, self.hostname, instances, datasets,
                                     reporter, clock)
         self.pruner = Pruner(config, self.layout, self._get_backend, reporter, clock)
 
@@ -105,7 +105,7 @@ class Puller:
         results = {}
         workers = max(1, int(self.config.restore_data.concurrency))
         with ThreadPoolExecutor(workers, thread_name_prefix="restore-data") as pool:
-            futures = {name: pool.submit(self.services.sync, name, items, facts, reseed=reseed,
+            futures = {name: pool.submit(self.service_sync.sync, name, items, facts, reseed=reseed,
                                          observer=observer, lock_timeout=lock_timeout)
                        for name, items in sorted(wanted.items())}
             for name, future in futures.items():

@@ -176,7 +176,7 @@ def test_interrupted_commit_is_finished_before_reading(dc):
     commits.roll_forward = crash
     try:
         with pytest.raises(KeyboardInterrupt):
-            puller.services.sync_locked("sapi", items, Facts(dc.store), False, None, time.time())
+            puller.service_sync.sync_locked("sapi", items, Facts(dc.store), False, None, time.time())
     finally:
         commits.roll_forward = real
     assert (svc / ".commit").is_dir() and (svc / "manifest.json").read_bytes() == old_manifest
