@@ -6,8 +6,8 @@ from where), ``service_sync`` and ``instance_sync`` (one service, one
 instance), ``staging`` (metadata into ``.pending/``), ``datasync`` (a delegate
 dataset through the dataset backend), ``reporting`` (status rows and metrics)
 and ``prune`` (copies of instances gone); ``scheduler`` runs cycles in the
-agent and ``api`` serves on-demand ones; ``verify`` proves a copy restores,
-``access`` reads a copy back for `service restore`, ``client`` asks every
-headnode to sync. ``layout``, ``manifest``, ``commit``, ``plan``, ``files``
+agent and ``api`` serves on-demand ones; ``verify`` (with ``verify_files``)
+proves a copy restores, ``access`` reads a copy back for `service restore`,
+``client`` asks every headnode to sync. ``layout``, ``manifest``, ``commit``, ``plan``, ``files``
 and ``events`` are the pieces they share.
 """
