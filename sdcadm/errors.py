@@ -10,6 +10,9 @@ class SdcadmError(Exception):
     """Something went wrong."""
 
     exit_code = 1
+    # True when the command has already printed what went wrong (a table of
+    # failures, a JSON report): main() then only turns the class into its exit code.
+    reported = False
 
     def __init__(self, message=None, *, hint=None):
         self.message = message or (self.__doc__ or "").strip()
@@ -106,6 +109,19 @@ class Unreachable(TransportError):
     exit_code = 3
 
 
+class ReportedFailure(SdcadmError):
+    """Something failed; the command's own output says what."""
+
+    reported = True
+
+
+class ReportedUnreachable(Unreachable):
+    """Some servers could not be reached, and nothing else failed; the
+    command's own output names them."""
+
+    reported = True
+
+
 class RemoteCommandFailed(TransportError):
     """A command run on a server exited non-zero."""
 
@@ -122,6 +138,10 @@ class DatasetError(SdcadmError):
 
 class ReplicaDiverged(DatasetError):
     """The replica and its source have no common snapshot, or the replica was modified."""
+
+
+class RestoreDataBroken(SdcadmError):
+    """This headnode's restore data would not restore what it claims to."""
 
 
 class ImageError(SdcadmError):
@@ -179,6 +199,15 @@ class ZfsReceiveDiverged(ReplicaDiverged):
 
 class AgentError(SdcadmError):
     """The agent could not do what was asked."""
+
+
+class RequestError(SdcadmError):
+    """A request to the agent's API was refused (the HTTP layer answers it
+    with ``status`` and the error word ``error``)."""
+
+    def __init__(self, status, error, message, *, headers=None):
+        self.status, self.error, self.headers = status, error, dict(headers or {})
+        super().__init__(message)
 
 
 class LabError(SdcadmError):

@@ -13,7 +13,6 @@ file is written), nor hold more than ``MAX_MEMBERS`` entries, and the
 manifest must be a small regular file of plain JSON.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -22,7 +21,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from sdcadm.errors import ImageError
-from sdcadm.fsutil import write_json_atomic
+from sdcadm.fsutil import sha256_file, write_json_atomic
 from sdcadm.model import Image
 from sdcadm.schemas import validate
 
@@ -68,14 +67,6 @@ class BoundedReader(io.RawIOBase):
 
     def tell(self):
         return self.raw.tell()
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_image(out_dir, uuid, manifest, files, origin=None):

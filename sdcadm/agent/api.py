@@ -24,6 +24,8 @@ import logging
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sdcadm.errors import RequestError
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
@@ -99,7 +101,7 @@ class Handler(BaseHTTPRequestHandler):
                                 {"WWW-Authenticate": 'Bearer realm="sdcadm-agent"'})
             name, params = route(self.command, path)
             getattr(self, f"_{name}")(**params)
-        except HttpError as e:
+        except (HttpError, RequestError) as e:   # RequestError: refused by a layer below
             self._json(e.status, {"error": e.error, "message": e.message}, e.headers)
         except Exception:
             log.exception("api: %s %s failed", self.command, path, extra={"event": "http-error"})
@@ -155,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
     def _restore_data_sync(self):
         from sdcadm.restore_data.api import parse_sync_request, stream_sync
 
-        services, reseed = parse_sync_request(self.body, self.server.agent, HttpError)
+        services, reseed = parse_sync_request(self.body, self.server.agent)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Cache-Control", "no-store")

@@ -68,9 +68,9 @@ class Agent:
             lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port,
             seeder=Seeder(config, layout, datasets.dataset_name),
             singletons=_singletons(config), datasets=datasets)
-        from sdcadm.restore_data.runner import RestoreDataRunner
+        from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
-        self.restore_data = RestoreDataRunner(config, self.stores, self.metrics)
+        self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)
         try:
             self.api = make_server(config.agent.listen, config.agent.port, self, token)
         except OSError as e:

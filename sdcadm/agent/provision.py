@@ -23,9 +23,10 @@ import tempfile
 from pathlib import Path
 
 from sdcadm.errors import ImageError, ValidationError
-from sdcadm.fsutil import write_json_atomic
-from sdcadm.images import MANIFEST, sha256_file, unpack_image
+from sdcadm.fsutil import sha256_file, write_json_atomic
+from sdcadm.images import MANIFEST, unpack_image
 from sdcadm.model import Instance
+from sdcadm.payload import make_payload, payload_env
 from sdcadm.schemas import validate
 from sdcadm.uuids import is_uuid
 
@@ -68,22 +69,6 @@ class Layout:
         if not self.zones.is_dir():
             return []
         return sorted(p.name for p in self.zones.iterdir() if p.is_dir() and is_uuid(p.name))
-
-
-def make_payload(instance, image, env=None):
-    """The payload document (schema ``payload``) for an instance and its image."""
-    doc = {"instance": instance.to_dict(), "image": image.to_dict()}
-    if env:
-        doc["env"] = dict(env)
-    return validate("payload", doc, f"payload of instance {instance.uuid}")
-
-
-def payload_env(instance):
-    """Extra environment from the instance's ``params.env`` (strings only)."""
-    env = instance.params.get("env") if isinstance(instance.params, dict) else None
-    if not isinstance(env, dict):
-        return {}
-    return {str(k): v for k, v in env.items() if isinstance(v, str)}
 
 
 def read_payload(layout, uuid):
@@ -191,11 +176,7 @@ def provision(layout, instance, image, source_dir):
 
 def record(layout, instance, image_doc):
     """Rewrite instance.json for a new generation of the same runtime."""
-    payload = {"instance": instance.to_dict(), "image": image_doc}
-    env = payload_env(instance)
-    if env:
-        payload["env"] = env
-    validate("payload", payload, f"payload of instance {instance.uuid}")
+    payload = make_payload(instance, image_doc, payload_env(instance))
     write_payload(layout, instance.uuid, payload)
     return payload
 

@@ -7,8 +7,10 @@ exist (yet) is left out of the CLI.
 
 ``main()`` is the only place that turns exceptions into exit codes:
 0 ok, 1 error, 2 usage, 3 some servers unreachable (``Unreachable``),
-130 interrupted. An SdcadmError prints ``sdcadm: error: <message>`` (and its
-hint) on stderr, with a traceback only under ``--debug``.
+130 interrupted: commands raise, the class of the exception carries the code.
+An SdcadmError prints ``sdcadm: error: <message>`` (and its hint) on stderr,
+with a traceback only under ``--debug`` -- unless the command already printed
+what went wrong (``reported``).
 """
 
 import gc
@@ -87,7 +89,8 @@ class SdcadmGroup(LazyGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except SdcadmError as e:
-            _report(state, e, str(e))
+            if not e.reported:
+                _report(state, e, str(e))
             return e.exit_code
         except click.exceptions.Abort as e:
             if isinstance(e.__cause__, KeyboardInterrupt):

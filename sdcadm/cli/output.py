@@ -23,6 +23,7 @@ anything else (wide or multi-line text) goes through tabulate itself.
 import functools
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -240,3 +241,22 @@ def _tabulate(headers, columns):
     rows = list(zip(*columns))
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True,
                     stralign="left") + "\n"
+
+
+# -- cell formats shared by several commands ---------------------------------------------
+
+def format_time(ts):
+    """A unix time as UTC ISO 8601 (``2023-11-14T22:13:20Z``); None for no time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def format_bytes(n):
+    """1536 -> '1.5K', 0 -> '0'; powers of 1024 like ls -h."""
+    if n is None:
+        return None
+    n = float(n)
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1024
+    return None

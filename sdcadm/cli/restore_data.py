@@ -1,13 +1,13 @@
 """`sdcadm restore-data ...`: what each headnode can restore, and proof that it can."""
 
 import json
-import time
 
 import click
 
 from sdcadm.cli import context
 from sdcadm.cli.context import pass_state
-from sdcadm.cli.output import output_options, render
+from sdcadm.cli.output import format_bytes, format_time, output_options, render
+from sdcadm.errors import ReportedFailure, RestoreDataBroken
 
 LS_FIELDS = ["headnode", "service", "instance", "source", "snapshot", "age", "size", "status",
              "stale", "error", "instance_uuid", "source_uuid", "receiver", "guid",
@@ -15,26 +15,10 @@ LS_FIELDS = ["headnode", "service", "instance", "source", "snapshot", "age", "si
 LS_DEFAULT = ["headnode", "service", "instance", "source", "snapshot", "age", "size", "status"]
 
 
-def format_bytes(n):
-    """1536 -> '1.5K', 0 -> '0'; powers of 1024 like ls -h."""
-    if n is None:
-        return None
-    n = float(n)
-    for unit in ("", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:.0f}" if unit == "" else f"{n:.1f}{unit}"
-        n /= 1024
-    return None
-
-
 def _format_age(seconds):
     from sdcadm.cli.server import format_age
 
     return format_age(seconds)
-
-
-def _format_time(ts):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
 
 
 @click.group("restore-data")
@@ -65,7 +49,7 @@ def ls_rows(statuses, servers, now_, sync_interval):
 @restore_data.command("ls")
 @output_options(LS_DEFAULT, LS_FIELDS, long_columns=LS_DEFAULT + ["stale", "error"],
                 formats={"age": _format_age, "size": format_bytes,
-                         "last_success": _format_time, "last_attempt": _format_time},
+                         "last_success": format_time, "last_attempt": format_time},
                 default_sort="headnode,service,instance")
 @pass_state
 def ls(state, output):
@@ -93,7 +77,7 @@ def verify_cmd(state, services, as_json):
     Needs no DC store. Exit status 1 when anything is broken.
     """
     from sdcadm.datasets import get_backend
-    from sdcadm.restore_data.puller import restore_layout
+    from sdcadm.restore_data.layout import restore_layout
     from sdcadm.restore_data.verify import verify
 
     config = state.config
@@ -101,20 +85,24 @@ def verify_cmd(state, services, as_json):
     report = verify(layout, get_backend(config), list(services) or None)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
-    else:
-        _print_report(report, layout)
-    return 0 if report.ok else 1
+        if not report.ok:
+            raise ReportedFailure("restore data is broken")   # the report says where
+        return
+    _print_report(report, layout)
+    broken = [s.service for s in report.services if not s.ok]
+    if broken or report.problems:
+        raise RestoreDataBroken("restore data is broken"
+                                + (f" for: {', '.join(broken)}" if broken else "")
+                                + "; run `sdcadm service sync-restore-data` to make a new copy")
 
 
 def _print_report(report, layout):
-    from sdcadm.restore_data.verify import format_time
-
     if not report.services:
         click.echo(f"no restore data of any service in {layout.root} "
                    "(a headnode keeps copies only of non-HA instances on other servers)")
     for s in report.services:
         if s.ok:
-            click.echo(f"{s.service}: restorable as of {format_time(s.as_of)} "
+            click.echo(f"{s.service}: restorable as of {format_time(s.as_of) or 'never'} "
                        f"({len(s.instances)} instance(s), {s.files} files, "
                        f"{format_bytes(s.bytes)} checked)")
         else:
@@ -128,8 +116,3 @@ def _print_report(report, layout):
             click.echo(f"  ! {problem}")
     for problem in report.problems:
         click.echo(f"! {problem}")
-    broken = [s.service for s in report.services if not s.ok]
-    if broken or report.problems:
-        click.echo("sdcadm: error: restore data is broken"
-                   + (f" for: {', '.join(broken)}" if broken else "")
-                   + "; run `sdcadm service sync-restore-data` to make a new copy", err=True)

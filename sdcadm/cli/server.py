@@ -1,13 +1,12 @@
 """`sdcadm server ...`: the servers of the DC."""
 
-import time
 
 import click
 
 from sdcadm.cli import context
 from sdcadm.cli.context import pass_state
 from sdcadm.cli.main import LazyGroup
-from sdcadm.cli.output import output_options, render
+from sdcadm.cli.output import format_time, output_options, render
 from sdcadm.model import server_flags, status_of
 
 # More `server` subcommands living in their own modules: name -> "module:attribute".
@@ -66,10 +65,6 @@ def format_age(seconds):
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
-
-
-def format_time(ts):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
 
 
 @server.command("ls")

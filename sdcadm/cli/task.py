@@ -1,12 +1,11 @@
 """`sdcadm task ...`: the record of every procedure run (migrate, restore, restart, ...)."""
 
 import json
-import time
 
 import click
 
 from sdcadm.cli.context import pass_state
-from sdcadm.cli.output import output_options, render
+from sdcadm.cli.output import format_time, output_options, render
 from sdcadm.errors import AmbiguousName, NotFound, UsageError
 from sdcadm.uuids import is_uuid
 
@@ -16,10 +15,6 @@ STEP_FIELDS = ["name", "procedure", "state", "attempt", "started", "finished", "
                "verified", "result", "error", "checkpoint", "log"]
 MIN_PREFIX = 4
 SEARCH_LIMIT = 10_000
-
-
-def format_time(ts):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
 
 
 def format_seconds(value):

@@ -31,8 +31,9 @@ from contextlib import contextmanager
 
 from sdcadm.datasets import plan, tree
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
+from sdcadm.datasets.linktree import link_tree
 from sdcadm.errors import DatasetError
-from sdcadm.fsutil import write_json_atomic
+from sdcadm.fsutil import fsync_dir, syncfs, write_json_atomic
 from sdcadm.transport import rsync
 from sdcadm.transport.ssh import DEFAULT_KNOWN_HOSTS, SSHTransport
 
@@ -149,9 +150,9 @@ class DirBackend(DatasetBackend):
                 hashed = tree.hash_tree(tmp, previous, key=tree.key_inode)
                 write_json_atomic(os.path.join(replica_dir, HASHES, f"{name}.json"), hashed.cache)
                 t2 = time.monotonic()
-                tree.syncfs(tmp)
+                syncfs(tmp)
                 os.rename(tmp, os.path.join(snaps, name))
-                tree.fsync_path(snaps)
+                fsync_dir(snaps)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -161,7 +162,7 @@ class DirBackend(DatasetBackend):
         log.info("dir sync %s -> %s/%s: %d bytes moved, %d re-hashed", source.path, replica_dir,
                  name, stats.wire_bytes, hashed.hashed_bytes)
         return SyncResult(snapshot=name, guid=None, bytes_moved=stats.wire_bytes,
-                          files=hashed.files, total_bytes=hashed.total_bytes,
+                          files=hashed.digests, total_bytes=hashed.bytes,
                           incremental=base is not None, started=started, finished=time.time(),
                           timings=timings)
 
@@ -184,12 +185,12 @@ class DirBackend(DatasetBackend):
             os.unlink(tmp)
         os.symlink(os.path.join(SNAPSHOTS, name), tmp)
         os.replace(tmp, link)
-        tree.fsync_path(replica_dir)
+        fsync_dir(replica_dir)
 
     # -- clones ----------------------------------------------------------------
     def clone(self, replica_dir, target, snapshot=None, name=None):
         src = self.copy_path(replica_dir, snapshot)
-        tree.link_tree(src, os.path.abspath(target))
+        link_tree(src, os.path.abspath(target))
         return os.path.abspath(target)
 
     def destroy_clone(self, target):

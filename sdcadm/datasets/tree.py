@@ -1,35 +1,45 @@
-"""Walking, hashing, checking and hard-link-cloning a copy's directory tree.
+"""Walking, hashing and checking a copy's directory tree: the one walker of
+sdcadm (the dataset backends, the restore-data puller and verify use it).
 
-Shared by both backends. Nothing here follows a symlink: a copy is data from
-another server and may be hostile. ``hash_tree`` records a symlink by the
-sha256 of its target string; ``check_tree`` refuses (DatasetError) a symlink
-that points outside the copy, and ``clone``/``verify`` call it first.
+Nothing here follows a symlink: a copy is data from another server and may be
+hostile. ``scan_tree`` lists a tree -- every regular file with its sha256 and
+size, every symlink with its target -- and whatever makes it unsafe to
+restore (a symlink leading outside it, a device file, a FIFO, a socket, an
+entry that cannot be read) as a problem, never raising for one.
+``check_tree`` refuses (DatasetError) a tree with an escaping symlink;
+``verify_tree`` compares a tree with the digests a backend recorded.
 """
 
-import ctypes
-import errno
-import hashlib
-import logging
 import os
 import posixpath
-import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sdcadm.errors import DatasetError
-
-log = logging.getLogger(__name__)
-
-_BLOCK = 1 << 20
+from sdcadm.fsutil import sha256_bytes, sha256_file
 
 
 @dataclass
-class TreeHash:
-    files: dict = field(default_factory=dict)   # relative path -> sha256 hex
-    total_bytes: int = 0                        # sum of regular files' sizes
-    cache: dict = field(default_factory=dict)   # relative path -> [*key, sha256]
-    hashed_bytes: int = 0                       # bytes actually read (not reused)
+class Tree:
+    files: dict = field(default_factory=dict)     # rel -> {"sha256", "bytes"} (regular files)
+    links: dict = field(default_factory=dict)     # rel -> target
+    problems: list = field(default_factory=list)  # human-readable, one per bad entry
+    unreadable: list = field(default_factory=list)  # rel of entries that could not be read
+    cache: dict = field(default_factory=dict)     # rel -> [*key, sha256], for the next scan
+    hashed_bytes: int = 0                         # bytes actually read (not reused)
+
+    @property
+    def bytes(self):
+        return sum(f["bytes"] for f in self.files.values())
+
+    @property
+    def digests(self):
+        """{rel: sha256} of every file and symlink (a symlink by the sha256 of its
+        target), sorted: what a backend reports and ``verify_tree`` checks."""
+        out = {rel: f["sha256"] for rel, f in self.files.items()}
+        out.update((rel, sha256_bytes(os.fsencode(t))) for rel, t in self.links.items())
+        return dict(sorted(out.items()))
 
 
 def key_inode(st):
@@ -44,77 +54,127 @@ def key_attrs(st):
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def walk(root):
+def walk(root, on_error=None):
     """Yield ``(relative path, os.stat_result)`` for every entry under
-    ``root`` (not root itself), sorted, never following symlinks."""
+    ``root`` (not root itself), sorted, never following symlinks. A directory
+    that cannot be listed or an entry that cannot be stat'ed raises OSError,
+    or, given ``on_error``, is passed to ``on_error(rel, error, verb)`` (verb:
+    "listed" or "read") and skipped."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
-        with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if on_error is None:
+                raise
+            on_error(rel_dir or ".", e, "listed")
+            continue
         subdirs = []
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                if on_error is None:
+                    raise
+                on_error(rel, e, "read")
+                continue
             yield rel, st
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(rel)
         stack.extend(reversed(subdirs))
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
+def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, workers=None):
+    """A Tree of everything under ``root``; problems are listed, not raised.
 
+    ``previous``: the ``cache`` of an earlier Tree; a file whose ``key`` is
+    unchanged keeps its hash without being read. ``known``: {rel: sha256}
+    a dataset backend computed over this very copy (trusted, not re-read).
+    ``reusable(stat)``: whether a file's entry may go into the new cache at
+    all (default: all) -- with timestamps in whole seconds (zfs-fuse) a file
+    written again in the same second keeps its key, so only files older than
+    the copy are trusted. Files are read by ``workers`` threads (default: up
+    to 4, one per CPU): hashlib and reads release the GIL, and a FUSE
+    filesystem serves parallel reads faster."""
+    tree = Tree()
+    previous, known = previous or {}, known or {}
 
-def hash_tree(root, previous=None, key=key_inode, reusable=None, workers=None):
-    """sha256 of every regular file and symlink under ``root``.
+    def unreadable(rel, e, verb):
+        tree.unreadable.append(rel)
+        tree.problems.append(f"{rel}: cannot be {verb}: {e.strerror}")
 
-    ``previous``: a ``cache`` from an earlier TreeHash; a file whose ``key``
-    is unchanged keeps its hash without being read. ``reusable(stat)``: whether
-    a file's entry may go into the new cache at all (default: all) -- with
-    timestamps in whole seconds (zfs-fuse) a file written again in the same
-    second keeps its key, so only files older than the copy are trusted.
-    Files are read by ``workers`` threads (default: up to 4, one per CPU):
-    hashlib and reads release the GIL, and a FUSE filesystem serves
-    parallel reads faster."""
-    previous = previous or {}
-    result = TreeHash()
-    todo = []
-    for rel, st in walk(root):
+    todo, keys = [], {}
+    for rel, st in walk(root, unreadable):
+        if stat.S_ISDIR(st.st_mode):
+            continue
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(os.path.join(root, rel))
-            result.files[rel] = hashlib.sha256(os.fsencode(target)).hexdigest()
+            tree.links[rel] = target
+            if symlink_escapes(root, rel, target):
+                tree.problems.append(f"{rel}: link escaping the copy -> {target}")
             continue
         if not stat.S_ISREG(st.st_mode):
+            tree.problems.append(f"{rel}: not a regular file, directory or symlink")
             continue
         k = key(st)
-        result.total_bytes += st.st_size
         old = previous.get(rel)
-        if isinstance(old, list) and old[:-1] == k:
-            result.files[rel] = old[-1]
-        else:
+        digest = old[-1] if isinstance(old, list) and old[:-1] == k else _digest(known.get(rel))
+        tree.files[rel] = {"sha256": digest, "bytes": st.st_size}
+        if digest is None:
             todo.append(rel)
-            result.hashed_bytes += st.st_size
         if reusable is None or reusable(st):
-            result.cache[rel] = k
-    workers = workers or min(4, os.cpu_count() or 1)
-    if todo:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            digests = pool.map(lambda rel: sha256_file(os.path.join(root, rel)), todo)
-            result.files.update(zip(todo, digests))
-    result.files = dict(sorted(result.files.items()))
-    result.cache = {rel: [*k, result.files[rel]] for rel, k in result.cache.items()}
-    return result
+            keys[rel] = k
+    _hash_files(root, tree, todo, workers or min(4, os.cpu_count() or 1))
+    tree.files = dict(sorted(tree.files.items()))
+    tree.cache = {rel: [*k, tree.files[rel]["sha256"]] for rel, k in keys.items()
+                  if rel in tree.files}
+    return tree
+
+
+def _hash_files(root, tree, todo, workers):
+    def one(rel):
+        try:
+            return sha256_file(os.path.join(root, rel), follow_symlinks=False)
+        except OSError as e:      # replaced or made unreadable while we looked
+            return e
+
+    if not todo:
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for rel, digest in zip(todo, pool.map(one, todo)):
+            if isinstance(digest, OSError):
+                del tree.files[rel]
+                tree.unreadable.append(rel)
+                tree.problems.append(f"{rel}: cannot be read: {digest.strerror}")
+            else:
+                tree.files[rel]["sha256"] = digest
+                tree.hashed_bytes += tree.files[rel]["bytes"]
+
+
+def _digest(value):
+    """A sha256 from a backend's file map ({rel: sha256} or {rel: {"sha256": ...}})."""
+    if isinstance(value, dict):
+        value = value.get("sha256")
+    return value if isinstance(value, str) and len(value) == 64 else None
+
+
+def hash_tree(root, previous=None, *, key=key_inode, reusable=None, workers=None):
+    """``scan_tree`` for a dataset backend that just made the copy: a tree it
+    cannot read is an error (OSError), not a problem to report."""
+    tree = scan_tree(root, previous, key=key, reusable=reusable, workers=workers)
+    if tree.unreadable:
+        raise OSError(f"cannot hash the copy in {root}: "
+                      + "; ".join(p for p in tree.problems if ": cannot be " in p))
+    return tree
 
 
 def symlink_escapes(root, rel, target):
     """True if the symlink ``rel`` (-> ``target``) under ``root`` leads
-    outside ``root``: absolute, ``..`` past the top, or through other links."""
+    outside ``root``: absolute, ``..`` past the top, or through other links
+    (``a/b -> ..`` then ``c -> a/b/..``)."""
     if os.path.isabs(target):
         return True
     lexical = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
@@ -168,7 +228,7 @@ def verify_tree(root, expected, key=key_inode):
     for rel in expected:
         check_relative(rel)
     check_tree(root)
-    actual = hash_tree(root, key=key).files
+    actual = hash_tree(root, key=key).digests
     problems = []
     for rel in sorted(set(expected) | set(actual)):
         if rel not in actual:
@@ -178,78 +238,3 @@ def verify_tree(root, expected, key=key_inode):
         elif actual[rel] != expected[rel]:
             problems.append(f"sha256 differs: {rel}")
     return problems
-
-
-def _copy_dir_meta(src_st, dst):
-    try:
-        os.chown(dst, src_st.st_uid, src_st.st_gid, follow_symlinks=False)
-    except PermissionError:
-        pass
-    os.chmod(dst, stat.S_IMODE(src_st.st_mode))
-    os.utime(dst, ns=(src_st.st_atime_ns, src_st.st_mtime_ns))
-
-
-def link_tree(src, dst):
-    """Hard-link tree of ``src`` at ``dst`` (which must not exist): zero copy
-    where ``src`` and ``dst`` share a filesystem, a real copy otherwise.
-    Built in ``dst.tmp-<pid>`` and renamed, so ``dst`` appears complete."""
-    check_tree(src)
-    if os.path.lexists(dst):
-        raise DatasetError(f"{dst} already exists", hint="remove it (destroy_clone) first")
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    dirs = [("", os.stat(src))]
-    copied = 0
-    try:
-        for rel, st in walk(src):
-            s, d = os.path.join(src, rel), os.path.join(tmp, rel)
-            if stat.S_ISDIR(st.st_mode):
-                os.mkdir(d)
-                dirs.append((rel, st))
-            elif stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(s), d)
-                if os.geteuid() == 0:
-                    os.lchown(d, st.st_uid, st.st_gid)
-            elif stat.S_ISREG(st.st_mode):
-                try:
-                    os.link(s, d, follow_symlinks=False)
-                except OSError as e:
-                    if e.errno != errno.EXDEV:
-                        raise
-                    shutil.copy2(s, d, follow_symlinks=False)
-                    copied += 1
-            # fifos, sockets and devices are not data: left out
-        for rel, st in reversed(dirs):
-            _copy_dir_meta(st, os.path.join(tmp, rel) if rel else tmp)
-        os.rename(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if copied:
-        log.warning("clone %s -> %s: %d files copied (different filesystems)", src, dst, copied)
-    return dst
-
-
-def fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def syncfs(path):
-    """Flush the whole filesystem holding ``path`` (one call instead of one
-    fsync per file of a fresh copy); os.sync() where syncfs is missing."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        pass
-    os.sync()

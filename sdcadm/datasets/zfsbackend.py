@@ -216,7 +216,7 @@ class ZfsBackend(DatasetBackend):
         log.info("zfs sync %s -> %s (%s): %d bytes moved", new, dataset, decision.reason, moved)
         return SyncResult(snapshot=new.partition("@")[2], guid=snap.guid if snap else None,
                           bytes_moved=moved,
-                          files=hashed.files, total_bytes=hashed.total_bytes,
+                          files=hashed.digests, total_bytes=hashed.bytes,
                           incremental=not decision.full, started=started, finished=time.time(),
                           timings=timings)
 

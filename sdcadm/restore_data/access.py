@@ -18,12 +18,13 @@ from pathlib import Path
 
 from sdcadm.errors import ImageError, NotFound
 from sdcadm.model import Image, Instance
+from sdcadm.fsutil import copy_atomic, write_json_atomic
 from sdcadm.restore_data import commit as commits
-from sdcadm.restore_data.files import FileLock, copy_atomic, write_json_atomic
+from sdcadm.restore_data.commit import COMMIT_LOCK_TIMEOUT
+from sdcadm.restore_data.files import FileLock
 from sdcadm.restore_data.imagecopy import check_image_file
-from sdcadm.restore_data.layout import vm_name
+from sdcadm.restore_data.layout import restore_layout, vm_name
 from sdcadm.restore_data.manifest import ManifestError, read_manifest
-from sdcadm.restore_data.puller import COMMIT_LOCK_TIMEOUT, restore_layout
 from sdcadm.schemas import validate
 
 

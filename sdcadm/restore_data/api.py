@@ -11,23 +11,23 @@ import json
 import logging
 import threading
 
-from sdcadm.agent.connection import STORE_FAILURES
+from sdcadm.errors import RequestError, StoreError
 from sdcadm.restore_data.events import SyncSummary
 
 log = logging.getLogger(__name__)
 
 
-def parse_sync_request(body, agent, HttpError):
-    """(services or None, reseed) from the request body; HttpError otherwise."""
+def parse_sync_request(body, agent):
+    """(services or None, reseed) from the request body; RequestError otherwise."""
     from sdcadm.schemas import problems
 
     try:
         doc = json.loads(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError) as e:
-        raise HttpError(400, "bad-request", f"the request body is not JSON: {e}") from None
+        raise RequestError(400, "bad-request", f"the request body is not JSON: {e}") from None
     found = problems("restore_sync_request", doc)
     if found:
-        raise HttpError(400, "bad-request", "invalid request: " + "; ".join(found)
+        raise RequestError(400, "bad-request", "invalid request: " + "; ".join(found)
                         + ' (expected {"services": ["name", ...], "reseed": false}, both optional)')
     runner = agent.restore_data
     services = doc.get("services")
@@ -36,14 +36,14 @@ def parse_sync_request(body, agent, HttpError):
             known = runner.known_services()
             unknown = [s for s in services if s not in known]
             if unknown:
-                raise HttpError(400, "unknown-service",
+                raise RequestError(400, "unknown-service",
                                 f"unknown service {', '.join(map(repr, unknown))}; known services: "
                                 + ", ".join(known))
         if not runner.is_headnode():
-            raise HttpError(409, "not-a-headnode",
+            raise RequestError(409, "not-a-headnode",
                             f"{agent.hostname} is not a headnode: only headnodes keep restore data")
-    except STORE_FAILURES as e:
-        raise HttpError(503, "store-unreachable", f"the DC store cannot be read: {e}") from None
+    except StoreError as e:
+        raise RequestError(503, "store-unreachable", f"the DC store cannot be read: {e}") from None
     return services or None, bool(doc.get("reseed", False))
 
 

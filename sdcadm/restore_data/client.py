@@ -2,7 +2,8 @@
 
 ``sync_headnodes(servers, token, services, reseed, observer)`` POSTs
 ``/v1/restore-data/sync`` to each headnode's agent and reads the NDJSON events
-it streams; ``observer(hostname, event_dict)`` sees each one as it arrives.
+it streams, typed again (``sdcadm.progress.Event``); ``observer(hostname,
+event)`` sees each one as it arrives.
 Returns one HeadnodeSync per headnode: reachable or not, the per-service
 results and the final summary. Proxies from the environment are never used
 (agents are on the admin network).
@@ -12,6 +13,9 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from sdcadm.progress import Event
+from sdcadm.restore_data.events import ServiceResult, SyncSummary
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,8 @@ class HeadnodeSync:
     url: str | None
     reachable: bool = True
     error: str | None = None                        # the request itself failed
-    services: dict = field(default_factory=dict)    # name -> ServiceResult dict
-    summary: dict | None = None
+    services: dict = field(default_factory=dict)    # name -> ServiceResult
+    summary: SyncSummary | None = None
 
     @property
     def problems(self):
@@ -40,13 +44,13 @@ class HeadnodeSync:
         if self.error:
             out.append(("error", self.error))
         for name, result in sorted(self.services.items()):
-            if result["status"] != "ok":
-                kind = "unreachable" if result["status"] == "unreachable" else "error"
-                out.append((kind, f"{name}: {result['status']}: {result.get('error') or ''}".rstrip(": ")))
+            if result.status != "ok":
+                kind = "unreachable" if result.status == "unreachable" else "error"
+                out.append((kind, f"{name}: {result.status}: {result.error or ''}".rstrip(": ")))
         if self.summary is None and not self.error:
             out.append(("error", "the agent ended the stream without a summary (did it die?)"))
-        elif self.summary and self.summary.get("error"):
-            out.append(("error", self.summary["error"]))
+        elif self.summary and self.summary.error:
+            out.append(("error", self.summary.error))
         return out
 
     @property
@@ -57,7 +61,8 @@ class HeadnodeSync:
         return {"hostname": self.hostname, "uuid": self.uuid, "url": self.url,
                 "reachable": self.reachable, "ok": self.ok, "error": self.error,
                 "problems": [text for _, text in self.problems],
-                "services": self.services, "summary": self.summary}
+                "services": {name: r.to_dict() for name, r in self.services.items()},
+                "summary": self.summary.to_dict() if self.summary else None}
 
 
 def sync_headnodes(servers, token, services=None, reseed=False, observer=None):
@@ -105,16 +110,16 @@ def sync_one(server, token, services=None, reseed=False, observer=None):
 
 def _event(result, line, observer):
     try:
-        event = json.loads(line)
+        doc = json.loads(line)
     except ValueError:
         log.warning("%s: ignoring a line that is not JSON: %r", result.hostname, line[:200])
         return
-    if not isinstance(event, dict):
+    event = Event.from_dict(doc)
+    if event is None:
         return
-    kind = event.get("event")
-    if kind == "ServiceResult":
-        result.services[event["service"]] = event
-    elif kind == "SyncSummary":
+    if isinstance(event, ServiceResult):
+        result.services[event.service] = event
+    elif isinstance(event, SyncSummary):
         result.summary = event
     if observer is not None:
         try:

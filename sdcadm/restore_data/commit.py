@@ -14,12 +14,13 @@ are not there.
 import os
 from pathlib import Path
 
-from sdcadm.restore_data.files import canonical_json, fsync_dir, remove_tree, write_bytes_atomic
+from sdcadm.fsutil import canonical_json, fsync_dir, sha256_bytes, write_bytes_atomic
+from sdcadm.restore_data.files import remove_tree
 from sdcadm.restore_data.layout import MANIFEST
 
 # How long a commit waits for readers (a verify clones under the commit lock)
 # and readers wait for a commit.
-LOCK_TIMEOUT = 600.0
+COMMIT_LOCK_TIMEOUT = 600.0
 
 
 class Staging:
@@ -54,8 +55,6 @@ class Staging:
 
     def write_json(self, rel, doc):
         """Write ``doc`` at ``rel``; return its manifest entry."""
-        from sdcadm.restore_data.files import sha256_bytes
-
         data = canonical_json(doc).encode()
         write_bytes_atomic(self.file(rel), data)
         return {"sha256": sha256_bytes(data), "bytes": len(data)}

@@ -1,19 +1,17 @@
-"""Typed events of a restore-data sync (besides ``sdcadm.progress.Progress``).
+"""Typed events of a restore-data sync, in the one hierarchy of
+``sdcadm.progress`` (besides its ``Progress``).
 
-The agent streams them as NDJSON (``to_dict()``); the CLI renders them.
+The agent streams them as NDJSON (``to_dict()``); its clients read them back
+with ``Event.from_dict()`` and the CLI renders them by type.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from sdcadm.progress import Event
 
 
 @dataclass(frozen=True)
-class _Event:
-    def to_dict(self):
-        return {"event": type(self).__name__, **asdict(self)}
-
-
-@dataclass(frozen=True)
-class InstanceResult(_Event):
+class InstanceResult(Event):
     """What one instance's sync did (nested in ServiceResult)."""
 
     uuid: str
@@ -29,7 +27,7 @@ class InstanceResult(_Event):
 
 
 @dataclass(frozen=True)
-class ServiceResult(_Event):
+class ServiceResult(Event):
     """One service synced (or not): its status is the worst of its instances'."""
 
     service: str
@@ -44,7 +42,7 @@ class ServiceResult(_Event):
 
 
 @dataclass(frozen=True)
-class SyncSummary(_Event):
+class SyncSummary(Event):
     """The end of a sync: per service status, and whether all went well."""
 
     receiver: str

@@ -1,15 +1,13 @@
-"""Crash-safe file primitives: atomic writes and cross-process locks.
+"""Cross-process locks and tolerant reads of restore data (its atomic writes
+are ``sdcadm.fsutil``'s).
 
-A file is written to a temporary name in its directory, fsync'd, renamed over
-the old one and the directory fsync'd: a crash (kill -9, power cut) leaves the
-old or the new content, never a mix. Locks are ``fcntl.flock`` on lock files:
-they exclude other processes *and* other threads (each ``FileLock`` opens its
-own file description), and vanish with the process that held them.
+Locks are ``fcntl.flock`` on lock files: they exclude other processes *and*
+other threads (each ``FileLock`` opens its own file description), and vanish
+with the process that held them.
 """
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -17,33 +15,11 @@ import time
 from pathlib import Path
 
 from sdcadm.errors import SdcadmError
-from sdcadm.fsutil import (  # noqa: F401 (re-exported)
-    _unlink,
-    canonical_json,
-    copy_atomic,
-    fsync_dir,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from sdcadm.fsutil import _unlink
 
 
 class LockBusy(SdcadmError):
     """Someone else holds the lock."""
-
-
-def sha256_bytes(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_nofollow(path, chunk=1 << 20):
-    """(sha256, size) of a regular file, refusing to follow a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    digest, size = hashlib.sha256(), 0
-    with os.fdopen(fd, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 def remove_tree(path):

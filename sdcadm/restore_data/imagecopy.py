@@ -14,12 +14,12 @@ from pathlib import Path
 
 from sdcadm.errors import ImageError, TransportError
 from sdcadm.images import check_member
-from sdcadm.restore_data.files import copy_atomic, sha256_nofollow, write_bytes_atomic
+from sdcadm.fsutil import copy_atomic, sha256_file, write_bytes_atomic
 
 
 def check_image_file(path, image):
     """Raise ImageError unless ``path`` is ``image``'s file and safe to unpack."""
-    digest, size = sha256_nofollow(path)
+    digest = sha256_file(path, follow_symlinks=False)
     if digest != image.sha256:
         raise ImageError(f"image file of {image.uuid} ({image.name}@{image.version}) has sha256 "
                          f"{digest}, expected {image.sha256}")
@@ -29,7 +29,6 @@ def check_image_file(path, image):
                 check_member(member)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ImageError(f"image file of {image.uuid} is not a readable tarball: {e}") from None
-    return digest, size
 
 
 def fetch_image(image, dest, local_dir, remote=None, remote_dir=None):

@@ -13,6 +13,7 @@ Under ``restore_data_dir`` (``/var/sdcadm/svc-restore-data``)::
       datasets/<uuid>/              the delegate dataset copy (owned by the dataset backend)
       manifest.json                 what the copy holds and checksums (schema ``restore_manifest``)
       .pending/ .commit/            a metadata update being staged / being moved into place
+      .hashes-<uuid>.json           file hashes of the current copy, reused by the next sync
 
 Paths only: no I/O here except listing what exists.
 """
@@ -26,6 +27,7 @@ MANIFEST = "manifest.json"
 SERVICE_JSON = "service.json"
 INSTS_JSON = "insts.json"
 DC_JSON = "dc.json"
+HASH_CACHE_PREFIX = ".hashes-"
 
 
 def vm_name(uuid):
@@ -43,6 +45,11 @@ def safe_relative(path):
     if not isinstance(path, str) or not path or "\0" in path or path.startswith("/"):
         return False
     return not any(part in ("", ".", "..") for part in path.split("/"))
+
+
+def restore_layout(config):
+    """The layout of this server's restore data (``restore_data_dir`` under its root)."""
+    return RestoreLayout(config.under_root(config.restore_data_dir))
 
 
 class RestoreLayout:
@@ -76,6 +83,10 @@ class RestoreLayout:
 
     def instance_lock(self, uuid):
         return self.locks / f"{uuid}.lock"
+
+    @property
+    def prune_lock(self):
+        return self.locks / "prune.lock"
 
     # -- per service -----------------------------------------------------------
     def service_dir(self, service):
@@ -113,6 +124,19 @@ class RestoreLayout:
 
     def committing(self, service):
         return self.service_dir(service) / ".commit"
+
+    def hash_cache(self, service, uuid):
+        """sha256 of the files of the current copy of ``uuid``, kept so that the
+        next sync re-reads only files that changed (backends that hash nothing)."""
+        return self.service_dir(service) / f"{HASH_CACHE_PREFIX}{uuid}.json"
+
+    def hash_cache_uuids(self, service):
+        """Instance UUIDs that have a hash cache in this service's directory."""
+        d = self.service_dir(service)
+        if not d.is_dir():
+            return []
+        return sorted(p.name[len(HASH_CACHE_PREFIX):-len(".json")] for p in d.iterdir()
+                      if p.name.startswith(HASH_CACHE_PREFIX) and p.name.endswith(".json"))
 
     # -- what exists -------------------------------------------------------------
     def services(self):

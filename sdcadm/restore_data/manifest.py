@@ -10,11 +10,14 @@ written is told apart from a copy whose files changed.
 """
 
 import json
+import logging
 from pathlib import Path
 
 from sdcadm.errors import SdcadmError, ValidationError
-from sdcadm.restore_data.files import canonical_json, sha256_bytes, write_bytes_atomic
+from sdcadm.fsutil import canonical_json, sha256_bytes, write_bytes_atomic
 from sdcadm.restore_data.layout import safe_relative
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 # Worst first: the status of a service is the worst status of its instances.
@@ -122,3 +125,15 @@ def total_bytes(doc):
         if inst["dataset"]:
             size += inst["dataset"]["bytes"]
     return size
+
+
+def read_previous(path, service):
+    """The committed manifest a sync builds on, or None: missing (the first
+    sync) or unreadable (logged; the next commit replaces it)."""
+    try:
+        return read_manifest(path)
+    except ManifestError as e:
+        if Path(path).exists():
+            log.warning("ignoring the previous manifest of %s: %s", service, e,
+                        extra={"event": "restore-data-bad-manifest", "service": service})
+        return None

@@ -11,20 +11,26 @@ all prunes nothing: that is a broken store, not an empty DC.
 
 import logging
 
-from sdcadm.errors import DatasetError, StoreError, TransportError
+from sdcadm.errors import DatasetError, TransportError
+from sdcadm.fsutil import write_json_atomic
 from sdcadm.progress import Progress, notify
 from sdcadm.restore_data import commit as commits
-from sdcadm.restore_data.files import FileLock, LockBusy, read_json, remove_tree, write_json_atomic
-from sdcadm.restore_data.manifest import seal, service_status, total_bytes
+from sdcadm.restore_data.commit import COMMIT_LOCK_TIMEOUT
+from sdcadm.restore_data.files import FileLock, LockBusy, read_json, remove_tree
+from sdcadm.restore_data.layout import INSTS_JSON, SERVICE_JSON
+from sdcadm.restore_data.manifest import read_previous, seal, service_status, total_bytes
 from sdcadm.restore_data.plan import plan_prune
+from sdcadm.restore_data.staging import carry_files
 
 log = logging.getLogger(__name__)
 
-COMMIT_LOCK_TIMEOUT = commits.LOCK_TIMEOUT
 
-
-class PruneMixin:
-    """The pruning half of ``Puller`` (uses its layout, backend, store and config)."""
+class Pruner:
+    def __init__(self, config, layout, backend, reporter, clock):
+        """``backend``: a callable returning the dataset backend; ``reporter``:
+        the StatusReporter whose rows of pruned copies are removed."""
+        self.config, self.layout, self._backend = config, layout, backend
+        self.reporter, self.clock = reporter, clock
 
     def prune(self, full_plan, facts, observer=None):
         """Remove copies of instances out of the plan for ``prune_grace``; return
@@ -35,7 +41,7 @@ class PruneMixin:
             return []
         held = self._held()
         planned = {item.instance.uuid for items in full_plan.values() for item in items}
-        with FileLock(self.layout.locks / "prune.lock", timeout=COMMIT_LOCK_TIMEOUT,
+        with FileLock(self.layout.prune_lock, timeout=COMMIT_LOCK_TIMEOUT,
                       what="pruning restore data"):
             vanished = read_json(self.layout.vanished_file)
             vanished = vanished if isinstance(vanished, dict) else {}
@@ -64,7 +70,7 @@ class PruneMixin:
         held = {}
         for service in self.layout.services():
             uuids = set(self.layout.dataset_uuids(service)) | set(self.layout.vm_uuids(service))
-            previous = self._previous_manifest(service)
+            previous = read_previous(self.layout.manifest(service), service)
             if previous:
                 uuids |= set(previous["instances"])
             for uuid in uuids:
@@ -82,20 +88,20 @@ class PruneMixin:
             if replica.exists():
                 with FileLock(self.layout.instance_lock(uuid), timeout=COMMIT_LOCK_TIMEOUT,
                               what=f"the copy of {uuid}"):
-                    self.backend.destroy(str(replica))
+                    self._backend().destroy(str(replica))
                     remove_tree(replica)
-            previous = self._previous_manifest(service)
+            previous = read_previous(self.layout.manifest(service), service)
             remaining = {u: e for u, e in (previous or {}).get("instances", {}).items()
                          if u != uuid}
             if not remaining and not self.layout.dataset_uuids(service):
                 remove_tree(svc_dir)
             elif previous:
                 files = {}
-                for rel in ("service.json", "insts.json"):
+                for rel in (SERVICE_JSON, INSTS_JSON):
                     if rel in previous["files"]:
                         files[rel] = previous["files"][rel]
                 for u, e in remaining.items():
-                    self._carry_files(u, e, previous["files"], files)
+                    carry_files(u, e, previous["files"], files)
                 doc = dict(previous, instances=remaining, files=files)
                 doc["bytes"] = total_bytes(doc)
                 doc["status"], doc["error"] = service_status(remaining)
@@ -104,8 +110,5 @@ class PruneMixin:
                 commits.remove_unlisted(svc_dir, files)
             else:
                 remove_tree(self.layout.vm_json(service, uuid))
-            remove_tree(self._hash_cache(service, uuid))
-        try:
-            self._store().delete_restore_status(self.me, uuid)
-        except (StoreError, OSError) as e:
-            log.warning("cannot forget the restore-data status of %s: %s", uuid, e)
+            remove_tree(self.layout.hash_cache(service, uuid))
+        self.reporter.forget(uuid)

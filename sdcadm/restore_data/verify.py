@@ -2,29 +2,24 @@
 
 For each service: finish an interrupted commit, read and check the manifest
 (truncated, invalid or edited is reported as such), check every metadata file
-and image against it (missing, extra, changed -- each named), check the
-content of each (schemas; image sha256 against its record; every image entry
-inside the root), then restore each dataset copy into a scratch clone through
-the dataset backend and compare every file, link and byte with the manifest,
-and remove the clone. Nothing here needs the DC store: it works when the
+and image against it and their content (``verify_files``), then restore each
+dataset copy into a scratch clone through the dataset backend, compare every
+file, link and byte with the manifest, and remove the clone. Nothing here needs the DC store: it works when the
 store is gone, which is when it matters.
 """
 
 import json
 import os
-import stat
-import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
-from sdcadm.errors import DatasetError, ImageError, SdcadmError, TransportError
-from sdcadm.model import Image
+from sdcadm.datasets.tree import scan_tree
+from sdcadm.errors import DatasetError, SdcadmError, TransportError
 from sdcadm.restore_data import commit as commits
-from sdcadm.restore_data.files import FileLock, LockBusy, remove_tree, sha256_nofollow
-from sdcadm.restore_data.imagecopy import check_image_file
-from sdcadm.restore_data.layout import INSTS_JSON, MANIFEST, SERVICE_JSON, vm_name
+from sdcadm.restore_data.files import FileLock, LockBusy, remove_tree
+from sdcadm.restore_data.layout import MANIFEST, vm_name
 from sdcadm.restore_data.manifest import ManifestError, read_manifest
-from sdcadm.restore_data.tree import scan_tree
+from sdcadm.restore_data.verify_files import check_content, check_files, load_checked
 
 LOCK_TIMEOUT = 120.0
 
@@ -111,8 +106,8 @@ def verify_service(layout, backend, service, *, lock_timeout=LOCK_TIMEOUT):
         except LockBusy as e:
             report.problems.append(str(e))
             return report
-        _check_files(svc_dir, manifest, report)
-        _check_content(svc_dir, manifest, report)
+        check_files(svc_dir, manifest, report)
+        check_content(svc_dir, manifest, report)
         for uuid, inst in sorted(manifest["instances"].items()):
             _check_instance(layout, service, uuid, inst, manifest, clones.get(uuid), report)
         for uuid in layout.dataset_uuids(service):
@@ -149,87 +144,6 @@ def _destroy_clone(backend, target):
     remove_tree(target)
 
 
-def _check_files(svc_dir, manifest, report):
-    """Every listed file present and unchanged; nothing unlisted."""
-    listed = manifest["files"]
-    for rel, want in sorted(listed.items()):
-        path = svc_dir / rel
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            report.problems.append(f"missing: {rel}")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            report.problems.append(f"not a regular file: {rel}")
-            continue
-        digest, size = sha256_nofollow(path)
-        report.files += 1
-        report.bytes += size
-        if digest != want["sha256"] or size != want["bytes"]:
-            report.problems.append(f"changed: {rel} (sha256 {digest[:12]}…, {size} bytes; "
-                                   f"manifest: {want['sha256'][:12]}…, {want['bytes']} bytes)")
-    for rel in _metadata_files(svc_dir):
-        if rel not in listed:
-            report.problems.append(f"extra: {rel}")
-
-
-def _metadata_files(svc_dir):
-    out = []
-    for entry in sorted(svc_dir.iterdir()):
-        if entry.name.startswith(".") or entry.name in ("datasets", MANIFEST):
-            continue
-        if entry.name == "images" and entry.is_dir() and not entry.is_symlink():
-            out.extend(f"images/{p.name}" for p in sorted(entry.iterdir())
-                       if not p.name.startswith("."))
-        else:
-            out.append(entry.name)
-    return out
-
-
-def _load(svc_dir, rel, kind, report):
-    from sdcadm.schemas import problems
-
-    path = svc_dir / rel
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        report.problems.append(f"invalid: {rel}: not JSON ({e})")
-        return None
-    found = problems(kind, doc)
-    if found:
-        report.problems.append(f"invalid: {rel}: " + "; ".join(found[:5]))
-        return None
-    return doc
-
-
-def _check_content(svc_dir, manifest, report):
-    from sdcadm.schemas import problems
-
-    _load(svc_dir, SERVICE_JSON, "service", report)
-    insts = _load(svc_dir, INSTS_JSON, "restore_insts", report)
-    for n, inst in enumerate(insts or []):
-        found = problems("instance", inst)
-        if found:
-            report.problems.append(f"invalid: {INSTS_JSON}[{n}]: " + "; ".join(found[:5]))
-    for rel in sorted(manifest["files"]):
-        if rel.startswith("images/") and rel.endswith(".json"):
-            record = _load(svc_dir, rel, "image", report)
-            file_rel = rel[:-len(".json")] + ".file"
-            if record is None:
-                continue
-            if file_rel not in manifest["files"]:
-                report.problems.append(f"missing: {file_rel} (the image file of {rel})")
-                continue
-            if not (svc_dir / file_rel).is_file() or (svc_dir / file_rel).is_symlink():
-                continue  # reported by _check_files
-            try:
-                check_image_file(svc_dir / file_rel, Image.from_dict(record))
-            except ImageError as e:
-                report.problems.append(f"refused: {file_rel}: {e}")
-
-
 def _check_instance(layout, service, uuid, inst, manifest, clone, report):
     alias = inst["alias"]
     vm = vm_name(uuid)
@@ -237,7 +151,7 @@ def _check_instance(layout, service, uuid, inst, manifest, clone, report):
     if vm not in manifest["files"]:
         report.problems.append(f"missing: {vm} ({alias} cannot be re-provisioned without it)")
     else:
-        payload = _load(layout.service_dir(service), vm, "payload", report)
+        payload = load_checked(layout.service_dir(service), vm, "payload", report)
     for image in inst["images"]:
         for rel in (f"images/{image}.json", f"images/{image}.file"):
             if rel not in manifest["files"]:
@@ -285,7 +199,3 @@ def _check_instance(layout, service, uuid, inst, manifest, clone, report):
         report.problems.append(f"{where}: extra: {rel} (link -> {tree.links[rel]})")
     report.files += len(tree.files)
     report.bytes += tree.bytes
-
-
-def format_time(ts):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "never"

@@ -23,7 +23,7 @@ import requests
 import yaml
 
 from sdcadm.agent import agent_command
-from sdcadm.images import sha256_file
+from sdcadm.fsutil import sha256_file
 from sdcadm.lab.images import build_workload_image
 from sdcadm.model import Image, Instance, Network, Server
 from sdcadm.schemas import validate

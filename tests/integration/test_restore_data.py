@@ -277,8 +277,8 @@ def test_link_escaping_the_dataset_is_refused(lab):
     (source / "escape").symlink_to("/etc/passwd")
     try:
         result, _ = lab.sync("hn1", "sapi")
-        assert result.services["sapi"]["status"] == "failed"
-        assert "escape: link escaping the copy -> /etc/passwd" in result.services["sapi"]["error"]
+        assert result.services["sapi"].status == "failed"
+        assert "escape: link escaping the copy -> /etc/passwd" in result.services["sapi"].error
         assert lab.statuses("hn1")[("hn1", "sapi0")]["status"] == "failed"
         assert lab.verify("hn1", "sapi").returncode == 0      # the last good copy is kept
         assert not (lab.current("hn1", "sapi0") / "escape").is_symlink()
@@ -313,8 +313,8 @@ def test_image_with_an_entry_escaping_its_root_is_refused(lab):
         store.move_instance(vmapi.uuid, vmapi.generation, image=bad.uuid)
     try:
         result, _ = lab.sync("hn1", "vmapi")
-        assert result.services["vmapi"]["status"] == "failed"
-        assert "'../escape' contains '..'" in result.services["vmapi"]["error"]
+        assert result.services["vmapi"].status == "failed"
+        assert "'../escape' contains '..'" in result.services["vmapi"].error
         held = lab.restore_data("hn1")
         assert not (held.layout.images_dir("vmapi") / f"{bad.uuid}.file").exists()
         assert held.instance_copy(vmapi.uuid).payload["image"]["uuid"] == vmapi.image
@@ -381,7 +381,7 @@ def test_agent_killed_mid_sync_keeps_the_last_copy_and_recovers(lab):
     print(f"verify of 120 MiB: {time.monotonic() - started:.2f}s")
     started = time.monotonic()
     result, _ = lab.sync("hn1", "imgapi")        # nothing changed: incremental, hard links
-    moved = result.services["imgapi"]["instances"][0]["bytes_moved"]
+    moved = result.services["imgapi"].instances[0]["bytes_moved"]
     print(f"unchanged 120 MiB re-synced in {time.monotonic() - started:.2f}s, {moved} bytes moved")
     assert result.ok and moved < (1 << 20)
 
@@ -428,7 +428,7 @@ def test_copy_of_a_deleted_instance_is_pruned_after_grace(lab):
     lab.sync("hn1", "sapi")                      # seen gone: kept for prune_grace
     assert uuid in layout.dataset_uuids("sapi")
     # Synced again until the grace has run out and the copy goes.
-    wait_for(lambda: f"sapi/{uuid}" in lab.sync("hn1", "sapi")[0].summary["pruned"],
+    wait_for(lambda: f"sapi/{uuid}" in lab.sync("hn1", "sapi")[0].summary.pruned,
              PRUNE_GRACE + 30, "the copy of the deleted sapi1 pruned", interval=0.2)
     assert uuid not in layout.dataset_uuids("sapi") and uuid not in layout.vm_uuids("sapi")
     assert ("hn1", "sapi1") not in lab.statuses("hn1")

@@ -14,7 +14,7 @@ from sdcadm.agent.provision import (
     read_payload,
 )
 from sdcadm.errors import ImageError, ValidationError
-from sdcadm.images import sha256_file
+from sdcadm.fsutil import sha256_file
 from sdcadm.lab.images import build_workload_image
 from sdcadm.model import Image, Instance
 

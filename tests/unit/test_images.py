@@ -8,7 +8,8 @@ import tarfile
 import pytest
 
 from sdcadm.errors import ImageError, ValidationError
-from sdcadm.images import build_image, read_image_record, sha256_file, unpack_image
+from sdcadm.fsutil import sha256_file
+from sdcadm.images import build_image, read_image_record, unpack_image
 from sdcadm.lab.images import build_workload_image
 
 MANIFEST = {"name": "sapi", "version": "1.0.0", "command": ["python3", "workload.py"]}

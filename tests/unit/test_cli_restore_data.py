@@ -8,12 +8,16 @@ import pytest
 from click.testing import CliRunner
 
 from sdcadm.cli.main import cli
-from sdcadm.cli.restore_data import format_bytes, ls_rows
-from sdcadm.cli.service import HeadnodeProgress, _exit_code
-from sdcadm.errors import StoreUnreachable
+from sdcadm.cli.output import format_bytes
+from sdcadm.cli.progress import HeadnodeProgress
+from sdcadm.cli.restore_data import ls_rows
+from sdcadm.cli.service import check_synced
+from sdcadm.errors import ReportedFailure, ReportedUnreachable, RequestError, StoreUnreachable
 from sdcadm.model import Server
+from sdcadm.progress import Progress
 from sdcadm.restore_data.api import parse_sync_request
 from sdcadm.restore_data.client import HeadnodeSync
+from sdcadm.restore_data.events import ServiceResult, SyncSummary
 from sdcadm.restore_data.status import RestoreStatus
 from sdcadm.store.sqlite import SqliteStore
 from tests.conftest import isolate_cli
@@ -91,10 +95,20 @@ def test_ls_rows_and_bytes():
 
 def _sync(hostname, reachable=True, error=None, **statuses):
     r = HeadnodeSync(hostname, HN1, "http://x", reachable=reachable, error=error)
-    r.services = {k: {"service": k, "status": v, "error": None if v == "ok" else "why"}
+    r.services = {k: ServiceResult(k, v, None if v == "ok" else "why")
                   for k, v in statuses.items()}
-    r.summary = {"event": "SyncSummary", "error": None} if reachable and not error else None
+    r.summary = SyncSummary(HN1, hostname, True) if reachable and not error else None
     return r
+
+
+def _exit_code(results):
+    """The exit code main() gives for these results."""
+    try:
+        check_synced(results)
+    except (ReportedFailure, ReportedUnreachable) as e:
+        assert e.reported
+        return e.exit_code
+    return 0
 
 
 def test_exit_codes():
@@ -110,14 +124,21 @@ def test_exit_codes():
     assert "without a summary" in stream_ended.problems[0][1]
 
 
+def test_results_as_json_keep_the_event_fields():
+    doc = _sync("hn1", sapi="failed").to_dict()
+    assert doc["services"]["sapi"] == {"event": "ServiceResult", "service": "sapi",
+                                       "status": "failed", "error": "why", "duration": 0.0,
+                                       "instances": ()}
+    assert doc["summary"]["event"] == "SyncSummary" and doc["ok"] is False
+
+
 def test_progress_lines_when_not_a_terminal():
     out = io.StringIO()
     display = HeadnodeProgress(["hn1", "hn2"], stream=out)
-    display.update("hn1", {"event": "Progress", "message": "sapi: sapi0 from hn0", "done": 0,
-                           "total": 1})
-    display.update("hn1", {"event": "Progress", "message": "throttled", "done": 5, "total": None})
-    display.update("hn1", {"event": "ServiceResult", "service": "sapi", "status": "ok"})
-    display.update("hn2", {"event": "SyncSummary", "services": {"sapi": "failed"}})
+    display.update("hn1", Progress("restore-data/sapi", "sapi: sapi0 from hn0", 0, 1))
+    display.update("hn1", Progress("restore-data/sapi", "throttled", 5, None))
+    display.update("hn1", ServiceResult("sapi", "ok"))
+    display.update("hn2", SyncSummary(HN2, "hn2", False, {"sapi": "failed"}))
     assert out.getvalue() == (
         "[hn1] sapi: sapi0 from hn0 [....................] 0/1\n"
         "[hn1] sapi: ok\n"
@@ -144,12 +165,6 @@ class _Agent:
         self.restore_data = _Runner(**kw)
 
 
-class _HttpError(Exception):
-    def __init__(self, status, error, message, headers=None):
-        super().__init__(message)
-        self.status, self.error = status, error
-
-
 @pytest.mark.parametrize("body,agent,status,error,text", [
     (b"{nope", _Agent(), 400, "bad-request", "not JSON"),
     (b"[]", _Agent(), 400, "bad-request", "is not of type 'object'"),
@@ -162,14 +177,13 @@ class _HttpError(Exception):
     (b'{"services": ["sapi"]}', _Agent(fail=True), 503, "store-unreachable", "gone"),
 ])
 def test_bad_sync_requests(body, agent, status, error, text):
-    with pytest.raises(_HttpError) as exc:
-        parse_sync_request(body, agent, _HttpError)
+    with pytest.raises(RequestError) as exc:
+        parse_sync_request(body, agent)
     assert (exc.value.status, exc.value.error) == (status, error)
     assert text in str(exc.value)
 
 
 def test_good_sync_requests():
-    assert parse_sync_request(b"", _Agent(), _HttpError) == (None, False)
-    assert parse_sync_request(b'{"services": ["sapi"], "reseed": true}', _Agent(),
-                              _HttpError) == (["sapi"], True)
-    assert parse_sync_request(b'{"services": []}', _Agent(), _HttpError) == (None, False)
+    assert parse_sync_request(b"", _Agent()) == (None, False)
+    assert parse_sync_request(b'{"services": ["sapi"], "reseed": true}', _Agent()) == (["sapi"], True)
+    assert parse_sync_request(b'{"services": []}', _Agent()) == (None, False)

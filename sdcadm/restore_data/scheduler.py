@@ -1,4 +1,4 @@
-"""The agent's side of restore data: the periodic puller and on-demand syncs.
+"""Scheduling restore-data syncs in the agent: the periodic pull and on-demand syncs.
 
 Runs on headnodes only (the store's ``Server.headnode`` for this server,
 checked every cycle, so a server converted by ``headnode-setup`` starts
@@ -13,17 +13,17 @@ import random
 import threading
 import time
 
-from sdcadm.agent.connection import STORE_FAILURES
-from sdcadm.errors import NotFound
+from sdcadm.errors import NotFound, StoreError
 from sdcadm.restore_data.access import holdings
-from sdcadm.restore_data.puller import Puller, restore_layout
+from sdcadm.restore_data.layout import restore_layout
+from sdcadm.restore_data.puller import Puller
 
 log = logging.getLogger(__name__)
 
 ON_DEMAND_LOCK_TIMEOUT = 3600.0
 
 
-class RestoreDataRunner:
+class RestoreDataScheduler:
     def __init__(self, config, stores, metrics=None, *, backend=None, clock=time.time):
         self.config = config
         self.me = config.server_uuid
@@ -40,9 +40,7 @@ class RestoreDataRunner:
         """True if the store says this server is a headnode (False if it cannot say)."""
         try:
             return bool(self.stores.get().get_server(self.me).headnode)
-        except NotFound:
-            return False
-        except STORE_FAILURES:
+        except (NotFound, StoreError):
             return False
 
     def known_services(self):

@@ -1,0 +1,74 @@
+"""`restore-data verify` names every damaged, missing and extra file."""
+
+import json
+
+from tests.unit.restore_dc import dc  # noqa: F401 (a fixture)
+from tests.unit.restore_dc import IMG, SAPI, problems
+
+
+def test_tampered_missing_and_extra_files_are_named_exactly(dc):
+    dc.sync()
+    snap = json.loads(dc.layout.manifest("sapi").read_text())["instances"][SAPI]["dataset"]["snapshot"]
+    copy = dc.layout.dataset_dir("sapi", SAPI) / "snapshots" / snap
+    (copy / "canary").write_bytes(b"HELLO")
+    (copy / "sub" / "deep").unlink()
+    (copy / "planted").write_bytes(b"?")
+    (dc.layout.service_dir("sapi") / "stray.json").write_text("{}")
+    report = dc.verify(["sapi"])
+    assert not report.ok
+    where = f"datasets/{SAPI}@{snap}"
+    got = problems(report)
+    assert any(p.startswith(f"{where}: changed: canary ") for p in got), got
+    assert f"{where}: missing: sub/deep" in got
+    assert f"{where}: extra: planted" in got
+    assert "extra: stray.json" in got
+    assert len(got) == 4, got
+    assert dc.verify(["imgapi"]).ok
+
+
+def test_changed_metadata_and_image_files_are_named(dc):
+    dc.sync()
+    svc = dc.layout.service_dir("sapi")
+    (svc / f"vm-{SAPI}.json").write_text("{}")
+    (svc / "images" / f"{IMG}.file").write_bytes(b"not an image")
+    got = problems(dc.verify(["sapi"]))
+    assert any(p.startswith(f"changed: vm-{SAPI}.json") for p in got), got
+    assert any(p.startswith(f"changed: images/{IMG}.file") for p in got), got
+    assert any(p.startswith(f"refused: images/{IMG}.file") for p in got), got
+
+
+def test_truncated_and_edited_manifests_are_named(dc):
+    dc.sync()
+    path = dc.layout.manifest("sapi")
+    good = path.read_bytes()
+    path.write_bytes(good[:200])
+    got = problems(dc.verify(["sapi"]))
+    assert len(got) == 1 and got[0].startswith("manifest.json: is truncated"), got
+    doc = json.loads(good)
+    doc["instances"][SAPI]["last_success"] = 1.0
+    path.write_text(json.dumps(doc))
+    got = problems(dc.verify(["sapi"]))
+    assert got == ["manifest.json: was modified after it was written (its checksum does not "
+                   "match its content)"]
+    path.unlink()
+    assert problems(dc.verify(["sapi"])) == ["manifest.json: missing: this copy was never completed"]
+
+
+def test_a_planted_escaping_link_in_a_copy_fails_verify(dc):
+    dc.sync()
+    snap = json.loads(dc.layout.manifest("sapi").read_text())["instances"][SAPI]["dataset"]["snapshot"]
+    copy = dc.layout.dataset_dir("sapi", SAPI) / "snapshots" / snap
+    (copy / "evil").symlink_to("/etc/shadow")
+    got = problems(dc.verify(["sapi"]))
+    where = f"datasets/{SAPI}@{snap}"
+    assert f"{where}: evil: link escaping the copy -> /etc/shadow" in got
+    assert f"{where}: extra: evil (link -> /etc/shadow)" in got
+
+
+def test_leftover_staging_is_discarded(dc):
+    dc.sync()
+    pending = dc.layout.pending("sapi")
+    pending.mkdir()
+    (pending / "service.json").write_text("half")
+    assert dc.verify(["sapi"]).ok
+    assert not pending.exists()
