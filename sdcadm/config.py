@@ -196,6 +196,15 @@ def env_overrides(environ):
     return doc, problems
 
 
+def config_from(doc, source="<built-in>"):
+    """A Config from a document alone (no file, no environment): for programs
+    that build a configuration, like benchmarks and tests."""
+    values, problems = merge(SPEC, doc, source)
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(values, source)
+
+
 def load_config(path=None, environ=None):
     """Load the configuration; raise ConfigError listing every problem."""
     import yaml

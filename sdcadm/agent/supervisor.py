@@ -20,7 +20,6 @@ import time
 
 from sdcadm.agent import process, provision
 from sdcadm.agent.backoff import after_exit, restart_delay
-from sdcadm.agent.connection import STORE_FAILURES
 from sdcadm.agent.log import Throttled
 from sdcadm.agent.plan import (
     Depose,
@@ -35,7 +34,8 @@ from sdcadm.agent.plan import (
     state_updates,
 )
 from sdcadm.agent.seed import seed_source
-from sdcadm.errors import AgentError, DatasetError, ImageError, NotFound, SdcadmError, ValidationError
+from sdcadm.errors import (AgentError, DatasetError, ImageError, NotFound, SdcadmError, StoreError,
+                           ValidationError)
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Supervisor:
                         pass
             revision = store.revision()
             server = self._read_server(store)
-        except STORE_FAILURES as e:
+        except StoreError as e:
             self.store_ok, self.last_error = False, str(e)
             self.metrics.store_reachable.set(0)
             self._problems.problem("store-unreachable",
@@ -395,7 +395,7 @@ class Supervisor:
         d = action.instance
         try:
             owner = self.stores.get().set_instance_state(d.uuid, action.state, self.me, d.generation)
-        except STORE_FAILURES as e:
+        except StoreError as e:
             log.debug("cannot write state of %s: %s", d.uuid, e)
             return
         if not owner:

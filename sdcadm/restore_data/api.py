@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 
-from sdcadm.agent.connection import STORE_FAILURES
+from sdcadm.errors import StoreError
 from sdcadm.restore_data.events import SyncSummary
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def parse_sync_request(body, agent, HttpError):
         if not runner.is_headnode():
             raise HttpError(409, "not-a-headnode",
                             f"{agent.hostname} is not a headnode: only headnodes keep restore data")
-    except STORE_FAILURES as e:
+    except StoreError as e:
         raise HttpError(503, "store-unreachable", f"the DC store cannot be read: {e}") from None
     return services or None, bool(doc.get("reseed", False))
 

@@ -34,6 +34,7 @@ from sdcadm.errors import (
     TransportError,
     Unreachable,
 )
+from sdcadm.model import RestoreStatus
 from sdcadm.progress import Progress, notify
 from sdcadm.restore_data import commit as commits
 from sdcadm.restore_data.events import InstanceResult, ServiceResult, SyncSummary
@@ -43,7 +44,6 @@ from sdcadm.restore_data.layout import INSTS_JSON, SERVICE_JSON, RestoreLayout, 
 from sdcadm.restore_data.manifest import ManifestError, read_manifest, seal, service_status, total_bytes
 from sdcadm.restore_data.plan import image_chain, plan_pulls
 from sdcadm.restore_data.prune import PruneMixin
-from sdcadm.restore_data.status import RestoreStatus
 from sdcadm.restore_data.tree import scan_tree
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,7 @@ import random
 import threading
 import time
 
-from sdcadm.agent.connection import STORE_FAILURES
-from sdcadm.errors import NotFound
+from sdcadm.errors import NotFound, StoreError
 from sdcadm.restore_data.access import holdings
 from sdcadm.restore_data.puller import Puller, restore_layout
 
@@ -42,7 +41,7 @@ class RestoreDataRunner:
             return bool(self.stores.get().get_server(self.me).headnode)
         except NotFound:
             return False
-        except STORE_FAILURES:
+        except StoreError:
             return False
 
     def known_services(self):

@@ -28,7 +28,7 @@ from sdcadm.procedures.console import QuietConsole
 from sdcadm.procedures.lock import DcLock, owner_is_dead
 from sdcadm.procedures.log import read_log
 from sdcadm.progress import Progress
-from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import store_at
 
 OTHER = "otherhost:1:11111111-1111-4111-8111-111111111111"
 
@@ -93,12 +93,12 @@ def env(tmp_path, monkeypatch):
         if name.startswith("SDCADM_"):
             monkeypatch.delenv(name)
     store_path, logs = tmp_path / "dc.sqlite", tmp_path / "logs"
-    SqliteStore(store_path, create=True).close()
+    store_at(store_path, create=True).close()
     cfg = tmp_path / "sdcadm.yaml"
     cfg.write_text(f"store:\n  path: {store_path}\nlog_dir: {logs}\n")
     monkeypatch.setenv("SDCADM_CONFIG", str(cfg))
     config = load_config(cfg, environ={})
-    store = SqliteStore(store_path)
+    store = store_at(store_path)
     yield {"dir": tmp_path, "config": config, "store": store, "logs": logs,
            "target": str(tmp_path / "out")}
     store.close()
@@ -260,7 +260,7 @@ def test_killed_run_left_running_task_is_resumed(env):
 
 
 def test_lock_held_by_other_owner_waits_then_times_out_naming_owner(env, capsys):
-    env["store"].acquire_lock("dc", OTHER, 300, time.time())
+    env["store"].acquire_lock("dc", OTHER, 300)
     started = time.monotonic()
     with pytest.raises(LockHeld) as e:
         run_procedures([WriteFiles(env["target"])], make_ctx(env), yes=True, lock_timeout=0.6)
@@ -273,9 +273,9 @@ def test_lock_held_by_other_owner_waits_then_times_out_naming_owner(env, capsys)
 
 
 def test_waits_for_lock_until_it_is_released(env, capsys):
-    env["store"].acquire_lock("dc", OTHER, 300, time.time())
+    env["store"].acquire_lock("dc", OTHER, 300)
     releaser = threading.Timer(
-        0.4, lambda: SqliteStore(env["store"].path).release_lock("dc", OTHER))
+        0.4, lambda: store_at(env["dir"] / "dc.sqlite").release_lock("dc", OTHER))
     releaser.start()
     result = run_procedures([WriteFiles(env["target"])], make_ctx(env), yes=True, lock_timeout=10)
     releaser.join()
@@ -291,7 +291,7 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over(env, capsys):
     gone.wait()
     dead = f"{socket.gethostname()}:{gone.pid}:33333333-3333-4333-8333-333333333333"
     assert owner_is_dead(dead) and not owner_is_dead(OTHER)
-    env["store"].acquire_lock("dc", dead, 300, time.time())
+    env["store"].acquire_lock("dc", dead, 300)
     result = run_procedures([WriteFiles(env["target"])], make_ctx(env), yes=True, lock_timeout=0)
     assert result.state == "succeeded"
     assert "taking over the lock held by" in capsys.readouterr().err
@@ -329,7 +329,7 @@ def test_lost_lock_stops_before_next_step(env):
             def write(ctx):
                 if i == 0:  # our lock expires and someone else takes it
                     ctx.store.release_lock("dc", ctx.lock.owner)
-                    ctx.store.acquire_lock("dc", OTHER, 300, time.time())
+                    ctx.store.acquire_lock("dc", OTHER, 300)
                     time.sleep(0.4)
                 return inner(ctx)
             return write
@@ -454,7 +454,7 @@ def test_cli_failure_json_and_exit_code(env):
 
 
 def test_cli_lock_timeout_flag(env):
-    env["store"].acquire_lock("dc", OTHER, 300, time.time())
+    env["store"].acquire_lock("dc", OTHER, 300)
     result = invoke("-y", "--lock-timeout", "0.2")
     assert result.exit_code == 1
     assert f"waiting for lock held by {OTHER}" in result.stderr

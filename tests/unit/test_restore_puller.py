@@ -24,7 +24,7 @@ from sdcadm.restore_data.access import RestoreData, holdings
 from sdcadm.restore_data.files import FileLock
 from sdcadm.restore_data.puller import Puller, restore_layout
 from sdcadm.restore_data.verify import verify
-from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import FakeClock, heartbeat_at, store_at
 
 HN0, HN1 = "00000000-0000-4000-8000-000000000000", "11111111-1111-4111-8111-111111111111"
 SAPI, IMGAPI, VMAPI, BINDER = (f"a0000000-0000-4000-8000-00000000000{i}" for i in range(4))
@@ -96,11 +96,11 @@ class DC:
         self.tmp = Path(tmp)
         self.images = self.tmp / "images"
         self.image = build_image(self.images, IMG, MANIFEST, {"bin/run": b"#!/bin/sh\n"})
-        self.store = SqliteStore(self.tmp / "dc.sqlite", create=True)
-        now = time.time()
+        self.clock = FakeClock(time.time())
+        self.store = store_at(self.tmp / "dc.sqlite", clock=self.clock, create=True)
         for uuid, name, ip in ((HN0, "hn0", "127.0.0.2"), (HN1, "hn1", "127.0.0.3")):
             self.store.put_server(Server(uuid, name, ip, headnode=True))
-            self.store.heartbeat(uuid, now)
+            self.store.heartbeat(uuid)
         self.store.put_image(self.image)
         for name in ("sapi", "imgapi", "vmapi", "binder"):
             self.store.put_service(Service(name, IMG))
@@ -316,7 +316,7 @@ def test_image_with_dotdot_entry_is_refused_and_the_last_copy_kept(dc):
 
 def test_unreachable_source_keeps_the_copy(dc):
     dc.sync()
-    dc.store.heartbeat(HN0, time.time() - 7200)
+    heartbeat_at(dc.store, dc.clock, HN0, time.time() - 7200)
     (dc.data(SAPI) / "canary").write_bytes(b"newer")
     summary, _ = dc.sync(services=["sapi"])
     assert summary.services == {"sapi": "unreachable"}
