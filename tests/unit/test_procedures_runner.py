@@ -340,6 +340,34 @@ def test_lost_lock_stops_before_next_step(env):
     assert env["store"].get_lock("dc")[0] == OTHER
 
 
+def test_a_write_after_the_lock_was_taken_is_refused_by_the_store(env):
+    """Between two lock checks, a step's own write still carries the fencing
+    token: once another owner holds the lock the store refuses it."""
+    from sdcadm.errors import LockLost
+    from sdcadm.model import Service
+
+    refused = []
+
+    class Late(Procedure):
+        name = "late-write"
+
+        def execute(self, ctx):
+            ctx.store.release_lock("dc", ctx.lock.owner)  # as if it expired...
+            ctx.store.acquire_lock("dc", OTHER, 300)      # ...and someone took it
+            try:
+                ctx.store.put_service(Service("sapi"))
+            except LockLost as e:
+                refused.append(str(e))
+                raise
+
+    with pytest.raises(ProcedureFailed, match="lost the DC lock"):
+        run_procedures([Late()], make_ctx(env), yes=True, console=QuietConsole())
+    assert refused and OTHER in refused[0]
+    with pytest.raises(NotFound):
+        env["store"].get_service("sapi")
+    assert env["store"].list_tasks()[0].state == "running"  # its record was refused too
+
+
 def test_dc_lock_unit_acquire_release(env):
     lock = DcLock(env["store"], ttl=5)
     token = lock.acquire(timeout=0)
