@@ -1,4 +1,4 @@
-"""The CLI commands against a real temporary SqliteStore and config file."""
+"""The CLI commands against a real temporary sqlite store and config file."""
 
 import json
 import threading

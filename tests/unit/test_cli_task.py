@@ -1,4 +1,4 @@
-"""`sdcadm task ls|get` against a real temporary SqliteStore."""
+"""`sdcadm task ls|get` against a real temporary sqlite store."""
 
 import json
 import os

@@ -1,5 +1,5 @@
 """`instance restart`: its pure decisions, and the whole procedure against a fake agent
-and a fake instance (tiny real HTTP servers) with a real temporary SqliteStore."""
+and a fake instance (tiny real HTTP servers) with a real temporary sqlite store."""
 
 import json
 import re

@@ -1,4 +1,4 @@
-"""The procedure runner with tiny in-test procedures and a real temporary SqliteStore."""
+"""The procedure runner with tiny in-test procedures and a real temporary sqlite store."""
 
 import json
 import os

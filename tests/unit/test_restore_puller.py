@@ -1,4 +1,4 @@
-"""The puller, verify and the restore API over real files, a real SqliteStore
+"""The puller, verify and the restore API over real files, a real sqlite store
 and a small in-process dataset backend (plain copies; the real `dir` and `zfs`
 backends are exercised by the integration tests)."""
 
