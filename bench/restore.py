@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sdcadm.config import load_config  # noqa: E402
 from sdcadm.errors import LabError  # noqa: E402
 from sdcadm.lab import ctl  # noqa: E402
-from sdcadm.store.sqlite import SqliteStore  # noqa: E402
+from sdcadm.store import open_store  # noqa: E402
 
 TARGET_FULL_S = 30.0
 TARGET_SIZE_DIFF_S = 2.0
@@ -86,7 +86,7 @@ def context(state, hostname="hn1"):
     from sdcadm.procedures import ProcedureContext
 
     config = load_config(state.config_path(hostname), environ={})
-    store = SqliteStore(state.store_path)
+    store = open_store(config)
     return ProcedureContext.for_config(config, store)
 
 

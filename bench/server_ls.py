@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 from sdcadm.catalog import load_catalog
+from sdcadm.config import config_from
 from sdcadm.model import Instance, Server, Service
-from sdcadm.store.sqlite import SqliteStore
+from sdcadm.store import store_for
 
 TARGET_S = 1.0
 SIZES = [(1_000, 5_000), (10_000, 50_000)]
@@ -38,7 +39,8 @@ def _uuid(kind, n):
 
 def fill(path, n_servers, n_instances, now):
     """A store with n_servers (3 headnodes) and n_instances spread over them."""
-    store = SqliteStore(path, create=True)
+    config = config_from({"store": {"backend": "sqlite", "path": str(path)}}, "bench")
+    store = store_for(config, clock=lambda: now).initialize()
     services = [s for s in load_catalog().names()]
     for name in services:
         store.put_service(Service(name=name, image=_uuid(3, 1)))
@@ -50,7 +52,7 @@ def fill(path, n_servers, n_instances, now):
             boot_platform="20240101T000000Z", agent_port=5309,
             current_platform="20240101T000000Z" if i % 7 else "20230101T000000Z"))
         if i % 10:  # one server in ten unreachable
-            store.heartbeat(_uuid(1, i), now)
+            store.heartbeat(_uuid(1, i))
     for j in range(n_instances):
         service = services[j % len(services)]
         store.create_instance(Instance(

@@ -250,6 +250,16 @@ def env_overrides(environ):
     return doc, problems
 
 
+def config_from(doc, source="<built-in>"):
+    """A Config from a document alone (no file, no environment): for programs
+    that build a configuration, like benchmarks and tests."""
+    values, problems = merge(SPEC, doc, source)
+    problems += range_problems(values, source)
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(values, source)
+
+
 def safe_yaml(text):
     """``yaml.safe_load`` that refuses a document whose aliases expand it
     beyond ``MAX_NODES`` nodes (ValueError), before building anything."""

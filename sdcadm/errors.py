@@ -83,12 +83,19 @@ class Conflict(StoreError):
 class LockHeld(StoreError):
     """The DC-wide lock is held by someone else."""
 
-    def __init__(self, name, owner, expires_at):
+    def __init__(self, name, owner, expires_at, expires_in=None):
+        # expires_in: seconds left by the store's clock (callers' clocks may differ)
         self.name, self.owner, self.expires_at = name, owner, expires_at
+        self.expires_in = expires_in
         super().__init__(
             f"lock {name!r} is held by {owner} until {expires_at:.0f} (unix time)",
             hint="wait for that operation to finish, or let the lock expire",
         )
+
+
+class LockLost(StoreError):
+    """The DC-wide lock was lost while a procedure ran (it expired and was taken):
+    the store refuses the writes made under the old lock."""
 
 
 class TransportError(SdcadmError):

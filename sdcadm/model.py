@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 SERVER_RUNNING = "running"
 SERVER_UNREACHABLE = "unreachable"
-SERVER_UNKNOWN = "unknown"
 
 INSTANCE_STATES = ("provisioning", "running", "stopped", "failed", "destroyed")
 TASK_STATES = ("queued", "running", "succeeded", "failed")
+RESTORE_STATUSES = ("ok", "failed", "diverged", "unreachable")
 
 # The network every server and core-service instance has its address on: the
 # lab creates it, restore and migrate allocate and release addresses in it.
@@ -42,8 +42,9 @@ class Server(Record):
     last_heartbeat: float = 0.0
     fenced: bool = False
     agent_port: int = 0
-    # Derived from last_heartbeat at read time (see status_of); stored "unknown".
-    status: str = SERVER_UNKNOWN
+    # Bumped by every write of the record but heartbeats: set_fenced is a
+    # compare-and-swap on it.
+    generation: int = 1
 
     @property
     def agent_url(self):
@@ -94,6 +95,9 @@ class Network(Record):
     allocations: dict = field(default_factory=dict)
     # ip -> reason, never handed out by allocate
     reservations: dict = field(default_factory=dict)
+    # Bumped by every write (allocations included): put_network is a
+    # compare-and-swap on it, so a stale copy cannot drop an allocation.
+    revision: int = 0
 
 
 @dataclass
@@ -105,6 +109,27 @@ class Task(Record):
     started: float | None = None
     finished: float | None = None
     steps: list = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class RestoreStatus(Record):
+    """What one receiving headnode can restore of one instance, and as of when
+    (kept in the store so `sdcadm status` and `restore-data ls` can tell from
+    any headnode)."""
+
+    receiver: str              # server UUID of the headnode holding the copy
+    service: str
+    instance: str              # instance UUID
+    alias: str = ""
+    source: str | None = None  # server UUID the instance lived on when pulled
+    snapshot: str | None = None
+    guid: str | None = None
+    bytes: int = 0             # size of the current copy of the delegate dataset
+    duration: float = 0.0      # seconds the last attempt took
+    last_success: float | None = None
+    last_attempt: float = 0.0
+    status: str = "ok"         # one of RESTORE_STATUSES
     error: str | None = None
 
 

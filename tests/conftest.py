@@ -159,3 +159,116 @@ def running_lab(directory, *options):
 def env_of(directory, hostname):
     """The CLI environment of a lab server (as `eval "$(sdcadm lab env ...)"`)."""
     return clean_env(SDCADM_CONFIG=str(Path(directory) / hostname / "etc" / "sdcadm.yaml"))
+
+
+# -- the DC store: one place that knows each backend ---------------------------------------
+
+# Every backend the store contract (tests/unit/test_store_contract.py) runs on:
+# a new backend is one more name here and one branch in each helper below.
+STORE_BACKENDS = ["sqlite"]
+
+
+class FakeClock:
+    """The store's clock in tests: time moves only when told (no sleeps)."""
+
+    def __init__(self, now=1_000_000.0):
+        self.t = float(now)
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, seconds):
+        self.t += seconds
+
+
+def heartbeat_at(store, clock, server_uuid, when):
+    """A heartbeat of ``server_uuid`` as if made at ``when``, by a ``store``
+    running on ``clock`` (a FakeClock), which is left as it was."""
+    saved, clock.t = clock.t, when
+    try:
+        store.heartbeat(server_uuid)
+    finally:
+        clock.t = saved
+
+
+def store_config(directory, backend="sqlite"):
+    """A configuration naming a store of ``backend`` kept under ``directory``."""
+    from sdcadm.config import config_from
+
+    if backend == "sqlite":
+        doc = {"backend": "sqlite", "path": str(Path(directory) / "dc.sqlite")}
+    else:
+        raise ValueError(f"no test setup for store backend {backend!r}")
+    return config_from({"store": doc}, f"test store in {directory}")
+
+
+def store_at(path, clock=None, create=False):
+    """The sqlite store file ``path`` (tests whose config files name it), opened
+    through the public API; ``create``: initialise it first."""
+    from sdcadm.config import config_from
+    from sdcadm.store import store_for
+
+    config = config_from({"store": {"backend": "sqlite", "path": str(path)}}, "test")
+    store = store_for(config, clock=clock)
+    return store.initialize() if create else store.open()
+
+
+def lab_store_config(directory):
+    """The store configuration of the lab at ``directory`` (as its servers have it)."""
+    from sdcadm.config import config_from
+    from sdcadm.lab.state import load_state
+
+    return config_from({"store": load_state(directory).store_config()}, f"lab {directory}")
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_backend(request):
+    return request.param
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def store(store_backend, tmp_path, clock):
+    """A new, initialised, empty store of every backend, on the ``clock`` fixture."""
+    from sdcadm.store import store_for
+
+    s = store_for(store_config(tmp_path, store_backend), clock=clock).initialize()
+    yield s
+    s.close()
+
+
+@contextlib.contextmanager
+def store_outage(config):
+    """The store ``config`` names is out of every client's reach inside the block
+    (sqlite: its file moved away, as a lost disk would), and back after it."""
+    if config.store.backend != "sqlite":
+        raise ValueError(f"no outage helper for store backend {config.store.backend!r}")
+    path = Path(config.store.path)
+    aside = path.with_name(path.name + ".outage")
+    os.rename(path, aside)
+    try:
+        yield
+    finally:
+        os.rename(aside, path)
+
+
+def store_idle(config):
+    """True if no client is inside a write transaction now: a process paused at
+    such an instant holds up nobody else (sqlite has one writer at a time)."""
+    import sqlite3
+
+    if config.store.backend != "sqlite":
+        return True  # backends with many writers are never held up by a paused one
+    conn = sqlite3.connect(config.store.path, timeout=0.2, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()

@@ -1,15 +1,6 @@
 """The agent's access to the DC store, which may be unreachable at any time."""
 
-import sqlite3
 import threading
-
-from sdcadm.errors import StoreError
-
-# What a store call may raise when the store is down or damaged. The sqlite
-# backend wraps most of its errors in StoreError, but a failure inside a write
-# transaction surfaces as sqlite3.Error; the agent treats both as "unreachable,
-# retry later" rather than dying.
-STORE_FAILURES = (StoreError, sqlite3.Error)
 
 
 class StoreHandle:

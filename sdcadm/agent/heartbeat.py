@@ -7,9 +7,8 @@ The store derives the server's status from the last heartbeat
 import logging
 import time
 
-from sdcadm.agent.connection import STORE_FAILURES
 from sdcadm.agent.log import Throttled
-from sdcadm.errors import NotFound
+from sdcadm.errors import NotFound, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +26,14 @@ class Heartbeat:
         return self.last_error is None and self.last_ok is not None
 
     def beat(self):
-        now = self.clock()
+        now = self.clock()  # when this agent last succeeded (its own status), not the record
         try:
-            self.stores.get().heartbeat(self.me, now)
+            self.stores.get().heartbeat(self.me)
         except NotFound:
             self._failed(f"server {self.me} is not in the DC store; heartbeat not recorded "
                          "(add the server record, e.g. with `sdcadm lab up`)", "heartbeat-unknown-server")
             return False
-        except STORE_FAILURES as e:
+        except StoreError as e:
             self._failed(f"heartbeat failed, store unreachable: {e}", "heartbeat-failed")
             return False
         self.last_ok, self.last_error = now, None

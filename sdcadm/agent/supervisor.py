@@ -21,12 +21,11 @@ import time
 from sdcadm.agent import process, provision
 from sdcadm.agent.actions import Actions
 from sdcadm.agent.backoff import after_exit
-from sdcadm.agent.connection import STORE_FAILURES
 from sdcadm.agent.delegate_datasets import DirDelegateDatasets
 from sdcadm.agent.log import Throttled
 from sdcadm.agent.plan import plan, state_updates
 from sdcadm.agent.slot import Slot
-from sdcadm.errors import NotFound
+from sdcadm.errors import NotFound, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class Supervisor:
                         pass
             revision = store.revision()
             server = self._read_server(store)
-        except STORE_FAILURES as e:
+        except StoreError as e:
             self.store_ok, self.last_error = False, str(e)
             self.metrics.store_reachable.set(0)
             self._problems.problem("store-unreachable",
@@ -225,7 +224,7 @@ class Supervisor:
         d = action.instance
         try:
             owner = self.stores.get().set_instance_state(d.uuid, action.state, self.me, d.generation)
-        except STORE_FAILURES as e:
+        except StoreError as e:
             log.debug("cannot write state of %s: %s", d.uuid, e)
             return
         if not owner:

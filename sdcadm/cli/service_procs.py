@@ -73,8 +73,5 @@ def restore(state, services, all_services, dead, timeout, run_options):
     except StoreUnreachable as e:
         raise StoreUnreachable(
             f"cannot restore: the DC store is unreachable ({e.message}); nothing was changed",
-            hint="restore moves instances by compare-and-swap in the DC store, so it needs it. "
-                 "With the sqlite backend the store is one file on one headnode (store.path): "
-                 "if that headnode is the one lost, bring its disk back (or copy the file to "
-                 "this headnode and point store.path at it), then run this again. The HA store "
-                 "(etcd backend, one member per headnode) removes this dependency.") from None
+            hint="restore moves instances by compare-and-swap in the DC store, so it needs it: "
+                 f"{e.hint or 'bring the store back'}; then run this again") from None

@@ -24,7 +24,6 @@ from sdcadm.lab.layout import plan_lab
 from sdcadm.lab.state import DEFAULT_PORTS, LabState, load_state, save_state
 from sdcadm.model import ADMIN_NETWORK, Instance, Network, Server, Service, status_of
 from sdcadm.progress import Progress, notify
-from sdcadm.store.sqlite import SqliteStore
 from sdcadm.uuids import new_uuid
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def server_config(state, server):
         "restore_data": {"source_root_template": str(state.path).replace("{", "{{").replace(
             "}", "}}") + "/{hostname}"},
         "image_source": str(state.images_dir),
-        "store": {"backend": "sqlite", "path": str(state.store_path)},
+        "store": state.store_config(),
         "agent": {
             "listen": server["admin_ip"],
             "port": state.ports["agent"],
@@ -144,7 +143,7 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         notify(observer, Progress("images", f"building image for {name}", n, len(wanted)))
         images[name] = build_workload_image(state.images_dir, name)
 
-    store = SqliteStore(state.store_path, create=True)
+    store = state.dc_store().initialize()  # the lab creates its DC: the one place it is made
     try:
         store.put_network(Network(ADMIN_NETWORK, plan.net))
         by_host = {}
@@ -299,16 +298,16 @@ def destroy(directory, observer=None):
 
 
 # -- observing -------------------------------------------------------------------
-def _open_store(state):
-    return SqliteStore(state.store_path, timeout=5.0)
+def open_lab_store(state):
+    return state.dc_store().open()
 
 
 def status(state, now=None, store=None):
     """One row per server: what the lab runs and what the store believes."""
     if store is None:
-        with _open_store(state) as store:
+        with open_lab_store(state) as store:
             return status(state, now, store)
-    now = time.time() if now is None else now
+    now = store.now() if now is None else now  # heartbeats are in the store's time
     timeout = state.heartbeat_interval * HEARTBEAT_TIMEOUT_FACTOR
     by_uuid = {s.uuid: s for s in store.list_servers()}
     insts = store.list_instances()
@@ -332,7 +331,7 @@ def wait_ready(state, timeout=120.0, observer=None):
     """Wait until every server heartbeats and every instance runs and answers /ping."""
     deadline = time.monotonic() + timeout
     last = None
-    with _open_store(state) as store:
+    with open_lab_store(state) as store:
         while True:
             rows = status(state, store=store)
             insts = store.list_instances()

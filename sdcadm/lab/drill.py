@@ -26,7 +26,7 @@ from sdcadm.health import http_open
 from sdcadm.lab import ctl
 from sdcadm.lab.state import load_state
 from sdcadm.progress import Progress, notify
-from sdcadm.store.sqlite import SqliteStore
+from sdcadm.store import open_store
 
 CANARIES = 3
 
@@ -75,7 +75,7 @@ def _get(url, timeout=5.0):
 
 def _pristine(state):
     """The lab exists and nothing in it has been restored, fenced or moved."""
-    with SqliteStore(state.store_path) as store:
+    with state.dc_store().open() as store:
         if any(s.fenced for s in store.list_servers()):
             return False
         return all(i.generation == 1 and not i.params.get("restored_from")
@@ -108,7 +108,7 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     dead, survivor = state.servers[0], next(s for s in state.servers[1:] if s["headnode"])
     result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"])
     config = load_config(state.config_path(survivor["hostname"]), environ={})
-    store = SqliteStore(state.store_path)
+    store = open_store(config)  # as the survivor reaches it
     ctx = ProcedureContext.for_config(config, store)
     catalog, token = ctx.catalog, ctx.agents.token
     try:

@@ -59,6 +59,19 @@ class LabState:
     def store_path(self):
         return self.path / "dc.sqlite"
 
+    # -- the DC store --------------------------------------------------------
+    def store_config(self):
+        """The ``store`` section of every lab server's configuration."""
+        return {"backend": self.store, "path": str(self.store_path)}
+
+    def dc_store(self):
+        """The lab's DC store, as its servers' configuration names it; not yet
+        opened: call ``open()`` (or ``initialize()``, which ``lab up`` does)."""
+        from sdcadm.config import config_from
+        from sdcadm.store import store_for
+
+        return store_for(config_from({"store": self.store_config()}, f"the lab at {self.dir}"))
+
     @property
     def images_dir(self):
         return self.path / "images"

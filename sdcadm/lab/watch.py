@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from sdcadm.availability import ServiceAvailability, fold_outages  # noqa: F401 (re-exported)
 from sdcadm.errors import NotFound, StoreError
@@ -54,13 +53,10 @@ def timeline_rows(timelines, width):
 # -- the watcher -------------------------------------------------------------------------------
 
 def _open(source):
-    """(store, owned): a Store as is, or a sqlite store from a LabState or a path."""
+    """(store, owned): a Store as is, or the store of a LabState."""
     if hasattr(source, "list_instances"):
         return source, False
-    from sdcadm.store.sqlite import SqliteStore
-
-    path = getattr(source, "store_path", source)
-    return SqliteStore(Path(path), timeout=5.0), True
+    return source.dc_store().open(), True
 
 
 class Watcher:

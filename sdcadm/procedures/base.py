@@ -26,7 +26,7 @@ The contract (docs/procedures.md has the long form):
 from dataclasses import dataclass
 from typing import Callable
 
-from sdcadm.errors import LockHeld, SdcadmError
+from sdcadm.errors import LockHeld, LockLost, SdcadmError
 
 DEFAULT_RESUME_WITHIN = 24 * 3600.0
 
@@ -116,5 +116,5 @@ class LockWaitTimeout(LockHeld):
         self.name, self.owner, self.expires_at = name, owner, expires_at
 
 
-class LockLost(SdcadmError):
-    """The DC-wide lock was lost while a procedure ran (it expired and was taken)."""
+__all__ = ["Declined", "LockLost", "LockWaitTimeout", "NeedsConfirmation", "Procedure",
+           "ProcedureFailed", "Step"]  # LockLost lives in errors.py (the store raises it too)

@@ -1,7 +1,7 @@
 """The DC-wide lock held while a procedure runs: wait for it, keep it, give it back.
 
-The store's lock has an expiry (``ttl``), so a crashed holder cannot block the
-DC forever; while a run lasts, a background thread renews it every ``ttl / 3``
+The store's lock has an expiry (``ttl``, by the store's clock), so a crashed
+holder cannot block the DC forever; while a run lasts, a background thread renews it every ``ttl / 3``
 seconds. The owner is ``<hostname>:<pid>:<uuid>``: a lock left behind by a
 process of this host that no longer exists is taken over at once instead of
 waiting for it to expire (its pid is checked with ``kill(pid, 0)``).
@@ -13,8 +13,8 @@ import socket
 import threading
 import time
 
-from sdcadm.errors import LockHeld, StoreError
-from sdcadm.procedures.base import LockLost, LockWaitTimeout
+from sdcadm.errors import LockHeld, LockLost, StoreError
+from sdcadm.procedures.base import LockWaitTimeout
 from sdcadm.uuids import new_uuid
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,9 @@ def owner_is_dead(owner, hostname=None):
 class DcLock:
     """The lock, its waiting and its renewal thread. ``warn(text)`` tells the operator."""
 
-    def __init__(self, store, ttl=DEFAULT_TTL, clock=time.time, owner=None, name=LOCK_NAME,
-                 warn=None, sleep=time.sleep):
-        self.store, self.ttl, self.clock, self.name = store, float(ttl), clock, name
+    def __init__(self, store, ttl=DEFAULT_TTL, owner=None, name=LOCK_NAME, warn=None,
+                 sleep=time.sleep):
+        self.store, self.ttl, self.name = store, float(ttl), name
         self.owner = owner or make_owner()
         self.warn = warn or (lambda text: None)
         self.sleep = sleep
@@ -71,7 +71,7 @@ class DcLock:
         reported = (None, -WAIT_REPORT_EVERY)
         while True:
             try:
-                self.token = self.store.acquire_lock(self.name, self.owner, self.ttl, self.clock())
+                self.token = self.store.acquire_lock(self.name, self.owner, self.ttl)
                 return self.token
             except LockHeld as e:
                 if owner_is_dead(e.owner):
@@ -80,7 +80,7 @@ class DcLock:
                     self.store.release_lock(self.name, e.owner)
                     continue
                 waited = time.monotonic() - started
-                expires_in = max(0.0, e.expires_at - self.clock())
+                expires_in = max(0.0, e.expires_in or 0.0)
                 if waited >= timeout:
                     raise LockWaitTimeout(self.name, e.owner, e.expires_at, waited,
                                           expires_in) from None
@@ -100,7 +100,7 @@ class DcLock:
         last_ok = time.monotonic()
         while not self._stop.wait(interval):
             try:
-                token = self.store.acquire_lock(self.name, self.owner, self.ttl, self.clock())
+                token = self.store.acquire_lock(self.name, self.owner, self.ttl)
             except LockHeld as e:
                 self.lost = f"the lock expired and was taken by {e.owner}"
                 log.error("lost the DC lock: %s", self.lost)

@@ -98,7 +98,7 @@ class RestoreServices(Procedure):
         def fence(ctx):
             if self.started is None:
                 self.started = time.monotonic()
-            ctx.store.set_fenced(server.uuid, True)
+            ctx.store.set_fenced(server.uuid, True, server.generation)  # CAS: as prepared
             ctx.progress(f"fenced {server.hostname}")
             # A fenced agent that is still alive stops what it runs: wait for it,
             # so that no singleton runs here and there at once.

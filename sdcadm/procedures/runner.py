@@ -3,7 +3,9 @@
 ``run_procedures(procs, ctx, ...)``:
 
 1. without ``dry_run``: take the DC-wide lock (waiting up to ``lock_timeout``
-   seconds and saying so on stderr) and keep renewing it in a thread;
+   seconds and saying so on stderr) and keep renewing it in a thread; from
+   then on ``ctx.store`` is the store guarded by the lock's fencing token, so
+   every write of the run is refused once another owner took the lock;
 2. look for this command's unfinished Task (same name = procedure name + key)
    to resume;
 3. ``prepare()`` every procedure; if none has anything to do, say so (exit 0);
@@ -103,21 +105,23 @@ def run_procedures(procs, ctx, yes=False, dry_run=False, observer=None, lock_ttl
     started = time.monotonic()
     if dry_run:
         return _dry_run(procs, ctx, console, name, started)
-    lock = DcLock(ctx.store, ttl=lock_ttl, clock=ctx.now, warn=console.warn)
+    store = ctx.store
+    lock = DcLock(store, ttl=lock_ttl, warn=console.warn)
     ctx.lock_token = lock.acquire(lock_timeout)
     ctx.lock = lock
+    ctx.store = store.guarded(LOCK_NAME, ctx.lock_token)
     try:
         lock.start_renewing()
         return _run_locked(procs, ctx, console, name, started)
     finally:
         lock.release()
-        ctx.lock = None
+        ctx.lock, ctx.store = None, store
         ctx.log.close()
 
 
 def _dry_run(procs, ctx, console, name, started):
     held = ctx.store.get_lock(LOCK_NAME)
-    if held and held[1] > ctx.now():
+    if held and held[1] > ctx.store.now():
         console.warn(f"note: the DC lock is held by {held[0]}; the plan may change before "
                      "this can run")
     ctx.previous_task = find_unfinished(ctx.store, name, _resume_within(procs), ctx.now())

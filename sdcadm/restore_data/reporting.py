@@ -7,7 +7,7 @@ never the copy: the manifest on disk stays the record of what is held.
 import logging
 
 from sdcadm.errors import StoreError
-from sdcadm.restore_data.status import RestoreStatus
+from sdcadm.model import RestoreStatus
 
 log = logging.getLogger(__name__)
 

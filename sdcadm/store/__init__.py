@@ -1,14 +1,32 @@
-"""The DC state store: one interface (``base.Store``), pluggable backends."""
+"""The DC state store: one interface (``base.Store``), pluggable backends.
 
-from sdcadm.errors import ConfigError
+``open_store(config)`` opens the store the configuration names and refuses
+one that was never initialised; whoever creates a DC (the lab, tests) calls
+``store_for(config).initialize()`` instead. Callers catch ``StoreError``
+(re-exported here): no backend lets its own exceptions out.
+"""
+
+import time
+
+from sdcadm.errors import ConfigError, StoreError
+
+__all__ = ["StoreError", "open_store", "store_for"]
 
 
-def open_store(config, create=False):
-    """Open the store the configuration names. ``create``: make it if missing."""
+def store_for(config, clock=None):
+    """The store ``config.store`` names, not yet opened (no I/O): call
+    ``open()`` or ``initialize()`` on it. ``clock``: the store's clock (tests)."""
     backend = config.store.backend
     if backend == "sqlite":
         from sdcadm.store.sqlite import SqliteStore
 
-        return SqliteStore(config.store.path, create=create, timeout=config.store.timeout)
+        return SqliteStore(config.store.path, timeout=config.store.timeout,
+                           clock=clock or time.time)
     raise ConfigError(config.path, [f"store backend {backend!r} is not available yet"],
                       hint="use store.backend: sqlite")
+
+
+def open_store(config, clock=None):
+    """Open the store the configuration names; StoreError if it is unreachable
+    or not initialised (it is never created here)."""
+    return store_for(config, clock).open()

@@ -1,9 +1,22 @@
 """The DC state store interface.
 
 One interface, several backends (``sqlite`` now, ``etcd`` next). Callers use
-only these methods; a backend maps them onto its storage. Ownership moves are
-compare-and-swap on the instance ``generation``: ``move_instance`` succeeds
-only if the caller saw the current generation, and bumps it.
+only these methods; a backend maps them onto its storage, and lets none of its
+own exceptions out: a lost compare-and-swap or a duplicate is ``Conflict``,
+anything else ``StoreError`` (``errors.py``). The contract, as tests, is
+``tests/unit/test_store_contract.py``.
+
+* Opening never creates: ``open()`` refuses a store without a schema;
+  ``initialize()`` (the lab, ``dc init``, tests) creates or upgrades it.
+* Time belongs to the store: heartbeats and lock expiry use the backend's
+  clock (etcd: leases; sqlite: an injectable ``clock``), never a caller's.
+* Writes that move ownership, fence a server or change a network are
+  compare-and-swap: ``move_instance`` on the instance ``generation``,
+  ``set_fenced`` on the server ``generation``, ``put_network`` on the network
+  ``revision``; the loser gets ``Conflict``.
+* ``guarded(lock, token)``: a view whose every write first checks, atomically
+  with the write, that ``lock`` still carries fencing ``token``; once another
+  owner took the lock the write is refused with ``LockLost`` and nothing changes.
 """
 
 from abc import ABC, abstractmethod
@@ -15,10 +28,35 @@ from sdcadm.uuids import is_uuid
 class Store(ABC):
     backend = "abstract"
 
+    # -- lifecycle -------------------------------------------------------
+    @abstractmethod
+    def open(self):
+        """Check that the store is reachable and initialised (upgrading an
+        older schema); return self. StoreUnreachable if it cannot be reached,
+        StoreError if it holds no sdcadm schema (never creates one)."""
+
+    @abstractmethod
+    def initialize(self):
+        """Create the schema if missing (or upgrade it); idempotent; return self."""
+
+    @abstractmethod
+    def describe(self):
+        """Where the store is, in words for messages (e.g. "sqlite store /var/...")."""
+
+    @abstractmethod
+    def now(self):
+        """The store's clock (unix time): what heartbeats and lock expiries use."""
+
+    @abstractmethod
+    def guarded(self, lock_name, token):
+        """A view of this store whose writes are refused (LockLost, nothing
+        written) unless lock ``lock_name`` still carries fencing ``token``."""
+
     # -- servers ---------------------------------------------------------
     @abstractmethod
     def put_server(self, server):
-        """Create or replace a server record (heartbeat is kept)."""
+        """Create or replace a server record (heartbeat is kept, generation
+        bumped). Conflict if another server has the same hostname."""
 
     @abstractmethod
     def get_server(self, uuid):
@@ -29,12 +67,15 @@ class Store(ABC):
         """All servers, ordered by hostname."""
 
     @abstractmethod
-    def heartbeat(self, server_uuid, now):
-        """Record that the server's agent is alive at ``now`` (unix time)."""
+    def heartbeat(self, server_uuid):
+        """Record that the server's agent is alive now (by the store's clock).
+        Not a model change: neither the revision nor the server's generation moves."""
 
     @abstractmethod
-    def set_fenced(self, server_uuid, fenced):
-        """Mark a server fenced (or not)."""
+    def set_fenced(self, server_uuid, fenced, expected_generation):
+        """Compare-and-swap: mark a server fenced (or not) only if its stored
+        generation is ``expected_generation``; bump it and return the new
+        Server. NotFound, or Conflict when someone else changed the server."""
 
     # -- services --------------------------------------------------------
     @abstractmethod
@@ -89,12 +130,15 @@ class Store(ABC):
 
     @abstractmethod
     def list_images(self):
-        """All images."""
+        """All images, ordered by name then version."""
 
     # -- networks --------------------------------------------------------
     @abstractmethod
-    def put_network(self, network):
-        """Create or replace a network (with its allocations)."""
+    def put_network(self, network, expected_revision=None):
+        """Compare-and-swap a network (with its allocations): create it when
+        ``expected_revision`` is None (Conflict if it exists), else replace it
+        only if its stored revision is still ``expected_revision``. Bump the
+        revision and return the new Network."""
 
     @abstractmethod
     def get_network(self, name):
@@ -103,11 +147,12 @@ class Store(ABC):
     @abstractmethod
     def allocate_ip(self, network, owner_uuid, ip=None):
         """Atomically allocate ``ip`` (or the lowest free address) to
-        ``owner_uuid``; Conflict if taken or the network is full."""
+        ``owner_uuid``; Conflict if taken or the network is full. Bumps the
+        network's revision."""
 
     @abstractmethod
     def release_ip(self, network, ip):
-        """Free an allocated address (no-op when free)."""
+        """Free an allocated address (no-op when free; bumps the network's revision)."""
 
     # -- tasks -----------------------------------------------------------
     @abstractmethod
@@ -124,15 +169,15 @@ class Store(ABC):
 
     # -- DC-wide lock ----------------------------------------------------
     @abstractmethod
-    def acquire_lock(self, name, owner, ttl, now):
-        """Take lock ``name`` for ``owner`` until ``now + ttl``. Re-taking a
-        lock one already holds extends it. LockHeld if someone else holds an
-        unexpired lock. Returns the lock's fencing token (increases on every
-        acquisition by a new owner)."""
+    def acquire_lock(self, name, owner, ttl):
+        """Take lock ``name`` for ``owner`` for ``ttl`` seconds (store's clock).
+        Re-taking a lock one already holds extends it. LockHeld (with
+        ``expires_in``) if someone else holds an unexpired lock. Returns the
+        lock's fencing token (increases on every acquisition by a new owner)."""
 
     @abstractmethod
     def release_lock(self, name, owner):
-        """Release the lock if ``owner`` holds it."""
+        """Release the lock if ``owner`` holds it (its token is then void)."""
 
     @abstractmethod
     def get_lock(self, name):

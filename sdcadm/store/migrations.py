@@ -50,4 +50,9 @@ MIGRATIONS = [
         error TEXT,
         PRIMARY KEY (receiver, service, instance));
     """,
+    # 3: compare-and-swap of servers (set_fenced) and networks (put_network)
+    """
+    ALTER TABLE servers ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE networks ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

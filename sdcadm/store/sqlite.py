@@ -2,24 +2,31 @@
 
 Several processes (every agent in the lab, the CLI) share the file; each
 thread gets its own connection, and writers wait up to ``timeout`` seconds
-for one another (busy timeout). Every method is one transaction.
+for one another (busy timeout). Every method is one transaction, and no
+``sqlite3`` exception leaves this module: a constraint violation is
+``Conflict``, any other failure ``StoreError``. Time is ``clock`` (injectable
+for tests), the one clock heartbeats and lock expiries are measured with.
 """
 
+import copy
 import ipaddress
 import json
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sdcadm.errors import Conflict, LockHeld, NotFound, StoreError, StoreUnreachable
-from sdcadm.model import Image, Instance, Network, Server, Service, Task
+from sdcadm.errors import (Conflict, LockHeld, LockLost, NotFound, StoreError, StoreUnreachable,
+                           ValidationError)
+from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
+from sdcadm.store import checks
 from sdcadm.store.base import Store
 from sdcadm.store.migrations import MIGRATIONS
 
 _SERVER_COLS = ("uuid", "hostname", "admin_ip", "headnode", "setup", "boot_platform",
-                "current_platform", "last_heartbeat", "fenced", "agent_port")
+                "current_platform", "last_heartbeat", "fenced", "agent_port", "generation")
 _INSTANCE_COLS = ("uuid", "alias", "service", "server_uuid", "image", "admin_ip", "port",
                   "generation", "delegate_dataset", "state", "params")
 _INSTANCE_MUTABLE = {"server_uuid", "admin_ip", "port", "state", "image", "alias", "params"}
@@ -28,8 +35,14 @@ _INSTANCE_MUTABLE = {"server_uuid", "admin_ip", "port", "state", "image", "alias
 def _server(row):
     return Server(uuid=row[0], hostname=row[1], admin_ip=row[2], headnode=bool(row[3]),
                   setup=bool(row[4]), boot_platform=row[5], current_platform=row[6],
-                  last_heartbeat=row[7], fenced=bool(row[8]), agent_port=row[9])
+                  last_heartbeat=row[7], fenced=bool(row[8]), agent_port=row[9],
+                  generation=row[10])
 
+
+# Why a sqlite store can be out of reach, and what to do about it.
+_ONE_FILE = ("The sqlite store is one file on one headnode: if that headnode is lost, bring "
+             "its disk back (or copy the file to this headnode and point store.path at it). "
+             "The HA store (etcd backend, one member per headnode) removes this dependency.")
 
 _decode = json.JSONDecoder().decode
 
@@ -45,19 +58,42 @@ def _instance(row):
 class SqliteStore(Store):
     backend = "sqlite"
 
-    def __init__(self, path, create=False, timeout=5.0):
+    def __init__(self, path, timeout=5.0, clock=time.time):
+        """No I/O: ``open()`` or ``initialize()`` comes next."""
         self.path = str(path)
         self.timeout = float(timeout)
+        self.clock = clock
         self._local = threading.local()
+        self._guard = None   # (lock name, token) in a guarded() view
+        self._view = False   # a guarded() view shares its store's connections
+
+    # -- lifecycle -----------------------------------------------------------
+    def open(self):
         if not Path(self.path).exists():
-            if not create:
-                raise StoreUnreachable(
-                    f"the DC store {self.path} does not exist",
-                    hint="check store.path in the configuration (or SDCADM_STORE_PATH); "
-                         "in the lab, run `sdcadm lab up` first")
+            raise StoreUnreachable(
+                f"the DC store {self.path} does not exist",
+                hint="check store.path in the configuration (or SDCADM_STORE_PATH); "
+                     "in the lab, run `sdcadm lab up` first. " + _ONE_FILE)
+        self._schema(create=False)
+        return self
+
+    def initialize(self):
+        if not Path(self.path).exists():
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             Path(self.path).touch()  # sqlite takes an empty file as a new database
-        self._migrate()
+        self._schema(create=True)
+        return self
+
+    def describe(self):
+        return f"sqlite store {self.path}"
+
+    def now(self):
+        return self.clock()
+
+    def guarded(self, lock_name, token):
+        view = copy.copy(self)
+        view._guard, view._view = (lock_name, token), True
+        return view
 
     # -- plumbing ----------------------------------------------------------
     def _identity(self):
@@ -77,7 +113,7 @@ class SqliteStore(Store):
             self._local.conn = conn = None
         if now_id is None:
             raise StoreUnreachable(f"the DC store {self.path} is gone (removed or moved away)",
-                                   hint="put the store file back, or fix store.path")
+                                   hint="put the store file back, or fix store.path. " + _ONE_FILE)
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
@@ -90,25 +126,42 @@ class SqliteStore(Store):
         return conn
 
     @contextmanager
-    def _tx(self, write=True):
+    def _tx(self, guard=True):
+        """One write transaction. In a guarded() view (and ``guard``), it first
+        checks the lock's token: the check and the write commit together, so
+        no write slips in after another owner took the lock."""
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except sqlite3.OperationalError as e:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
             raise StoreUnreachable(f"the DC store {self.path} is busy or unreadable: {e}",
                                    hint="another process holds a long write; retry") from None
         try:
+            if guard and self._guard is not None:
+                self._check_guard(conn)
             yield conn
             conn.execute("COMMIT")
-        except sqlite3.DatabaseError as e:
+        except sqlite3.IntegrityError as e:
             self._rollback(conn)
-            if isinstance(e, sqlite3.IntegrityError):
-                raise  # callers map constraint violations to Conflict
+            raise Conflict(f"the DC store {self.path} refused a write that conflicts with "
+                           f"what it holds: {e}", hint="re-read the record and retry") from None
+        except sqlite3.Error as e:
+            self._rollback(conn)
             raise StoreError(f"writing the DC store {self.path} failed: {e}",
                              hint="retry; if it persists, check the disk and the file") from None
         except BaseException:
             self._rollback(conn)
             raise
+
+    def _check_guard(self, c):
+        name, token = self._guard
+        row = c.execute("SELECT owner, token FROM locks WHERE name = ?", (name,)).fetchone()
+        if row is None or row[1] != token:
+            now = f"it is now held by {row[0]} (token {row[1]})" if row else "it was released"
+            raise LockLost(f"lost the DC lock {name!r}: token {token} is void, {now}; "
+                           "the write was refused, nothing changed",
+                           hint="another operation may have started; check `sdcadm task ls` "
+                                "before running this again")
 
     @staticmethod
     def _rollback(conn):
@@ -120,24 +173,34 @@ class SqliteStore(Store):
     def _query(self, sql, args=()):
         try:
             return self._conn().execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             raise StoreError(f"reading the DC store {self.path} failed: {e}") from None
 
-    def _migrate(self):
-        try:
-            with self._tx() as c:
-                version = c.execute("PRAGMA user_version").fetchone()[0]
-                if version > len(MIGRATIONS):
-                    raise StoreError(
-                        f"the DC store {self.path} has schema version {version}, newer than "
-                        f"this sdcadm knows ({len(MIGRATIONS)})", hint="upgrade sdcadm")
-                for step in range(version, len(MIGRATIONS)):
+    def _schema(self, create):
+        """Check the schema version; apply the missing migrations. Without
+        ``create``, a database without any (version 0) is refused: opening
+        must never turn a wrong path into an empty DC."""
+        with self._tx(guard=False) as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"the DC store {self.path} has schema version {version}, newer than "
+                    f"this sdcadm knows ({len(MIGRATIONS)})", hint="upgrade sdcadm")
+            if version == 0 and not create:
+                raise StoreError(
+                    f"{self.path} is not an initialised sdcadm DC store (it has no schema)",
+                    hint="check store.path (or SDCADM_STORE_PATH); a new DC's store is "
+                         "initialised when the DC is created (in the lab: `sdcadm lab up`)")
+            for step in range(version, len(MIGRATIONS)):
+                try:
                     for statement in MIGRATIONS[step].split(";"):
                         if statement.strip():
                             c.execute(statement)
                     c.execute(f"PRAGMA user_version = {step + 1}")
-        except sqlite3.DatabaseError as e:
-            raise StoreUnreachable(f"{self.path} is not a usable DC store: {e}") from None
+                except sqlite3.Error as e:
+                    raise StoreError(f"{self.path} is not a usable DC store: schema step "
+                                     f"{step + 1} failed: {e}",
+                                     hint="check store.path; nothing was changed") from None
 
     @staticmethod
     def _bump(c):
@@ -147,6 +210,8 @@ class SqliteStore(Store):
         return self._query("SELECT value FROM meta WHERE key = 'revision'")[0][0]
 
     def close(self):
+        if self._view:
+            return  # the store it views owns the connections
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -154,15 +219,22 @@ class SqliteStore(Store):
 
     # -- servers -------------------------------------------------------------
     def put_server(self, server):
+        checks.check_server(server)
         v = server.to_dict()
         with self._tx() as c:
+            row = c.execute("SELECT uuid FROM servers WHERE hostname = ? AND uuid != ?",
+                            (server.hostname, server.uuid)).fetchone()
+            if row:
+                raise Conflict(f"a server named {server.hostname!r} already exists ({row[0]})",
+                               hint="choose another hostname, or delete that server first")
             c.execute(
                 "INSERT INTO servers (uuid, hostname, admin_ip, headnode, setup, boot_platform,"
                 " current_platform, fenced, agent_port) VALUES (?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(uuid) DO UPDATE SET hostname=excluded.hostname,"
                 " admin_ip=excluded.admin_ip, headnode=excluded.headnode, setup=excluded.setup,"
                 " boot_platform=excluded.boot_platform, current_platform=excluded.current_platform,"
-                " fenced=excluded.fenced, agent_port=excluded.agent_port",
+                " fenced=excluded.fenced, agent_port=excluded.agent_port,"
+                " generation=generation + 1",
                 (v["uuid"], v["hostname"], v["admin_ip"], int(v["headnode"]), int(v["setup"]),
                  v["boot_platform"], v["current_platform"], int(v["fenced"]), v["agent_port"]))
             self._bump(c)
@@ -177,18 +249,30 @@ class SqliteStore(Store):
         rows = self._query(f"SELECT {', '.join(_SERVER_COLS)} FROM servers ORDER BY hostname")
         return [_server(r) for r in rows]
 
-    def heartbeat(self, server_uuid, now):
+    def heartbeat(self, server_uuid):
         with self._tx() as c:
-            cur = c.execute("UPDATE servers SET last_heartbeat = ? WHERE uuid = ?", (now, server_uuid))
+            cur = c.execute("UPDATE servers SET last_heartbeat = ? WHERE uuid = ?",
+                            (self.clock(), server_uuid))
             if cur.rowcount == 0:
                 raise NotFound(f"no server with UUID {server_uuid} in the DC store")
 
-    def set_fenced(self, server_uuid, fenced):
+    def set_fenced(self, server_uuid, fenced, expected_generation):
         with self._tx() as c:
-            cur = c.execute("UPDATE servers SET fenced = ? WHERE uuid = ?", (int(fenced), server_uuid))
+            cur = c.execute("UPDATE servers SET fenced = ?, generation = generation + 1 "
+                            "WHERE uuid = ? AND generation = ?",
+                            (int(fenced), server_uuid, expected_generation))
             if cur.rowcount == 0:
-                raise NotFound(f"no server with UUID {server_uuid}")
+                row = c.execute("SELECT generation FROM servers WHERE uuid = ?",
+                                (server_uuid,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no server with UUID {server_uuid}")
+                raise Conflict(f"server {server_uuid} is at generation {row[0]}, not "
+                               f"{expected_generation}: someone else changed it",
+                               hint="re-read the server and retry")
             self._bump(c)
+            row = c.execute(f"SELECT {', '.join(_SERVER_COLS)} FROM servers WHERE uuid = ?",
+                            (server_uuid,)).fetchone()
+        return _server(row)
 
     # -- services ------------------------------------------------------------
     def put_service(self, service):
@@ -209,6 +293,7 @@ class SqliteStore(Store):
 
     # -- instances -----------------------------------------------------------
     def create_instance(self, instance):
+        checks.check_instance(instance)
         v = instance.to_dict()
         values = [v[k] for k in _INSTANCE_COLS]
         values[_INSTANCE_COLS.index("delegate_dataset")] = int(v["delegate_dataset"])
@@ -244,6 +329,11 @@ class SqliteStore(Store):
         bad = set(changes) - _INSTANCE_MUTABLE
         if bad:
             raise ValueError(f"cannot change {', '.join(sorted(bad))} of an instance")
+        unset = sorted(k for k, v in changes.items() if v is None)
+        if unset:
+            raise ValidationError("instance change", f"a write to the DC store ({uuid})",
+                                  [f"{k} cannot be null" for k in unset],
+                                  hint="nothing was written; fix the caller's change")
         if "params" in changes:
             changes["params"] = json.dumps(changes["params"], sort_keys=True)
         sets = "".join(f", {k} = ?" for k in changes)
@@ -287,6 +377,7 @@ class SqliteStore(Store):
 
     # -- images --------------------------------------------------------------
     def put_image(self, image):
+        checks.check_image(image)
         with self._tx() as c:
             c.execute("INSERT OR REPLACE INTO images (uuid, name, version, sha256, size, origin) "
                       "VALUES (?,?,?,?,?,?)",
@@ -305,24 +396,51 @@ class SqliteStore(Store):
             "SELECT uuid, name, version, sha256, size, origin FROM images ORDER BY name, version")]
 
     # -- networks --------------------------------------------------------------
-    def put_network(self, network):
-        ipaddress.ip_network(network.cidr)  # ValueError on nonsense; callers validate first
+    def put_network(self, network, expected_revision=None):
+        checks.check_network(network)
+        reservations = json.dumps(network.reservations, sort_keys=True)
         with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO networks (name, cidr, reservations) VALUES (?,?,?)",
-                      (network.name, network.cidr, json.dumps(network.reservations, sort_keys=True)))
+            row = c.execute("SELECT revision FROM networks WHERE name = ?",
+                            (network.name,)).fetchone()
+            if expected_revision is None:
+                if row is not None:
+                    raise Conflict(f"network {network.name!r} already exists (revision {row[0]})",
+                                   hint="to replace it, read it and pass its revision")
+                revision = 1
+                c.execute("INSERT INTO networks (name, cidr, reservations, revision) "
+                          "VALUES (?,?,?,?)", (network.name, network.cidr, reservations, revision))
+            else:
+                if row is None:
+                    raise NotFound(f"no network named {network.name!r}")
+                if row[0] != expected_revision:
+                    raise Conflict(f"network {network.name!r} is at revision {row[0]}, not "
+                                   f"{expected_revision}: someone else changed it",
+                                   hint="re-read the network and retry")
+                revision = row[0] + 1
+                c.execute("UPDATE networks SET cidr = ?, reservations = ?, revision = ? "
+                          "WHERE name = ?", (network.cidr, reservations, revision, network.name))
             c.execute("DELETE FROM ip_allocations WHERE network = ?", (network.name,))
             c.executemany("INSERT INTO ip_allocations (network, ip, owner) VALUES (?,?,?)",
                           [(network.name, ip, o) for ip, o in network.allocations.items()])
             self._bump(c)
+        return Network(network.name, network.cidr, dict(network.allocations),
+                       dict(network.reservations), revision)
 
     def get_network(self, name):
-        rows = self._query("SELECT name, cidr, reservations FROM networks WHERE name = ?", (name,))
+        rows = self._query("SELECT name, cidr, reservations, revision FROM networks "
+                           "WHERE name = ?", (name,))
         if not rows:
             raise NotFound(f"no network named {name!r}")
         allocs = dict(self._query("SELECT ip, owner FROM ip_allocations WHERE network = ?", (name,)))
-        return Network(rows[0][0], rows[0][1], allocs, json.loads(rows[0][2]))
+        return Network(rows[0][0], rows[0][1], allocs, json.loads(rows[0][2]), rows[0][3])
 
     def allocate_ip(self, network, owner_uuid, ip=None):
+        if ip is not None:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError as e:
+                raise ValidationError("address", f"an allocation on network {network}",
+                                      [str(e)], hint="nothing was allocated") from None
         with self._tx() as c:
             row = c.execute("SELECT cidr, reservations FROM networks WHERE name = ?",
                             (network,)).fetchone()
@@ -343,16 +461,19 @@ class SqliteStore(Store):
                     raise Conflict(f"network {network} ({row[0]}) has no free address")
             c.execute("INSERT OR REPLACE INTO ip_allocations (network, ip, owner) VALUES (?,?,?)",
                       (network, ip, owner_uuid))
+            c.execute("UPDATE networks SET revision = revision + 1 WHERE name = ?", (network,))
             self._bump(c)
         return ip
 
     def release_ip(self, network, ip):
         with self._tx() as c:
             c.execute("DELETE FROM ip_allocations WHERE network = ? AND ip = ?", (network, ip))
+            c.execute("UPDATE networks SET revision = revision + 1 WHERE name = ?", (network,))
             self._bump(c)
 
     # -- tasks -----------------------------------------------------------------
     def put_task(self, task):
+        checks.check_task(task)
         with self._tx() as c:
             c.execute("INSERT OR REPLACE INTO tasks (uuid, name, state, created, started, finished,"
                       " steps, error) VALUES (?,?,?,?,?,?,?,?)",
@@ -376,12 +497,15 @@ class SqliteStore(Store):
             "ORDER BY created DESC LIMIT ?", (limit,))]
 
     # -- lock ----------------------------------------------------------------
-    def acquire_lock(self, name, owner, ttl, now):
-        with self._tx() as c:
+    def acquire_lock(self, name, owner, ttl):
+        # Lock calls are never guarded: taking, renewing and releasing the lock
+        # is how its token comes and goes.
+        with self._tx(guard=False) as c:
+            now = self.clock()
             row = c.execute("SELECT owner, expires_at, token FROM locks WHERE name = ?",
                             (name,)).fetchone()
             if row and row[0] != owner and row[1] > now:
-                raise LockHeld(name, row[0], row[1])
+                raise LockHeld(name, row[0], row[1], expires_in=row[1] - now)
             if row and row[0] == owner:
                 token = row[2]
             else:
@@ -392,7 +516,7 @@ class SqliteStore(Store):
         return token
 
     def release_lock(self, name, owner):
-        with self._tx() as c:
+        with self._tx(guard=False) as c:
             c.execute("DELETE FROM locks WHERE name = ? AND owner = ?", (name, owner))
 
     def get_lock(self, name):
@@ -404,6 +528,7 @@ class SqliteStore(Store):
                      "bytes", "duration", "last_success", "last_attempt", "status", "error")
 
     def put_restore_status(self, status):
+        checks.check_restore_status(status)
         v = status.to_dict()
         cols = self._RESTORE_COLS
         with self._tx() as c:
@@ -411,8 +536,6 @@ class SqliteStore(Store):
                       f"VALUES ({', '.join('?' * len(cols))})", [v[k] for k in cols])
 
     def list_restore_status(self, receiver=None):
-        from sdcadm.restore_data.status import RestoreStatus
-
         sql = f"SELECT {', '.join(self._RESTORE_COLS)} FROM restore_data_status"
         args = ()
         if receiver is not None:

@@ -27,8 +27,7 @@ from sdcadm.fsutil import sha256_file
 from sdcadm.lab.images import build_workload_image
 from sdcadm.model import Image, Instance, Network, Server
 from sdcadm.schemas import validate
-from sdcadm.store.sqlite import SqliteStore
-from tests.conftest import wait_for
+from tests.conftest import store_at, store_config, store_outage, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +116,7 @@ class DC:
         self.other_uuid = str(uuidlib.uuid4())
         self.root = tmp / "hn0"
         self.store_path = tmp / "dc.sqlite"
-        self.store = SqliteStore(self.store_path, create=True)
+        self.store = store_at(self.store_path, create=True)
         self.port = self._free_port()
         self.store.put_server(Server(uuid=self.server_uuid, hostname="hn0", admin_ip=self.ip,
                                      headnode=True, agent_port=self.port))
@@ -379,21 +378,15 @@ def test_sigterm_leaves_instances_and_restart_uses_the_cache(dc):
     # The store is gone while the agent starts: it serves what it knows from the
     # cache and the disk, kills nothing, and keeps retrying.
     dc.store.close()
-    away = dc.tmp / "away"
-    away.mkdir()
-    for f in dc.tmp.glob("dc.sqlite*"):
-        f.rename(away / f.name)
-    second = dc.start_agent()
-    status = wait_for(lambda: (s := dc.api("/v1/status").json())["reconcile_passes"] >= 3 and s,
-                      20, "reconcile passes")
-    assert status["store_reachable"] is False and status["ownership_confirmed"] is False
-    assert dc.listing()[sapi.uuid]["pid"] == old_pid
-    assert alive(old_pid)
-    assert second.popen.poll() is None
-    assert any(r.get("event") == "store-unreachable" for r in second.log_records())
-
-    for f in away.iterdir():
-        f.rename(dc.tmp / f.name)
+    with store_outage(store_config(dc.tmp)):
+        second = dc.start_agent()
+        status = wait_for(lambda: (s := dc.api("/v1/status").json())["reconcile_passes"] >= 3
+                          and s, 20, "reconcile passes")
+        assert status["store_reachable"] is False and status["ownership_confirmed"] is False
+        assert dc.listing()[sapi.uuid]["pid"] == old_pid
+        assert alive(old_pid)
+        assert second.popen.poll() is None
+        assert any(r.get("event") == "store-unreachable" for r in second.log_records())
     # Once the store confirms ownership the old process is replaced by one in
     # the new agent's process group.
     row = wait_for(lambda: (r := dc.listing()[sapi.uuid])["pid"] not in (None, old_pid)

@@ -5,11 +5,12 @@ store answers again the singletons come back."""
 
 import json
 import os
+import time
 
 import pytest
 
 from sdcadm.health import probe
-from tests.conftest import env_of, needs_sshd, run, running_lab, wait_for
+from tests.conftest import env_of, lab_store_config, needs_sshd, run, running_lab, store_outage, wait_for
 
 pytestmark = [pytest.mark.integration, needs_sshd]
 
@@ -31,12 +32,7 @@ def test_lost_lease_stops_singletons_and_they_return(lab):
     directory, insts = lab
     sapi, binder = insts["sapi"]["url"] + "/ping", insts["binder"]["url"] + "/ping"
     assert probe(sapi) is None and probe(binder) is None
-    store = directory / "dc.sqlite"
-    aside = directory / "dc.sqlite.aside"
-    os.rename(store, aside)  # the store is gone for every agent
-    try:
+    with store_outage(lab_store_config(directory)):  # the store is gone for every agent
         wait(lambda: probe(sapi) is not None, "sapi (a singleton) kept running without its lease")
         assert probe(binder) is None, "binder (HA) must keep running"
-    finally:
-        os.rename(aside, store)
     wait(lambda: probe(sapi) is None, "sapi did not come back with the store")

@@ -21,7 +21,7 @@ from sdcadm.config import load_config
 from sdcadm.lab import procs
 from sdcadm.restore_data.access import RestoreData
 from sdcadm.restore_data.client import sync_one
-from sdcadm.store.sqlite import SqliteStore
+from sdcadm.lab.state import load_state
 from tests.conftest import clean_env, needs_sshd, random_net, run, wait_for
 
 pytestmark = [pytest.mark.integration, needs_sshd,
@@ -51,7 +51,7 @@ class Lab:
         return run("sdcadm", "lab", *args, "--dir", str(self.dir))
 
     def store(self):
-        return SqliteStore(self.dir / "dc.sqlite")
+        return load_state(self.dir).dc_store().open()
 
     def server(self, hn):
         with self.store() as store:

@@ -17,7 +17,6 @@ import queue
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -28,7 +27,8 @@ import pytest
 
 from sdcadm.health import http_open
 from sdcadm.lab import procs
-from tests.conftest import BIN, clean_env, needs_sshd, pinged_by_others, random_net, run, wait_for
+from tests.conftest import (BIN, clean_env, lab_store_config, needs_sshd, pinged_by_others, random_net,
+                            run, store_idle, wait_for)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
 
@@ -272,9 +272,9 @@ class Invariants:
 
     def _owners(self):
         """{url: (uuid, alias)} of every instance in the store."""
-        from sdcadm.store.sqlite import SqliteStore
+        from sdcadm.lab.state import load_state
 
-        with SqliteStore(self.lab.dir / "dc.sqlite") as store:
+        with load_state(self.lab.dir).dc_store().open() as store:
             return {i.url: (i.uuid, i.alias) for i in store.list_instances()}
 
 
@@ -332,9 +332,9 @@ class Cli:
         except ProcessLookupError:
             pass  # it has exited already
 
-    def pause(self, store_path):
+    def pause(self, lab_dir):
         """SIGSTOP it at an instant it holds no write transaction on the DC store."""
-        pause_outside_store_tx(self.proc.pid, store_path, group=True)
+        pause_outside_store_tx(self.proc.pid, lab_dir, group=True)
 
     def resume(self):
         self.signal(signal.SIGCONT)
@@ -353,15 +353,16 @@ class Cli:
         return rc, "".join(self._stdout), "".join(self.lines)
 
 
-def pause_outside_store_tx(pid, store_path, group=False, tries=500):
+def pause_outside_store_tx(pid, lab_dir, group=False, tries=500):
     """SIGSTOP ``pid`` (its process group with ``group``) at an instant it holds
-    no write transaction on the DC store: sqlite has one writer at a time, and
-    a writer held stopped would stop every agent and command with it."""
+    no write transaction on the lab's DC store: sqlite has one writer at a time,
+    and a writer held stopped would stop every agent and command with it."""
+    config = lab_store_config(lab_dir)
     send = os.killpg if group else os.kill
     for _ in range(tries):
         send(pid, signal.SIGSTOP)
         wait_for(lambda: _proc_state(pid) in ("T", None), 10, f"{pid} stopping", interval=0.001)
-        if _store_writable(store_path):
+        if store_idle(config):
             return
         send(pid, signal.SIGCONT)
         time.sleep(0.002)
@@ -394,18 +395,6 @@ def _proc_state(pid):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
-
-
-def _store_writable(path):
-    conn = sqlite3.connect(str(path), timeout=0.2, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
 
 
 def restore_figures(result):
@@ -522,7 +511,7 @@ def test_dead_headnode_coming_back_mid_restore_stays_fenced(new_lab):
         cli.wait_line(r"assigned to hn1")
         # Hold the restore right after its first move (hn0 already fenced) while
         # hn0 comes back: hn0 then sees some instances moved, others still its own.
-        cli.pause(lab.dir / "dc.sqlite")
+        cli.pause(lab.dir)
         try:
             lab.lab("start", "hn0")
             wait_for(lambda: (s := lab.agent("hn0", "status") or {}).get("fenced")
@@ -570,7 +559,7 @@ def test_restore_never_takes_over_addresses_still_answered(new_lab):
     lab.sdcadm("service", "sync-restore-data")
     agent = int((lab.dir / "hn0" / "var" / "run" / "sdcadm-agent.pid").read_text())
     still_answered = before[next(iter(moved.values()))]["url"]
-    pause_outside_store_tx(agent, lab.dir / "dc.sqlite")
+    pause_outside_store_tx(agent, lab.dir)
     try:
         first = Cli(RESTORE, lab.env())
         first.wait_line(r"fenced hn0")
@@ -696,13 +685,12 @@ def add_nat(lab):
     from sdcadm.lab.images import build_workload_image
     from sdcadm.lab.state import load_state
     from sdcadm.model import Instance, Service
-    from sdcadm.store.sqlite import SqliteStore
     from sdcadm.uuids import new_uuid
 
     state = load_state(lab.dir)
     image = build_workload_image(state.images_dir, "nat")
     uuid = new_uuid()
-    with SqliteStore(state.store_path) as store:
+    with state.dc_store().open() as store:
         store.put_image(image)
         store.put_service(Service("nat", image.uuid, {"ha": False, "delegate_dataset": False}))
         store.create_instance(Instance(
@@ -781,7 +769,7 @@ def test_migrate_gives_an_address_back_only_once_its_process_is_gone(new_lab):
     with Invariants(lab) as watch:
         cli = Cli(MIGRATE, lab.env())
         cli.wait_line(r"napi1: created on hn1")
-        pause_outside_store_tx(agent, lab.dir / "dc.sqlite")
+        pause_outside_store_tx(agent, lab.dir)
         try:
             # Migrate asks hn0's agent to stop napi0; hold the agent until
             # migrate has given up on that call (AGENT_TIMEOUT).

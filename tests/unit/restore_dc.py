@@ -1,4 +1,4 @@
-"""A DC of two headnodes over real files, a real SqliteStore and a small
+"""A DC of two headnodes over real files, a real sqlite store and a small
 in-process dataset backend (plain copies; the real `dir` and `zfs` backends
 are exercised by the integration tests), shared by the restore-data tests."""
 
@@ -17,7 +17,7 @@ from sdcadm.model import Instance, Server, Service
 from sdcadm.restore_data.layout import restore_layout
 from sdcadm.restore_data.puller import Puller
 from sdcadm.restore_data.verify import verify
-from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import FakeClock, store_at
 
 HN0, HN1 = "00000000-0000-4000-8000-000000000000", "11111111-1111-4111-8111-111111111111"
 SAPI, IMGAPI, VMAPI, BINDER = (f"a0000000-0000-4000-8000-00000000000{i}" for i in range(4))
@@ -89,11 +89,11 @@ class DC:
         self.tmp = Path(tmp)
         self.images = self.tmp / "images"
         self.image = build_image(self.images, IMG, MANIFEST, {"bin/run": b"#!/bin/sh\n"})
-        self.store = SqliteStore(self.tmp / "dc.sqlite", create=True)
-        now = time.time()
+        self.clock = FakeClock(time.time())
+        self.store = store_at(self.tmp / "dc.sqlite", clock=self.clock, create=True)
         for uuid, name, ip in ((HN0, "hn0", "127.0.0.2"), (HN1, "hn1", "127.0.0.3")):
             self.store.put_server(Server(uuid, name, ip, headnode=True))
-            self.store.heartbeat(uuid, now)
+            self.store.heartbeat(uuid)
         self.store.put_image(self.image)
         for name in ("sapi", "imgapi", "vmapi", "binder"):
             self.store.put_service(Service(name, IMG))

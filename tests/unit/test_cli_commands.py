@@ -1,4 +1,4 @@
-"""The CLI commands against a real temporary SqliteStore and config file."""
+"""The CLI commands against a real temporary sqlite store and config file."""
 
 import json
 import threading
@@ -10,8 +10,7 @@ from click.testing import CliRunner
 
 from sdcadm.cli.main import COMMANDS, cli
 from sdcadm.model import Instance, Server, Service
-from sdcadm.store.sqlite import SqliteStore
-from tests.conftest import isolate_cli
+from tests.conftest import FakeClock, heartbeat_at, isolate_cli, store_at
 
 NOW = 1_700_000_000.0
 HN0, HN1, CN0 = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
@@ -56,16 +55,17 @@ def dc(tmp_path, monkeypatch, http_ports):
     moray0 (stopped) on cn0. Clock frozen at NOW."""
     ok_port, failing_port = http_ports
     path = tmp_path / "dc.sqlite"
-    store = SqliteStore(path, create=True)
+    clock = FakeClock(NOW)
+    store = store_at(path, clock=clock, create=True)
     store.put_server(Server(uuid=HN0, hostname="hn0", admin_ip="127.0.0.1", headnode=True,
                             boot_platform="P1", current_platform="P1", agent_port=5309))
     store.put_server(Server(uuid=HN1, hostname="hn1", admin_ip="127.0.0.2", headnode=True,
                             boot_platform="P1", current_platform="P1", fenced=True))
     store.put_server(Server(uuid=CN0, hostname="cn0", admin_ip="127.0.0.3", setup=False,
                             boot_platform="P2", current_platform="P1"))
-    store.heartbeat(HN0, NOW - 2)
-    store.heartbeat(HN1, NOW - 100)
-    store.heartbeat(CN0, NOW - 3)
+    heartbeat_at(store, clock, HN0, NOW - 2)
+    heartbeat_at(store, clock, HN1, NOW - 100)
+    heartbeat_at(store, clock, CN0, NOW - 3)
     store.put_service(Service(name="sapi", image=IMAGE))
     for uuid, alias, service, server, port, state in [
             (SAPI0, "sapi0", "sapi", HN0, ok_port, "running"),
@@ -133,7 +133,7 @@ def test_server_ls_json(dc):
 
 
 def test_primary_without_sapi_is_first_headnode_by_hostname(dc):
-    store = SqliteStore(dc / "dc.sqlite")
+    store = store_at(dc / "dc.sqlite")
     store.delete_instance(SAPI0)
     store.close()
     flags = sdcadm("server", "ls", "-H", "-o", "hostname,flags").stdout
@@ -270,8 +270,8 @@ def test_check_health_quiet_and_json(dc):
 
 
 def test_check_health_unreachable_server_and_refused(dc):
-    store = SqliteStore(dc / "dc.sqlite")
-    store.set_fenced(HN1, False)
+    store = store_at(dc / "dc.sqlite")
+    store.set_fenced(HN1, False, store.get_server(HN1).generation)
     sapi = store.get_instance(SAPI0)
     store.move_instance(SAPI0, sapi.generation, port=1)  # nothing listens on port 1
     store.close()

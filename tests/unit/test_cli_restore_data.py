@@ -12,15 +12,14 @@ from sdcadm.cli.output import format_bytes
 from sdcadm.cli.progress import HeadnodeProgress
 from sdcadm.cli.restore_data import ls_rows
 from sdcadm.cli.service import check_synced
-from sdcadm.errors import ReportedFailure, ReportedUnreachable, RequestError, StoreUnreachable
-from sdcadm.model import Server
+from sdcadm.errors import (ReportedFailure, ReportedUnreachable, RequestError, StoreUnreachable,
+                           ValidationError)
+from sdcadm.model import RestoreStatus, Server
 from sdcadm.progress import Progress
 from sdcadm.restore_data.api import parse_sync_request
 from sdcadm.restore_data.client import HeadnodeSync
 from sdcadm.restore_data.events import ServiceResult, SyncSummary
-from sdcadm.restore_data.status import RestoreStatus
-from sdcadm.store.sqlite import SqliteStore
-from tests.conftest import isolate_cli
+from tests.conftest import isolate_cli, store_at
 
 NOW = 1_700_000_000.0
 HN0, HN1, HN2 = (f"00000000-0000-4000-8000-00000000000{i}" for i in range(3))
@@ -30,7 +29,7 @@ SAPI0, IMGAPI0 = "10000000-0000-4000-8000-000000000001", "10000000-0000-4000-800
 @pytest.fixture
 def dc(tmp_path, monkeypatch):
     path = tmp_path / "dc.sqlite"
-    store = SqliteStore(path, create=True)
+    store = store_at(path, create=True)
     for uuid, name in ((HN0, "hn0"), (HN1, "hn1"), (HN2, "hn2")):
         store.put_server(Server(uuid, name, "127.0.0.1", headnode=True))
     for receiver in (HN1, HN2):
@@ -52,7 +51,7 @@ def sdcadm(*args):
 
 
 def test_status_rows_round_trip_through_the_store(tmp_path):
-    store = SqliteStore(tmp_path / "dc.sqlite", create=True)
+    store = store_at(tmp_path / "dc.sqlite", create=True)
     row = RestoreStatus(HN1, "sapi", SAPI0, "sapi0", HN0, "s", "123", 10, 1.5, 5.0, 6.0, "ok")
     store.put_restore_status(row)
     assert store.list_restore_status() == [row]
@@ -61,9 +60,7 @@ def test_status_rows_round_trip_through_the_store(tmp_path):
     assert store.list_restore_status(HN1) == [row] and store.list_restore_status(HN0) == []
     store.delete_restore_status(HN1, SAPI0)
     assert store.list_restore_status() == []
-    import sqlite3
-
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ValidationError, match="status must be one of"):
         store.put_restore_status(RestoreStatus(HN1, "sapi", SAPI0, status="splendid"))
     store.close()
 

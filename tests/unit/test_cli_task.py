@@ -1,4 +1,4 @@
-"""`sdcadm task ls|get` against a real temporary SqliteStore."""
+"""`sdcadm task ls|get` against a real temporary sqlite store."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from sdcadm.cli.main import cli
 from sdcadm.model import Task
-from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import store_at
 
 T1 = "aaaa1111-0000-4000-8000-000000000001"
 T2 = "aaaa2222-0000-4000-8000-000000000002"
@@ -21,7 +21,7 @@ def dc(tmp_path, monkeypatch):
         if name.startswith("SDCADM_"):
             monkeypatch.delenv(name)
     path = tmp_path / "dc.sqlite"
-    store = SqliteStore(path, create=True)
+    store = store_at(path, create=True)
     store.put_task(Task(uuid=T1, name="instance-restart sapi0", state="succeeded", created=NOW,
                         started=NOW + 1, finished=NOW + 3.5,
                         steps=[{"name": "restart sapi0", "procedure": "instance-restart sapi0",

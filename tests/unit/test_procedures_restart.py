@@ -1,5 +1,5 @@
 """`instance restart`: its pure decisions, and the whole procedure against a fake agent
-and a fake instance (tiny real HTTP servers) with a real temporary SqliteStore."""
+and a fake instance (tiny real HTTP servers) with a real temporary sqlite store."""
 
 import json
 import re
@@ -20,7 +20,8 @@ from sdcadm.procedures.restart import (
     wait_restarted,
     why_not_restartable,
 )
-from sdcadm.store.sqlite import SqliteStore
+from tests.conftest import FakeClock as StoreClock
+from tests.conftest import heartbeat_at, store_at
 
 HN0, HN1 = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
 SAPI0, VMAPI0 = "10000000-0000-4000-8000-000000000001", "10000000-0000-4000-8000-000000000002"
@@ -184,12 +185,13 @@ class World:
 def world(tmp_path):
     w = World()
     store_path = tmp_path / "dc.sqlite"
-    store = SqliteStore(store_path, create=True)
+    clock = StoreClock(time.time())
+    store = store_at(store_path, clock=clock, create=True)
     agent_ip, agent_port = w.agent.server_address
     store.put_server(Server(uuid=HN0, hostname="hn0", admin_ip=agent_ip, agent_port=agent_port))
     store.put_server(Server(uuid=HN1, hostname="hn1", admin_ip="127.0.0.1", agent_port=1))
-    store.heartbeat(HN0, time.time())
-    store.heartbeat(HN1, time.time() - 100)
+    store.heartbeat(HN0)
+    heartbeat_at(store, clock, HN1, clock() - 100)
     store.create_instance(inst("sapi0", SAPI0, HN0, w.instance.server_address[1]))
     store.create_instance(inst("vmapi0", VMAPI0, HN1, 1))
     (tmp_path / "token").write_text(TOKEN + "\n")

@@ -1,4 +1,4 @@
-"""The procedure runner with tiny in-test procedures and a real temporary SqliteStore."""
+"""The procedure runner with tiny in-test procedures and a real temporary sqlite store."""
 
 import json
 import os
@@ -27,8 +27,7 @@ from sdcadm.procedures.console import QuietConsole
 from sdcadm.procedures.lock import DcLock, owner_is_dead
 from sdcadm.procedures.log import read_log
 from sdcadm.progress import Progress
-from sdcadm.store.sqlite import SqliteStore
-from tests.conftest import wait_for
+from tests.conftest import store_at, wait_for
 
 OTHER = "otherhost:1:11111111-1111-4111-8111-111111111111"
 
@@ -90,12 +89,12 @@ def env(tmp_path, monkeypatch):
         if name.startswith("SDCADM_"):
             monkeypatch.delenv(name)
     store_path, logs = tmp_path / "dc.sqlite", tmp_path / "logs"
-    SqliteStore(store_path, create=True).close()
+    store_at(store_path, create=True).close()
     cfg = tmp_path / "sdcadm.yaml"
     cfg.write_text(f"store:\n  path: {store_path}\nlog_dir: {logs}\n")
     monkeypatch.setenv("SDCADM_CONFIG", str(cfg))
     config = load_config(cfg, environ={})
-    store = SqliteStore(store_path)
+    store = store_at(store_path)
     yield {"dir": tmp_path, "config": config, "store": store, "logs": logs,
            "target": str(tmp_path / "out")}
     store.close()
@@ -257,7 +256,7 @@ def test_killed_run_left_running_task_is_resumed(env):
 
 
 def test_lock_held_by_other_owner_waits_then_times_out_naming_owner(env, capsys, monkeypatch):
-    env["store"].acquire_lock("dc", OTHER, 300, time.time())
+    env["store"].acquire_lock("dc", OTHER, 300)
     tries, acquire = [], env["store"].acquire_lock
     monkeypatch.setattr(env["store"], "acquire_lock",
                         lambda *a, **kw: tries.append(a) or acquire(*a, **kw))
@@ -272,7 +271,7 @@ def test_lock_held_by_other_owner_waits_then_times_out_naming_owner(env, capsys,
 
 
 def test_waits_for_lock_until_it_is_released(env):
-    env["store"].acquire_lock("dc", OTHER, 300, time.time())
+    env["store"].acquire_lock("dc", OTHER, 300)
     said = []
 
     class Releasing(QuietConsole):
@@ -296,7 +295,7 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over(env, capsys):
     gone.wait()
     dead = f"{socket.gethostname()}:{gone.pid}:33333333-3333-4333-8333-333333333333"
     assert owner_is_dead(dead) and not owner_is_dead(OTHER)
-    env["store"].acquire_lock("dc", dead, 300, time.time())
+    env["store"].acquire_lock("dc", dead, 300)
     result = run_procedures([WriteFiles(env["target"])], make_ctx(env), yes=True, lock_timeout=0)
     assert result.state == "succeeded"
     assert "taking over the lock held by" in capsys.readouterr().err
@@ -335,7 +334,7 @@ def test_lost_lock_stops_before_next_step(env):
             def write(ctx):
                 if i == 0:  # our lock expires and someone else takes it
                     ctx.store.release_lock("dc", ctx.lock.owner)
-                    ctx.store.acquire_lock("dc", OTHER, 300, time.time())
+                    ctx.store.acquire_lock("dc", OTHER, 300)
                     wait_for(lambda: ctx.lock.lost, 10, "the renewal thread noticing the loss")
                 return inner(ctx)
             return write
@@ -344,6 +343,34 @@ def test_lost_lock_stops_before_next_step(env):
         run_procedures([Stolen(env["target"], count=2)], make_ctx(env), yes=True, lock_ttl=0.3,
                        console=QuietConsole())
     assert env["store"].get_lock("dc")[0] == OTHER
+
+
+def test_a_write_after_the_lock_was_taken_is_refused_by_the_store(env):
+    """Between two lock checks, a step's own write still carries the fencing
+    token: once another owner holds the lock the store refuses it."""
+    from sdcadm.errors import LockLost
+    from sdcadm.model import Service
+
+    refused = []
+
+    class Late(Procedure):
+        name = "late-write"
+
+        def execute(self, ctx):
+            ctx.store.release_lock("dc", ctx.lock.owner)  # as if it expired...
+            ctx.store.acquire_lock("dc", OTHER, 300)      # ...and someone took it
+            try:
+                ctx.store.put_service(Service("sapi"))
+            except LockLost as e:
+                refused.append(str(e))
+                raise
+
+    with pytest.raises(ProcedureFailed, match="lost the DC lock"):
+        run_procedures([Late()], make_ctx(env), yes=True, console=QuietConsole())
+    assert refused and OTHER in refused[0]
+    with pytest.raises(NotFound):
+        env["store"].get_service("sapi")
+    assert env["store"].list_tasks()[0].state == "running"  # its record was refused too
 
 
 def test_dc_lock_unit_acquire_release(env):
@@ -460,7 +487,7 @@ def test_cli_failure_json_and_exit_code(env):
 
 
 def test_cli_lock_timeout_flag(env):
-    env["store"].acquire_lock("dc", OTHER, 300, time.time())
+    env["store"].acquire_lock("dc", OTHER, 300)
     result = invoke("-y", "--lock-timeout", "0.2")
     assert result.exit_code == 1
     assert f"waiting for lock held by {OTHER}" in result.stderr

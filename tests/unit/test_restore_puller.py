@@ -19,7 +19,7 @@ from sdcadm.restore_data.plan import plan_pulls
 from sdcadm.restore_data.sources import Facts
 from tests.unit.restore_dc import dc  # noqa: F401 (a fixture)
 from tests.unit.restore_dc import HN0, HN1, IMG, MANIFEST, SAPI, VMAPI, problems, row
-from tests.conftest import wait_for
+from tests.conftest import heartbeat_at, wait_for
 
 
 def test_sync_pulls_metadata_images_and_datasets(dc):
@@ -121,7 +121,7 @@ def test_image_with_dotdot_entry_is_refused_and_the_last_copy_kept(dc):
 
 def test_unreachable_source_keeps_the_copy(dc):
     dc.sync()
-    dc.store.heartbeat(HN0, time.time() - 7200)
+    heartbeat_at(dc.store, dc.clock, HN0, time.time() - 7200)
     (dc.data(SAPI) / "canary").write_bytes(b"newer")
     summary, _ = dc.sync(services=["sapi"])
     assert summary.services == {"sapi": "unreachable"}

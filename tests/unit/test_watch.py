@@ -9,8 +9,7 @@ import pytest
 from sdcadm.errors import NotFound
 from sdcadm.lab.watch import Watcher, fold_outages, summarize, timeline_rows
 from sdcadm.model import Instance, Service
-from sdcadm.store.sqlite import SqliteStore
-from tests.conftest import wait_for
+from tests.conftest import store_at, wait_for
 
 
 def ticks(service, marks, start=0.0, step=0.1):
@@ -95,7 +94,7 @@ def dc(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ping)
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     path = tmp_path / "dc.sqlite"
-    store = SqliteStore(path, create=True)
+    store = store_at(path, create=True)
     image = "20000000-0000-4000-8000-000000000001"
     store.put_service(Service("sapi", image))
     store.put_service(Service("vmapi", image))
@@ -107,8 +106,8 @@ def dc(tmp_path):
     store.create_instance(Instance(uuid="10000000-0000-4000-8000-000000000002", alias="vmapi0",
                                    service="vmapi", server_uuid=hn0, image=image,
                                    admin_ip="127.0.0.1", port=1))
+    yield store, server
     store.close()
-    yield path, server
     server.shutdown()
     server.server_close()
 
@@ -119,8 +118,8 @@ def ticked(watcher, service, count):
 
 
 def test_watcher_measures_up_and_down_services(dc):
-    path, _ = dc
-    watcher = Watcher(path, interval=0.05).start()
+    store, _ = dc
+    watcher = Watcher(store, interval=0.05).start()
     wait_for(lambda: ticked(watcher, "sapi", 5)() and ticked(watcher, "vmapi", 5)(), 10,
              "five probes of each service")
     summary = watcher.stop()
@@ -136,12 +135,10 @@ def test_watcher_measures_up_and_down_services(dc):
 
 
 def test_watcher_follows_a_moved_instance(dc):
-    path, server = dc
-    watcher = Watcher(path, services=["vmapi"], interval=0.05, refresh=0.1).start()
+    store, server = dc
+    watcher = Watcher(store, services=["vmapi"], interval=0.05, refresh=0.1).start()
     wait_for(ticked(watcher, "vmapi", 3), 10, "three probes of vmapi where nothing listens")
-    store = SqliteStore(path)
     store.move_instance("10000000-0000-4000-8000-000000000002", 1, port=server.server_address[1])
-    store.close()
     wait_for(lambda: watcher.snapshot()["vmapi"].endswith("..."), 10,
              "vmapi answering three times at its new port")
     summary = watcher.stop()
@@ -151,7 +148,7 @@ def test_watcher_follows_a_moved_instance(dc):
 
 
 def test_watcher_refuses_unknown_service(dc):
-    path, _ = dc
+    store, _ = dc
     with pytest.raises(NotFound) as e:
-        Watcher(path, services=["nope"]).start()
+        Watcher(store, services=["nope"]).start()
     assert "sapi" in e.value.hint

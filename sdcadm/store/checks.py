@@ -1,0 +1,91 @@
+"""Checks of records before a backend writes them.
+
+The sqlite schema has NOT NULL and CHECK constraints, but a constraint that
+fires deep in a transaction can only say "constraint failed"; and a backend
+without a schema (etcd) has none. So every backend checks records here first
+and refuses a bad one with a ValidationError that names the field.
+"""
+
+import ipaddress
+
+from sdcadm.errors import ValidationError
+from sdcadm.model import RESTORE_STATUSES, TASK_STATES
+
+_REQUIRED = {
+    "server": ("uuid", "hostname", "admin_ip"),
+    "instance": ("uuid", "alias", "service", "server_uuid", "image", "admin_ip"),
+    "image": ("uuid", "name", "version", "sha256"),
+    "network": ("name", "cidr"),
+    "task": ("uuid", "name", "state"),
+    "restore status": ("receiver", "service", "instance"),
+}
+
+
+def _missing(kind, record):
+    return [f"{name} is required" for name in _REQUIRED[kind]
+            if getattr(record, name, None) in (None, "")]
+
+
+def _refuse(kind, record, problems):
+    if problems:
+        raise ValidationError(f"{kind} record", f"a write to the DC store ({_name(record)})",
+                              problems, hint="nothing was written; fix the caller's record")
+
+
+def _name(record):
+    for attr in ("alias", "hostname", "name", "uuid", "instance"):
+        value = getattr(record, attr, None)
+        if value:
+            return value
+    return "?"
+
+
+def check_server(server):
+    _refuse("server", server, _missing("server", server))
+
+
+def check_instance(instance):
+    problems = _missing("instance", instance)
+    if not isinstance(instance.generation, int) or instance.generation < 1:
+        problems.append(f"generation must be an integer >= 1, got {instance.generation!r}")
+    _refuse("instance", instance, problems)
+
+
+def check_image(image):
+    _refuse("image", image, _missing("image", image))
+
+
+def check_network(network):
+    problems = _missing("network", network)
+    if network.cidr:
+        try:
+            net = ipaddress.ip_network(network.cidr)
+        except ValueError as e:
+            problems.append(f"cidr: {e}")
+        else:
+            for ip in network.allocations:
+                try:
+                    inside = ipaddress.ip_address(ip) in net
+                except ValueError as e:
+                    problems.append(f"allocation: {e}")
+                    continue
+                if not inside:
+                    problems.append(f"allocation {ip} is not in {network.cidr}")
+    _refuse("network", network, problems)
+
+
+def check_task(task):
+    problems = _missing("task", task)
+    if task.state not in TASK_STATES:
+        problems.append(f"state must be one of {', '.join(TASK_STATES)}, got {task.state!r}")
+    if task.created is None:
+        problems.append("created is required")
+    _refuse("task", task, problems)
+
+
+def check_restore_status(status):
+    problems = _missing("restore status", status)
+    if status.status not in RESTORE_STATUSES:
+        problems.append(f"status must be one of {', '.join(RESTORE_STATUSES)}, "
+                        f"got {status.status!r}")
+    _refuse("restore status", status, problems)
