@@ -52,6 +52,10 @@ class Actions:
             uuid = getattr(action, "uuid", None) or action.instance.uuid
             log.error("%s of instance %s failed: %s", type(action).__name__.lower(), uuid, e,
                       extra={"event": "action-failed", "instance": uuid})
+        except Exception:  # a bug in one action must not cost the others their pass
+            uuid = getattr(action, "uuid", None) or action.instance.uuid
+            log.exception("%s of instance %s crashed", type(action).__name__.lower(), uuid,
+                          extra={"event": "action-crashed", "instance": uuid})
 
     # -- one handler per action --------------------------------------------------
     def destroy(self, slots, action):
@@ -101,6 +105,12 @@ class Actions:
                 # Re-read the record next time: it may be fixed by re-importing.
                 images.pop(instance.image, None)
             self.failed(slot, f"provisioning failed: {_reason(e)}", now, "provision-failed")
+            return
+        except Exception as e:  # noqa: BLE001 - one instance fails, not the pass
+            log.exception("provisioning of %s crashed", slot.name,
+                          extra={"event": "provision-crashed", "instance": instance.uuid})
+            self.failed(slot, f"provisioning failed: internal error ({type(e).__name__}: {e}); "
+                              "see the agent log", now, "provision-failed")
             return
         log.info("instance %s provisioned from image %s (%s@%s)", slot.name, image.uuid,
                  image.name, image.version,

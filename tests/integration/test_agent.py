@@ -403,11 +403,15 @@ MANIFEST = {"name": "bad", "version": "1", "command": ["python3", "workload.py"]
 
 
 def _tar(path, entries):
-    """entries: (name, bytes) for files, (name, '->target') for symlinks."""
+    """entries: (name, bytes) for files, (name, '->target') for symlinks,
+    (name, None) for directories."""
     with tarfile.open(path, "w:gz") as tar:
         for name, content in entries:
             info = tarfile.TarInfo(name)
-            if isinstance(content, str):
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif isinstance(content, str):
                 info.type, info.linkname = tarfile.SYMTYPE, content[2:]
                 tar.addfile(info)
             else:
@@ -430,7 +434,29 @@ def _bad_images(tmp):
                         "'command' is a required property", None),
         "notjson": ([("manifest.json", b"{nope")], "is not JSON", None),
         "notatar": (b"this is not a tarball at all", "not a readable tarball", None),
+        # Each of these once raised past ImageError and crashed every reconcile pass.
+        "manifestdir": ([("manifest.json", None)], "is not a regular file", None),
+        "deepmanifest": ([("manifest.json", b"[" * 30_000 + b"]" * 30_000)],
+                         "nested too deeply", None),
+        "corrupt": (_garbled_gzip(m), "not a readable tarball", None),
     }
+
+
+def _garbled_gzip(manifest):
+    """A gzip header in front of a deflate stream that is not one."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        info = tarfile.TarInfo("payload")
+        data = bytes(range(256)) * 64
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    for i in range(12, len(raw) - 8):
+        raw[i] ^= 0xA5
+    return bytes(raw)
 
 
 def test_bad_images_fail_cleanly(dc):
@@ -469,6 +495,12 @@ def test_bad_images_fail_cleanly(dc):
     assert not list(dc.tmp.rglob("escaped-dotdot"))
     assert sorted(p.name for p in (dc.root / "zones").iterdir()) == [good.uuid]
     assert not (dc.root / "var/sdcadm/images" / f"{bad['sha'][0].image}.file").exists()
+    # Supervision goes on beside the bad ones: a killed good instance comes back.
+    first = dc.wait_running(good)
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_for(lambda: (r := dc.listing()[good.uuid])["pid"] not in (None, first["pid"])
+             and r["state"] == "running", 20, "the good instance restarted after kill -9")
+    assert not [r for r in agent.log_records() if r.get("event") == "reconcile-crash"]
 
 
 # -- bad configuration -----------------------------------------------------------------------

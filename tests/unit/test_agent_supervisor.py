@@ -132,3 +132,32 @@ def test_restart_requests_only_for_supervised_instances(tmp_path):
     assert not sup.request_restart(INST.uuid)
     sup.slots[INST.uuid] = Slot(INST.uuid)
     assert sup.request_restart(INST.uuid)
+
+
+def test_a_crash_while_provisioning_fails_that_instance_only(tmp_path, monkeypatch):
+    """An unexpected error (a bug, or an input no check foresaw) in one
+    instance's provisioning fails that instance with a reason, and the pass
+    goes on to the next one."""
+    from sdcadm.agent import actions
+    from sdcadm.model import Image
+
+    other = Instance(uuid="00000000-0000-0000-0000-000000000002", alias="vmapi0",
+                     service="vmapi", server_uuid=ME, image=IMG, admin_ip="127.99.99.11",
+                     port=8080)
+    store = FakeStore([INST, other])
+    store.get_image = lambda uuid: Image(uuid=IMG, name="x", version="1", sha256="0" * 64)
+    tried = []
+
+    def provision(layout, instance, image, source):
+        tried.append(instance.alias)
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(actions.provision, "provision", provision)
+    sup = supervisor(tmp_path, store, [100.0])
+    sup.run_once()
+    assert sorted(tried) == ["sapi0", "vmapi0"]
+    for inst in (INST, other):
+        slot = sup.slots[inst.uuid]
+        assert slot.state == "failed"
+        assert "internal error (RecursionError: maximum recursion depth exceeded)" in slot.error
+    assert sorted(w[0] for w in store.writes) == sorted([INST.uuid, other.uuid])
