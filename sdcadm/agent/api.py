@@ -22,6 +22,8 @@ import hmac
 import json
 import logging
 import re
+import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sdcadm.errors import RequestError
@@ -29,6 +31,14 @@ from sdcadm.errors import RequestError
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+# A client has this long to send each part of its request (and to take each
+# part of the answer): a request whose body never comes holds no thread for
+# longer. A sync stream writes its events as they come and is not idle.
+IO_TIMEOUT = 10.0
+# Requests served at once; one more is answered 503 at once, without a thread.
+MAX_CONNECTIONS = 32
+# A client that went away mid-request is routine, not an error with a traceback.
+GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 ROUTES = (
     ("GET", re.compile(r"/v1/ping"), "ping"),
@@ -85,14 +95,29 @@ def route(method, path):
 class Handler(BaseHTTPRequestHandler):
     server_version = "sdcadm-agent/1"
     protocol_version = "HTTP/1.0"
+    timeout = IO_TIMEOUT
 
     def log_message(self, fmt, *args):
         log.debug("api: " + fmt, *args, extra={"event": "http", "client": self.client_address[0]})
 
+    def send_error(self, code, message=None, explain=None):
+        """Errors found by the HTTP parser itself (a malformed request line,
+        headers too long) answer in the same JSON shape as ours, with a
+        status line even when the request line was too broken to say which
+        HTTP version the client speaks."""
+        self.request_version = "HTTP/1.0"
+        try:
+            self._json(code, {"error": "bad-request" if code < 500 else "internal",
+                              "message": message or explain or self.responses.get(code, ("",))[0]},
+                       {"Connection": "close"})
+        except GONE:
+            pass
+
     def _dispatch(self):
         path = self.path.split("?", 1)[0]
         try:
-            self._drain()
+            # Who asks comes first: a request without the token is answered
+            # before its body is read, so it cannot make the agent wait for one.
             if needs_auth(path) and not authorized(self.headers.get("Authorization"),
                                                    self.server.token):
                 raise HttpError(401, "unauthorized",
@@ -100,23 +125,47 @@ class Handler(BaseHTTPRequestHandler):
                                 "<token>' with the contents of the agent's token file",
                                 {"WWW-Authenticate": 'Bearer realm="sdcadm-agent"'})
             name, params = route(self.command, path)
+            self._drain()
             getattr(self, f"_{name}")(**params)
         except (HttpError, RequestError) as e:   # RequestError: refused by a layer below
-            self._json(e.status, {"error": e.error, "message": e.message}, e.headers)
+            self._answer_error(e.status, e.error, e.message, e.headers)
+        except GONE as e:
+            log.info("api: %s %s: the client went away (%s)", self.command, path,
+                     type(e).__name__, extra={"event": "http-client-gone"})
+            self.close_connection = True
         except Exception:
             log.exception("api: %s %s failed", self.command, path, extra={"event": "http-error"})
-            self._json(500, {"error": "internal", "message": "internal error; see the agent log"})
+            self._answer_error(500, "internal", "internal error; see the agent log")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 
-    def _drain(self):
+    def _answer_error(self, status, error, message, headers=None):
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            self._json(status, {"error": error, "message": message}, headers)
+        except GONE:
+            self.close_connection = True
+
+    def _drain(self):
+        """Read the body, which must come with a Content-Length: anything else
+        (chunked, or another transfer coding) is refused, never guessed at."""
+        if self.headers.get("Transfer-Encoding"):
+            raise HttpError(411, "length-required",
+                            "a request body must be sent with Content-Length (Transfer-Encoding "
+                            f"{self.headers.get('Transfer-Encoding')!r} is not accepted)")
+        raw = self.headers.get("Content-Length")
+        try:
+            length = int(raw or 0)
         except ValueError:
             raise HttpError(400, "bad-request", "Content-Length is not a number") from None
+        if length < 0:
+            raise HttpError(400, "bad-request", "Content-Length is negative")
         if length > MAX_BODY:
             raise HttpError(413, "too-large", f"request body over {MAX_BODY} bytes")
-        self.body = self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) != length:
+            raise HttpError(400, "bad-request", f"the body ended after {len(body)} of "
+                                                f"{length} bytes")
+        self.body = body
 
     def _send(self, status, body, content_type, headers=None):
         self.send_response(status)
@@ -174,9 +223,45 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, agent, token):
+    def __init__(self, address, agent, token, max_connections=MAX_CONNECTIONS):
         self.agent, self.token = agent, token
+        self.slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address):
+        """A thread per request, up to ``max_connections``; beyond that the
+        client is told at once to come back later."""
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                body = b'{"error": "busy", "message": "too many requests at once; retry"}\n'
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: "
+                                b"application/json\r\nRetry-After: 1\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            log.warning("api: refused a connection from %s: %d requests already being served",
+                        client_address[0], self.slots._initial_value,
+                        extra={"event": "http-busy", "client": client_address[0]})
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address):
+        """What escaped a handler: one JSON log line, not a traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, GONE):
+            log.info("api: the client %s went away (%s)", client_address[0],
+                     type(error).__name__, extra={"event": "http-client-gone"})
+            return
+        log.exception("api: request from %s failed", client_address[0],
+                      extra={"event": "http-error", "client": client_address[0]})
 
 
 def make_server(listen, port, agent, token):

@@ -23,6 +23,8 @@ def parse_sync_request(body, agent):
 
     try:
         doc = json.loads(body) if body.strip() else {}
+    except RecursionError:
+        raise RequestError(400, "bad-request", "the request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, "bad-request", f"the request body is not JSON: {e}") from None
     found = problems("restore_sync_request", doc)
