@@ -68,6 +68,10 @@ class InvalidUUID(UsageError):
     """A value that should be a UUID is not one."""
 
 
+class InvalidName(UsageError):
+    """A value that should be a service name is not one."""
+
+
 class StoreError(SdcadmError):
     """The DC state store failed."""
 

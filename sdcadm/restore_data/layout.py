@@ -20,7 +20,7 @@ Paths only: no I/O here except listing what exists.
 
 from pathlib import Path
 
-from sdcadm.uuids import is_uuid
+from sdcadm.uuids import check_name, check_uuid, is_name, is_uuid
 
 SERVICE_PREFIX = "svc-"
 MANIFEST = "manifest.json"
@@ -75,14 +75,14 @@ class RestoreLayout:
 
     def service_lock(self, service):
         """Held exclusively for a whole sync of the service (one sync at a time)."""
-        return self.locks / f"svc-{service}.sync.lock"
+        return self.locks / f"svc-{check_name(service)}.sync.lock"
 
     def commit_lock(self, service):
         """Exclusive while files of the service change; shared while they are read."""
-        return self.locks / f"svc-{service}.commit.lock"
+        return self.locks / f"svc-{check_name(service)}.commit.lock"
 
     def instance_lock(self, uuid):
-        return self.locks / f"{uuid}.lock"
+        return self.locks / f"{check_uuid(uuid, 'instance UUID')}.lock"
 
     @property
     def prune_lock(self):
@@ -90,7 +90,8 @@ class RestoreLayout:
 
     # -- per service -----------------------------------------------------------
     def service_dir(self, service):
-        return self.root / f"{SERVICE_PREFIX}{service}"
+        # Every per-service path goes through here: the name is checked once.
+        return self.root / f"{SERVICE_PREFIX}{check_name(service)}"
 
     def service_json(self, service):
         return self.service_dir(service) / SERVICE_JSON
@@ -99,22 +100,22 @@ class RestoreLayout:
         return self.service_dir(service) / INSTS_JSON
 
     def vm_json(self, service, uuid):
-        return self.service_dir(service) / vm_name(uuid)
+        return self.service_dir(service) / vm_name(check_uuid(uuid, "instance UUID"))
 
     def images_dir(self, service):
         return self.service_dir(service) / "images"
 
     def image_json(self, service, uuid):
-        return self.images_dir(service) / f"{uuid}.json"
+        return self.images_dir(service) / f"{check_uuid(uuid, 'image UUID')}.json"
 
     def image_file(self, service, uuid):
-        return self.images_dir(service) / f"{uuid}.file"
+        return self.images_dir(service) / f"{check_uuid(uuid, 'image UUID')}.file"
 
     def datasets_dir(self, service):
         return self.service_dir(service) / "datasets"
 
     def dataset_dir(self, service, uuid):
-        return self.datasets_dir(service) / uuid
+        return self.datasets_dir(service) / check_uuid(uuid, "instance UUID")
 
     def manifest(self, service):
         return self.service_dir(service) / MANIFEST
@@ -128,7 +129,7 @@ class RestoreLayout:
     def hash_cache(self, service, uuid):
         """sha256 of the files of the current copy of ``uuid``, kept so that the
         next sync re-reads only files that changed (backends that hash nothing)."""
-        return self.service_dir(service) / f"{HASH_CACHE_PREFIX}{uuid}.json"
+        return self.service_dir(service) / f"{HASH_CACHE_PREFIX}{check_uuid(uuid, 'instance UUID')}.json"
 
     def hash_cache_uuids(self, service):
         """Instance UUIDs that have a hash cache in this service's directory."""
@@ -145,7 +146,7 @@ class RestoreLayout:
             return []
         return sorted(p.name[len(SERVICE_PREFIX):] for p in self.root.iterdir()
                       if p.is_dir() and p.name.startswith(SERVICE_PREFIX)
-                      and len(p.name) > len(SERVICE_PREFIX))
+                      and is_name(p.name[len(SERVICE_PREFIX):]))
 
     def dataset_uuids(self, service):
         """Instance UUIDs with a dataset copy of this service, sorted."""

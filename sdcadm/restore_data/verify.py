@@ -20,6 +20,7 @@ from sdcadm.restore_data.files import FileLock, LockBusy, remove_tree
 from sdcadm.restore_data.layout import MANIFEST, vm_name
 from sdcadm.restore_data.manifest import ManifestError, read_manifest
 from sdcadm.restore_data.verify_files import check_content, check_files, load_checked
+from sdcadm.uuids import check_name
 
 LOCK_TIMEOUT = 120.0
 
@@ -61,7 +62,7 @@ def verify(layout, backend, services=None, *, lock_timeout=LOCK_TIMEOUT):
     """Verify ``services`` (default: every service held here); a VerifyReport."""
     report = VerifyReport()
     report.problems.extend(check_dc_json(layout))
-    names = layout.services() if services is None else list(services)
+    names = layout.services() if services is None else [check_name(n) for n in services]
     for name in names:
         report.services.append(verify_service(layout, backend, name, lock_timeout=lock_timeout))
     return report

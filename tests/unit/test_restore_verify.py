@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+from sdcadm.errors import InvalidName, InvalidUUID
+
 from tests.unit.restore_dc import dc  # noqa: F401 (a fixture)
 from tests.unit.restore_dc import IMG, SAPI, problems
 
@@ -72,3 +76,38 @@ def test_leftover_staging_is_discarded(dc):
     (pending / "service.json").write_text("half")
     assert dc.verify(["sapi"]).ok
     assert not pending.exists()
+
+
+@pytest.mark.parametrize("name", ["sapi/../../victim", "../victim", "/tmp/victim", "sapi\0",
+                                  "SAPI", "", "a" * 64])
+def test_a_name_that_is_not_a_service_is_refused_before_any_path_is_used(dc, name):
+    dc.sync()
+    victim = dc.tmp / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    before = sorted(p.relative_to(dc.tmp) for p in dc.tmp.rglob("*"))
+    with pytest.raises(InvalidName, match="is not valid"):
+        dc.verify(["sapi", name])
+    assert sorted(p.relative_to(dc.tmp) for p in dc.tmp.rglob("*")) == before
+    assert (victim / "precious").read_text() == "keep me"
+
+
+def test_every_per_service_and_per_instance_path_checks_its_name(dc):
+    layout = dc.layout
+    for call in (lambda: layout.service_dir("../x"), lambda: layout.service_lock("a/b"),
+                 lambda: layout.commit_lock(".."), lambda: layout.manifest("x/../../y")):
+        with pytest.raises(InvalidName):
+            call()
+    for call in (lambda: layout.dataset_dir("sapi", "../../x"),
+                 lambda: layout.instance_lock("../x"), lambda: layout.vm_json("sapi", "x/y"),
+                 lambda: layout.image_file("sapi", "../../../etc/passwd"),
+                 lambda: layout.hash_cache("sapi", "..")):
+        with pytest.raises(InvalidUUID):
+            call()
+
+
+def test_a_stray_directory_that_is_not_a_service_name_is_not_listed(dc):
+    dc.sync()
+    (dc.layout.root / "svc-Not_A_Name").mkdir()
+    assert "Not_A_Name" not in dc.layout.services()
+    assert dc.verify().ok
