@@ -3,6 +3,7 @@
 import click
 
 from sdcadm.cli.context import pass_state
+from sdcadm.cli.options import Seconds
 from sdcadm.cli.procedure import procedure_options, run
 
 
@@ -13,7 +14,7 @@ def instance():
 
 @instance.command("restart")
 @click.argument("instances", nargs=-1, required=True, metavar="INSTANCE...")
-@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--timeout", default=60.0, show_default=True, type=Seconds(0.1),
               metavar="SECONDS", help="How long to wait for each instance to answer again.")
 @procedure_options
 @pass_state

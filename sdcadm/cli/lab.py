@@ -5,6 +5,7 @@ import time
 
 import click
 
+from sdcadm.cli.options import Seconds, count
 from sdcadm.cli.progress import printer
 from sdcadm.lab.state import DEFAULT_NET, ENV_DIR, lab_dir, load_state
 
@@ -16,9 +17,9 @@ dir_option = click.option(
 def shape_options(f):
     """The options that say what DC to build: `lab up` and `lab drill`."""
     options = [
-        click.option("--headnodes", default=3, show_default=True,
+        click.option("--headnodes", default=3, show_default=True, type=count(1, 16),
                      help="Number of headnodes (hn0, hn1, ...; the drill needs 2 or more)."),
-        click.option("--computenodes", default=2, show_default=True,
+        click.option("--computenodes", default=2, show_default=True, type=count(0, 64),
                      help="Number of compute nodes (cn0, ...)."),
         click.option("--net", default=DEFAULT_NET, show_default=True,
                      help="Loopback network for the lab's addresses."),
@@ -55,9 +56,9 @@ def lab():
 @lab.command("up")
 @dir_option
 @shape_options
-@click.option("--heartbeat-interval", default=1.0, show_default=True, type=float,
+@click.option("--heartbeat-interval", default=1.0, show_default=True, type=Seconds(0.05, 60),
               help="Seconds between agent heartbeats.")
-@click.option("--timeout", default=120.0, show_default=True, type=float,
+@click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               help="Seconds to wait for every instance to become healthy.")
 @click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
               help="Size of each server's pool file (zfs backend).")
@@ -162,9 +163,9 @@ def env_cmd(directory, server):
 @lab.command("watch")
 @dir_option
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
-@click.option("--interval", default=0.1, show_default=True, type=click.FloatRange(min=0.01),
+@click.option("--interval", default=0.1, show_default=True, type=Seconds(0.01, 60),
               metavar="SECONDS", help="Seconds between probes of every instance.")
-@click.option("--duration", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--duration", default=None, type=Seconds(0), metavar="SECONDS",
               help="Stop after this many seconds (default: at Ctrl-C).")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="At the end, print the summary as one JSON object on stdout.")
@@ -220,7 +221,7 @@ def watch_cmd(directory, services, interval, duration, as_json):
 @lab.command("drill")
 @dir_option
 @shape_options
-@click.option("--timeout", default=120.0, show_default=True, type=float,
+@click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               help="Seconds to wait for the lab and for each restored instance.")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="Print one JSON object (rto_s, rpo_s, services_restored, canaries_verified, "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import click
 
 from sdcadm.cli import context
+from sdcadm.cli.options import Seconds
 from sdcadm.cli.progress import printer
 
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -48,7 +49,7 @@ def procedure_options(f):
                      help="Do not ask for confirmation (needed when stdin is not a terminal)."),
         click.option("-n", "--dry-run", "proc_dry_run", is_flag=True,
                      help="Show what would be done and change nothing (no lock, no task)."),
-        click.option("--lock-timeout", "proc_lock_timeout", type=click.FloatRange(min=0),
+        click.option("--lock-timeout", "proc_lock_timeout", type=Seconds(0),
                      default=DEFAULT_LOCK_TIMEOUT, show_default=True, metavar="SECONDS",
                      help="How long to wait for the DC-wide lock held by another operation."),
         click.option("-j", "--json", "proc_json", is_flag=True,

@@ -3,6 +3,7 @@
 import click
 
 from sdcadm.cli.context import pass_state
+from sdcadm.cli.options import Seconds
 from sdcadm.cli.procedure import procedure_options, run
 
 
@@ -12,7 +13,7 @@ from sdcadm.cli.procedure import procedure_options, run
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
 @click.option("--all", "all_services", is_flag=True,
               help="Migrate every service that has an instance on SRC.")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
+@click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               metavar="SECONDS", help="How long to wait for each new instance to be healthy.")
 @procedure_options
 @pass_state
@@ -44,7 +45,7 @@ def migrate(state, src, dst, services, all_services, timeout, run_options):
 @click.option("--dead", "dead", multiple=True, metavar="SERVER",
               help="Declare SERVER dead and fence it (repeatable). Without it, only servers "
                    "whose heartbeat expired past the margin are considered dead.")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
+@click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               metavar="SECONDS", help="How long to wait for each restored instance to be healthy.")
 @procedure_options
 @pass_state

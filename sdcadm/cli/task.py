@@ -5,6 +5,7 @@ import json
 import click
 
 from sdcadm.cli.context import pass_state
+from sdcadm.cli.options import count
 from sdcadm.cli.output import format_time, output_options, render
 from sdcadm.errors import AmbiguousName, NotFound, UsageError
 from sdcadm.uuids import is_uuid
@@ -62,7 +63,7 @@ def task():
 
 
 @task.command("ls")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+@click.option("--limit", default=50, show_default=True, type=count(1, 10_000),
               help="Show at most this many tasks, newest first.")
 @output_options(["uuid", "name", "state", "created", "elapsed", "progress"], TASK_FIELDS,
                 formats={"created": format_time, "started": format_time,

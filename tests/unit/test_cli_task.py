@@ -81,3 +81,10 @@ def test_task_get_errors(dc):
     assert ambiguous.exit_code == 1 and "start of 2 task UUIDs" in ambiguous.stderr
     short = sdcadm("task", "get", "aa")
     assert short.exit_code == 2
+
+
+@pytest.mark.parametrize("limit", ["100000000000000000000000", "0", "-1", "ten"])
+def test_task_ls_limit_out_of_range_is_a_usage_error(dc, limit):
+    result = sdcadm("task", "ls", "--limit", limit)
+    assert result.exit_code == 2, result.output
+    assert "--limit" in result.output and "Traceback" not in result.output
