@@ -73,6 +73,8 @@ SPEC = {
         "heartbeat_timeout": ((int, float), 15.0, "a server is unreachable after this many seconds without heartbeat"),
         "reconcile_interval": ((int, float), 1.0, "seconds between instance supervisor passes"),
         "instance_port": (int, 8080, "port instances' HTTP endpoints listen on"),
+        "max_image_bytes": (int, 4 << 30, "bytes an image may expand to when unpacked "
+                                          "(a larger one is refused as a decompression bomb)"),
         "cache_file": (_OPT_STR, None, "local cache of the last DC state seen; default <root>/var/sdcadm/agent-cache.json"),
     },
     "ssh": {
@@ -100,6 +102,7 @@ RANGES = {
     "agent.heartbeat_timeout": (0, DAY, False),
     "agent.reconcile_interval": (0, 3600, False),
     "agent.instance_port": (1, 65535, True),
+    "agent.max_image_bytes": (1 << 20, 1 << 40, True),
     "ssh.port": (1, 65535, True),
     "ssh.connect_timeout": (0, 3600, False),
 }

@@ -25,12 +25,13 @@ class Actions:
     """Carries out plan() actions on this server's zones and processes."""
 
     def __init__(self, layout, image_source, datasets, metrics, *, seeder=None,
-                 instance_port=8080, stop_timeout=process.STOP_TIMEOUT):
+                 instance_port=8080, stop_timeout=process.STOP_TIMEOUT, max_image_bytes=None):
         self.layout, self.image_source = layout, image_source
         self.datasets = datasets     # delegate_datasets: dir or zfs
         self.seeder = seeder         # agent.seed.Seeder: restore/migrate seeding (headnodes)
         self.metrics = metrics
         self.instance_port, self.stop_timeout = instance_port, stop_timeout
+        self.max_image_bytes = max_image_bytes   # None: images.MAX_UNPACKED
 
     def do(self, action, slots, images, now):
         """Carry out one action. ``slots`` ({uuid: Slot}) and ``images``
@@ -95,7 +96,8 @@ class Actions:
             elif seed_source(instance):
                 raise AgentError("this server cannot seed instances from restore data "
                                  "(no restore data configured)")
-            payload = provision.provision(self.layout, instance, image, self.image_source)
+            payload = provision.provision(self.layout, instance, image, self.image_source,
+                                          max_bytes=self.max_image_bytes)
             if instance.delegate_dataset:
                 # After the image checked out: a bad image leaves nothing under zones/.
                 self.datasets.create(self.layout, instance.uuid)

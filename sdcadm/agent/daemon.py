@@ -67,7 +67,8 @@ class Agent:
             StateCache(cache_path(config)), self.metrics,
             lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port,
             seeder=Seeder(config, layout, datasets.dataset_name),
-            singletons=_singletons(config), datasets=datasets)
+            singletons=_singletons(config), datasets=datasets,
+            max_image_bytes=config.agent.max_image_bytes)
         from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
         self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sdcadm.errors import ImageError, ValidationError
 from sdcadm.fsutil import sha256_file, write_json_atomic
-from sdcadm.images import MANIFEST, unpack_image
+from sdcadm.images import MANIFEST, MAX_UNPACKED, unpack_image
 from sdcadm.model import Instance
 from sdcadm.payload import make_payload, payload_env
 from sdcadm.schemas import validate
@@ -145,7 +145,7 @@ def install_image(image, source_dir, images_dir):
     return dest
 
 
-def provision(layout, instance, image, source_dir):
+def provision(layout, instance, image, source_dir, max_bytes=None):
     """Lay out zones/<uuid> for ``instance`` from ``image``; return the payload.
 
     The image is checked and unpacked into a staging directory first, so a bad
@@ -156,7 +156,7 @@ def provision(layout, instance, image, source_dir):
     layout.zones.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{instance.uuid}-", dir=layout.zones))
     try:
-        unpack_image(image_file, staging, image.sha256)
+        unpack_image(image_file, staging, image.sha256, max_bytes=max_bytes or MAX_UNPACKED)
         zone = layout.zone(instance.uuid)
         zone.mkdir(exist_ok=True)
         old = layout.zone_root(instance.uuid)

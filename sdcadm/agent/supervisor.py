@@ -33,11 +33,12 @@ log = logging.getLogger(__name__)
 class Supervisor:
     def __init__(self, me, layout, image_source, stores, cache, metrics, *, lease,
                  instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time,
-                 seeder=None, singletons=frozenset(), datasets=None):
+                 seeder=None, singletons=frozenset(), datasets=None,
+                 max_image_bytes=None):
         self.me, self.layout = me, layout
         self.actions = Actions(layout, image_source, datasets or DirDelegateDatasets(), metrics,
                                seeder=seeder, instance_port=instance_port,
-                               stop_timeout=stop_timeout)
+                               stop_timeout=stop_timeout, max_image_bytes=max_image_bytes)
         self.singletons = frozenset(singletons)  # services stopped when the lease is lost
         self.stores, self.cache, self.metrics = stores, cache, metrics
         self.lease = lease

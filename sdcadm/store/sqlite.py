@@ -17,6 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sdcadm.errors import (Conflict, LockHeld, LockLost, NotFound, StoreError, StoreUnreachable,
                            ValidationError)
@@ -47,10 +48,25 @@ _ONE_FILE = ("The sqlite store is one file on one headnode: if that headnode is 
 _decode = json.JSONDecoder().decode
 
 
+def _parsed(raw, table, key, column):
+    """A JSON column of one row; a damaged one is a StoreError that names the
+    record and says how to repair it (never a JSONDecodeError)."""
+    try:
+        return _decode(raw)
+    except (ValueError, TypeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:80]
+        raise StoreError(
+            f"the DC store is damaged: column {column!r} of {table} record {key!r} is not "
+            f"JSON ({reason})",
+            hint=f"repair the record, e.g. `sqlite3 <store.path> \"UPDATE {table} SET "
+                 f"{column} = '{{}}' WHERE ...\"` for {key!r} and then set its {column} again, "
+                 "or put back a copy of the store from before the damage") from None
+
+
 def _instance(row):
     # Hot path of `sdcadm insts` (50,000 rows): positional construction, and
     # no JSON parse for the common empty params.
-    params = {} if row[10] == "{}" else _decode(row[10])
+    params = {} if row[10] == "{}" else _parsed(row[10], "instances", row[0], "params")
     return Instance(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                     bool(row[8]), row[9], params)
 
@@ -74,8 +90,32 @@ class SqliteStore(Store):
                 f"the DC store {self.path} does not exist",
                 hint="check store.path in the configuration (or SDCADM_STORE_PATH); "
                      "in the lab, run `sdcadm lab up` first. " + _ONE_FILE)
+        # Look before touching: opening for writing (WAL) would already write
+        # a header into an empty file or change another program's database.
+        if self._peek_version() == 0:
+            raise self._not_a_store()
         self._schema(create=False)
         return self
+
+    def _peek_version(self):
+        """The schema version, read through a read-only connection."""
+        try:
+            conn = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True,
+                                   timeout=self.timeout)
+            try:
+                return conn.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise StoreUnreachable(f"{self.path} is not a usable DC store: {e}",
+                                   hint="check store.path (or SDCADM_STORE_PATH); "
+                                        "nothing was changed") from None
+
+    def _not_a_store(self):
+        return StoreError(
+            f"{self.path} is not an initialised sdcadm DC store (it has no schema)",
+            hint="check store.path (or SDCADM_STORE_PATH); a new DC's store is "
+                 "initialised when the DC is created (in the lab: `sdcadm lab up`)")
 
     def initialize(self):
         if not Path(self.path).exists():
@@ -187,10 +227,7 @@ class SqliteStore(Store):
                     f"the DC store {self.path} has schema version {version}, newer than "
                     f"this sdcadm knows ({len(MIGRATIONS)})", hint="upgrade sdcadm")
             if version == 0 and not create:
-                raise StoreError(
-                    f"{self.path} is not an initialised sdcadm DC store (it has no schema)",
-                    hint="check store.path (or SDCADM_STORE_PATH); a new DC's store is "
-                         "initialised when the DC is created (in the lab: `sdcadm lab up`)")
+                raise self._not_a_store()
             for step in range(version, len(MIGRATIONS)):
                 try:
                     for statement in MIGRATIONS[step].split(";"):
@@ -285,11 +322,11 @@ class SqliteStore(Store):
         rows = self._query("SELECT name, image, params FROM services WHERE name = ?", (name,))
         if not rows:
             raise NotFound(f"no service named {name!r}", hint="see `sdcadm svcs`")
-        return Service(rows[0][0], rows[0][1], json.loads(rows[0][2]))
+        return Service(rows[0][0], rows[0][1], _parsed(rows[0][2], "services", name, "params"))
 
     def list_services(self):
         rows = self._query("SELECT name, image, params FROM services ORDER BY name")
-        return [Service(r[0], r[1], json.loads(r[2])) for r in rows]
+        return [Service(r[0], r[1], _parsed(r[2], "services", r[0], "params")) for r in rows]
 
     # -- instances -----------------------------------------------------------
     def create_instance(self, instance):
@@ -432,7 +469,8 @@ class SqliteStore(Store):
         if not rows:
             raise NotFound(f"no network named {name!r}")
         allocs = dict(self._query("SELECT ip, owner FROM ip_allocations WHERE network = ?", (name,)))
-        return Network(rows[0][0], rows[0][1], allocs, json.loads(rows[0][2]), rows[0][3])
+        return Network(rows[0][0], rows[0][1], allocs,
+                       _parsed(rows[0][2], "networks", name, "reservations"), rows[0][3])
 
     def allocate_ip(self, network, owner_uuid, ip=None):
         if ip is not None:
@@ -446,7 +484,8 @@ class SqliteStore(Store):
                             (network,)).fetchone()
             if row is None:
                 raise NotFound(f"no network named {network!r}")
-            net, reserved = ipaddress.ip_network(row[0]), json.loads(row[1])
+            net = ipaddress.ip_network(row[0])
+            reserved = _parsed(row[1], "networks", network, "reservations")
             taken = {r[0]: r[1] for r in c.execute(
                 "SELECT ip, owner FROM ip_allocations WHERE network = ?", (network,))}
             if ip is not None:
@@ -482,7 +521,7 @@ class SqliteStore(Store):
             self._bump(c)
 
     def _task(self, r):
-        return Task(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7])
+        return Task(r[0], r[1], r[2], r[3], r[4], r[5], _parsed(r[6], "tasks", r[0], "steps"), r[7])
 
     def get_task(self, uuid):
         rows = self._query("SELECT uuid, name, state, created, started, finished, steps, error "

@@ -131,3 +131,26 @@ def test_invalid_payload_on_disk_is_ignored(tmp_path, image):
     provision(layout, i, image, tmp_path / "images")
     layout.payload_file(i.uuid).write_text(json.dumps({"instance": {}}))
     assert read_payload(layout, i.uuid) is None
+
+
+def test_the_configured_expansion_bound_applies_when_provisioning(tmp_path, image):
+    """agent.max_image_bytes: the workload image is a tar stream of at least
+    10 KiB (tar's blocking), so a 4 KiB bound refuses it; zones/ stays untouched."""
+    layout = Layout(tmp_path / "root")
+    with pytest.raises(ImageError, match="expands beyond 4096 bytes"):
+        provision(layout, inst(image), image, tmp_path / "images", max_bytes=4096)
+    assert not (tmp_path / "root" / "zones").exists() or \
+        not any(p.name.startswith("0") for p in (tmp_path / "root" / "zones").iterdir())
+    provision(layout, inst(image), image, tmp_path / "images", max_bytes=1 << 30)
+
+
+def test_max_image_bytes_is_a_bounded_config_key(tmp_path):
+    from sdcadm.config import load_config
+    from sdcadm.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("agent: {max_image_bytes: 100}\n")
+    with pytest.raises(ConfigError, match="agent.max_image_bytes"):
+        load_config(path, environ={})
+    path.write_text("agent: {max_image_bytes: 1073741824}\n")
+    assert load_config(path, environ={}).agent.max_image_bytes == 1 << 30

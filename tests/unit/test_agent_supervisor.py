@@ -148,7 +148,7 @@ def test_a_crash_while_provisioning_fails_that_instance_only(tmp_path, monkeypat
     store.get_image = lambda uuid: Image(uuid=IMG, name="x", version="1", sha256="0" * 64)
     tried = []
 
-    def provision(layout, instance, image, source):
+    def provision(layout, instance, image, source, **options):
         tried.append(instance.alias)
         raise RecursionError("maximum recursion depth exceeded")
 

@@ -106,3 +106,69 @@ def test_store_file_moved_away_is_unreachable_until_back(sqlite_store, tmp_path)
         with pytest.raises(StoreUnreachable):
             sqlite_store.heartbeat(S1)
     assert [s.hostname for s in sqlite_store.list_servers()] == ["hn0", "hn1"]
+
+
+def test_an_unrelated_sqlite_file_is_refused_and_left_as_it_was(path):
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE recipes (name TEXT)")
+    other.execute("INSERT INTO recipes VALUES ('soup')")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreError, match="not an initialised sdcadm DC store"):
+        store_at(path)
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert tables == ["recipes"] and conn.execute("PRAGMA user_version").fetchone()[0] == 0
+
+
+def test_server_ls_on_an_empty_file_refuses_and_writes_nothing(path, monkeypatch):
+    from click.testing import CliRunner
+
+    from sdcadm.cli.main import cli
+
+    path.touch()
+    config = path.parent / "sdcadm.yaml"
+    config.write_text(f"store: {{path: {path}}}\n")
+    monkeypatch.setenv("SDCADM_CONFIG", str(config))
+    result = CliRunner().invoke(cli, ["server", "ls"])
+    assert result.exit_code == 1 and "not an initialised sdcadm DC store" in result.output
+    assert path.stat().st_size == 0
+
+
+DAMAGES = [
+    # (table, column, key column, key, read)
+    ("instances", "params", "uuid", "a0000000-0000-4000-8000-000000000001",
+     lambda s: s.list_instances()),
+    ("instances", "params", "uuid", "a0000000-0000-4000-8000-000000000001",
+     lambda s: s.get_instance("a0000000-0000-4000-8000-000000000001")),
+    ("services", "params", "name", "sapi", lambda s: s.list_services()),
+    ("services", "params", "name", "sapi", lambda s: s.get_service("sapi")),
+    ("networks", "reservations", "name", "admin", lambda s: s.get_network("admin")),
+    ("networks", "reservations", "name", "admin", lambda s: s.allocate_ip("admin", S1)),
+    ("tasks", "steps", "uuid", "b0000000-0000-4000-8000-000000000001", lambda s: s.list_tasks()),
+]
+
+
+@pytest.mark.parametrize("table, column, key_column, key, read", DAMAGES)
+@pytest.mark.parametrize("garbage", ["{not json", "[" * 100_000, ""])
+def test_a_row_whose_json_does_not_parse_names_the_record(sqlite_store, path, table, column,
+                                                          key_column, key, read, garbage):
+    from sdcadm.model import Instance, Network, Service, Task
+
+    sqlite_store.put_service(Service("sapi", "c0000000-0000-4000-8000-000000000001",
+                                     {"x": 1}))
+    sqlite_store.create_instance(Instance("a0000000-0000-4000-8000-000000000001", "sapi0", "sapi",
+                                          S1, "c0000000-0000-4000-8000-000000000001",
+                                          "127.0.0.9", params={"k": "v"}))
+    sqlite_store.put_network(Network("admin", "127.0.0.0/24", {}, {"127.0.0.5": "reserved"}))
+    sqlite_store.put_task(Task("b0000000-0000-4000-8000-000000000001", "t", "succeeded", 1.0,
+                               steps=[{"name": "s"}]))
+    conn = sqlite3.connect(path)
+    conn.execute(f"UPDATE {table} SET {column} = ? WHERE {key_column} = ?", (garbage, key))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError) as exc:
+        read(sqlite_store)
+    text = str(exc.value)
+    assert f"column {column!r} of {table} record {key!r} is not JSON" in text
+    assert "repair" in exc.value.hint and len(text) < 1000
