@@ -13,7 +13,7 @@ import pytest
 from sdcadm.errors import Conflict, LockHeld, LockLost, NotFound, StoreError, ValidationError
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import store_for
-from tests.conftest import store_config
+from tests.conftest import expire_lock, store_config
 
 S1 = "11111111-1111-4111-8111-111111111111"
 S2 = "22222222-2222-4222-8222-222222222222"
@@ -329,7 +329,7 @@ def test_lock_owner_expiry_and_token(store, clock):
     assert exc.value.expires_in == pytest.approx(5)
     owner, expires_at, token = store.get_lock("dc")
     assert (owner, expires_at, token) == ("alice", clock() + 5, t1)
-    clock.advance(5.01)  # alice's lease is over
+    expire_lock(store, clock, "dc")  # alice's lease is over
     t2 = store.acquire_lock("dc", "bob", 10)
     assert t2 > t1
     store.release_lock("dc", "alice")  # not alice's any more: no-op
@@ -353,7 +353,7 @@ def test_guarded_writes_are_refused_once_another_owner_took_the_lock(dc, clock):
     dc.create_instance(inst())
     token = dc.acquire_lock("dc", "alice", 10)
     guarded = dc.guarded("dc", token)
-    clock.advance(11)
+    expire_lock(dc, clock, "dc")
     dc.acquire_lock("dc", "bob", 10)
     rev = dc.revision()
     writes = [
