@@ -80,11 +80,11 @@ class EtcdStore(Store):
         return self
 
     def initialize(self):
-        # Both keys at once, only if the schema key is missing: idempotent, and
-        # never resets the revision of a store in use.
-        self.client.txn([same_create(self.keys.schema, 0)],
-                        [put(self.keys.schema, encode(SCHEMA_VERSION)),
-                         put(self.keys.revision, encode(0))])
+        # Each key only if it is missing: idempotent, never resets the revision
+        # of a store in use; the revision first, so a store with a schema key
+        # always has one.
+        for key, value in ((self.keys.revision, 0), (self.keys.schema, SCHEMA_VERSION)):
+            self.client.txn([same_create(key, 0)], [put(key, encode(value))])
         return self.open()
 
     def describe(self):
@@ -119,6 +119,10 @@ class EtcdStore(Store):
             ops, result = decide(reads)
             if ops is None:
                 return result
+            if model and revision is None:
+                raise StoreError(f"{self.describe()} has no {self.keys.revision} key",
+                                 hint="initialise the store again (it adds the missing key; in the "
+                                      "lab: `sdcadm lab up`), or restore a snapshot of it")
             if model:
                 ops = [*ops, put(self.keys.revision, encode(decode(revision) + 1))]
             ok, _ = self.client.txn(reads.compares + compares, ops)
@@ -206,6 +210,9 @@ class EtcdStore(Store):
     def _heartbeat_lease(self, server_uuid):
         with self._leases_mutex:
             lease = self._leases.get(server_uuid)
+        if lease is None:  # a new store object: the live key's lease, if any
+            beat = self.client.get(self.keys.heartbeat(server_uuid))
+            lease = beat["lease"] if beat and beat["lease"] else None
         if lease is not None:
             try:
                 self.client.keepalive(lease)

@@ -12,6 +12,7 @@ does not answer is skipped for the next one, and when none answers the call is
 import base64
 import json
 import logging
+import threading
 
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
@@ -61,17 +62,27 @@ class EtcdClient:
                              hint="list the cluster's client URLs in store.etcd_endpoints, "
                                   "e.g. [127.0.0.1:2379]")
         self.endpoints = list(endpoints)
-        self.clients = []
+        self.places = []
         for text in self.endpoints:
             try:
                 protocol, host, port = parse_endpoint(text)
             except ValueError as e:
                 raise StoreError(f"bad etcd endpoint: {e}",
                                  hint="fix store.etcd_endpoints (host:port, ...)") from None
-            self.clients.append(Etcd3Client(host=host, port=port, protocol=protocol,
-                                            timeout=timeout, api_path=API_PATH))
+            self.places.append((protocol, host, port))
         self.timeout = timeout
         self.current = 0
+        self._local = threading.local()
+
+    def _clients(self):
+        # One HTTP session per thread: a requests.Session is not meant to be
+        # shared by threads (agents call the store from several).
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = [
+                Etcd3Client(host=host, port=port, protocol=protocol, timeout=self.timeout,
+                            api_path=API_PATH) for protocol, host, port in self.places]
+        return clients
 
     def describe(self):
         return ", ".join(self.endpoints)
@@ -82,10 +93,10 @@ class EtcdClient:
         A write whose request timed out may have been applied: it is not sent
         again to another member (that could apply it twice), the caller is told
         that its outcome is unknown instead."""
-        failures = []
-        for step in range(len(self.clients)):
-            index = (self.current + step) % len(self.clients)
-            client = self.clients[index]
+        failures, clients = [], self._clients()
+        for step in range(len(clients)):
+            index = (self.current + step) % len(clients)
+            client = clients[index]
             try:
                 answer = client.post(client.get_url(path), data=json.dumps(body))
             except etcd_errors.ConnectionTimeoutError as e:
@@ -94,7 +105,7 @@ class EtcdClient:
                         f"etcd at {self.endpoints[index]} did not answer a write within "
                         f"{self.timeout:g}s; it may or may not have been applied",
                         hint="re-read the records before retrying; " + UNREACHABLE_HINT) from None
-                failures.append(f"{self.endpoints[index]}: timed out ({_short(e)})")
+                failures.append(f"{self.endpoints[index]}: no answer within {self.timeout:g}s")
                 continue
             except etcd_errors.ConnectionFailedError as e:
                 failures.append(f"{self.endpoints[index]}: {_short(e)}")
@@ -152,7 +163,9 @@ class EtcdClient:
 
 
 def _short(error):
-    return " ".join(str(error).split())[:200]
+    # etcd3gw keeps the text in detail_text (its str() is often empty)
+    text = " ".join(f"{getattr(error, 'detail_text', None) or ''} {error}".split())
+    return text[:200] or type(error).__name__
 
 
 # -- transaction parts ---------------------------------------------------------------
