@@ -24,13 +24,13 @@ import math
 import threading
 import time
 
-from sdcadm.errors import Conflict, LockHeld, LockLost, NotFound, StoreError, ValidationError
+from sdcadm.errors import Conflict, LockLost, NotFound, StoreError, ValidationError
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import checks
 from sdcadm.store.base import Store
-from sdcadm.store.etcd_client import (EtcdClient, LeaseGone, delete, exists, put, same_create,
-                                      same_mod)
+from sdcadm.store.etcd_client import EtcdClient, delete, put, same_create, same_mod
 from sdcadm.store.etcd_keys import SCHEMA_VERSION, Keys, decode, encode, record
+from sdcadm.store.etcd_leases import Leases
 
 _INSTANCE_MUTABLE = {"server_uuid", "admin_ip", "port", "state", "image", "alias", "params"}
 # A transaction lost to concurrent writers is decided again; a store this busy
@@ -50,7 +50,7 @@ class _Reads:
         return kv
 
 
-class EtcdStore(Store):
+class EtcdStore(Leases, Store):
     backend = "etcd"
 
     def __init__(self, endpoints, prefix="/sdcadm/", timeout=5.0, heartbeat_ttl=15.0,
@@ -187,47 +187,6 @@ class EtcdStore(Store):
         servers = [self._with_heartbeat(s, beats.get(self.keys.heartbeat(s.uuid)))
                    for s in self._all(Server, "servers")]
         return sorted(servers, key=lambda s: s.hostname)
-
-    def heartbeat(self, server_uuid):
-        """The heartbeat key lives as long as its lease, granted once with the
-        heartbeat TTL and refreshed by every heartbeat: when the agent stops
-        beating, etcd deletes the key and the server reads as unreachable."""
-        for _ in range(3):
-            lease = self._heartbeat_lease(server_uuid)
-            compares = [exists(self.keys.server(server_uuid)), *self._guard_compares()]
-            beat = put(self.keys.heartbeat(server_uuid), encode({"at": self.clock()}), lease)
-            try:
-                ok, _ = self.client.txn(compares, [beat])
-            except LeaseGone:
-                self._forget_lease(server_uuid, lease)
-                continue
-            if not ok:
-                raise NotFound(f"no server with UUID {server_uuid} in the DC store")
-            return
-        raise StoreError(f"{self.describe()}: the heartbeat lease of {server_uuid} keeps expiring",
-                         hint="check the etcd cluster's health and its members' clocks")
-
-    def _heartbeat_lease(self, server_uuid):
-        with self._leases_mutex:
-            lease = self._leases.get(server_uuid)
-        if lease is None:  # a new store object: the live key's lease, if any
-            beat = self.client.get(self.keys.heartbeat(server_uuid))
-            lease = beat["lease"] if beat and beat["lease"] else None
-        if lease is not None:
-            try:
-                self.client.keepalive(lease)
-                return lease
-            except LeaseGone:
-                self._forget_lease(server_uuid, lease)
-        lease = self.client.grant(self.heartbeat_ttl)
-        with self._leases_mutex:
-            self._leases[server_uuid] = lease
-        return lease
-
-    def _forget_lease(self, server_uuid, lease):
-        with self._leases_mutex:
-            if self._leases.get(server_uuid) == lease:
-                del self._leases[server_uuid]
 
     def set_fenced(self, server_uuid, fenced, expected_generation):
         def decide(reads):
@@ -436,50 +395,6 @@ class EtcdStore(Store):
 
     def list_tasks(self, limit=50):
         return sorted(self._all(Task, "tasks"), key=lambda t: t.created, reverse=True)[:limit]
-
-    # -- the DC lock: a lease-bound key; its token is the key's create revision ----
-    def acquire_lock(self, name, owner, ttl):
-        key = self.keys.lock(name)
-        for _ in range(_ATTEMPTS):
-            kv = self.client.get(key)
-            value = encode({"owner": owner, "expires_at": self.clock() + ttl})
-            if kv is None:
-                lease = self.client.grant(max(1, math.ceil(ttl)))
-                ok, revision = self.client.txn([same_create(key, 0)], [put(key, value, lease)])
-                if ok:
-                    return revision  # the key's create revision: newer than any before
-                self.client.revoke(lease)
-                continue
-            held = decode(kv)
-            if held.get("owner") != owner:
-                expires_at = float(held.get("expires_at", 0.0))
-                raise LockHeld(name, held.get("owner"), expires_at,
-                               expires_in=expires_at - self.clock())
-            try:  # ours: refresh the lease, keep the key (and so the token)
-                self.client.keepalive(kv["lease"])
-                ok, _ = self.client.txn([same_create(key, kv["create_revision"])],
-                                        [put(key, value, kv["lease"])])
-            except LeaseGone:
-                continue  # it ran out meanwhile: take it anew (a new token)
-            if ok:
-                return kv["create_revision"]
-        raise StoreError(f"{self.describe()}: could not take lock {name!r}", hint="retry")
-
-    def release_lock(self, name, owner):
-        key = self.keys.lock(name)
-        kv = self.client.get(key)
-        if kv is None or decode(kv).get("owner") != owner:
-            return
-        ok, _ = self.client.txn([same_create(key, kv["create_revision"])], [delete(key)])
-        if ok and kv["lease"]:
-            self.client.revoke(kv["lease"])
-
-    def get_lock(self, name):
-        kv = self.client.get(self.keys.lock(name))
-        if kv is None:
-            return None
-        held = decode(kv)
-        return held.get("owner"), float(held.get("expires_at", 0.0)), kv["create_revision"]
 
     # -- restore-data status (not the DC model: meta/revision does not move) ------
     def put_restore_status(self, status):
