@@ -344,6 +344,8 @@ def test_guarded_writes_pass_while_the_token_holds(dc, clock):
     guarded = dc.guarded("dc", token)
     guarded.put_service(Service("sapi", IMG))
     clock.advance(60)  # expired, but nobody took it: the token still holds
+    # (etcd: the lease is measured by etcd, not this clock, and still runs; once
+    # it really ran out the key is gone and the token void: test_store_etcd.py)
     guarded.put_task(Task(T1, "restore", created=1.0))
     assert [s.name for s in dc.list_services()] == ["sapi"]
     assert guarded.get_task(T1).name == "restore"  # reads go through as they are
