@@ -4,13 +4,15 @@ and liveness that is etcd's leases running out by themselves (real time,
 waited for, never slept)."""
 
 import base64
+import contextlib
+import socket
 import threading
 
 import pytest
 import requests
 
 from sdcadm.config import config_from
-from sdcadm.errors import LockLost, StoreError, StoreUnreachable
+from sdcadm.errors import LockLost, NotFound, StoreError, StoreUnreachable
 from sdcadm.model import SERVER_UNREACHABLE, Server, Service, status_of
 from sdcadm.store import open_store, store_for
 from tests.conftest import free_port, random_address, store_config, store_outage, wait_for
@@ -53,6 +55,17 @@ def finishes(call, bound):
     return result[0]
 
 
+@contextlib.contextmanager
+def silent_endpoint():
+    """An endpoint that takes connections and never answers (the kernel accepts
+    them into the backlog): a hung member, as a client meets it."""
+    address = random_address()
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        sock.listen(64)
+        yield f"{address}:{sock.getsockname()[1]}"
+
+
 @pytest.fixture
 def dc(etcd_server, tmp_path):
     store = store_for(store_config(tmp_path, "etcd")).initialize()
@@ -65,6 +78,27 @@ def test_a_dead_first_endpoint_fails_over_to_the_next(dc, etcd_server, tmp_path)
     store.put_service(Service("sapi"))
     assert store.get_server(S1).hostname == "hn0"
     assert [s.name for s in dc.list_services()] == ["sapi"]
+
+
+def test_a_silent_endpoint_is_skipped_for_reads_after_the_timeout(dc, etcd_server, tmp_path):
+    with silent_endpoint() as silent:
+        store = open_store(config_of(tmp_path, [silent, etcd_server.endpoint], timeout=0.5))
+        assert [s.hostname for s in store.list_servers()] == ["hn0"]
+        store.put_service(Service("sapi"))  # the client now stays on the member that answers
+        assert store.client.current == 1
+
+
+def test_a_write_that_timed_out_is_not_sent_to_another_member(dc, etcd_server, tmp_path):
+    from sdcadm.store.etcd_client import EtcdClient, put
+
+    key = dc.keys.service("once")
+    with silent_endpoint() as silent:
+        client = EtcdClient([silent, etcd_server.endpoint], 0.5)
+        error = finishes(lambda: client.txn([], [put(key, "{}")]), 30)
+    assert isinstance(error, StoreUnreachable), error
+    assert "may or may not have been applied" in str(error) and "re-read" in error.hint
+    with pytest.raises(NotFound):  # the member that answers never saw it
+        dc.get_service("once")
 
 
 def test_a_cluster_without_any_live_endpoint_is_unreachable_with_a_hint(etcd_server, tmp_path):
