@@ -87,20 +87,26 @@ class EtcdClient:
     def describe(self):
         return ", ".join(self.endpoints)
 
-    def post(self, path, body, write=False):
+    def post(self, path, body, once=False):
         """The JSON answer of the first endpoint that answers ``path``.
 
-        A write whose request timed out may have been applied: it is not sent
-        again to another member (that could apply it twice), the caller is told
-        that its outcome is unknown instead."""
+        ``once``: a request that must not be sent twice (a transaction). If it
+        timed out it may have been applied, so it is not sent to another member:
+        the caller is told that its outcome is unknown, and the next request
+        starts at the next member (a hung member must not keep every client).
+        Refused connections and 503 answers (a member without a leader) are
+        not applied and move on at once."""
         failures, clients = [], self._clients()
         for step in range(len(clients)):
             index = (self.current + step) % len(clients)
             client = clients[index]
             try:
                 answer = client.post(client.get_url(path), data=json.dumps(body))
-            except etcd_errors.ConnectionTimeoutError as e:
-                if write:
+            except etcd_errors.ConnectionTimeoutError:
+                if once:
+                    self.current = (index + 1) % len(clients)
+                    log.warning("etcd store: %s did not answer; next request to %s",
+                                self.endpoints[index], self.endpoints[self.current])
                     raise StoreUnreachable(
                         f"etcd at {self.endpoints[index]} did not answer a write within "
                         f"{self.timeout:g}s; it may or may not have been applied",
@@ -143,21 +149,23 @@ class EtcdClient:
     def txn(self, compare, success, failure=()):
         """(succeeded, header revision) of one transaction."""
         answer = self.post("kv/txn", {"compare": list(compare), "success": list(success),
-                                      "failure": list(failure)}, write=True)
+                                      "failure": list(failure)}, once=True)
         return bool(answer.get("succeeded")), int(answer.get("header", {}).get("revision", 0))
 
     def grant(self, ttl):
-        return int(self.post("lease/grant", {"TTL": int(ttl), "ID": 0}, write=True)["ID"])
+        # Sent again on another member after a timeout: at worst an unused
+        # lease, which etcd ends after its TTL.
+        return int(self.post("lease/grant", {"TTL": int(ttl), "ID": 0})["ID"])
 
     def keepalive(self, lease):
         """Refresh a lease; LeaseGone once it expired."""
-        result = self.post("lease/keepalive", {"ID": lease}, write=True).get("result", {})
+        result = self.post("lease/keepalive", {"ID": lease}).get("result", {})
         if int(result.get("TTL", 0)) <= 0:
             raise LeaseGone(f"lease {lease:x} expired")
 
     def revoke(self, lease):
         try:
-            self.post("kv/lease/revoke", {"ID": lease}, write=True)
+            self.post("kv/lease/revoke", {"ID": lease})
         except LeaseGone:
             pass  # already gone: what revoking wanted
 

@@ -38,7 +38,8 @@ class Leases:
                 raise NotFound(f"no server with UUID {server_uuid} in the DC store")
             return
         raise StoreError(f"{self.describe()}: the heartbeat lease of {server_uuid} keeps expiring",
-                         hint="check the etcd cluster's health and its members' clocks")
+                         hint="check the etcd cluster's health: an overloaded member or "
+                              "repeated leader elections can end leases early")
 
     def _heartbeat_lease(self, server_uuid):
         with self._leases_mutex:
