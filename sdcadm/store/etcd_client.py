@@ -37,7 +37,9 @@ def b64(text):
 
 
 def unb64(text):
-    return base64.b64decode(text or "").decode()
+    # Bytes that are not UTF-8 (written by another program) decode to text that
+    # is not JSON either: a StoreError naming the key, not a UnicodeDecodeError.
+    return base64.b64decode(text or "").decode(errors="replace")
 
 
 def kv_of(raw):

@@ -2,8 +2,11 @@
 
 Each test runs on every backend of ``STORE_BACKENDS`` (tests/conftest.py),
 against a real, new store; time is the ``clock`` fixture the store was opened
-with, so expiries are tested without sleeping. Backend details (files, WAL,
-migrations) are tested beside this file, one module per backend.
+with, so expiries are tested without sleeping (a lock that must run out is
+ended by ``expire_lock``: on sqlite the clock moves, on etcd the lease ends as
+etcd ends it at its TTL). Backend details are tested one module per backend:
+sqlite (files, WAL, migrations) beside this file, etcd (failover, leases that
+run out in real time) in tests/integration/test_store_etcd.py.
 """
 
 import threading
