@@ -126,6 +126,26 @@ def test_a_duplicate_hostname_is_a_conflict_and_changes_nothing(dc):
     assert dc.revision() == rev and len(dc.list_servers()) == 2
 
 
+def test_concurrent_servers_with_one_hostname_exactly_one_wins(store, other):
+    results = []
+
+    def attempt(n):
+        try:
+            other().put_server(Server(f"{n:08d}-0000-4000-8000-000000000000", "hn9",
+                                      f"127.0.0.{n + 20}"))
+            results.append("won")
+        except Conflict:
+            results.append("lost")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["lost"] * 7 + ["won"]
+    assert [s.hostname for s in store.list_servers()] == ["hn9"]
+
+
 def test_a_server_record_without_a_hostname_is_refused_before_the_write(dc):
     rev = dc.revision()
     with pytest.raises(ValidationError, match="hostname is required"):
