@@ -9,6 +9,7 @@ declare -A NEED=(
   [sshd]=openssh-server
   [ssh-keygen]=openssh-client
   [rsync]=rsync
+  [etcd]=etcd-server   # the HA DC store's backend (tests start a real one)
 )
 # zfs-fuse needs root to be useful (FUSE mounts of pools): only then is it wanted.
 [ "$(id -u)" -eq 0 ] && NEED[zfs-fuse]=zfs-fuse

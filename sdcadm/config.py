@@ -18,6 +18,7 @@ value.
 import math
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sdcadm.errors import ConfigError
 
@@ -62,7 +63,9 @@ SPEC = {
     "store": {
         "backend": (str, "sqlite", "sqlite | etcd"),
         "path": (str, "/var/sdcadm/dc.sqlite", "sqlite: the database file"),
-        "etcd_endpoints": (list, [], "etcd: list of http://host:port"),
+        "etcd_endpoints": (list, [], "etcd: the cluster's client endpoints, host:port or "
+                                     "http://host:port, tried in order"),
+        "etcd_prefix": (str, "/sdcadm/", "etcd: the prefix of every key of this DC"),
         "timeout": ((int, float), 5.0, "seconds to wait for the store"),
     },
     "agent": {
@@ -189,6 +192,44 @@ def range_problems(values, source):
     return problems
 
 
+def parse_endpoint(text):
+    """(protocol, host, port) of an etcd endpoint ``host:port`` or
+    ``http[s]://host:port``; ValueError saying what is wrong otherwise."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"expected host:port, got {shown(text)}")
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{shown(text)}: the scheme must be http or https")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{shown(text)}: expected only host:port (no path, query or user)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{shown(text)}: the port must be a number from 1 to 65535") from None
+    if not parts.hostname or not port:
+        raise ValueError(f"{shown(text)}: expected host:port, e.g. 127.0.0.1:2379")
+    return parts.scheme, parts.hostname, port
+
+
+def store_problems(values, source):
+    """Problems of the etcd keys: checked whatever the backend, so a switch to
+    etcd does not first meet a bad endpoint when the store is needed."""
+    store, problems = values["store"], []
+    for i, endpoint in enumerate(store["etcd_endpoints"]):
+        try:
+            parse_endpoint(endpoint)
+        except ValueError as e:
+            problems.append(f"{source}: key 'store.etcd_endpoints' item {i + 1}: {e}")
+    if store["backend"] == "etcd" and not store["etcd_endpoints"]:
+        problems.append(f"{source}: store.backend is etcd but store.etcd_endpoints is empty: "
+                        "list the cluster's client endpoints, e.g. [127.0.0.1:2379]")
+    prefix = store["etcd_prefix"]
+    if not (prefix.startswith("/") and prefix.endswith("/") and len(prefix) > 1):
+        problems.append(f"{source}: key 'store.etcd_prefix' must start and end with / and "
+                        f"name something, e.g. /sdcadm/, got {shown(prefix)}")
+    return problems
+
+
 def _check_value(value, types):
     types = types if isinstance(types, tuple) else (types,)
     if isinstance(value, bool) and bool not in types:
@@ -258,6 +299,7 @@ def config_from(doc, source="<built-in>"):
     that build a configuration, like benchmarks and tests."""
     values, problems = merge(SPEC, doc, source)
     problems += range_problems(values, source)
+    problems += store_problems(values, source)
     if problems:
         raise ConfigError(source, problems)
     return Config(values, source)
@@ -357,6 +399,7 @@ def load_config(path=None, environ=None):
         problems.append(f"{path}: key 'datasets.backend' must be dir or zfs, "
                         f"got {shown(values['datasets']['backend'])}")
     problems += range_problems(values, str(path))
+    problems += store_problems(values, str(path))
     if problems:
         raise ConfigError(path, problems)
     return Config(values, str(path))

@@ -1,6 +1,7 @@
 """Shared fixtures: real processes only; every test stops what it starts."""
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -165,7 +166,36 @@ def env_of(directory, hostname):
 
 # Every backend the store contract (tests/unit/test_store_contract.py) runs on:
 # a new backend is one more name here and one branch in each helper below.
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", "etcd"]
+
+# A backend run on a real server process is an integration test: the fast loop
+# (`pytest -m 'not integration'`) starts no process, so it runs the contract on
+# sqlite alone; `pytest tests/unit/test_store_contract.py` runs every backend.
+_BACKEND_MARKS = {"etcd": [pytest.mark.integration, pytest.mark.etcd]}
+
+_ETCD = []  # the session's EtcdServer, once the etcd_server fixture started it
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    """One real etcd for the whole session, on a random loopback address; every
+    test keeps its keys under its own prefix (``store_config``)."""
+    from tests.etcd_server import ETCD, NO_ETCD, EtcdServer
+
+    if ETCD is None:
+        pytest.skip(NO_ETCD)
+    address = random_address()
+    server = EtcdServer(tmp_path_factory.mktemp("etcd"), address, free_port(address),
+                        free_port(address))
+    server.start()
+    _ETCD.append(server)
+    try:
+        yield server
+    finally:
+        _ETCD.remove(server)
+        proc = server.proc
+        server.stop()
+        assert proc is None or proc.poll() is not None, "etcd did not stop"
 
 
 class FakeClock:
@@ -197,6 +227,13 @@ def store_config(directory, backend="sqlite"):
 
     if backend == "sqlite":
         doc = {"backend": "sqlite", "path": str(Path(directory) / "dc.sqlite")}
+    elif backend == "etcd":
+        if not _ETCD:
+            raise ValueError("no etcd runs: use the etcd_server (or store_backend) fixture")
+        # The directory names the DC, as the sqlite file does: each test's own keys.
+        digest = hashlib.sha1(str(Path(directory).resolve()).encode()).hexdigest()[:16]
+        doc = {"backend": "etcd", "etcd_endpoints": [_ETCD[0].endpoint],
+               "etcd_prefix": f"/t/{digest}/", "timeout": 5.0}
     else:
         raise ValueError(f"no test setup for store backend {backend!r}")
     return config_from({"store": doc}, f"test store in {directory}")
@@ -221,9 +258,22 @@ def lab_store_config(directory):
     return config_from({"store": load_state(directory).store_config()}, f"lab {directory}")
 
 
-@pytest.fixture(params=STORE_BACKENDS)
+@pytest.fixture(params=[pytest.param(b, marks=_BACKEND_MARKS.get(b, ())) for b in STORE_BACKENDS])
 def store_backend(request):
+    if request.param == "etcd":
+        request.getfixturevalue("etcd_server")
     return request.param
+
+
+def expire_lock(store, clock, name):
+    """Let lock ``name`` of ``store`` run out (its owner stopped renewing it).
+    sqlite: its clock moves past the expiry. etcd: liveness is etcd's lease,
+    not a clock; the lease ends now, as etcd ends it when its TTL is over
+    (tests/integration/test_store_etcd.py checks that a TTL does run out)."""
+    owner, expires_at, token = store.get_lock(name)
+    clock.t = max(clock.t, expires_at + 0.01)
+    if store.backend == "etcd":
+        _ETCD[0].revoke_lease_of(store.keys.lock(name))
 
 
 @pytest.fixture
@@ -244,7 +294,18 @@ def store(store_backend, tmp_path, clock):
 @contextlib.contextmanager
 def store_outage(config):
     """The store ``config`` names is out of every client's reach inside the block
-    (sqlite: its file moved away, as a lost disk would), and back after it."""
+    (sqlite: its file moved away, as a lost disk would; etcd: its member frozen),
+    and back after it."""
+    if config.store.backend == "etcd":
+        # Frozen, not stopped: clients meet a member that accepts connections
+        # and answers nothing, the hardest case for their timeouts.
+        server = next(s for s in _ETCD if s.endpoint in config.store.etcd_endpoints)
+        server.pause()
+        try:
+            yield
+        finally:
+            server.resume()
+        return
     if config.store.backend != "sqlite":
         raise ValueError(f"no outage helper for store backend {config.store.backend!r}")
     path = Path(config.store.path)

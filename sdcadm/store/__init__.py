@@ -22,8 +22,15 @@ def store_for(config, clock=None):
 
         return SqliteStore(config.store.path, timeout=config.store.timeout,
                            clock=clock or time.time)
-    raise ConfigError(config.path, [f"store backend {backend!r} is not available yet"],
-                      hint="use store.backend: sqlite")
+    if backend == "etcd":
+        from sdcadm.store.etcd import EtcdStore
+
+        # A server is unreachable once its heartbeat lease (this TTL) ran out.
+        return EtcdStore(config.store.etcd_endpoints, prefix=config.store.etcd_prefix,
+                         timeout=config.store.timeout,
+                         heartbeat_ttl=config.agent.heartbeat_timeout, clock=clock or time.time)
+    raise ConfigError(config.path, [f"store backend {backend!r} is not known"],
+                      hint="use store.backend: sqlite or etcd")
 
 
 def open_store(config, clock=None):

@@ -1,6 +1,6 @@
 """The DC state store interface.
 
-One interface, several backends (``sqlite`` now, ``etcd`` next). Callers use
+One interface, several backends (``sqlite``: one file; ``etcd``: the HA store). Callers use
 only these methods; a backend maps them onto its storage, and lets none of its
 own exceptions out: a lost compare-and-swap or a duplicate is ``Conflict``,
 anything else ``StoreError`` (``errors.py``). The contract, as tests, is

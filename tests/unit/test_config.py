@@ -185,3 +185,38 @@ def test_a_long_unknown_key_is_not_echoed_in_full(tmp_path):
 def test_deep_nesting_is_refused_not_a_crash(tmp_path):
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, "agent: " + "[" * 50_000 + "]" * 50_000 + "\n"), environ={})
+
+
+def test_etcd_endpoints_are_checked_item_by_item(tmp_path):
+    path = write(tmp_path, "store:\n  backend: etcd\n  etcd_endpoints: [10.0.0.1:2379, "
+                           "'http://10.0.0.2:2379', 'ftp://x:1', 'h:99999', 'h', 7, "
+                           "'http://h:1/v3']\n  etcd_prefix: sdcadm\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, environ={})
+    text = str(exc.value)
+    assert "item 1" not in text and "item 2" not in text  # host:port and http://host:port
+    assert "item 3: 'ftp://x:1': the scheme must be http or https" in text
+    assert "item 4: 'h:99999': the port must be a number from 1 to 65535" in text
+    assert "item 5: 'h': expected host:port" in text
+    assert "item 6: expected host:port, got 7" in text
+    assert "item 7: 'http://h:1/v3': expected only host:port" in text
+    assert "'store.etcd_prefix' must start and end with /" in text
+
+
+def test_the_etcd_backend_needs_endpoints(tmp_path):
+    with pytest.raises(ConfigError, match="store.etcd_endpoints is empty"):
+        load_config(write(tmp_path, "store: {backend: etcd}\n"), environ={})
+    cfg = load_config(write(tmp_path, "store: {backend: etcd, etcd_endpoints: [h:2379]}\n"),
+                      environ={"SDCADM_STORE_ETCD_PREFIX": "/dc2/"})
+    assert cfg.store.etcd_endpoints == ["h:2379"] and cfg.store.etcd_prefix == "/dc2/"
+
+
+def test_an_etcd_store_is_selected_without_io():
+    from sdcadm.config import config_from
+    from sdcadm.store import store_for
+
+    store = store_for(config_from({"store": {"backend": "etcd",
+                                             "etcd_endpoints": ["127.0.0.1:1", "h:2"]}}))
+    assert store.backend == "etcd" and store.describe() == (
+        "etcd store /sdcadm/ at 127.0.0.1:1, h:2")
+    assert store.heartbeat_ttl == 15  # agent.heartbeat_timeout: the lease of a heartbeat

@@ -1,0 +1,413 @@
+"""etcd backend of the DC store: the HA store (one etcd member per headnode).
+
+Every write is one etcd transaction that compares what it read:
+
+* a model write reads ``meta/revision`` first and compares its mod revision
+  at commit, so the whole model it read is unchanged when it commits (as
+  sqlite's one writer at a time); it also compares the mod revision of each
+  record it read (the compare-and-swaps of ``move_instance``, ``set_fenced``,
+  ``put_network``, ``allocate_ip``), and puts ``meta/revision`` + 1;
+* a write in a ``guarded()`` view also compares the create revision of the
+  lock key with its token;
+* a transaction whose compares fail changed nothing: it is read and decided
+  again (``_write``), and the decision may now be ``Conflict``.
+
+Liveness is etcd's, never a comparison of clocks: a heartbeat key and a lock
+key are bound to leases, which etcd deletes when they are not refreshed. The
+``clock`` only stamps times for display (``last_heartbeat``, a lock's
+``expires_at``) and is ``now()``.
+"""
+
+import copy
+import ipaddress
+import math
+import threading
+import time
+
+from sdcadm.errors import Conflict, LockLost, NotFound, StoreError, ValidationError
+from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
+from sdcadm.store import checks
+from sdcadm.store.base import Store
+from sdcadm.store.etcd_client import EtcdClient, delete, put, same_create, same_mod
+from sdcadm.store.etcd_keys import SCHEMA_VERSION, Keys, decode, encode, record
+from sdcadm.store.etcd_leases import Leases
+
+_INSTANCE_MUTABLE = {"server_uuid", "admin_ip", "port", "state", "image", "alias", "params"}
+# A transaction lost to concurrent writers is decided again; a store this busy
+# for this long is not going to calm down by itself.
+_ATTEMPTS = 200
+
+
+class _Reads:
+    """What one attempt read, to compare at commit."""
+
+    def __init__(self, client):
+        self.client, self.compares = client, []
+
+    def get(self, key):
+        kv = self.client.get(key)
+        self.compares.append(same_mod(key, kv["mod_revision"] if kv else 0))
+        return kv
+
+
+class EtcdStore(Leases, Store):
+    backend = "etcd"
+
+    def __init__(self, endpoints, prefix="/sdcadm/", timeout=5.0, heartbeat_ttl=15.0,
+                 clock=time.time):
+        """No I/O: ``open()`` or ``initialize()`` comes next."""
+        self.client = EtcdClient(endpoints, float(timeout))
+        self.keys = Keys(prefix)
+        self.heartbeat_ttl = max(1, math.ceil(heartbeat_ttl))
+        self.clock = clock
+        self._leases = {}  # server uuid -> the lease of its heartbeat key
+        self._leases_mutex = threading.Lock()
+        self._guard = None  # (lock name, token) in a guarded() view
+
+    # -- lifecycle -----------------------------------------------------------
+    def open(self):
+        kv = self.client.get(self.keys.schema)
+        if kv is None:
+            raise StoreError(
+                f"{self.describe()} is not an initialised sdcadm DC store (it has no "
+                f"{self.keys.schema} key)",
+                hint="check store.etcd_endpoints and store.etcd_prefix; a new DC's store is "
+                     "initialised when the DC is created (in the lab: `sdcadm lab up`)")
+        version = decode(kv)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise StoreError(f"{self.describe()} has schema version {version!r}, newer than "
+                             f"this sdcadm knows ({SCHEMA_VERSION})", hint="upgrade sdcadm")
+        return self
+
+    def initialize(self):
+        # Each key only if it is missing: idempotent, never resets the revision
+        # of a store in use; the revision first, so a store with a schema key
+        # always has one.
+        for key, value in ((self.keys.revision, 0), (self.keys.schema, SCHEMA_VERSION)):
+            self.client.txn([same_create(key, 0)], [put(key, encode(value))])
+        return self.open()
+
+    def describe(self):
+        return f"etcd store {self.keys.prefix} at {self.client.describe()}"
+
+    def now(self):
+        return self.clock()
+
+    def guarded(self, lock_name, token):
+        view = copy.copy(self)
+        view._guard = (lock_name, token)
+        return view
+
+    def close(self):
+        pass  # HTTP sessions close with the process; leases end by themselves
+
+    def revision(self):
+        kv = self.client.get(self.keys.revision)
+        return decode(kv) if kv else 0
+
+    # -- plumbing ------------------------------------------------------------
+    def _write(self, decide, model=True):
+        """Read, decide, commit if nothing read changed meanwhile; again otherwise.
+
+        ``decide(reads)`` reads through ``reads.get`` and returns ``(ops,
+        result)``; ops None: nothing to write. Raising (Conflict, NotFound)
+        refuses the write."""
+        for _ in range(_ATTEMPTS):
+            reads = _Reads(self.client)
+            revision = reads.get(self.keys.revision) if model else None
+            compares = self._guard_compares()
+            ops, result = decide(reads)
+            if ops is None:
+                return result
+            if model and revision is None:
+                raise StoreError(f"{self.describe()} has no {self.keys.revision} key",
+                                 hint="initialise the store again (it adds the missing key; in the "
+                                      "lab: `sdcadm lab up`), or restore a snapshot of it")
+            if model:
+                ops = [*ops, put(self.keys.revision, encode(decode(revision) + 1))]
+            ok, _ = self.client.txn(reads.compares + compares, ops)
+            if ok:
+                return result
+        raise StoreError(f"{self.describe()}: a write lost to other writers {_ATTEMPTS} times",
+                         hint="the store is very busy; retry")
+
+    def _guard_compares(self):
+        if self._guard is None:
+            return []
+        name, token = self._guard
+        kv = self.client.get(self.keys.lock(name))
+        if kv is None or kv["create_revision"] != token:
+            now = (f"it is now held by {decode(kv).get('owner')} (token {kv['create_revision']})"
+                   if kv else "it was released (or its lease ran out)")
+            raise LockLost(f"lost the DC lock {name!r}: token {token} is void, {now}; "
+                           "the write was refused, nothing changed",
+                           hint="another operation may have started; check `sdcadm task ls` "
+                                "before running this again")
+        return [same_create(self.keys.lock(name), token)]
+
+    def _all(self, cls, kind):
+        return [record(cls, kv) for kv in self.client.prefix(self.keys.dir(kind))]
+
+    def _one(self, cls, key, what):
+        kv = self.client.get(key)
+        if kv is None:
+            raise NotFound(what)
+        return record(cls, kv)
+
+    # -- servers -------------------------------------------------------------
+    def _with_heartbeat(self, server, beat):
+        server.last_heartbeat = decode(beat).get("at", 0.0) if beat else 0.0
+        return server
+
+    def put_server(self, server):
+        checks.check_server(server)
+
+        def decide(reads):
+            # meta/revision is compared: no other server can take the hostname
+            # between this scan and the commit.
+            for other in self._all(Server, "servers"):
+                if other.hostname == server.hostname and other.uuid != server.uuid:
+                    raise Conflict(f"a server named {server.hostname!r} already exists "
+                                   f"({other.uuid})",
+                                   hint="choose another hostname, or delete that server first")
+            old = reads.get(self.keys.server(server.uuid))
+            value = server.to_dict()
+            value.pop("last_heartbeat")  # the heartbeat key's, not the record's
+            value["generation"] = record(Server, old).generation + 1 if old else 1
+            return [put(self.keys.server(server.uuid), encode(value))], None
+
+        self._write(decide)
+
+    def get_server(self, uuid):
+        server = self._one(Server, self.keys.server(uuid), f"no server with UUID {uuid}")
+        return self._with_heartbeat(server, self.client.get(self.keys.heartbeat(uuid)))
+
+    def list_servers(self):
+        beats = {kv["key"]: kv for kv in self.client.prefix(self.keys.dir("heartbeats"))}
+        servers = [self._with_heartbeat(s, beats.get(self.keys.heartbeat(s.uuid)))
+                   for s in self._all(Server, "servers")]
+        return sorted(servers, key=lambda s: s.hostname)
+
+    def set_fenced(self, server_uuid, fenced, expected_generation):
+        def decide(reads):
+            kv = reads.get(self.keys.server(server_uuid))
+            if kv is None:
+                raise NotFound(f"no server with UUID {server_uuid}")
+            server = record(Server, kv)
+            if server.generation != expected_generation:
+                raise Conflict(f"server {server_uuid} is at generation {server.generation}, not "
+                               f"{expected_generation}: someone else changed it",
+                               hint="re-read the server and retry")
+            server.fenced, server.generation = bool(fenced), server.generation + 1
+            value = server.to_dict()
+            value.pop("last_heartbeat")
+            return [put(kv["key"], encode(value))], server
+
+        server = self._write(decide)
+        return self._with_heartbeat(server, self.client.get(self.keys.heartbeat(server_uuid)))
+
+    # -- services ------------------------------------------------------------
+    def put_service(self, service):
+        self._write(lambda reads: ([put(self.keys.service(service.name),
+                                        encode(service.to_dict()))], None))
+
+    def get_service(self, name):
+        return self._one(Service, self.keys.service(name), f"no service named {name!r}")
+
+    def list_services(self):
+        return sorted(self._all(Service, "services"), key=lambda s: s.name)
+
+    # -- instances -----------------------------------------------------------
+    def create_instance(self, instance):
+        checks.check_instance(instance)
+
+        def decide(reads):
+            if reads.get(self.keys.instance(instance.uuid)):
+                raise Conflict(f"instance {instance.uuid} ({instance.alias}) already exists")
+            if reads.get(self.keys.alias(instance.alias)):
+                raise Conflict(f"an instance with alias {instance.alias!r} already exists",
+                               hint="choose another alias")
+            return [put(self.keys.instance(instance.uuid), encode(instance.to_dict())),
+                    put(self.keys.alias(instance.alias), encode(instance.uuid))], None
+
+        self._write(decide)
+
+    def get_instance(self, uuid):
+        return self._one(Instance, self.keys.instance(uuid), f"no instance with UUID {uuid}")
+
+    def list_instances(self, service=None, server_uuid=None):
+        found = [i for i in self._all(Instance, "instances")
+                 if (service is None or i.service == service)
+                 and (server_uuid is None or i.server_uuid == server_uuid)]
+        return sorted(found, key=lambda i: (i.service, i.alias))
+
+    def move_instance(self, uuid, expected_generation, **changes):
+        bad = set(changes) - _INSTANCE_MUTABLE
+        if bad:
+            raise ValueError(f"cannot change {', '.join(sorted(bad))} of an instance")
+        unset = sorted(k for k, v in changes.items() if v is None)
+        if unset:
+            raise ValidationError("instance change", f"a write to the DC store ({uuid})",
+                                  [f"{k} cannot be null" for k in unset],
+                                  hint="nothing was written; fix the caller's change")
+
+        def decide(reads):
+            kv = reads.get(self.keys.instance(uuid))
+            if kv is None:
+                raise NotFound(f"no instance with UUID {uuid}")
+            old = record(Instance, kv)
+            if old.generation != expected_generation:
+                raise Conflict(f"instance {uuid} is at generation {old.generation}, "
+                               f"not {expected_generation}: someone else moved it",
+                               hint="re-read the instance and retry")
+            new = Instance.from_dict({**old.to_dict(), **changes,
+                                      "generation": old.generation + 1})
+            ops = [put(kv["key"], encode(new.to_dict()))]
+            if new.alias != old.alias:
+                if reads.get(self.keys.alias(new.alias)):
+                    raise Conflict(f"an instance with alias {new.alias!r} already exists")
+                ops += [delete(self.keys.alias(old.alias)),
+                        put(self.keys.alias(new.alias), encode(uuid))]
+            return ops, new
+
+        return self._write(decide)
+
+    def set_instance_state(self, uuid, state, server_uuid, generation):
+        def decide(reads):
+            kv = reads.get(self.keys.instance(uuid))
+            if kv is None:
+                return None, False
+            inst = record(Instance, kv)
+            if (inst.server_uuid, inst.generation) != (server_uuid, generation):
+                return None, False  # not the owner (any more): a fenced writer
+            if inst.state == state:
+                return None, True
+            inst.state = state
+            return [put(kv["key"], encode(inst.to_dict()))], True
+
+        return self._write(decide)
+
+    def delete_instance(self, uuid, expected_generation=None):
+        def decide(reads):
+            kv = reads.get(self.keys.instance(uuid))
+            if kv is None:
+                return [], None
+            inst = record(Instance, kv)
+            if expected_generation is not None and inst.generation != expected_generation:
+                raise Conflict(f"instance {uuid} changed generation; not deleted")
+            return [delete(kv["key"]), delete(self.keys.alias(inst.alias))], None
+
+        self._write(decide)
+
+    # -- images --------------------------------------------------------------
+    def put_image(self, image):
+        checks.check_image(image)
+        self._write(lambda reads: ([put(self.keys.image(image.uuid), encode(image.to_dict()))],
+                                   None))
+
+    def get_image(self, uuid):
+        return self._one(Image, self.keys.image(uuid), f"no image with UUID {uuid}")
+
+    def list_images(self):
+        return sorted(self._all(Image, "images"), key=lambda i: (i.name, i.version))
+
+    # -- networks ------------------------------------------------------------
+    def put_network(self, network, expected_revision=None):
+        checks.check_network(network)
+
+        def decide(reads):
+            kv = reads.get(self.keys.network(network.name))
+            if expected_revision is None:
+                if kv is not None:
+                    raise Conflict(f"network {network.name!r} already exists (revision "
+                                   f"{record(Network, kv).revision})",
+                                   hint="to replace it, read it and pass its revision")
+                revision = 1
+            else:
+                if kv is None:
+                    raise NotFound(f"no network named {network.name!r}")
+                stored = record(Network, kv).revision
+                if stored != expected_revision:
+                    raise Conflict(f"network {network.name!r} is at revision {stored}, not "
+                                   f"{expected_revision}: someone else changed it",
+                                   hint="re-read the network and retry")
+                revision = stored + 1
+            new = Network(network.name, network.cidr, dict(network.allocations),
+                          dict(network.reservations), revision)
+            return [put(self.keys.network(network.name), encode(new.to_dict()))], new
+
+        return self._write(decide)
+
+    def get_network(self, name):
+        return self._one(Network, self.keys.network(name), f"no network named {name!r}")
+
+    def allocate_ip(self, network, owner_uuid, ip=None):
+        if ip is not None:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError as e:
+                raise ValidationError("address", f"an allocation on network {network}",
+                                      [str(e)], hint="nothing was allocated") from None
+
+        def decide(reads):
+            kv = reads.get(self.keys.network(network))
+            if kv is None:
+                raise NotFound(f"no network named {network!r}")
+            net = record(Network, kv)
+            cidr = ipaddress.ip_network(net.cidr)
+            chosen = ip
+            if chosen is not None:
+                if ipaddress.ip_address(chosen) not in cidr:
+                    raise Conflict(f"{chosen} is not in network {network} ({net.cidr})")
+                if net.allocations.get(chosen) not in (None, owner_uuid) \
+                        or chosen in net.reservations:
+                    raise Conflict(f"{chosen} on network {network} is already taken")
+            else:
+                chosen = next((str(a) for a in cidr.hosts() if str(a) not in net.allocations
+                               and str(a) not in net.reservations), None)
+                if chosen is None:
+                    raise Conflict(f"network {network} ({net.cidr}) has no free address")
+            net.allocations[chosen] = owner_uuid
+            net.revision += 1
+            return [put(kv["key"], encode(net.to_dict()))], chosen
+
+        return self._write(decide)
+
+    def release_ip(self, network, ip):
+        def decide(reads):
+            kv = reads.get(self.keys.network(network))
+            if kv is None:
+                return [], None
+            net = record(Network, kv)
+            net.allocations.pop(ip, None)
+            net.revision += 1
+            return [put(kv["key"], encode(net.to_dict()))], None
+
+        self._write(decide)
+
+    # -- tasks ---------------------------------------------------------------
+    def put_task(self, task):
+        checks.check_task(task)
+        self._write(lambda reads: ([put(self.keys.task(task.uuid), encode(task.to_dict()))], None))
+
+    def get_task(self, uuid):
+        return self._one(Task, self.keys.task(uuid), f"no task with UUID {uuid}")
+
+    def list_tasks(self, limit=50):
+        return sorted(self._all(Task, "tasks"), key=lambda t: t.created, reverse=True)[:limit]
+
+    # -- restore-data status (not the DC model: meta/revision does not move) ------
+    def put_restore_status(self, status):
+        checks.check_restore_status(status)
+        key = self.keys.restore_status(status.receiver, status.instance)
+        self._write(lambda reads: ([put(key, encode(status.to_dict()))], None), model=False)
+
+    def list_restore_status(self, receiver=None):
+        where = (self.keys.dir("restore-status", receiver) if receiver is not None
+                 else self.keys.dir("restore-status"))
+        rows = [record(RestoreStatus, kv) for kv in self.client.prefix(where)]
+        return sorted(rows, key=lambda r: (r.receiver, r.service, r.alias, r.instance))
+
+    def delete_restore_status(self, receiver, instance):
+        key = self.keys.restore_status(receiver, instance)
+        self._write(lambda reads: ([delete(key)], None), model=False)

@@ -1,0 +1,206 @@
+"""The few etcd v3 calls the etcd store makes, over etcd's JSON gateway, with
+failover between the cluster's endpoints.
+
+Built on ``etcd3gw`` (HTTP through ``requests``): only its ``post`` is used,
+because the store needs the raw answers (mod and create revisions, lease ids,
+whether a transaction's compares held) that its higher-level helpers drop.
+No ``etcd3gw`` or ``requests`` exception leaves this module: an endpoint that
+does not answer is skipped for the next one, and when none answers the call is
+``StoreUnreachable``; any other refusal is ``StoreError``.
+"""
+
+import base64
+import json
+import logging
+import threading
+
+from etcd3gw import exceptions as etcd_errors
+from etcd3gw.client import Etcd3Client
+
+from sdcadm.config import parse_endpoint
+from sdcadm.errors import StoreError, StoreUnreachable
+
+log = logging.getLogger(__name__)
+
+# etcd 3.4 serves its gateway at /v3/ only; etcd3gw's default (discovery or
+# the old /v3beta/) gets a 404 there.
+API_PATH = "/v3/"
+
+UNREACHABLE_HINT = ("check that etcd runs on the headnodes (`systemctl status etcd`, or "
+                    "`sdcadm lab status` in the lab) and that store.etcd_endpoints lists "
+                    "their client URLs; a cluster that lost its quorum answers no request "
+                    "until a majority of its members is back")
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def unb64(text):
+    # Bytes that are not UTF-8 (written by another program) decode to text that
+    # is not JSON either: a StoreError naming the key, not a UnicodeDecodeError.
+    return base64.b64decode(text or "").decode(errors="replace")
+
+
+def kv_of(raw):
+    """One key-value of a range answer, with its numbers as ints (the gateway
+    sends int64 as strings and leaves out zeros)."""
+    return {"key": unb64(raw["key"]), "value": unb64(raw.get("value")),
+            "create_revision": int(raw.get("create_revision", 0)),
+            "mod_revision": int(raw.get("mod_revision", 0)),
+            "lease": int(raw.get("lease", 0))}
+
+
+class LeaseGone(StoreError):
+    """A lease expired or was revoked (internal: the store grants a new one)."""
+
+
+class EtcdClient:
+    """Endpoints tried in order, starting with the last one that answered."""
+
+    def __init__(self, endpoints, timeout):
+        if not endpoints:
+            raise StoreError("no etcd endpoint configured",
+                             hint="list the cluster's client URLs in store.etcd_endpoints, "
+                                  "e.g. [127.0.0.1:2379]")
+        self.endpoints = list(endpoints)
+        self.places = []
+        for text in self.endpoints:
+            try:
+                protocol, host, port = parse_endpoint(text)
+            except ValueError as e:
+                raise StoreError(f"bad etcd endpoint: {e}",
+                                 hint="fix store.etcd_endpoints (host:port, ...)") from None
+            self.places.append((protocol, host, port))
+        self.timeout = timeout
+        self.current = 0
+        self._local = threading.local()
+
+    def _clients(self):
+        # One HTTP session per thread: a requests.Session is not meant to be
+        # shared by threads (agents call the store from several).
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = [
+                Etcd3Client(host=host, port=port, protocol=protocol, timeout=self.timeout,
+                            api_path=API_PATH) for protocol, host, port in self.places]
+        return clients
+
+    def describe(self):
+        return ", ".join(self.endpoints)
+
+    def post(self, path, body, once=False):
+        """The JSON answer of the first endpoint that answers ``path``.
+
+        ``once``: a request that must not be sent twice (a transaction). If it
+        timed out it may have been applied, so it is not sent to another member:
+        the caller is told that its outcome is unknown, and the next request
+        starts at the next member (a hung member must not keep every client).
+        Refused connections and 503 answers (a member without a leader) are
+        not applied and move on at once."""
+        failures, clients = [], self._clients()
+        for step in range(len(clients)):
+            index = (self.current + step) % len(clients)
+            client = clients[index]
+            try:
+                answer = client.post(client.get_url(path), data=json.dumps(body))
+            except etcd_errors.ConnectionTimeoutError:
+                if once:
+                    self.current = (index + 1) % len(clients)
+                    log.warning("etcd store: %s did not answer; next request to %s",
+                                self.endpoints[index], self.endpoints[self.current])
+                    raise StoreUnreachable(
+                        f"etcd at {self.endpoints[index]} did not answer a write within "
+                        f"{self.timeout:g}s; it may or may not have been applied",
+                        hint="re-read the records before retrying; " + UNREACHABLE_HINT) from None
+                failures.append(f"{self.endpoints[index]}: no answer within {self.timeout:g}s")
+                continue
+            except etcd_errors.ConnectionFailedError as e:
+                failures.append(f"{self.endpoints[index]}: {_short(e)}")
+                continue
+            except etcd_errors.Etcd3Exception as e:
+                text = _short(e)
+                if "lease not found" in text:
+                    raise LeaseGone(text) from None
+                raise StoreError(f"etcd at {self.endpoints[index]} refused {path}: {text}",
+                                 hint="check the etcd member's log; the request was not applied")\
+                    from None
+            except (ValueError, OSError) as e:  # a non-JSON answer, a broken socket
+                failures.append(f"{self.endpoints[index]}: {_short(e)}")
+                continue
+            if index != self.current:
+                log.warning("etcd store: now using %s (%s)", self.endpoints[index],
+                            "; ".join(failures))
+                self.current = index
+            return answer
+        raise StoreUnreachable("no etcd endpoint of the DC store answers: " + "; ".join(failures),
+                               hint=UNREACHABLE_HINT)
+
+    # -- the calls -----------------------------------------------------------
+    def get(self, key):
+        """The key-value at ``key``, or None."""
+        kvs = self.post("kv/range", {"key": b64(key)}).get("kvs") or []
+        return kv_of(kvs[0]) if kvs else None
+
+    def prefix(self, prefix):
+        """Every key-value under ``prefix``, by key."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        kvs = self.post("kv/range", {"key": b64(prefix), "range_end": b64(end)}).get("kvs") or []
+        return [kv_of(raw) for raw in kvs]
+
+    def txn(self, compare, success, failure=()):
+        """(succeeded, header revision) of one transaction."""
+        answer = self.post("kv/txn", {"compare": list(compare), "success": list(success),
+                                      "failure": list(failure)}, once=True)
+        return bool(answer.get("succeeded")), int(answer.get("header", {}).get("revision", 0))
+
+    def grant(self, ttl):
+        # Sent again on another member after a timeout: at worst an unused
+        # lease, which etcd ends after its TTL.
+        return int(self.post("lease/grant", {"TTL": int(ttl), "ID": 0})["ID"])
+
+    def keepalive(self, lease):
+        """Refresh a lease; LeaseGone once it expired."""
+        result = self.post("lease/keepalive", {"ID": lease}).get("result", {})
+        if int(result.get("TTL", 0)) <= 0:
+            raise LeaseGone(f"lease {lease:x} expired")
+
+    def revoke(self, lease):
+        try:
+            self.post("kv/lease/revoke", {"ID": lease})
+        except LeaseGone:
+            pass  # already gone: what revoking wanted
+
+
+def _short(error):
+    # etcd3gw keeps the text in detail_text (its str() is often empty)
+    text = " ".join(f"{getattr(error, 'detail_text', None) or ''} {error}".split())
+    return text[:200] or type(error).__name__
+
+
+# -- transaction parts ---------------------------------------------------------------
+
+def put(key, value, lease=0):
+    request = {"key": b64(key), "value": b64(value)}
+    if lease:
+        request["lease"] = lease
+    return {"request_put": request}
+
+
+def delete(key):
+    return {"request_delete_range": {"key": b64(key)}}
+
+
+def same_mod(key, mod_revision):
+    """The key was not written since it was read (0: it still does not exist)."""
+    return {"key": b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": mod_revision}
+
+
+def same_create(key, create_revision):
+    """The key is the one created at ``create_revision`` (0: it does not exist)."""
+    return {"key": b64(key), "result": "EQUAL", "target": "CREATE",
+            "create_revision": create_revision}
+
+
+def exists(key):
+    return {"key": b64(key), "result": "GREATER", "target": "CREATE", "create_revision": 0}
