@@ -79,11 +79,16 @@ class Outage:
             self._stop.wait(self.interval)
 
     def measure(self):
+        """probes, failed_probes, downtime_s (the longest outage: from the first
+        failed probe to the next good one) and resolution_s: the longest time
+        between two probes, how far off the downtime may be either way."""
         stats = fold_outages(self.samples).get("svc")
         if stats is None:
-            return {"probes": 0, "failed_probes": 0, "downtime_s": 0.0}
+            return {"probes": 0, "failed_probes": 0, "downtime_s": 0.0, "resolution_s": 0.0}
+        times = sorted(t for t, _, _ in self.samples)
+        spacing = max((b - a for a, b in zip(times, times[1:])), default=0.0)
         return {"probes": stats.probes, "failed_probes": stats.failed,
-                "downtime_s": round(stats.longest, 3)}
+                "downtime_s": round(stats.longest, 3), "resolution_s": round(spacing, 3)}
 
 
 class MigrateServices(Procedure):
