@@ -54,7 +54,8 @@ class Prober:
     """Every PROBE_EVERY seconds, one round: /ping of every instance of
     ``services`` the store knows (old and new, as they appear), and of the
     addresses they had when the prober started. ``rounds``: [(service,
-    {uuid: first probe time of the round at which it answered}, round start)]."""
+    {uuid: when the probe it answered was sent}, when the service's first
+    probe of the round was sent)]."""
 
     def __init__(self, lab, services):
         self.lab, self.services = lab, set(services)
@@ -87,7 +88,7 @@ class Prober:
                     if inst.service in self.services:
                         urls[inst.service].add(inst.url)
                 for service, where in sorted(urls.items()):
-                    answered = {}
+                    answered, probed = {}, time.monotonic()
                     for url in sorted(where):
                         sent = time.monotonic()
                         got = _ping(url)
@@ -95,16 +96,16 @@ class Prober:
                         # only this service's answers.
                         if got.get("service") == service:
                             answered.setdefault(got["uuid"], sent)
-                    self.rounds.append((service, answered, started))
+                    self.rounds.append((service, answered, probed))
                 self._stop.wait(max(0.0, PROBE_EVERY - (time.monotonic() - started)))
 
     def of(self, service):
         return [(answered, t) for s, answered, t in self.rounds if s == service]
 
-    def spacing(self):
-        """The longest time between two rounds: how coarse the probes were."""
-        starts = sorted({t for _, _, t in self.rounds})
-        return max((b - a for a, b in zip(starts, starts[1:])), default=0.0)
+    def spacing(self, service):
+        """The longest time between two probes of ``service``: how coarse they were."""
+        times = [t for _, t in self.of(service)]
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
 def _ping(url):
@@ -146,8 +147,8 @@ def test_stateless_singletons_never_answer_twice_and_their_downtime_is_reported(
     assert sorted(named) == sorted(STATELESS_SINGLETONS), down
     figures = migrate_figures(result)
     after = lab.insts()
-    spacing = prober.spacing()
     for service in STATELESS_SINGLETONS:
+        spacing = prober.spacing(service)
         old = before[f"{service}0"]
         (new,) = [i for i in after.values() if i["service"] == service]
         r = figures[old["alias"]]
