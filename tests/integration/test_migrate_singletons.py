@@ -61,7 +61,7 @@ class Prober:
         self.lab, self.services = lab, set(services)
         insts = [i for i in lab.insts().values() if i["service"] in self.services]
         self.first = {i["url"]: i["service"] for i in insts}
-        self.rounds = []
+        self.rounds, self.error = [], None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -74,8 +74,15 @@ class Prober:
         self._stop.set()
         self._thread.join(timeout=30)
         assert not self._thread.is_alive(), "the prober did not stop"
+        assert self.error is None, f"the prober failed: {self.error!r}"
 
     def _run(self):
+        try:
+            self._probe_rounds()
+        except Exception as e:  # noqa: BLE001 - reported by __exit__, in the test's thread
+            self.error = e
+
+    def _probe_rounds(self):
         from sdcadm.lab.state import load_state
 
         with load_state(self.lab.dir).dc_store().open() as store:
@@ -154,13 +161,14 @@ def test_stateless_singletons_never_answer_twice_and_their_downtime_is_reported(
         r = figures[old["alias"]]
         both, none, last_old, first_fail, first_new = moved(prober, service, old["uuid"],
                                                             new["uuid"])
+        assert both == [], f"{service}: old and new both answered at {both}"
+        assert first_fail is not None and first_new > last_old and none, \
+            f"{service}: the new one answered before the old one stopped"
         gap = first_new - first_fail
         print(f"{service}: reported downtime {r['downtime_s']:.3f}s (±{r['resolution_s']:.3f}s, "
               f"{r['failed_probes']}/{r['probes']} probes failed); probes from outside: "
               f"{gap:.3f}s from the first failed probe of the old to the first answer of the "
               f"new ({len(none)} round(s) with no answer, rounds every <= {spacing:.3f}s)")
-        assert both == [], f"{service}: old and new both answered at {both}"
-        assert first_new > last_old and none, f"{service}: the new one answered first"
         assert r["stop_first"] and not r["stateful"], r
         assert r["failed_probes"] > 0 and r["downtime_s"] > 0, r
         # The report and the probes measure the same outage, each to within one
@@ -179,7 +187,6 @@ def test_ha_and_non_singleton_services_make_before_break(lab):
         store.release_ip("admin", binder1["admin_ip"])
     wait_for(lambda: binder1["uuid"] not in lab.running_on("hn1"), 30,
              "hn1's agent stopping binder1")
-    before = lab.insts()
     prober = Prober(lab, MAKE_BEFORE_BREAK)
     with prober:
         done = lab.sdcadm("service", "migrate", "hn0", "hn1", *MAKE_BEFORE_BREAK, "-y", "-j")
