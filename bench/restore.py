@@ -212,7 +212,9 @@ def migrate_downtime(work, data_bytes):
     from sdcadm.procedures.migrate import MigrateServices
 
     directory = work / "migrate"
-    services = ["sapi", "imgapi", "vmapi", "napi", "binder"]
+    # assets: neither singleton nor stateful, the one kind that moves make-before-break here
+    # (binder is HA but already has a peer on hn1, so it stays).
+    services = ["sapi", "imgapi", "vmapi", "napi", "assets", "binder"]
     say(f"(c) migrate hn0 -> hn1 --all (sapi holding {data_bytes // MiB} MiB)")
     try:
         state = lab_up(directory, 2, 0, services)
@@ -232,7 +234,8 @@ def migrate_downtime(work, data_bytes):
                 continue
             seen = watched["services"].get(r["service"], {})
             per_service[r["service"]] = {
-                "stateful": r["stateful"], "downtime_s": r["downtime_s"],
+                "stateful": r["stateful"], "stop_first": r.get("stop_first", r["stateful"]),
+                "downtime_s": r["downtime_s"],
                 "failed_probes": r["failed_probes"], "probes": r["probes"],
                 "watch_downtime_s": seen.get("downtime_s"), "watch_failed": seen.get("failed"),
             }
@@ -242,12 +245,14 @@ def migrate_downtime(work, data_bytes):
         ctx.store.close()
         worst = max((max(v["downtime_s"], v["watch_downtime_s"] or 0)
                      for v in per_service.values()), default=0.0)
-        stateless_ok = all(v["failed_probes"] == 0 and not v["watch_failed"]
-                           for v in per_service.values() if not v["stateful"])
+        # Singletons are stopped before their new instance starts (never two
+        # at once): down by design. The others must never miss a probe.
+        mbb_ok = all(v["failed_probes"] == 0 and not v["watch_failed"]
+                     for v in per_service.values() if not v["stop_first"])
         return {"sapi_data_bytes": data_bytes, "elapsed_s": run.elapsed_s,
                 "services": per_service, "worst_downtime_s": worst,
-                "stateless_never_down": stateless_ok, "target_s": TARGET_DOWNTIME_S,
-                "met": worst <= TARGET_DOWNTIME_S and stateless_ok}
+                "make_before_break_never_down": mbb_ok, "target_s": TARGET_DOWNTIME_S,
+                "met": worst <= TARGET_DOWNTIME_S and mbb_ok}
     finally:
         ctl.destroy(directory)
 

@@ -131,6 +131,8 @@ class RestoreStatus(Record):
     last_attempt: float = 0.0
     status: str = "ok"         # one of RESTORE_STATUSES
     error: str | None = None
+    vanished: int = 0          # files that vanished from the live source during the last
+                               # attempt: a warning (the copy was kept), not a failure
 
 
 def status_of(server, now, timeout):

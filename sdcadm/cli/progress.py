@@ -54,6 +54,8 @@ def _(event: Progress):
 @describe.register
 def _(event: ServiceResult):
     extra = f": {event.error}" if event.error else ""
+    if event.warning:
+        extra += f" (warning: {event.warning})"
     return f"{event.service}: {event.status}{extra}"
 
 

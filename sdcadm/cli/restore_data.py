@@ -10,7 +10,7 @@ from sdcadm.cli.output import format_bytes, format_time, output_options, render
 from sdcadm.errors import ReportedFailure, RestoreDataBroken
 
 LS_FIELDS = ["headnode", "service", "instance", "source", "snapshot", "age", "size", "status",
-             "stale", "error", "instance_uuid", "source_uuid", "receiver", "guid",
+             "stale", "error", "vanished", "instance_uuid", "source_uuid", "receiver", "guid",
              "last_success", "last_attempt", "duration"]
 LS_DEFAULT = ["headnode", "service", "instance", "source", "snapshot", "age", "size", "status"]
 
@@ -41,13 +41,13 @@ def ls_rows(statuses, servers, now_, sync_interval):
             "stale": is_stale(st.last_success, now_, sync_interval), "error": st.error,
             "instance_uuid": st.instance, "source_uuid": st.source, "receiver": st.receiver,
             "guid": st.guid, "last_success": st.last_success, "last_attempt": st.last_attempt,
-            "duration": st.duration,
+            "duration": st.duration, "vanished": st.vanished,
         })
     return rows
 
 
 @restore_data.command("ls")
-@output_options(LS_DEFAULT, LS_FIELDS, long_columns=LS_DEFAULT + ["stale", "error"],
+@output_options(LS_DEFAULT, LS_FIELDS, long_columns=LS_DEFAULT + ["stale", "vanished", "error"],
                 formats={"age": _format_age, "size": format_bytes,
                          "last_success": format_time, "last_attempt": format_time},
                 default_sort="headnode,service,instance")
@@ -57,7 +57,9 @@ def ls(state, output):
 
     AGE is the time since the last good sync (what a restore would get);
     STATUS is the result of the last attempt (ok, failed, diverged,
-    unreachable). Read from the DC store, so it covers every headnode.
+    unreachable); VANISHED (with -l) counts the files a busy instance renamed
+    or deleted while its dataset was copied: the copy holds the rest and was
+    kept. Read from the DC store, so it covers every headnode.
     """
     rows = ls_rows(state.store.list_restore_status(), state.store.list_servers(), context.now(),
                    float(state.config.restore_data.sync_interval))

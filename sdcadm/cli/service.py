@@ -85,7 +85,8 @@ def _print_results(results, elapsed):
                          "duration": None, "error": r.error})
         for name, res in sorted(r.services.items()):
             rows.append({"headnode": r.hostname, "service": name, "status": res.status,
-                         "duration": f"{res.duration or 0:.1f}s", "error": res.error})
+                         "duration": f"{res.duration or 0:.1f}s",
+                         "error": res.error or (f"warning: {res.warning}" if res.warning else None)})
         if r.reachable and not r.services and not r.error:
             rows.append({"headnode": r.hostname, "service": None, "status": "ok",
                          "duration": None, "error": "nothing to pull"})

@@ -45,6 +45,9 @@ class SyncResult:
     started: float = 0.0
     finished: float = 0.0
     timings: dict = field(default_factory=dict)   # phase -> seconds ("transfer", "hash", ...)
+    # dir: files that vanished from the live source while it was copied (the
+    # copy holds the rest; ``files`` describes exactly what it holds). zfs: ().
+    vanished: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,13 @@ same inode and keeps its hash), flushes the filesystem, renames it into
 place and then switches ``current`` atomically (new symlink + rename). Until
 that rename nothing a reader can see has changed.
 
+The source is a live directory: files its instance creates and renames while
+rsync runs (a write's temporary file) vanish between rsync's listing and
+their transfer (rsync exit 24). That is expected, not a failure: the copy
+holds everything else, as consistent as any copy of a live directory, and is
+kept; ``SyncResult.vanished`` names what vanished (the zfs backend copies a
+snapshot, so nothing vanishes there).
+
 Copies share inodes: a file is never modified in place by rsync (it writes a
 new file and renames), but a hard-link ``clone`` shares them too -- an
 instance restored from a clone that rewrites a file in place changes that
@@ -144,7 +151,7 @@ class DirBackend(DatasetBackend):
             try:
                 stats = rsync.pull(self.transport(source.host), source.path, tmp,
                                    link_dest=os.path.join(snaps, base) if base else None,
-                                   observer=observer)
+                                   observer=observer, accept_vanished=True)
                 t1 = time.monotonic()
                 previous = self._hash_cache(replica_dir, base)
                 hashed = tree.hash_tree(tmp, previous, key=tree.key_inode)
@@ -161,10 +168,15 @@ class DirBackend(DatasetBackend):
                        "flush": round(time.monotonic() - t2, 3)}
         log.info("dir sync %s -> %s/%s: %d bytes moved, %d re-hashed", source.path, replica_dir,
                  name, stats.wire_bytes, hashed.hashed_bytes)
+        if stats.vanished:
+            log.warning("dir sync %s: %d file(s) vanished while copied (kept the copy): %s",
+                        source.path, len(stats.vanished), ", ".join(stats.vanished[:5]),
+                        extra={"event": "dataset-files-vanished",
+                               "instance": source.instance_uuid})
         return SyncResult(snapshot=name, guid=None, bytes_moved=stats.wire_bytes,
                           files=hashed.digests, total_bytes=hashed.bytes,
                           incremental=base is not None, started=started, finished=time.time(),
-                          timings=timings)
+                          timings=timings, vanished=stats.vanished)
 
     def _remove_leftovers(self, snaps):
         for entry in os.listdir(snaps):

@@ -2,22 +2,26 @@
 
 As RFD 67 prescribes, a new instance is created on DST and the old one
 destroyed (new UUID, next free alias, new admin address), one service at a
-time in dependency order:
+time in dependency order. How is the planner's decision
+(``planning.migrate_method``):
 
-* stateless (no delegate dataset, or an HA service whose peers hold its
-  data): create the new instance on DST, wait until healthy, destroy the old
-  one: no probe ever fails;
-* with a delegate dataset: DST pulls a copy while the old instance runs, the
-  old instance is stopped (``params.desired_state``), DST pulls the final
-  incremental copy, the new instance is created seeded from that copy (a
-  zero-copy clone on DST), waits healthy, and the old one is destroyed.
-  Downtime is measured by probing the service throughout.
+* make before break (HA services, whose peers hold the data, and services
+  that are neither singletons nor stateful): create the new instance on DST,
+  wait until healthy, destroy the old one: no probe ever fails;
+* stop first (singletons: two must never answer at once): the old instance is
+  stopped (``params.desired_state``) and its process gone before the new one
+  is created on DST; with a delegate dataset DST pulls a copy while the old
+  instance still runs, and the final incremental copy once it is stopped, and
+  the new instance is seeded from it (a zero-copy clone on DST). The service
+  is down from the stop until the new instance answers.
 
-HA services are not doubled on a DST that already has one; ``migrate:
-skip`` services (nat) are left alone. The new instance's UUID is derived from
-the old one and DST, so a re-run after a crash finds what it already made
-and finishes the job; no step ever leaves two instances of a singleton
-running (the old one is stopped before the new one is created).
+Downtime is measured by probing the service from outside throughout (the
+first failed probe of the old instance to the first good probe of the new)
+and reported. HA services are not doubled on a DST that already has one;
+``migrate: skip`` services (nat) are left alone. The new instance's UUID is
+derived from the old one and DST, so a re-run after a crash finds what it
+already made and finishes the job; no step ever leaves two instances of a
+singleton running.
 """
 
 import threading
@@ -75,11 +79,16 @@ class Outage:
             self._stop.wait(self.interval)
 
     def measure(self):
+        """probes, failed_probes, downtime_s (the longest outage: from the first
+        failed probe to the next good one) and resolution_s: the longest time
+        between two probes, how far off the downtime may be either way."""
         stats = fold_outages(self.samples).get("svc")
         if stats is None:
-            return {"probes": 0, "failed_probes": 0, "downtime_s": 0.0}
+            return {"probes": 0, "failed_probes": 0, "downtime_s": 0.0, "resolution_s": 0.0}
+        times = sorted(t for t, _, _ in self.samples)
+        spacing = max((b - a for a, b in zip(times, times[1:])), default=0.0)
         return {"probes": stats.probes, "failed_probes": stats.failed,
-                "downtime_s": round(stats.longest, 3)}
+                "downtime_s": round(stats.longest, 3), "resolution_s": round(spacing, 3)}
 
 
 class MigrateServices(Procedure):
@@ -143,8 +152,8 @@ class MigrateServices(Procedure):
             new = _get(store, m.new_uuid)
             urls = [u for u in (old.url if old else None, new.url if new else None) if u]
             with Outage(urls, probe=ctx.prober.probe) as outage:
-                if m.stateful and new is None and old is not None:
-                    old = self._stop_and_sync(ctx, m, old)
+                if m.stop_first and new is None and old is not None:
+                    old = self._stop_old(ctx, m, old)
                 if new is None:
                     new = self._create(ctx, m, old)
                     outage.add(new.url)
@@ -157,7 +166,8 @@ class MigrateServices(Procedure):
             ctx.progress(f"{m.old.alias} -> {new.alias}: downtime {measured['downtime_s']:.2f}s "
                          f"({measured['failed_probes']} failed probe(s))")
             return {"service": m.service, "old": m.old.alias, "new": new.alias, "new_uuid": new.uuid,
-                    "ip": new.admin_ip, "stateful": m.stateful, **measured}
+                    "ip": new.admin_ip, "stateful": m.stateful, "stop_first": m.stop_first,
+                    **measured}
 
         return migrate
 
@@ -178,20 +188,30 @@ class MigrateServices(Procedure):
             raise SdcadmError(f"{what} sync of {m.service} to {self.dst.hostname} failed: "
                               + "; ".join(text for _, text in result.problems),
                               hint="see `sdcadm restore-data ls`; re-run migrate when fixed")
+        done = result.services.get(m.service)
+        if done is not None and done.warning:
+            # A busy instance renamed files during the copy taken while it ran:
+            # expected; the final sync, taken once it is stopped, is exact.
+            ctx.progress(f"{m.old.alias}: {what} sync: warning: {done.warning}")
         return time.monotonic() - started
 
-    def _stop_and_sync(self, ctx, m, old):
+    def _stop_old(self, ctx, m, old):
+        """Stop the old instance (its process gone) before the new one exists;
+        a stateful one is synced while it runs and once more once stopped."""
         if old.params.get("desired_state") != "stopped":
-            ctx.progress(f"{m.old.alias}: syncing its dataset to {self.dst.hostname} while it runs")
-            self._sync(ctx, m, "first")
+            if m.stateful:
+                ctx.progress(f"{m.old.alias}: syncing its dataset to {self.dst.hostname} "
+                             "while it runs")
+                self._sync(ctx, m, "first")
             params = dict(old.params, desired_state="stopped")
             old = ctx.store.move_instance(old.uuid, old.generation, params=params)
             self._kick(ctx, self.src)
         ctx.progress(f"{m.old.alias}: stopping it on {self.src.hostname}")
         old, _ = wait_for(lambda: _stopped(ctx.store, old.uuid), STOP_TIMEOUT,
                           f"{m.old.alias} to stop on {self.src.hostname}", interval=0.02)
-        ctx.progress(f"{m.old.alias}: final incremental sync")
-        self._sync(ctx, m, "final")
+        if m.stateful:
+            ctx.progress(f"{m.old.alias}: final incremental sync")
+            self._sync(ctx, m, "final")
         return old
 
     def _create(self, ctx, m, old):
@@ -234,7 +254,9 @@ class MigrateServices(Procedure):
         for r in results.values():
             if r:
                 lines.append(f"{r['old']} -> {r['new']} ({r['service']}, "
-                             f"{'stateful' if r['stateful'] else 'stateless'}): downtime "
+                             f"{'stateful' if r['stateful'] else 'stateless'}, "
+                             f"{'stop first' if r.get('stop_first') else 'make before break'}"
+                             "): downtime "
                              f"{r['downtime_s']:.2f}s, {r['failed_probes']} of {r['probes']} "
                              "probes failed")
         return lines + [f"skipped {s}" for s in self.plan.skipped]

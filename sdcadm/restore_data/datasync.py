@@ -34,7 +34,8 @@ class DatasetSync:
         self.receiver, self.clock = receiver, clock
 
     def sync(self, name, item, reseed=False, observer=None):
-        """Pull ``item``'s dataset; return (its manifest entry, bytes moved)."""
+        """Pull ``item``'s dataset; return (its manifest entry, bytes moved, the
+        paths that vanished from the live source while it was copied)."""
         backend = self._backend()
         inst = item.instance
         replica = self.layout.dataset_dir(name, inst.uuid)
@@ -64,7 +65,10 @@ class DatasetSync:
         dataset = {"backend": backend.name, "snapshot": result.snapshot,
                    "guid": result.guid, "bytes": tree.bytes, "synced": self.clock(),
                    "files": tree.files, "links": tree.links}
-        return dataset, int(result.bytes_moved or 0)
+        if result.vanished:
+            # Kept, with a count: the files and links above are what the copy holds.
+            dataset["vanished"] = len(result.vanished)
+        return dataset, int(result.bytes_moved or 0), tuple(result.vanished)
 
     def _scan(self, name, uuid, current, backend_files):
         if backend_files:    # the backend hashed this copy already: trust it

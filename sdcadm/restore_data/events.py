@@ -24,6 +24,8 @@ class InstanceResult(Event):
     bytes_moved: int = 0
     duration: float = 0.0
     last_success: float | None = None
+    vanished: int = 0            # files gone from the live source while copied (kept: a warning)
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class ServiceResult(Event):
     error: str | None = None
     duration: float = 0.0
     instances: tuple = field(default_factory=tuple)   # InstanceResult dicts
+    vanished: int = 0            # sum of the instances' (a warning, not a failure)
+    warning: str | None = None
 
     @property
     def ok(self):

@@ -37,7 +37,7 @@ class InstanceSync:
             "last_success": prev["last_success"] if prev else None,
             "dataset": prev["dataset"] if prev else None,
         }
-        problems, status, moved = [], "ok", 0
+        problems, status, moved, vanished = [], "ok", 0, ()
         transport = self.transports(source.admin_ip) if item.reachable else None
         try:
             try:
@@ -56,7 +56,8 @@ class InstanceSync:
                                 f"{_when(entry['last_success'])}")
             elif inst.delegate_dataset:
                 try:
-                    entry["dataset"], moved = self.datasets.sync(name, item, reseed, observer)
+                    entry["dataset"], moved, vanished = self.datasets.sync(name, item, reseed,
+                                                                           observer)
                 except (SdcadmError, OSError) as e:
                     status = worse(status, _dataset_status(e))
                     problems.append(str(e))
@@ -65,9 +66,9 @@ class InstanceSync:
         finally:
             if transport is not None:
                 transport.close()
-        return entry, self._result(name, item, entry, status, problems, moved, started)
+        return entry, self._result(name, item, entry, status, problems, moved, started, vanished)
 
-    def _result(self, name, item, entry, status, problems, moved, started):
+    def _result(self, name, item, entry, status, problems, moved, started, vanished=()):
         inst, source = item.instance, item.source
         finished = self.clock()
         entry["status"] = status
@@ -78,11 +79,22 @@ class InstanceSync:
         result = InstanceResult(
             inst.uuid, inst.alias, source.hostname if source else None, status, entry["error"],
             ds["snapshot"] if ds else None, ds["bytes"] if ds else 0, moved,
-            round(finished - started, 3), entry["last_success"])
+            round(finished - started, 3), entry["last_success"], len(vanished),
+            vanished_warning(vanished))
         log.info("restore data of %s (%s) from %s: %s", inst.alias, name,
                  result.source, status, extra={"event": "restore-data-instance",
                                                "instance": inst.uuid, "reason": entry["error"]})
         return result
+
+
+def vanished_warning(vanished, listed=3):
+    """The warning for files that vanished from a live source while it was
+    copied (None: none did). Not a failure: the copy holds everything else."""
+    if not vanished:
+        return None
+    names = ", ".join(vanished[:listed]) + (", ..." if len(vanished) > listed else "")
+    return (f"{len(vanished)} file(s) vanished while copied ({names}): the instance changed "
+            "them as it ran; the copy holds the rest and was kept")
 
 
 def _dataset_status(error):

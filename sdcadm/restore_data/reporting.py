@@ -29,7 +29,7 @@ class StatusReporter:
                 snapshot=ds["snapshot"] if ds else None, guid=ds["guid"] if ds else None,
                 bytes=ds["bytes"] if ds else 0, duration=r.duration,
                 last_success=entry["last_success"], last_attempt=entry["last_attempt"],
-                status=r.status, error=r.error)
+                status=r.status, error=r.error, vanished=r.vanished)
             try:
                 self._store().put_restore_status(row)
             except (StoreError, OSError) as e:

@@ -88,8 +88,10 @@ class ServiceSync:
                 if entries[uuid]["status"] == "ok" and entries[uuid]["dataset"]:
                     self.datasets.prune_copies(name, uuid, entries[uuid]["dataset"]["snapshot"])
         self.reporter.record(name, results, entries)
+        warnings = [f"{r.alias}: {r.warning}" for r in results if r.warning]
         return ServiceResult(name, status, error, self.clock() - started,
-                             tuple(r.to_dict() for r in results))
+                             tuple(r.to_dict() for r in results),
+                             sum(r.vanished for r in results), "; ".join(warnings) or None)
 
     def _manifest(self, name, facts, started, status, error, files, entries):
         doc = {

@@ -55,4 +55,8 @@ MIGRATIONS = [
     ALTER TABLE servers ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE networks ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: files that vanished from a live source during the last good copy (a warning)
+    """
+    ALTER TABLE restore_data_status ADD COLUMN vanished INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

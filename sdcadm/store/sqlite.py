@@ -564,7 +564,8 @@ class SqliteStore(Store):
 
     # -- restore-data status -------------------------------------------------------
     _RESTORE_COLS = ("receiver", "service", "instance", "alias", "source", "snapshot", "guid",
-                     "bytes", "duration", "last_success", "last_attempt", "status", "error")
+                     "bytes", "duration", "last_success", "last_attempt", "status", "error",
+                     "vanished")
 
     def put_restore_status(self, status):
         checks.check_restore_status(status)

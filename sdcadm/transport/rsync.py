@@ -5,7 +5,10 @@
 client is OpenSSH with ``transport.ssh_argv()`` (same port, user, identity and
 known_hosts; ``StrictHostKeyChecking=yes``: host keys verified, never added).
 ``--stats`` gives the bytes that crossed the wire; ``--info=progress2`` feeds
-progress events when an observer is given. rsync dies with the process that
+progress events when an observer is given. Files that vanish between rsync's
+listing and their transfer (exit 24) are an error unless the caller accepts
+them (``accept_vanished``: a copy of a live directory); they are then named in
+``RsyncStats.vanished``. rsync dies with the process that
 started it (PDEATHSIG), so a killed sync leaves no orphan writing behind it.
 """
 
@@ -14,7 +17,7 @@ import os
 import re
 import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sh
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 _UNREACHABLE_CODES = {5, 10, 12, 30, 35, 255}
 _PROGRESS_RE = re.compile(r"^\s*([\d,]+)\s+(\d+)%")
+_VANISHED_RE = re.compile(r'^file has vanished: "(.*)"$')
+VANISHED = 24   # rsync: "some files vanished before they could be transferred"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class RsyncStats:
     matched: int = 0
     sent: int = 0
     received: int = 0
+    vanished: tuple = ()   # paths (relative to the source) gone before they were sent
 
     @property
     def wire_bytes(self):
@@ -71,6 +77,19 @@ def parse_stats(text):
         if m:
             values[field] = int(re.sub(r"[,.]", "", m.group(1)))
     return RsyncStats(**values)
+
+
+def parse_vanished(stderr, remote_path):
+    """The paths rsync reported as vanished (pure), relative to ``remote_path``
+    when under it. rsync names them as ``file has vanished: "<path>"``."""
+    top = str(remote_path).rstrip("/") + "/"
+    found = []
+    for line in stderr.splitlines():
+        m = _VANISHED_RE.match(line.strip())
+        if m:
+            path = m.group(1)
+            found.append(path[len(top):] if path.startswith(top) else path)
+    return tuple(found)
 
 
 def parse_progress(chunk):
@@ -144,10 +163,15 @@ def rsync_program():
     return path
 
 
-def pull(transport, remote_path, dest, *, link_dest=None, observer=None, extra=()):
+def pull(transport, remote_path, dest, *, link_dest=None, observer=None, extra=(),
+         accept_vanished=False):
     """Copy ``remote_path`` (a directory on ``transport``'s server) into
     ``dest``. Returns RsyncStats; raises Unreachable, HostKeyError,
-    AuthError, DatasetError (partial transfer) or TransportError."""
+    AuthError, DatasetError (partial transfer) or TransportError.
+
+    ``accept_vanished``: exit 24 (files vanished while rsync ran, and nothing
+    else went wrong: rsync reports other failures as 23) is a success whose
+    stats name the vanished files; ``dest`` holds everything else."""
     args = rsync_args(transport.ssh_argv(shared=True), transport.host, remote_path, dest,
                       link_dest=link_dest, progress=observer is not None, extra=extra)
     out = []
@@ -177,9 +201,13 @@ def pull(transport, remote_path, dest, *, link_dest=None, observer=None, extra=(
         raise TransportError(f"rsync from {transport.address} was killed ({e.exit_code})",
                              hint="sync again") from None
     stderr = result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes) else result.stderr
-    error = map_exit(result.exit_code, stderr, transport.address)
-    if error is not None:
-        raise error
-    stats = parse_stats("".join(out))
+    vanished = ()
+    if accept_vanished and result.exit_code == VANISHED:
+        vanished = parse_vanished(stderr, remote_path) or ("?",)
+    else:
+        error = map_exit(result.exit_code, stderr, transport.address)
+        if error is not None:
+            raise error
+    stats = replace(parse_stats("".join(out)), vanished=vanished)
     log.debug("rsync done: %s", stats)
     return stats

@@ -302,3 +302,47 @@ def test_same_size_rewrite_within_the_same_second_is_copied(backend, sshd, sourc
     result = backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A)
     assert result.files == tree_hashes(source_dir)
     assert tree_hashes(backend.current_path(replica)) == tree_hashes(source_dir)
+
+
+def test_files_vanishing_from_a_busy_source_keep_the_copy(backend, sshd, source_dir, tmp_path):
+    """A writer renaming its temporary files while rsync runs (rsync exit 24):
+    each sync succeeds, names what vanished, and its copy and hashes describe
+    exactly what was copied (verify is clean)."""
+    import threading
+
+    stop = threading.Event()
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            tmp = source_dir / f".k{n}.tmp"
+            write_random(tmp, 64 * 1024, seed=n)
+            os.rename(tmp, source_dir / f"k{n % 50}")
+
+    replica = tmp_path / "replica"
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    seen, failed = [], []
+    try:
+        def a_sync_saw_files_vanish():
+            try:
+                seen.append(backend.sync(source_ref(sshd, source_dir), replica, RECEIVER_A))
+            except DatasetError as e:   # what rsync's exit 24 was before: stop and say so
+                failed.append(e)
+                return True
+            return seen[-1].vanished
+
+        wait_for(a_sync_saw_files_vanish, 120, "a sync seeing files vanish", interval=0)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert failed == [], failed
+    vanished = seen[-1].vanished
+    print(f"{len(seen)} sync(s) until files vanished: {vanished}")
+    assert all(v.startswith(".k") and v.endswith(".tmp") for v in vanished), vanished
+    for result in seen:   # every copy holds exactly what its hashes say
+        assert tree_hashes(replica / "snapshots" / result.snapshot) == result.files
+    assert not any(v in seen[-1].files for v in vanished)
+    assert backend.current_path(replica).endswith(seen[-1].snapshot)
+    assert backend.verify(replica, seen[-1].files) == []

@@ -33,6 +33,7 @@ class CopyBackend(DatasetBackend):
     def __init__(self):
         self.fail = None
         self.synced = 0
+        self.vanish = ()   # paths of the source that "vanish" while copied (a busy source)
 
     def sync(self, source, replica_dir, receiver_id, *, reseed=False, observer=None):
         if self.fail:
@@ -44,6 +45,8 @@ class CopyBackend(DatasetBackend):
         name = f"{time.time():.6f}-{self.synced:04d}"
         tmp = snaps / f".tmp-{name}"
         shutil.copytree(source.path, tmp, symlinks=True)
+        for gone in self.vanish:
+            (tmp / gone).unlink()
         os.rename(tmp, snaps / name)
         link = replica / ".current.tmp"
         link.unlink(missing_ok=True)
@@ -51,7 +54,7 @@ class CopyBackend(DatasetBackend):
         os.replace(link, replica / "current")
         if observer:
             observer(type("E", (), {"message": f"copied {name}", "done": 1, "total": 1})())
-        return SyncResult(snapshot=name, guid=None, bytes_moved=1)
+        return SyncResult(snapshot=name, guid=None, bytes_moved=1, vanished=tuple(self.vanish))
 
     def copies(self, replica_dir):
         snaps = Path(replica_dir) / "snapshots"

@@ -125,7 +125,7 @@ def test_results_as_json_keep_the_event_fields():
     doc = _sync("hn1", sapi="failed").to_dict()
     assert doc["services"]["sapi"] == {"event": "ServiceResult", "service": "sapi",
                                        "status": "failed", "error": "why", "duration": 0.0,
-                                       "instances": ()}
+                                       "instances": (), "vanished": 0, "warning": None}
     assert doc["summary"]["event"] == "SyncSummary" and doc["ok"] is False
 
 

@@ -26,6 +26,7 @@ from sdcadm.procedures.planning import (
     ip_owned_by,
     is_dead,
     level_targets,
+    migrate_method,
     migrate_summary,
     migrated_instance,
     new_uuid_for,
@@ -486,9 +487,38 @@ def test_stateless_and_stateful_moves():
     sapi, vmapi = inst(1, "sapi", HN0), inst(2, "vmapi", HN0)
     plan = plan_migration(CAT, [], True, mfacts([sapi, vmapi]))
     assert plan.moves == [
-        InstanceMove("sapi", sapi, "sapi1", new_uuid_for(sapi.uuid, HN2.uuid), True),
-        InstanceMove("vmapi", vmapi, "vmapi1", new_uuid_for(vmapi.uuid, HN2.uuid), False)]
+        InstanceMove("sapi", sapi, "sapi1", new_uuid_for(sapi.uuid, HN2.uuid), True, True),
+        InstanceMove("vmapi", vmapi, "vmapi1", new_uuid_for(vmapi.uuid, HN2.uuid), False, True)]
     assert plan.skipped == [] and plan.nothing_to_do is None
+
+
+@pytest.mark.parametrize("service, kind, stop_first, stateful", [
+    ("ufds", "singleton, stateless", True, False),
+    ("vmapi", "singleton, stateless", True, False),
+    ("sapi", "singleton, stateful", True, True),
+    ("imgapi", "singleton, stateful", True, True),
+    ("binder", "HA (stateful: its peers hold the data)", False, False),
+    ("moray", "HA", False, False),
+    ("assets", "not a singleton, stateless", False, False),
+    ("adminui", "not a singleton, stateless", False, False),
+])
+def test_migrate_method_per_kind(service, kind, stop_first, stateful):
+    """Singletons stop first (never two at once), stateful ones with the final
+    sync between stop and start; HA and non-singleton stateless services keep
+    make-before-break."""
+    spec = CAT.get(service)
+    assert migrate_method(spec) == (stop_first, stateful), kind
+    plan = plan_migration(CAT, [service], False, mfacts([inst(1, service, HN0)]))
+    (move,) = plan.moves
+    assert (move.stop_first, move.stateful) == (stop_first, stateful)
+
+
+def test_a_stateful_service_that_is_neither_singleton_nor_ha_stops_first():
+    spec = replace(CAT.get("sapi"), singleton=False)
+    assert migrate_method(spec) == (True, True)
+    every = {name: migrate_method(CAT.get(name)) for name in CAT.names()}
+    assert {n for n, (stop, _) in every.items() if stop} == {
+        n for n in CAT.names() if CAT.get(n).singleton}
 
 
 def test_new_alias_is_the_next_free_one_in_the_whole_dc():
@@ -566,10 +596,18 @@ def test_migrate_summary():
     plan = plan_migration(CAT, [], True, mfacts(insts))
     assert migrate_summary(plan) == [
         "migrate sapi0 (sapi) from hn0 to hn2 as sapi1: sync its dataset, stop it, final sync, "
-        "start the copy",
-        "migrate vmapi0 (vmapi) from hn0 to hn2 as vmapi1: start the new one, then destroy the "
-        "old one",
+        "start the copy (down meanwhile)",
+        "migrate vmapi0 (vmapi) from hn0 to hn2 as vmapi1: stop it, then start the new one "
+        "(singleton: down meanwhile)",
+        "downtime: sapi, vmapi will not answer from the stop of the old instance until the new "
+        "one answers (never two at once)",
         "skip nat0: nat is not migrated (catalog migrate policy: skip)"]
+    ha = plan_migration(CAT, [], True, mfacts([inst(1, "binder", HN0), inst(2, "assets", HN0)]))
+    assert migrate_summary(ha) == [
+        "migrate binder0 (binder) from hn0 to hn2 as binder1: start the new one, then destroy "
+        "the old one (no downtime)",
+        "migrate assets0 (assets) from hn0 to hn2 as assets1: start the new one, then destroy "
+        "the old one (no downtime)"]
 
 
 def test_migrated_instance_of_a_stateful_service_is_seeded_from_the_copy():

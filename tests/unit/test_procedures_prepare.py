@@ -161,9 +161,11 @@ def test_migrate_plans_from_the_context_alone(config):
     assert ctx.agents.checked == 1
     assert proc.summarize() == [
         "migrate sapi0 (sapi) from hn0 to hn1 as sapi1: sync its dataset, stop it, final sync, "
-        "start the copy",
+        "start the copy (down meanwhile)",
         "migrate assets0 (assets) from hn0 to hn1 as assets1: start the new one, then destroy "
-        "the old one"]
+        "the old one (no downtime)",
+        "downtime: sapi will not answer from the stop of the old instance until the new one "
+        "answers (never two at once)"]
     assert [s.name for s in proc.steps()] == ["migrate sapi0", "migrate assets0"]
 
 

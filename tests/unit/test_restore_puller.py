@@ -147,6 +147,37 @@ def test_backend_failures_map_to_statuses(dc, error, status):
     assert dc.verify(["sapi"]).ok
 
 
+def test_files_vanishing_from_a_busy_source_keep_the_copy_with_a_warning(dc):
+    """A busy instance renames its temporary files while its dataset is copied:
+    the copy is kept and committed (status ok), the count is a warning in the
+    manifest, the status row and the events, and the manifest describes exactly
+    what was copied, so verify stays green."""
+    dc.sync()
+    (dc.data(SAPI) / "canary").write_bytes(b"newer")
+    (dc.data(SAPI) / ".key.tmp42").write_bytes(b"half-written")
+    dc.backend.vanish = (".key.tmp42",)
+    summary, events = dc.sync(services=["sapi"])
+    assert summary.ok and summary.services == {"sapi": "ok"}
+    (result,) = [e for e in events if type(e).__name__ == "ServiceResult"]
+    assert result.status == "ok" and result.error is None and result.vanished == 1
+    assert ".key.tmp42" in result.warning and "kept" in result.warning
+    assert result.instances[0]["vanished"] == 1 and result.instances[0]["status"] == "ok"
+    got = row(dc, "sapi0")
+    assert (got.status, got.error, got.vanished) == ("ok", None, 1)
+    manifest = json.loads((dc.layout.service_dir("sapi") / "manifest.json").read_text())
+    dataset = manifest["instances"][SAPI]["dataset"]
+    assert dataset["vanished"] == 1 and ".key.tmp42" not in dataset["files"]
+    assert "canary" in dataset["files"]
+    assert dc.verify(["sapi"]).ok, problems(dc.verify(["sapi"]))
+    current = Path(dc.backend.current_path(dc.layout.dataset_dir("sapi", SAPI)))
+    assert (current / "canary").read_bytes() == b"newer"
+    # The next quiet sync clears the warning.
+    dc.backend.vanish = ()
+    (dc.data(SAPI) / ".key.tmp42").unlink()
+    dc.sync(services=["sapi"])
+    assert row(dc, "sapi0").vanished == 0
+
+
 def test_first_sync_failing_leaves_nothing_restorable_and_says_so(dc):
     dc.backend.fail = Unreachable("connection refused")
     assert dc.sync(services=["sapi"])[0].services == {"sapi": "unreachable"}

@@ -77,6 +77,17 @@ def test_map_exit(code, stderr, cls):
         assert "change_dir" in str(error)
 
 
+def test_parse_vanished_names_files_relative_to_the_source():
+    stderr = ('file has vanished: "/zones/u/data/.k1.tmp9"\n'
+              'file has vanished: "/zones/u/data/sub/.k2.tmp9"\n'
+              "rsync warning: some files vanished before they could be transferred (code 24) "
+              "at main.c(1865) [generator=3.2.7]\n")
+    assert rsync.parse_vanished(stderr, "/zones/u/data/") == (".k1.tmp9", "sub/.k2.tmp9")
+    assert rsync.parse_vanished(stderr, "/elsewhere") == ("/zones/u/data/.k1.tmp9",
+                                                          "/zones/u/data/sub/.k2.tmp9")
+    assert rsync.parse_vanished("rsync error: x (code 23)", "/d") == ()
+
+
 def test_map_exit_ok():
     assert rsync.map_exit(0, "", "h") is None
 

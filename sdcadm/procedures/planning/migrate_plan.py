@@ -50,6 +50,25 @@ class InstanceMove:
     new_alias: str
     new_uuid: str
     stateful: bool         # its delegate dataset is copied (stopped, final sync, seeded)
+    # The old one is stopped before the new one is made (the service is down
+    # meanwhile); else the new one is made, healthy, before the old one goes.
+    stop_first: bool = False
+
+
+def migrate_method(spec):
+    """How an instance of catalog service ``spec`` moves: (stop_first, stateful).
+
+    * singleton: never two at once (DESIGN section 5), so stop the old one,
+      then start the new one -- for a stateful one with the final incremental
+      sync in between (sync while it runs, stop, final sync, seeded start);
+    * HA: its peers hold the data and it may run twice: make before break,
+      nothing copied;
+    * not a singleton, no dataset: make before break;
+    * not a singleton, not HA, with a dataset: its data must not change after
+      the final copy, so it stops first too.
+    """
+    stateful = spec.delegate_dataset and not spec.ha
+    return spec.singleton or stateful, stateful
 
 
 @dataclass(frozen=True)
@@ -123,9 +142,8 @@ def plan_migration(catalog, services, all_services, facts):
         new_uuid = new_uuid_for(item.old.uuid, dst.uuid)
         # Resumed: the new instance exists already and keeps the alias it got.
         alias = next((i.alias for i in on_dst if i.uuid == new_uuid), item.new_alias)
-        # An HA service's peers hold its data: its new instance syncs from them.
-        stateful = item.stateful and not catalog.get(item.service).ha
-        moves.append(InstanceMove(item.service, item.old, alias, new_uuid, stateful))
+        stop_first, stateful = migrate_method(catalog.get(item.service))
+        moves.append(InstanceMove(item.service, item.old, alias, new_uuid, stateful, stop_first))
     nothing = None
     if not moves:
         nothing = (f"nothing to migrate from {src.hostname}"
@@ -134,13 +152,22 @@ def plan_migration(catalog, services, all_services, facts):
 
 
 def migrate_summary(plan):
-    """The lines shown before confirmation."""
+    """The lines shown before confirmation: per move how, and which services
+    will be down for a while (the operator may want to warn their users)."""
     lines = []
     for m in plan.moves:
-        how = ("sync its dataset, stop it, final sync, start the copy" if m.stateful
-               else "start the new one, then destroy the old one")
+        if m.stateful:
+            how = "sync its dataset, stop it, final sync, start the copy (down meanwhile)"
+        elif m.stop_first:
+            how = "stop it, then start the new one (singleton: down meanwhile)"
+        else:
+            how = "start the new one, then destroy the old one (no downtime)"
         lines.append(f"migrate {m.old.alias} ({m.service}) from {plan.src.hostname} to "
                      f"{plan.dst.hostname} as {m.new_alias}: {how}")
+    down = [m.service for m in plan.moves if m.stop_first]
+    if down:
+        lines.append(f"downtime: {', '.join(down)} will not answer from the stop of the old "
+                     "instance until the new one answers (never two at once)")
     return lines + [f"skip {s}" for s in plan.skipped]
 
 
