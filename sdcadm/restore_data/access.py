@@ -73,7 +73,7 @@ class RestoreData:
         with FileLock(self.layout.commit_lock(service), timeout=COMMIT_LOCK_TIMEOUT,
                       what=f"restore data of {service}"):
             commits.recover(self.layout.service_dir(service))
-            return read_manifest(self.layout.manifest(service))
+            return read_manifest(self.layout.manifest(service), self.layout.key)
 
     def copies(self, service=None, source=None):
         """InstanceCopy of every instance held (of ``service``; pulled from server
@@ -165,7 +165,7 @@ def holdings(layout, now):
         try:
             # No lock: the manifest is replaced atomically, and this is a report,
             # so it never waits for a verify or a commit.
-            doc = read_manifest(layout.manifest(service))
+            doc = read_manifest(layout.manifest(service), layout.key)
         except ManifestError as e:
             rows.append({"service": service, "instance": None, "alias": None, "source": None,
                          "snapshot": None, "age": None, "bytes": 0, "status": "broken",

@@ -60,6 +60,7 @@ class VerifyReport:
 
 def verify(layout, backend, services=None, *, lock_timeout=LOCK_TIMEOUT):
     """Verify ``services`` (default: every service held here); a VerifyReport."""
+    layout.key  # no key, nothing can be checked: a ConfigError saying how to create it
     report = VerifyReport()
     report.problems.extend(check_dc_json(layout))
     names = layout.services() if services is None else [check_name(n) for n in services]
@@ -93,7 +94,7 @@ def verify_service(layout, backend, service, *, lock_timeout=LOCK_TIMEOUT):
             with FileLock(layout.commit_lock(service), timeout=lock_timeout,
                           what=f"restore data of {service}"):
                 commits.recover(svc_dir)
-                manifest = read_manifest(layout.manifest(service))
+                manifest = read_manifest(layout.manifest(service), layout.key)
                 if manifest["service"] != service:
                     raise ManifestError(layout.manifest(service),
                                         f"describes service {manifest['service']!r}, "
