@@ -16,7 +16,8 @@ from sdcadm.agent.backoff import restart_delay
 from sdcadm.agent.plan import Depose, Destroy, Provision, RecordGeneration, Start, Stop
 from sdcadm.agent.seed import seed_source
 from sdcadm.agent.slot import Slot
-from sdcadm.errors import AgentError, DatasetError, ImageError, NotFound, SdcadmError, ValidationError
+from sdcadm.errors import (AgentError, DatasetError, ImageError, NotFound, RestoreDataBroken,
+                           SdcadmError, ValidationError)
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class Actions:
                 # After the image checked out: a bad image leaves nothing under zones/.
                 self.datasets.create(self.layout, instance.uuid)
             slot.payload = payload
-        except (ImageError, ValidationError, OSError, NotFound, AgentError, DatasetError) as e:
+        except (ImageError, ValidationError, OSError, NotFound, AgentError, DatasetError,
+                RestoreDataBroken) as e:
             if isinstance(e, ImageError):
                 # Re-read the record next time: it may be fixed by re-importing.
                 images.pop(instance.image, None)

@@ -24,7 +24,7 @@ import json
 import logging
 from pathlib import Path
 
-from sdcadm.errors import SdcadmError, ValidationError
+from sdcadm.errors import RestoreDataBroken, ValidationError
 from sdcadm.fsutil import canonical_json, sha256_bytes, write_bytes_atomic
 from sdcadm.restore_data.layout import safe_relative
 
@@ -35,8 +35,8 @@ VERSION = 1
 SEVERITY = {"failed": 3, "diverged": 2, "unreachable": 1, "ok": 0}
 
 
-class ManifestError(SdcadmError):
-    """A manifest is missing, unreadable, invalid or was edited."""
+class ManifestError(RestoreDataBroken):
+    """A manifest is missing, unreadable, invalid, was edited or is not signed."""
 
     def __init__(self, path, problem, *, hint=None):
         self.path, self.problem = str(path), problem

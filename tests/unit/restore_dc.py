@@ -69,7 +69,7 @@ class CopyBackend(DatasetBackend):
         shutil.copytree(Path(replica_dir) / "snapshots" / snapshot, target, symlinks=True)
         return str(target)
 
-    def destroy_clone(self, target):
+    def destroy_clone(self, target, name=None):
         shutil.rmtree(target, ignore_errors=True)
 
     def prune(self, replica_dir, keep):
