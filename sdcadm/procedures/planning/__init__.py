@@ -39,6 +39,7 @@ from sdcadm.procedures.planning.restore_plan import (
     RestorePlan,
     RestoreRequest,
     RestoreScope,
+    RefusedCopy,
     addresses_to_take_over,
     check_restorable_servers,
     check_restore_host,
@@ -46,6 +47,7 @@ from sdcadm.procedures.planning.restore_plan import (
     level_targets,
     plan_restore,
     plan_restore_run,
+    refused_error,
     restore_levels,
     restore_scope,
     restore_summary,
@@ -55,12 +57,13 @@ from sdcadm.procedures.planning.restore_plan import (
 )
 
 __all__ = [
-    "DEAD_MARGIN_FACTOR", "CopyFacts", "InstanceMove", "InstanceToRestore", "MigrateFacts",
-    "MigrateItem", "MigratePlan", "NotViable", "RestoreFacts", "RestoreItem", "RestorePlan",
-    "RestoreRequest", "RestoreScope", "addresses_to_take_over", "check_migrate_servers",
-    "check_restorable_servers", "check_restore_host", "copy_problem", "heartbeat_silent",
-    "ip_owned_by", "is_dead", "level_targets", "migrate_summary", "migrated_instance",
-    "new_uuid_for", "next_free_alias", "plan_migrate", "plan_migration", "plan_restore",
-    "plan_restore_run", "restore_levels", "restore_scope", "restore_summary", "restored_params",
-    "restored_result", "runs_nothing_it_lost", "select_services",
+    "CopyFacts", "DEAD_MARGIN_FACTOR", "InstanceMove", "InstanceToRestore", "MigrateFacts",
+    "MigrateItem", "MigratePlan", "NotViable", "RefusedCopy", "RestoreFacts", "RestoreItem",
+    "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
+    "check_migrate_servers", "check_restorable_servers", "check_restore_host", "copy_problem",
+    "heartbeat_silent", "ip_owned_by", "is_dead", "level_targets", "migrate_summary",
+    "migrated_instance", "new_uuid_for", "next_free_alias", "plan_migrate", "plan_migration",
+    "plan_restore", "plan_restore_run", "refused_error", "restore_levels", "restore_scope",
+    "restore_summary", "restored_params", "restored_result", "runs_nothing_it_lost",
+    "select_services",
 ]
