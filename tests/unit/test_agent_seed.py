@@ -100,3 +100,23 @@ def test_verify_copy_finds_what_seeding_would_refuse_and_leaves_no_clone(seeding
                                                          "changed: canary ")
     scratch = dc.layout.scratch
     assert not scratch.exists() or list(scratch.iterdir()) == []
+
+
+def test_the_agent_fails_an_instance_whose_copy_is_refused_and_says_why(seeding, dc):
+    """The refusal reaches /v1/instances: state failed, the reason naming the
+    file, and a failure kind a procedure can stop waiting on."""
+    from sdcadm.agent.actions import Actions
+    from sdcadm.agent.delegate_datasets import DirDelegateDatasets
+    from sdcadm.agent.metrics import AgentMetrics
+
+    seeder, layout, replica = seeding
+    (replica / "canary").write_bytes(b"HELLO")
+    actions = Actions(layout, dc.config.image_source, DirDelegateDatasets(), AgentMetrics(),
+                      seeder=seeder)
+    slots = {}
+    actions.provision(slots, {IMG: dc.image}, restored(), now=0.0)
+    slot = slots[SAPI]
+    assert slot.state == "failed" and slot.failure == "restore-data-refused"
+    assert slot.error.startswith("provisioning failed: refusing to restore sapi0 (sapi)")
+    assert "changed: canary" in slot.error
+    assert left_behind(layout) == []
