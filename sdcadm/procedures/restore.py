@@ -50,10 +50,9 @@ from sdcadm.procedures.planning import (
     restored_result,
     runs_nothing_it_lost,
 )
-from sdcadm.procedures.waits import WaitTimeout, wait_for
+from sdcadm.procedures.waits import wait_for, wait_healthy_unless
 
 HEALTH_TIMEOUT = 120.0
-AGENT_POLL_EVERY = 10      # health probes (POLL apart) between two questions to the agent
 FENCE_STOP_TIMEOUT = 30.0
 
 
@@ -189,23 +188,10 @@ class RestoreServices(Procedure):
         """Wait until ``inst`` answers its health check; None then. The reason
         when this server's agent refused its copy instead (no wait fixes that)."""
         agent = ctx.agents.client(self.plan.me.agent_url, timeout=2.0)
-        refusal, polls, last = {}, [0], {}
-
-        def check():
-            last["error"] = ctx.prober.probe(inst.url + "/ping", timeout=1.0)
-            if last["error"] is None:
-                return True
-            polls[0] += 1
-            if polls[0] % AGENT_POLL_EVERY == 0:   # the agent less often than the instance
-                refusal["reason"] = _refusal(agent, inst.uuid)
-            return bool(refusal.get("reason"))
-
-        try:
-            wait_for(check, self.timeout, f"{inst.alias} to answer at {inst.url}")
-        except WaitTimeout as e:
-            raise WaitTimeout(f"{e.message} (last answer: {last.get('error')})",
-                              hint=e.hint) from None
-        return refusal.get("reason")
+        return wait_healthy_unless(inst.url + "/ping", self.timeout,
+                                   f"{inst.alias} to answer at {inst.url}",
+                                   probe=ctx.prober.probe,
+                                   refusal=lambda: agent.seed_refusal(inst.uuid))[1]
 
     def _move(self, ctx, t):
         store, me = ctx.store, self.plan.me
@@ -261,19 +247,6 @@ def _copy_facts(data, item):
     return CopyFacts(as_of=copy.as_of, status=copy.status, error=copy.error,
                      snapshot=copy.snapshot, has_dataset=bool(copy.dataset),
                      broken=tuple(broken))
-
-
-def _refusal(agent, uuid):
-    """The agent's reason when it refused to seed instance ``uuid``, else None
-    (an agent that does not answer now is asked again at the next poll)."""
-    try:
-        rows = agent.instances()
-    except SdcadmError:
-        return None
-    for row in rows:
-        if row.get("uuid") == uuid and row.get("failure") == "restore-data-refused":
-            return row.get("error") or "its restore data does not match its manifest"
-    return None
 
 
 def _recovery_ip(store, inst):

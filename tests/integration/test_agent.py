@@ -516,6 +516,9 @@ BAD_CONFIGS = {
     "zero interval": ({"agent": {"heartbeat_interval": 0}}, "agent.heartbeat_interval"),
     "no token file": ({"agent": {"token_file": "/nonexistent/agent-token"}},
                       "/nonexistent/agent-token does not exist"),
+    "no restore-data key": ({"restore_data": {"key_file": "/nonexistent/restore-data.key"}},
+                            "restore_data.key_file: /nonexistent/restore-data.key does not "
+                            "exist"),
 }
 
 
