@@ -26,7 +26,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdcadm.errors import ImageError, NotFound, RestoreDataBroken, SdcadmError
+from sdcadm.errors import DatasetError, ImageError, NotFound, RestoreDataBroken, SdcadmError
 from sdcadm.model import Image, Instance
 from sdcadm.fsutil import copy_atomic, write_json_atomic
 from sdcadm.restore_data import commit as commits
@@ -234,6 +234,11 @@ class RestoreData:
                          what=f"the copy of {copy.alias}"):
             if _unchecked(target).exists():
                 self._discard_clone(target, name)   # cut short by a crash: start again
+            elif target.is_symlink() or (target.exists() and any(target.iterdir())):
+                # Not ours: a failure below would remove it.
+                raise DatasetError(f"{target} exists already: refusing to clone over it",
+                                   hint="it is not a clone this headnode left unfinished; "
+                                        "move it away if it is not needed")
             # Marks the clone unchecked until it is, so that a crash in between
             # is never mistaken for a finished seed.
             _unchecked(target).touch()

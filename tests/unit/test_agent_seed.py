@@ -120,3 +120,15 @@ def test_the_agent_fails_an_instance_whose_copy_is_refused_and_says_why(seeding,
     assert slot.error.startswith("provisioning failed: refusing to restore sapi0 (sapi)")
     assert "changed: canary" in slot.error
     assert left_behind(layout) == []
+
+
+def test_a_directory_that_is_not_an_unfinished_clone_is_never_cloned_over(seeding, dc):
+    _seeder, layout, _replica = seeding
+    data = RestoreData(dc.config, dc.backend)
+    layout.data(SAPI).mkdir(parents=True)
+    (layout.data(SAPI) / "precious").write_bytes(b"keep me")
+    from sdcadm.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="exists already"):
+        data.clone_dataset(data.instance_copy(SAPI), layout.data(SAPI))
+    assert (layout.data(SAPI) / "precious").read_bytes() == b"keep me"
