@@ -20,27 +20,23 @@ clone, for a procedure to refuse before anything moves.
 """
 
 import json
-import logging
 import os
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdcadm.errors import DatasetError, ImageError, NotFound, RestoreDataBroken, SdcadmError
+from sdcadm.errors import ImageError, NotFound, RestoreDataBroken
 from sdcadm.model import Image, Instance
 from sdcadm.fsutil import copy_atomic, write_json_atomic
+from sdcadm.restore_data import checked_clone
 from sdcadm.restore_data import commit as commits
 from sdcadm.restore_data.commit import COMMIT_LOCK_TIMEOUT
-from sdcadm.restore_data.files import FileLock, remove_tree
+from sdcadm.restore_data.files import FileLock
 from sdcadm.restore_data.imagecopy import check_image_file
 from sdcadm.restore_data.layout import image_names, restore_layout, vm_name
 from sdcadm.restore_data.manifest import ManifestError, read_manifest
-from sdcadm.restore_data.verify_dataset import check_dataset
 from sdcadm.restore_data.verify_files import Findings, check_listed
 from sdcadm.schemas import validate
-
-log = logging.getLogger(__name__)
-SHOWN_PROBLEMS = 5   # in one error message; `restore-data verify` lists them all
 
 
 @dataclass
@@ -168,26 +164,12 @@ class RestoreData:
             target = self.layout.scratch / (f"restore-check-{copy.uuid}-{os.getpid()}-"
                                             f"{uuidlib.uuid4().hex[:8]}")
             try:
-                self._checked_clone(copy, target, None)
+                checked_clone.clone(self.backend, self.layout, copy, target, None)
             except RestoreDataBroken as e:
                 problems.extend(getattr(e, "problems", None) or [e.message])
             else:
-                self._discard_clone(target, None)
+                checked_clone.discard(self.backend, target, None)
         return problems
-
-    def broken(self, copy, problems):
-        """The RestoreDataBroken refusing ``copy`` for ``problems``."""
-        shown = problems[:SHOWN_PROBLEMS]
-        if len(problems) > len(shown):
-            shown.append(f"and {len(problems) - len(shown)} more")
-        error = RestoreDataBroken(
-            f"refusing to restore {copy.alias} ({copy.service}) from the restore data of this "
-            f"headnode: it does not match its manifest: " + "; ".join(shown),
-            hint=f"re-sync with `sdcadm service sync-restore-data {copy.service}` on a healthy "
-                 f"source, or restore from another headnode; `sdcadm restore-data verify "
-                 f"{copy.service}` lists every problem")
-        error.problems = list(problems)
-        return error
 
     def install_images(self, copy, images_dir):
         """Copy the image chain of ``copy`` into ``images_dir`` as <uuid>.file and
@@ -196,7 +178,7 @@ class RestoreData:
         images_dir = Path(images_dir)
         problems = self.check_files(copy)
         if problems:
-            raise self.broken(copy, problems)
+            raise checked_clone.broken(copy, problems)
         paths = []
         for image, path in copy.images:
             dest = images_dir / f"{image.uuid}.file"
@@ -217,63 +199,12 @@ class RestoreData:
         match the manifest."""
         if not copy.dataset:
             raise NotFound(f"there is no copy of {copy.alias}'s delegate dataset here")
-        return self._checked_clone(copy, Path(target), name)
+        return checked_clone.clone(self.backend, self.layout, copy, Path(target), name)
 
     def cloned(self, target):
         """True when ``target`` holds a clone that ``clone_dataset`` finished
         and checked (not one cut short between cloning and checking)."""
-        return Path(target).exists() and not _unchecked(target).exists()
-
-    def _checked_clone(self, copy, target, name):
-        parent = target.parent
-        made_parent = not parent.exists()
-        parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(self.layout.commit_lock(copy.service), timeout=COMMIT_LOCK_TIMEOUT,
-                      what=f"restore data of {copy.service}"), \
-                FileLock(self.layout.instance_lock(copy.uuid), timeout=COMMIT_LOCK_TIMEOUT,
-                         what=f"the copy of {copy.alias}"):
-            if _unchecked(target).exists():
-                self._discard_clone(target, name)   # cut short by a crash: start again
-            elif target.is_symlink() or (target.exists() and any(target.iterdir())):
-                # Not ours: a failure below would remove it.
-                raise DatasetError(f"{target} exists already: refusing to clone over it",
-                                   hint="it is not a clone this headnode left unfinished; "
-                                        "move it away if it is not needed")
-            # Marks the clone unchecked until it is, so that a crash in between
-            # is never mistaken for a finished seed.
-            _unchecked(target).touch()
-            try:
-                path = self.backend.clone(str(copy.replica_dir), str(target), copy.snapshot,
-                                          name=name)
-                _tree, problems = check_dataset(path, copy.dataset)
-            except BaseException:
-                self._discard_clone(target, name, made_parent)
-                raise
-            if problems:
-                self._discard_clone(target, name, made_parent)
-                where = f"datasets/{copy.uuid}@{copy.snapshot}"
-                raise self.broken(copy, [f"{where}: {p}" for p in problems])
-            _unchecked(target).unlink()
-            return path
-
-    def _discard_clone(self, target, name, remove_parent=False):
-        try:
-            self.backend.destroy_clone(str(target), name=name)
-        except (SdcadmError, OSError) as e:
-            log.warning("could not remove the clone at %s: %s", target, e,
-                        extra={"event": "restore-clone-left", "path": str(target)})
-        remove_tree(target)
-        _unchecked(target).unlink(missing_ok=True)
-        if remove_parent:
-            try:
-                target.parent.rmdir()
-            except OSError:
-                pass   # not empty: not ours alone
-
-
-def _unchecked(target):
-    target = Path(target)
-    return target.parent / f".{target.name}.unchecked"
+        return checked_clone.finished(target)
 
 
 def holdings(layout, now):
