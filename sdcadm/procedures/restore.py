@@ -33,6 +33,7 @@ from sdcadm.errors import Conflict, NotFound, RestoreDataBroken, SdcadmError, Un
 from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning import (
+    REFUSED_HINT,
     CopyFacts,
     NotViable,
     RestoreFacts,
@@ -160,13 +161,14 @@ class RestoreServices(Procedure):
                 ctx.agents.client(self.plan.me.agent_url, timeout=2.0).reconcile()
             except SdcadmError:
                 pass  # the agent's own schedule gets there too
-            results, refused = {}, []
+            results, refused, services = {}, [], set()
             for t in targets:
                 inst = ctx.store.get_instance(t.instance.uuid)
                 ctx.progress(f"waiting for {inst.alias} at {inst.url}")
                 reason = self._wait_restored(ctx, inst)
                 if reason:
                     refused.append(f"  - {inst.alias} ({inst.service}): {reason}")
+                    services.add(inst.service)
                     ctx.progress(f"{inst.alias} NOT restored: its agent refused the copy")
                     continue
                 done = time.monotonic()
@@ -177,9 +179,7 @@ class RestoreServices(Procedure):
                 raise RestoreDataBroken(
                     f"{self.plan.me.hostname}'s agent refused to seed from its restore data "
                     "(it no longer matches its manifest):\n" + "\n".join(refused),
-                    hint="re-sync with `sdcadm service sync-restore-data SERVICE` on a healthy "
-                         "source, or restore from another headnode; `sdcadm restore-data "
-                         "verify` lists every problem")
+                    hint=REFUSED_HINT.replace("SERVICE", " ".join(sorted(services))))
             return {"instances": results}
 
         return restore_level

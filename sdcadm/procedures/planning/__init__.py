@@ -32,6 +32,7 @@ from sdcadm.procedures.planning.migrate_plan import (
     plan_migration,
 )
 from sdcadm.procedures.planning.restore_plan import (
+    REFUSED_HINT,
     CopyFacts,
     InstanceToRestore,
     RestoreFacts,
@@ -58,7 +59,7 @@ from sdcadm.procedures.planning.restore_plan import (
 
 __all__ = [
     "CopyFacts", "DEAD_MARGIN_FACTOR", "InstanceMove", "InstanceToRestore", "MigrateFacts",
-    "MigrateItem", "MigratePlan", "NotViable", "RefusedCopy", "RestoreFacts", "RestoreItem",
+    "MigrateItem", "MigratePlan", "REFUSED_HINT", "NotViable", "RefusedCopy", "RestoreFacts", "RestoreItem",
     "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
     "check_migrate_servers", "check_restorable_servers", "check_restore_host", "copy_problem",
     "heartbeat_silent", "ip_owned_by", "is_dead", "level_targets", "migrate_summary",
