@@ -59,8 +59,8 @@ from sdcadm.procedures.planning.restore_plan import (
 
 __all__ = [
     "CopyFacts", "DEAD_MARGIN_FACTOR", "InstanceMove", "InstanceToRestore", "MigrateFacts",
-    "MigrateItem", "MigratePlan", "REFUSED_HINT", "NotViable", "RefusedCopy", "RestoreFacts", "RestoreItem",
-    "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
+    "MigrateItem", "MigratePlan", "NotViable", "REFUSED_HINT", "RefusedCopy", "RestoreFacts",
+    "RestoreItem", "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
     "check_migrate_servers", "check_restorable_servers", "check_restore_host", "copy_problem",
     "heartbeat_silent", "ip_owned_by", "is_dead", "level_targets", "migrate_summary",
     "migrated_instance", "new_uuid_for", "next_free_alias", "plan_migrate", "plan_migration",
