@@ -108,7 +108,8 @@ class Actions:
                 images.pop(instance.image, None)
             # A refused copy is named apart: waiting will not fix it, so a
             # procedure waiting for the instance stops waiting (restore.py).
-            event = "restore-data-refused" if isinstance(e, RestoreDataBroken) else "provision-failed"
+            event = ("restore-data-refused" if isinstance(e, RestoreDataBroken)
+                     else "provision-failed")
             self.failed(slot, f"provisioning failed: {_reason(e)}", now, event)
             return
         except Exception as e:  # noqa: BLE001 - one instance fails, not the pass

@@ -137,7 +137,9 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         notify(observer, Progress("zfs", f"creating {len(servers)} file-backed pools"))
         labzfs.create_pools(state)
     _write_private(state.token_file, secrets.token_hex(32) + "\n")
-    _write_private(state.restore_key_file, base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    # The DC's restore-data key, as `head -c 32 /dev/urandom | base64` makes it.
+    _write_private(state.restore_key_file,
+                   base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
 
     wanted = sorted({i.service for i in plan.instances})
     images = {}

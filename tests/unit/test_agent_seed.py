@@ -27,7 +27,8 @@ def seeding(dc):
     layout = Layout(dc.config.root)
     seeder = Seeder(dc.config, layout)
     seeder._data = RestoreData(dc.config, dc.backend)
-    snap = json.loads(dc.layout.manifest("sapi").read_text())["instances"][SAPI]["dataset"]["snapshot"]
+    manifest = json.loads(dc.layout.manifest("sapi").read_text())
+    snap = manifest["instances"][SAPI]["dataset"]["snapshot"]
     replica = dc.layout.dataset_dir("sapi", SAPI) / "snapshots" / snap
     return seeder, layout, replica
 
