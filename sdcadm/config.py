@@ -53,6 +53,8 @@ SPEC = {
     },
     "restore_data": {
         "enabled": (bool, True, "pull restore data (headnodes only)"),
+        "key_file": (str, "/etc/sdcadm/restore-data.key",
+                     "file holding the DC key manifests are signed with (same on every headnode)"),
         "sync_interval": ((int, float), 60.0, "seconds between syncs (with jitter)"),
         "jitter": ((int, float), 0.1, "fraction of sync_interval added at random"),
         "concurrency": (int, 4, "services synced at once (transfers mostly wait on SSH and disk)"),
@@ -429,3 +431,29 @@ def read_token(path, source="configuration"):
             return token
         problem = f"agent.token_file: {path} is empty"
     raise ConfigError(source, [problem], hint=TOKEN_HINT.format(path=path))
+
+
+RESTORE_KEY_HINT = ("create it once with `umask 077; head -c 32 /dev/urandom | base64 > {path}` "
+                    "(mode 0600) and copy the same file to every headnode of the DC; or point "
+                    "restore_data.key_file at the file that holds it")
+# base64 of 32 random bytes is 44 characters; anything much shorter is guessable.
+RESTORE_KEY_MIN = 16
+
+
+def read_restore_key(path, source="configuration"):
+    """The DC key restore-data manifests are signed with (HMAC-SHA256): the
+    stripped bytes of ``path`` (``restore_data.key_file``). Every headnode
+    must hold the same key, or it refuses the others' manifests. ConfigError
+    naming the file and how to create it when missing, unreadable or too short."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except FileNotFoundError:
+        problem = f"restore_data.key_file: {path} does not exist"
+    except OSError as e:
+        problem = f"restore_data.key_file: cannot read {path}: {e.strerror}"
+    else:
+        if len(key) >= RESTORE_KEY_MIN:
+            return key
+        problem = (f"restore_data.key_file: {path} holds {len(key)} bytes, fewer than "
+                   f"{RESTORE_KEY_MIN}")
+    raise ConfigError(source, [problem], hint=RESTORE_KEY_HINT.format(path=path))

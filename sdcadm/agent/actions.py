@@ -16,7 +16,8 @@ from sdcadm.agent.backoff import restart_delay
 from sdcadm.agent.plan import Depose, Destroy, Provision, RecordGeneration, Start, Stop
 from sdcadm.agent.seed import seed_source
 from sdcadm.agent.slot import Slot
-from sdcadm.errors import AgentError, DatasetError, ImageError, NotFound, SdcadmError, ValidationError
+from sdcadm.errors import (AgentError, DatasetError, ImageError, NotFound, RestoreDataBroken,
+                           SdcadmError, ValidationError)
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,16 @@ class Actions:
                 # After the image checked out: a bad image leaves nothing under zones/.
                 self.datasets.create(self.layout, instance.uuid)
             slot.payload = payload
-        except (ImageError, ValidationError, OSError, NotFound, AgentError, DatasetError) as e:
+        except (ImageError, ValidationError, OSError, NotFound, AgentError, DatasetError,
+                RestoreDataBroken) as e:
             if isinstance(e, ImageError):
                 # Re-read the record next time: it may be fixed by re-importing.
                 images.pop(instance.image, None)
-            self.failed(slot, f"provisioning failed: {_reason(e)}", now, "provision-failed")
+            # A refused copy is named apart: waiting will not fix it, so a
+            # procedure waiting for the instance stops waiting (restore.py).
+            event = ("restore-data-refused" if isinstance(e, RestoreDataBroken)
+                     else "provision-failed")
+            self.failed(slot, f"provisioning failed: {_reason(e)}", now, event)
             return
         except Exception as e:  # noqa: BLE001 - one instance fails, not the pass
             log.exception("provisioning of %s crashed", slot.name,
@@ -191,6 +197,7 @@ class Actions:
         slot.failures += 1
         delay = restart_delay(slot.failures)
         slot.state, slot.error, slot.not_before = "failed", reason, now + delay
+        slot.failure = event
         log.error("instance %s: %s (retrying in %.1f s)", slot.name, reason, delay,
                   extra={"event": event, "instance": slot.uuid, "reason": reason, "retry_in": delay})
 

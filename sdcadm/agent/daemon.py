@@ -23,7 +23,7 @@ from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
-from sdcadm.config import read_token
+from sdcadm.config import read_restore_key, read_token
 from sdcadm.errors import AgentError, ConfigError, StoreError
 from sdcadm.config import shown
 from sdcadm.uuids import is_uuid
@@ -85,6 +85,9 @@ class Agent:
     def from_config(cls, config):
         check_config(config)
         token = read_token(config.agent.token_file, config.path)
+        # Refused at start, not at the first sync or restore: every manifest this
+        # agent writes or reads (seeding) is signed with it.
+        read_restore_key(config.restore_data.key_file, config.path)
         cls._check_store(config)
         return cls(config, token)
 

@@ -8,6 +8,11 @@ here. Before provisioning, the agent then takes, from its *own* restore data
 be the service being restored) and a zero-copy clone of the last good copy of
 that instance's delegate dataset into ``zones/<uuid>/data``. No byte crosses
 the network at restore time.
+
+Both are checked against the service's signed manifest first (`RestoreData`
+does): a copy changed since it was pulled is refused with RestoreDataBroken
+naming the file, nothing of it is left under ``zones/``, and the provisioning
+fails with that reason (the instance is ``failed``, the procedure says why).
 """
 
 import logging
@@ -55,7 +60,7 @@ class Seeder:
         copy = self.data.instance_copy(uuid, service)
         self.data.install_images(copy, self.layout.images)
         target = self.layout.data(instance.uuid)
-        if not instance.delegate_dataset or target.exists():
+        if not instance.delegate_dataset or self.data.cloned(target):
             return f"images of {copy.alias} installed"
         self.data.clone_dataset(copy, target, name=self.dataset_name(instance.uuid))
         log.info("instance %s seeded from the restore data of %s (as of %s)", instance.alias,

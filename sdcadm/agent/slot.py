@@ -20,6 +20,7 @@ class Slot:
         self.stale_pid = None      # a previous agent's process still running it
         self.state = "provisioning"
         self.error = None
+        self.failure = None        # the event of the last failure (e.g. restore-data-refused)
         self.restarts = 0
         self.failures = 0          # consecutive failed starts / deaths (backoff)
         self.not_before = 0.0

@@ -239,7 +239,7 @@ class Supervisor:
         for slot in self.slots.values():
             seen.add(slot.uuid)
             rows.append(self._row(slot.instance, slot.uuid, slot.state, slot.pid, slot.restarts,
-                                  slot.error))
+                                  slot.error, slot.failure))
         for d in self.desired:
             if d.uuid not in seen:
                 rows.append(self._row(d, d.uuid, d.state, None, 0, None))
@@ -251,7 +251,7 @@ class Supervisor:
         with self._lock:
             self._published = rows
 
-    def _row(self, instance, uuid, state, pid, restarts, error):
+    def _row(self, instance, uuid, state, pid, restarts, error, failure=None):
         return {
             "uuid": uuid,
             "alias": instance.alias if instance else None,
@@ -262,6 +262,8 @@ class Supervisor:
             "generation": instance.generation if instance else None,
             "url": self.actions.url(instance) if instance else None,
             "error": error,
+            # the event of the failure when failed, e.g. provision-failed, restore-data-refused
+            "failure": failure if state == "failed" else None,
         }
 
     def instances(self):

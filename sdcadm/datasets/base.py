@@ -86,8 +86,8 @@ class DatasetBackend(ABC):
         dataset; default a scratch name (for ``destroy_clone``)."""
 
     @abstractmethod
-    def destroy_clone(self, target):
-        """Remove what ``clone`` made."""
+    def destroy_clone(self, target, name=None):
+        """Remove what ``clone`` made (``name``: the one ``clone`` was given)."""
 
     @abstractmethod
     def prune(self, replica_dir, keep):

@@ -205,7 +205,7 @@ class DirBackend(DatasetBackend):
         link_tree(src, os.path.abspath(target))
         return os.path.abspath(target)
 
-    def destroy_clone(self, target):
+    def destroy_clone(self, target, name=None):
         if os.path.islink(target):
             raise DatasetError(f"{target} is a symlink, not a clone")
         if os.path.exists(target):

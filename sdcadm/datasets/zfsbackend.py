@@ -402,9 +402,9 @@ class ZfsBackend(DatasetBackend):
             raise
         return target
 
-    def destroy_clone(self, target):
+    def destroy_clone(self, target, name=None):
         target = os.path.abspath(target)
-        name = self._clone_name(target)
+        name = name or self._clone_name(target)
         if not self.local.exists(name):
             return
         if self.local.get_one(name, PROP_CLONE_TARGET) != target:

@@ -5,6 +5,7 @@ admin network on loopback, one agent per server each on its own address and
 root, one sshd for the lab, and the catalog's services as real processes.
 """
 
+import base64
 import logging
 import os
 import secrets
@@ -43,7 +44,7 @@ def server_config(state, server):
         "restore_data_dir": str(root / "var" / "sdcadm" / "svc-restore-data"),
         "datasets": _datasets_config(state, server),
         "restore_data": {"source_root_template": str(state.path).replace("{", "{{").replace(
-            "}", "}}") + "/{hostname}"},
+            "}", "}}") + "/{hostname}", "key_file": str(state.restore_key_file)},
         "image_source": str(state.images_dir),
         "store": state.store_config(),
         "agent": {
@@ -136,6 +137,9 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         notify(observer, Progress("zfs", f"creating {len(servers)} file-backed pools"))
         labzfs.create_pools(state)
     _write_private(state.token_file, secrets.token_hex(32) + "\n")
+    # The DC's restore-data key, as `head -c 32 /dev/urandom | base64` makes it.
+    _write_private(state.restore_key_file,
+                   base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
 
     wanted = sorted({i.service for i in plan.instances})
     images = {}

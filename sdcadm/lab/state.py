@@ -81,6 +81,13 @@ class LabState:
         return self.path / "token"
 
     @property
+    def restore_key_file(self):
+        """The DC key restore-data manifests are signed with: one file for the
+        lab DC, named by every server's configuration (as on real headnodes,
+        the same key everywhere)."""
+        return self.path / "restore-data.key"
+
+    @property
     def ssh_dir(self):
         return self.path / "ssh"
 

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 from sdcadm.config import read_token
-from sdcadm.errors import AgentError, Unreachable
+from sdcadm.errors import AgentError, SdcadmError, Unreachable
 from sdcadm.health import http_open
 
 
@@ -87,6 +87,19 @@ class AgentClient:
         """Ask for a supervisor pass now (best effort: the agent's own schedule
         gets there anyway)."""
         return self._call("POST", "/v1/reconcile", expect=(202,))
+
+    def seed_refusal(self, uuid):
+        """The agent's reason when it refused to seed instance ``uuid`` from its
+        restore data (``failure: restore-data-refused``: no wait fixes that),
+        else None; an agent that does not answer now is None too (asked again)."""
+        try:
+            rows = self.instances()
+        except SdcadmError:
+            return None
+        for row in rows:
+            if row.get("uuid") == uuid and row.get("failure") == "restore-data-refused":
+                return row.get("error") or "its restore data does not match its manifest"
+        return None
 
     def restart(self, uuid):
         return self._call("POST", f"/v1/instances/{uuid}/restart", expect=(202,))

@@ -28,7 +28,7 @@ import threading
 import time
 
 from sdcadm.availability import fold_outages
-from sdcadm.errors import Conflict, NotFound, SdcadmError
+from sdcadm.errors import Conflict, NotFound, RestoreDataBroken, SdcadmError
 from sdcadm.health import probe
 from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures.base import Procedure, Step
@@ -39,7 +39,7 @@ from sdcadm.procedures.planning import (
     migrated_instance,
     plan_migration,
 )
-from sdcadm.procedures.waits import wait_for, wait_healthy
+from sdcadm.procedures.waits import wait_for, wait_healthy_unless
 
 HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
@@ -157,8 +157,16 @@ class MigrateServices(Procedure):
                 if new is None:
                     new = self._create(ctx, m, old)
                     outage.add(new.url)
-                wait_healthy(new.url + "/ping", self.timeout, f"{new.alias} on {self.dst.hostname}",
-                             probe=ctx.prober.probe)
+                agent = ctx.agents.client(self.dst.agent_url, timeout=2.0)
+                _, refused = wait_healthy_unless(
+                    new.url + "/ping", self.timeout, f"{new.alias} on {self.dst.hostname}",
+                    probe=ctx.prober.probe, refusal=lambda: agent.seed_refusal(new.uuid))
+                if refused:
+                    raise RestoreDataBroken(
+                        f"{self.dst.hostname}'s agent refused to seed {new.alias} ({m.service}) "
+                        f"from its restore data: {refused}",
+                        hint=f"sync it again with `sdcadm service sync-restore-data {m.service}`"
+                             " and re-run the same command")
                 outage.saw_up()
                 if old is not None:
                     self._destroy(ctx, old)

@@ -14,6 +14,14 @@ among those restored come up together):
    own restore data — no byte crosses the network at restore time;
 3. wait until it answers its health check.
 
+Nothing is restored from a copy that does not match its signed manifest:
+``prepare`` checks every copy here (files and a scratch clone of each
+dataset, read whole) and leaves a broken one out, so the operator is told
+before anything moves; the others are restored and the procedure ends failed
+naming the instance and the file. The receiving agent checks again when it
+seeds (the copy may change in between) and refuses; the wait for that
+instance then stops at once with the agent's reason.
+
 Each step is idempotent: a re-run after a crash finds instances already moved
 here (``params.restored_from``) and only waits for them. It reports per
 service the restore time (RTO) and the age of the data restored (RPO).
@@ -21,10 +29,11 @@ service the restore time (RTO) and the age of the data restored (RPO).
 
 import time
 
-from sdcadm.errors import Conflict, NotFound, SdcadmError, Unreachable
+from sdcadm.errors import Conflict, NotFound, RestoreDataBroken, SdcadmError, Unreachable
 from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning import (
+    REFUSED_HINT,
     CopyFacts,
     NotViable,
     RestoreFacts,
@@ -35,13 +44,14 @@ from sdcadm.procedures.planning import (
     ip_owned_by,
     level_targets,
     plan_restore_run,
+    refused_error,
     restore_scope,
     restore_summary,
     restored_params,
     restored_result,
     runs_nothing_it_lost,
 )
-from sdcadm.procedures.waits import wait_for, wait_healthy
+from sdcadm.procedures.waits import wait_for, wait_healthy_unless
 
 HEALTH_TIMEOUT = 120.0
 FENCE_STOP_TIMEOUT = 30.0
@@ -89,7 +99,17 @@ class RestoreServices(Procedure):
         for n, level in enumerate(self.plan.levels, 1):
             steps.append(Step(f"restore level {n}: {', '.join(level)}",
                               self._level_step(level_targets(self.plan, level))))
+        if self.plan.refused:
+            names = ", ".join(r.alias for r in self.plan.refused)
+            steps.append(Step(f"refuse {names}: restore data does not match its manifest",
+                              self._refused_step()))
         return steps
+
+    def _refused_step(self):
+        def refuse(ctx):
+            raise refused_error(self.plan.refused)
+
+        return refuse
 
     def _fenced(self, server):
         return lambda ctx, previous: ctx.store.get_server(server.uuid).fenced
@@ -141,19 +161,37 @@ class RestoreServices(Procedure):
                 ctx.agents.client(self.plan.me.agent_url, timeout=2.0).reconcile()
             except SdcadmError:
                 pass  # the agent's own schedule gets there too
-            results = {}
+            results, refused, services = {}, [], set()
             for t in targets:
                 inst = ctx.store.get_instance(t.instance.uuid)
                 ctx.progress(f"waiting for {inst.alias} at {inst.url}")
-                wait_healthy(inst.url + "/ping", self.timeout, f"{inst.alias} to answer at {inst.url}",
-                             probe=ctx.prober.probe)
+                reason = self._wait_restored(ctx, inst)
+                if reason:
+                    refused.append(f"  - {inst.alias} ({inst.service}): {reason}")
+                    services.add(inst.service)
+                    ctx.progress(f"{inst.alias} NOT restored: its agent refused the copy")
+                    continue
                 done = time.monotonic()
                 results[inst.alias] = restored_result(t, inst, done - level_start,
                                                       done - self.started, ctx.now())
                 ctx.progress(f"{inst.alias} restored ({results[inst.alias]['rto_s']:.2f}s)")
+            if refused:
+                raise RestoreDataBroken(
+                    f"{self.plan.me.hostname}'s agent refused to seed from its restore data "
+                    "(it no longer matches its manifest):\n" + "\n".join(refused),
+                    hint=REFUSED_HINT.replace("SERVICE", " ".join(sorted(services))))
             return {"instances": results}
 
         return restore_level
+
+    def _wait_restored(self, ctx, inst):
+        """Wait until ``inst`` answers its health check; None then. The reason
+        when this server's agent refused its copy instead (no wait fixes that)."""
+        agent = ctx.agents.client(self.plan.me.agent_url, timeout=2.0)
+        return wait_healthy_unless(inst.url + "/ping", self.timeout,
+                                   f"{inst.alias} to answer at {inst.url}",
+                                   probe=ctx.prober.probe,
+                                   refusal=lambda: agent.seed_refusal(inst.uuid))[1]
 
     def _move(self, ctx, t):
         store, me = ctx.store, self.plan.me
@@ -198,13 +236,17 @@ def _this_server(config, store):
 
 
 def _copy_facts(data, item):
-    """What ``data`` (this headnode's RestoreData) holds of ``item``'s instance."""
+    """What ``data`` (this headnode's RestoreData) holds of ``item``'s instance,
+    checked against its manifest (every file of its dataset is read: about the
+    time `restore-data verify` takes for it)."""
     try:
         copy = data.instance_copy(item.instance.uuid, item.service)
+        broken = data.verify_copy(copy)
     except (NotFound, SdcadmError) as e:
         return CopyFacts(problem=e.message)
     return CopyFacts(as_of=copy.as_of, status=copy.status, error=copy.error,
-                     snapshot=copy.snapshot, has_dataset=bool(copy.dataset))
+                     snapshot=copy.snapshot, has_dataset=bool(copy.dataset),
+                     broken=tuple(broken))
 
 
 def _recovery_ip(store, inst):

@@ -10,6 +10,7 @@ from sdcadm.errors import SdcadmError
 from sdcadm.health import probe
 
 POLL = 0.05
+REFUSAL_EVERY = 10   # health probes between two questions to an agent (wait_healthy_unless)
 
 
 class WaitTimeout(SdcadmError):
@@ -36,13 +37,28 @@ def wait_for(check, timeout, what, interval=POLL, clock=time.monotonic, sleep=ti
 def wait_healthy(url, timeout, what=None, interval=POLL, probe=probe):
     """Wait until ``url`` answers 2xx; return seconds waited. ``probe(url,
     timeout)``: None when healthy, else why not (a context's ``prober.probe``)."""
-    last = {}
+    return wait_healthy_unless(url, timeout, what, interval, probe)[0]
+
+
+def wait_healthy_unless(url, timeout, what=None, interval=POLL, probe=probe, refusal=None,
+                        every=REFUSAL_EVERY):
+    """``wait_healthy``, but stop early when ``refusal()`` (asked every
+    ``every`` polls: it is a call to an agent) gives a reason why the instance
+    will never answer, e.g. its agent refused its restore data. Return
+    (seconds waited, None) or (seconds waited, that reason)."""
+    last, polls = {}, [0]
 
     def check():
         last["error"] = probe(url, timeout=1.0)
-        return last["error"] is None
+        if last["error"] is None:
+            return True
+        polls[0] += 1
+        if refusal is not None and polls[0] % every == 0:
+            last["refused"] = refusal()
+        return bool(last.get("refused"))
 
     try:
-        return wait_for(check, timeout, what or url, interval)[1]
+        waited = wait_for(check, timeout, what or url, interval)[1]
     except WaitTimeout as e:
         raise WaitTimeout(f"{e.message} (last answer: {last.get('error')})", hint=e.hint) from None
+    return waited, last.get("refused")

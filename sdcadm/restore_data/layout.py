@@ -15,11 +15,14 @@ Under ``restore_data_dir`` (``/var/sdcadm/svc-restore-data``)::
       .pending/ .commit/            a metadata update being staged / being moved into place
       .hashes-<uuid>.json           file hashes of the current copy, reused by the next sync
 
-Paths only: no I/O here except listing what exists.
+Paths, and the DC key manifests are signed with (read from
+``restore_data.key_file`` on first use): no other I/O here except listing
+what exists.
 """
 
 from pathlib import Path
 
+from sdcadm.errors import ConfigError
 from sdcadm.uuids import check_name, check_uuid, is_name, is_uuid
 
 SERVICE_PREFIX = "svc-"
@@ -49,12 +52,28 @@ def safe_relative(path):
 
 def restore_layout(config):
     """The layout of this server's restore data (``restore_data_dir`` under its root)."""
-    return RestoreLayout(config.under_root(config.restore_data_dir))
+    return RestoreLayout(config.under_root(config.restore_data_dir),
+                         key_file=config.restore_data.key_file, source=config.path)
 
 
 class RestoreLayout:
-    def __init__(self, root):
+    def __init__(self, root, *, key_file=None, source="configuration"):
         self.root = Path(root)
+        self.key_file, self._source = key_file, source
+        self._key = None
+
+    @property
+    def key(self):
+        """The DC's restore-data key (bytes); ConfigError saying how to create it.
+        Read lazily: listing paths needs no key, reading a manifest does."""
+        if self._key is None:
+            from sdcadm.config import read_restore_key
+
+            if self.key_file is None:
+                raise ConfigError(self._source, ["restore_data.key_file is not set"],
+                                  hint="set it to the file holding the DC's restore-data key")
+            self._key = read_restore_key(self.key_file, self._source)
+        return self._key
 
     # -- top level -------------------------------------------------------------
     @property

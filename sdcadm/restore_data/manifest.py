@@ -7,13 +7,24 @@ the dataset snapshot (name and GUID), the sha256 and size of every file
 its status and error. It carries its own ``checksum`` (sha256 of the
 canonical JSON of everything else), so a manifest edited after it was
 written is told apart from a copy whose files changed.
+
+The checksum is unkeyed: whoever can write the file can make a consistent
+forgery. So a manifest is also signed, ``signature`` = HMAC-SHA256 over the
+canonical JSON of everything but checksum and signature, with the DC's
+restore-data key (``RestoreLayout.key``, the same file on every headnode).
+Reading checks both: a wrong checksum is damage or a careless edit, a good
+checksum with a wrong or missing signature is a forgery (or a headnode
+with another key, or a manifest written before manifests were signed). See
+docs/security.md, "Restore data".
 """
 
+import hashlib
+import hmac
 import json
 import logging
 from pathlib import Path
 
-from sdcadm.errors import SdcadmError, ValidationError
+from sdcadm.errors import RestoreDataBroken, ValidationError
 from sdcadm.fsutil import canonical_json, sha256_bytes, write_bytes_atomic
 from sdcadm.restore_data.layout import safe_relative
 
@@ -24,8 +35,8 @@ VERSION = 1
 SEVERITY = {"failed": 3, "diverged": 2, "unreachable": 1, "ok": 0}
 
 
-class ManifestError(SdcadmError):
-    """A manifest is missing, unreadable, invalid or was edited."""
+class ManifestError(RestoreDataBroken):
+    """A manifest is missing, unreadable, invalid, was edited or is not signed."""
 
     def __init__(self, path, problem, *, hint=None):
         self.path, self.problem = str(path), problem
@@ -33,14 +44,27 @@ class ManifestError(SdcadmError):
                          hint=hint or "run `sdcadm service sync-restore-data` to write a new copy")
 
 
+RESYNC_HINT = ("run `sdcadm service sync-restore-data SERVICE` on this headnode to write a new, "
+               "signed copy from a healthy source, or restore from another headnode; check that "
+               "restore_data.key_file holds the same key on every headnode")
+
+
 def checksum(doc):
     body = {k: v for k, v in doc.items() if k != "checksum"}
     return sha256_bytes(canonical_json(body).encode())
 
 
-def seal(doc):
-    """The manifest with its checksum set (validated)."""
+def signature(doc, key):
+    """HMAC-SHA256 (hex) of ``doc`` without its checksum and signature, keyed by ``key``."""
+    body = {k: v for k, v in doc.items() if k not in ("checksum", "signature")}
+    return hmac.new(key, canonical_json(body).encode(), hashlib.sha256).hexdigest()
+
+
+def seal(doc, key):
+    """The manifest signed with ``key`` and its checksum set (validated)."""
     doc = dict(doc, version=VERSION)
+    doc.pop("checksum", None)
+    doc["signature"] = signature(doc, key)
     doc["checksum"] = checksum(doc)
     problems = problems_of(doc)
     if problems:
@@ -66,15 +90,16 @@ def problems_of(doc):
     return found
 
 
-def write_manifest(path, doc):
-    """Seal and atomically write ``doc``; return the sealed document."""
-    doc = seal(doc)
+def write_manifest(path, doc, key):
+    """Seal (sign with ``key``) and atomically write ``doc``; return the sealed document."""
+    doc = seal(doc, key)
     write_bytes_atomic(path, canonical_json(doc).encode())
     return doc
 
 
-def read_manifest(path):
-    """The validated manifest at ``path``; ManifestError saying exactly what is wrong."""
+def read_manifest(path, key):
+    """The validated manifest at ``path``, signed with ``key``; ManifestError
+    saying exactly what is wrong."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -82,10 +107,10 @@ def read_manifest(path):
         raise ManifestError(path, "missing: this copy was never completed") from None
     except OSError as e:
         raise ManifestError(path, f"cannot be read: {e.strerror}") from None
-    return parse_manifest(raw, path)
+    return parse_manifest(raw, key, path)
 
 
-def parse_manifest(raw, path="manifest.json"):
+def parse_manifest(raw, key, path="manifest.json"):
     if not raw.strip():
         raise ManifestError(path, "is empty (truncated)")
     try:
@@ -106,7 +131,23 @@ def parse_manifest(raw, path="manifest.json"):
     if checksum(doc) != doc["checksum"]:
         raise ManifestError(path, "was modified after it was written (its checksum does not "
                                   "match its content)")
+    check_signature(doc, key, path)
     return doc
+
+
+def check_signature(doc, key, path):
+    """ManifestError unless ``doc`` is signed with ``key``. The comparison is
+    constant-time, so that timing does not tell a forger how much of a guessed
+    signature is right."""
+    got = doc.get("signature")
+    if got is None:
+        raise ManifestError(path, "is not signed (written by an sdcadm that did not sign "
+                                  "manifests, or forged): refused", hint=RESYNC_HINT)
+    if not hmac.compare_digest(got, signature(doc, key)):
+        raise ManifestError(path, "has a signature that does not match: it was not written "
+                                  "with this DC's restore-data key (forged, or "
+                                  "restore_data.key_file differs between headnodes): refused",
+                            hint=RESYNC_HINT)
 
 
 def service_status(instances):
@@ -127,11 +168,11 @@ def total_bytes(doc):
     return size
 
 
-def read_previous(path, service):
+def read_previous(path, service, key):
     """The committed manifest a sync builds on, or None: missing (the first
-    sync) or unreadable (logged; the next commit replaces it)."""
+    sync) or unreadable or unsigned (logged; the next commit replaces it)."""
     try:
-        return read_manifest(path)
+        return read_manifest(path, key)
     except ManifestError as e:
         if Path(path).exists():
             log.warning("ignoring the previous manifest of %s: %s", service, e,

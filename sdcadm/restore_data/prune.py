@@ -70,7 +70,7 @@ class Pruner:
         held = {}
         for service in self.layout.services():
             uuids = set(self.layout.dataset_uuids(service)) | set(self.layout.vm_uuids(service))
-            previous = read_previous(self.layout.manifest(service), service)
+            previous = read_previous(self.layout.manifest(service), service, self.layout.key)
             if previous:
                 uuids |= set(previous["instances"])
             for uuid in uuids:
@@ -90,7 +90,7 @@ class Pruner:
                               what=f"the copy of {uuid}"):
                     self._backend().destroy(str(replica))
                     remove_tree(replica)
-            previous = read_previous(self.layout.manifest(service), service)
+            previous = read_previous(self.layout.manifest(service), service, self.layout.key)
             remaining = {u: e for u, e in (previous or {}).get("instances", {}).items()
                          if u != uuid}
             if not remaining and not self.layout.dataset_uuids(service):
@@ -106,7 +106,7 @@ class Pruner:
                 doc["bytes"] = total_bytes(doc)
                 doc["status"], doc["error"] = service_status(remaining)
                 staging = commits.Staging(self.layout.pending(service))
-                commits.commit(svc_dir, staging, seal(doc))
+                commits.commit(svc_dir, staging, seal(doc, self.layout.key))
                 commits.remove_unlisted(svc_dir, files)
             else:
                 remove_tree(self.layout.vm_json(service, uuid))

@@ -58,7 +58,7 @@ class ServiceSync:
         svc_dir.mkdir(parents=True, exist_ok=True)
         with self._commit_lock(name):
             commits.recover(svc_dir)
-        previous = read_previous(self.layout.manifest(name), name) or {}
+        previous = read_previous(self.layout.manifest(name), name, self.layout.key) or {}
         prev_instances, prev_files = previous.get("instances", {}), previous.get("files", {})
         staging = commits.Staging(self.layout.pending(name))
         files = stage_service(staging, facts, name)
@@ -103,4 +103,4 @@ class ServiceSync:
             "checksum": "0" * 64,
         }
         doc["bytes"] = total_bytes(doc)
-        return seal(doc)
+        return seal(doc, self.layout.key)

@@ -13,12 +13,12 @@ import os
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
-from sdcadm.datasets.tree import scan_tree
 from sdcadm.errors import DatasetError, SdcadmError, TransportError
 from sdcadm.restore_data import commit as commits
 from sdcadm.restore_data.files import FileLock, LockBusy, remove_tree
 from sdcadm.restore_data.layout import MANIFEST, vm_name
 from sdcadm.restore_data.manifest import ManifestError, read_manifest
+from sdcadm.restore_data.verify_dataset import check_dataset
 from sdcadm.restore_data.verify_files import check_content, check_files, load_checked
 from sdcadm.uuids import check_name
 
@@ -60,6 +60,7 @@ class VerifyReport:
 
 def verify(layout, backend, services=None, *, lock_timeout=LOCK_TIMEOUT):
     """Verify ``services`` (default: every service held here); a VerifyReport."""
+    layout.key  # no key, nothing can be checked: a ConfigError saying how to create it
     report = VerifyReport()
     report.problems.extend(check_dc_json(layout))
     names = layout.services() if services is None else [check_name(n) for n in services]
@@ -93,7 +94,7 @@ def verify_service(layout, backend, service, *, lock_timeout=LOCK_TIMEOUT):
             with FileLock(layout.commit_lock(service), timeout=lock_timeout,
                           what=f"restore data of {service}"):
                 commits.recover(svc_dir)
-                manifest = read_manifest(layout.manifest(service))
+                manifest = read_manifest(layout.manifest(service), layout.key)
                 if manifest["service"] != service:
                     raise ManifestError(layout.manifest(service),
                                         f"describes service {manifest['service']!r}, "
@@ -175,28 +176,8 @@ def _check_instance(layout, service, uuid, inst, manifest, clone, report):
     if target is None:
         return   # the clone failed; reported
     where = f"datasets/{uuid}@{ds['snapshot']}"
-    tree = scan_tree(path)
+    tree, problems = check_dataset(path, ds)
     row["files"], row["bytes"] = len(tree.files), tree.bytes
-    for problem in tree.problems:
-        report.problems.append(f"{where}: {problem}")
-    for rel, want in sorted(ds["files"].items()):
-        got = tree.files.get(rel)
-        if got is None:
-            kind = "not a regular file" if rel in tree.links else "missing"
-            report.problems.append(f"{where}: {kind}: {rel}")
-        elif got != want:
-            report.problems.append(f"{where}: changed: {rel} (sha256 {got['sha256'][:12]}…, "
-                                   f"{got['bytes']} bytes; manifest: {want['sha256'][:12]}…, "
-                                   f"{want['bytes']} bytes)")
-    for rel in sorted(set(tree.files) - set(ds["files"])):
-        report.problems.append(f"{where}: extra: {rel}")
-    for rel, want_target in sorted(ds["links"].items()):
-        if rel not in tree.links:
-            report.problems.append(f"{where}: missing: {rel} (link -> {want_target})")
-        elif tree.links[rel] != want_target:
-            report.problems.append(f"{where}: changed: {rel} (link -> {tree.links[rel]}, "
-                                   f"manifest: -> {want_target})")
-    for rel in sorted(set(tree.links) - set(ds["links"])):
-        report.problems.append(f"{where}: extra: {rel} (link -> {tree.links[rel]})")
+    report.problems.extend(f"{where}: {problem}" for problem in problems)
     report.files += len(tree.files)
     report.bytes += tree.bytes

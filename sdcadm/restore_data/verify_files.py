@@ -8,6 +8,7 @@ one line of the service's report, naming the file.
 import json
 import os
 import stat
+from dataclasses import dataclass, field
 
 from sdcadm.errors import ImageError
 from sdcadm.fsutil import sha256_file
@@ -16,9 +17,29 @@ from sdcadm.restore_data.imagecopy import check_image_file
 from sdcadm.restore_data.layout import INSTS_JSON, MANIFEST, SERVICE_JSON
 
 
+@dataclass
+class Findings:
+    """What a check found: problems (one line each, naming the file) and what it read.
+    verify's ServiceReport is one too."""
+
+    problems: list = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+
+
 def check_files(svc_dir, manifest, report):
     """Every listed file present and unchanged; nothing unlisted."""
     listed = manifest["files"]
+    check_listed(svc_dir, listed, report)
+    for rel in _metadata_files(svc_dir):
+        if rel not in listed:
+            report.problems.append(f"extra: {rel}")
+
+
+def check_listed(svc_dir, listed, report):
+    """Every file of ``listed`` ({rel: {"sha256", "bytes"}}, from the manifest)
+    present under ``svc_dir`` and unchanged; the seeding of one instance checks
+    its own files with this."""
     for rel, want in sorted(listed.items()):
         path = svc_dir / rel
         try:
@@ -35,9 +56,6 @@ def check_files(svc_dir, manifest, report):
         if digest != want["sha256"] or size != want["bytes"]:
             report.problems.append(f"changed: {rel} (sha256 {digest[:12]}…, {size} bytes; "
                                    f"manifest: {want['sha256'][:12]}…, {want['bytes']} bytes)")
-    for rel in _metadata_files(svc_dir):
-        if rel not in listed:
-            report.problems.append(f"extra: {rel}")
 
 
 def _metadata_files(svc_dir):

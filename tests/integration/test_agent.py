@@ -130,6 +130,8 @@ class DC:
         self.store.put_image(self.image)
         self.token_file = tmp / "token"
         self.token_file.write_text(TOKEN + "\n")
+        self.key_file = tmp / "restore-data.key"
+        self.key_file.write_text("dGVzdCBrZXkgb2YgdGhlIGFnZW50IHRlc3RzLCBub3Qgc2VjcmV0\n")
         self.agents, self.instance_uuids = [], []
         request.addfinalizer(self.cleanup)
 
@@ -159,6 +161,7 @@ class DC:
             "agent": {"listen": self.ip, "port": self.port, "token_file": str(self.token_file),
                       "heartbeat_interval": 0.2, "reconcile_interval": 0.2,
                       "heartbeat_timeout": 5, "instance_port": INSTANCE_PORT},
+            "restore_data": {"key_file": str(self.key_file)},
         }
         for key, value in sections.items():
             if isinstance(value, dict):
@@ -513,6 +516,9 @@ BAD_CONFIGS = {
     "zero interval": ({"agent": {"heartbeat_interval": 0}}, "agent.heartbeat_interval"),
     "no token file": ({"agent": {"token_file": "/nonexistent/agent-token"}},
                       "/nonexistent/agent-token does not exist"),
+    "no restore-data key": ({"restore_data": {"key_file": "/nonexistent/restore-data.key"}},
+                            "restore_data.key_file: /nonexistent/restore-data.key does not "
+                            "exist"),
 }
 
 

@@ -23,6 +23,7 @@ HN0, HN1 = "00000000-0000-4000-8000-000000000000", "11111111-1111-4111-8111-1111
 SAPI, IMGAPI, VMAPI, BINDER = (f"a0000000-0000-4000-8000-00000000000{i}" for i in range(4))
 IMG = "b0000000-0000-4000-8000-000000000001"
 MANIFEST = {"name": "sapi", "version": "1", "command": ["true"]}
+KEY = "c2RjYWRtIHRlc3Qga2V5OiBub3QgYSBzZWNyZXQgYXQgYWxs"   # the DC's restore-data key
 
 
 class CopyBackend(DatasetBackend):
@@ -71,7 +72,7 @@ class CopyBackend(DatasetBackend):
         shutil.copytree(Path(replica_dir) / "snapshots" / snapshot, target, symlinks=True)
         return str(target)
 
-    def destroy_clone(self, target):
+    def destroy_clone(self, target, name=None):
         shutil.rmtree(target, ignore_errors=True)
 
     def prune(self, replica_dir, keep):
@@ -106,12 +107,15 @@ class DC:
                                                 delegate_dataset=ds))
             if ds:
                 self.data(uuid).mkdir(parents=True)
+        self.key_file = self.tmp / "restore-data.key"
+        self.key_file.write_text(KEY + "\n")
         cfg = {
             "server_uuid": HN1, "hostname": "hn1", "root": str(self.tmp / "hn1"),
             "restore_data_dir": str(self.tmp / "hn1" / "rd"), "image_source": str(self.images),
             "store": {"path": str(self.tmp / "dc.sqlite")},
             "agent": {"heartbeat_timeout": 3600},
-            "restore_data": {"source_root_template": str(self.tmp / "{hostname}"), **restore},
+            "restore_data": {"source_root_template": str(self.tmp / "{hostname}"),
+                             "key_file": str(self.key_file), **restore},
             "datasets": {"keep": 2},
         }
         path = self.tmp / "hn1.yaml"

@@ -12,7 +12,7 @@ import pytest
 
 from sdcadm.catalog import load_catalog
 from sdcadm.config import load_config
-from sdcadm.errors import ConfigError, NotFound
+from sdcadm.errors import ConfigError, NotFound, RestoreDataBroken
 from sdcadm.model import Instance, Server
 from sdcadm.procedures import ProcedureContext
 from sdcadm.procedures.migrate import MigrateServices
@@ -63,14 +63,18 @@ class FakeCopy:
 
 
 class FakeRestoreData:
-    def __init__(self, copies):
+    def __init__(self, copies, broken=None):
         self.copies, self.asked = copies, []
+        self.broken = broken or {}       # uuid -> problems verify_copy finds
 
     def instance_copy(self, uuid, service=None):
         self.asked.append(uuid)
         if uuid not in self.copies:
             raise NotFound(f"this headnode has no restore data of instance {uuid}")
         return self.copies[uuid]
+
+    def verify_copy(self, copy):
+        return list(self.broken.get(next(u for u, c in self.copies.items() if c is copy), ()))
 
 
 class FakeAgents:
@@ -118,6 +122,36 @@ def test_restore_plans_from_the_context_alone(config):
         "restore sapi0 (sapi) from hn0 onto hn1: dataset copy sync-7 as of 30s ago, keeping IP "
         "127.0.1.1 (hn0 is fenced)"]
     assert [s.name for s in proc.steps()] == ["fence hn0", "restore level 1: sapi, assets"]
+
+
+def test_a_broken_copy_is_left_out_named_in_the_summary_and_fails_the_restore(config):
+    copies = {SAPI.uuid: FakeCopy(NOW - 30, "sync-7", {"snapshot": "sync-7"}),
+              ASSETS.uuid: FakeCopy(NOW - 12, None, None)}
+    ctx, data = context(config, [SAPI, ASSETS], copies)
+    data.broken = {SAPI.uuid: ["datasets/x@sync-7: changed: canary (sha256 1f2e…, 5 bytes; "
+                               "manifest: 9a8b…, 5 bytes)"]}
+    proc = RestoreServices(all_services=True, dead=["hn0"])
+    assert proc.prepare(ctx) is True
+    summary = proc.summarize()
+    assert any(line.startswith("restore assets0 (assets)") for line in summary)
+    assert summary[-1].startswith("NOT restoring sapi0 (sapi): its restore data here does not "
+                                  "match its manifest (datasets/x@sync-7: changed: canary")
+    steps = proc.steps()
+    assert [s.name for s in steps] == [
+        "fence hn0", "restore level 1: assets",
+        "refuse sapi0: restore data does not match its manifest"]
+    with pytest.raises(RestoreDataBroken) as exc:
+        steps[-1].fn(ctx)
+    assert "sapi0 (sapi): datasets/x@sync-7: changed: canary" in str(exc.value)
+    assert "sdcadm service sync-restore-data sapi" in str(exc.value)
+
+
+def test_when_every_copy_is_broken_nothing_moves(config):
+    copies = {SAPI.uuid: FakeCopy(NOW - 30, "sync-7", {"snapshot": "sync-7"})}
+    ctx, data = context(config, [SAPI], copies)
+    data.broken = {SAPI.uuid: ["missing: images/x.file"]}
+    with pytest.raises(NotViable, match="sapi0 .sapi.: missing: images/x.file"):
+        RestoreServices(["sapi"], dead=["hn0"]).prepare(ctx)
 
 
 def test_restore_with_nothing_to_restore_neither_opens_restore_data_nor_reads_the_token(config):

@@ -1,5 +1,6 @@
 """`restore-data verify` names every damaged, missing and extra file."""
 
+import hashlib
 import json
 
 import pytest
@@ -111,3 +112,39 @@ def test_a_stray_directory_that_is_not_a_service_name_is_not_listed(dc):
     (dc.layout.root / "svc-Not_A_Name").mkdir()
     assert "Not_A_Name" not in dc.layout.services()
     assert dc.verify().ok
+
+
+def test_a_forged_manifest_with_a_consistent_checksum_is_broken(dc):
+    """Whoever can write restore data can recompute the checksum, not the
+    signature: a manifest that lies about the copy is refused as unsigned or
+    badly signed, and the copy is not trusted on its word."""
+    from sdcadm.restore_data.manifest import checksum
+
+    dc.sync()
+    path = dc.layout.manifest("sapi")
+    doc = json.loads(path.read_text())
+    snap = doc["instances"][SAPI]["dataset"]["snapshot"]
+    copy = dc.layout.dataset_dir("sapi", SAPI) / "snapshots" / snap
+    (copy / "canary").write_bytes(b"forged")
+    doc["instances"][SAPI]["dataset"]["files"]["canary"] = {
+        "sha256": hashlib.sha256(b"forged").hexdigest(), "bytes": 6}
+    for signature in ("keep", None):
+        if signature is None:
+            doc.pop("signature")
+        doc["checksum"] = checksum(doc)
+        path.write_text(json.dumps(doc))
+        got = problems(dc.verify(["sapi"]))
+        assert len(got) == 1, got
+        assert got[0].startswith("manifest.json: " + ("has a signature that does not match"
+                                                      if signature else "is not signed")), got
+
+
+def test_verify_without_the_key_is_a_config_error_saying_how_to_make_one(dc):
+    from sdcadm.errors import ConfigError
+
+    dc.sync()
+    dc.key_file.unlink()
+    dc.layout._key = None    # a new process would read it afresh
+    with pytest.raises(ConfigError, match="restore_data.key_file") as exc:
+        dc.verify()
+    assert "head -c 32 /dev/urandom | base64" in str(exc.value)

@@ -33,6 +33,7 @@ from sdcadm.procedures.planning.migrate_plan import (
     plan_migration,
 )
 from sdcadm.procedures.planning.restore_plan import (
+    REFUSED_HINT,
     CopyFacts,
     InstanceToRestore,
     RestoreFacts,
@@ -40,6 +41,7 @@ from sdcadm.procedures.planning.restore_plan import (
     RestorePlan,
     RestoreRequest,
     RestoreScope,
+    RefusedCopy,
     addresses_to_take_over,
     check_restorable_servers,
     check_restore_host,
@@ -47,6 +49,7 @@ from sdcadm.procedures.planning.restore_plan import (
     level_targets,
     plan_restore,
     plan_restore_run,
+    refused_error,
     restore_levels,
     restore_scope,
     restore_summary,
@@ -56,12 +59,13 @@ from sdcadm.procedures.planning.restore_plan import (
 )
 
 __all__ = [
-    "DEAD_MARGIN_FACTOR", "CopyFacts", "InstanceMove", "InstanceToRestore", "MigrateFacts",
-    "MigrateItem", "MigratePlan", "NotViable", "RestoreFacts", "RestoreItem", "RestorePlan",
-    "RestoreRequest", "RestoreScope", "addresses_to_take_over", "check_migrate_servers",
-    "check_restorable_servers", "check_restore_host", "copy_problem", "heartbeat_silent",
-    "ip_owned_by", "is_dead", "level_targets", "migrate_method", "migrate_summary", "migrated_instance",
-    "new_uuid_for", "next_free_alias", "plan_migrate", "plan_migration", "plan_restore",
-    "plan_restore_run", "restore_levels", "restore_scope", "restore_summary", "restored_params",
-    "restored_result", "runs_nothing_it_lost", "select_services",
+    "CopyFacts", "DEAD_MARGIN_FACTOR", "InstanceMove", "InstanceToRestore", "MigrateFacts",
+    "MigrateItem", "MigratePlan", "NotViable", "REFUSED_HINT", "RefusedCopy", "RestoreFacts",
+    "RestoreItem", "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
+    "check_migrate_servers", "check_restorable_servers", "check_restore_host", "copy_problem",
+    "heartbeat_silent", "ip_owned_by", "is_dead", "level_targets", "migrate_method",
+    "migrate_summary", "migrated_instance", "new_uuid_for", "next_free_alias", "plan_migrate",
+    "plan_migration", "plan_restore", "plan_restore_run", "refused_error", "restore_levels",
+    "restore_scope", "restore_summary", "restored_params", "restored_result",
+    "runs_nothing_it_lost", "select_services",
 ]

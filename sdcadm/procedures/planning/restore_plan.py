@@ -15,7 +15,7 @@ still runs something) are here too.
 
 from dataclasses import dataclass, replace
 
-from sdcadm.errors import NotFound
+from sdcadm.errors import NotFound, RestoreDataBroken
 from sdcadm.model import SERVER_RUNNING, status_of
 from sdcadm.procedures.planning.common import NotViable, is_dead, select_services
 
@@ -67,6 +67,7 @@ class CopyFacts:
     snapshot: str | None = None
     has_dataset: bool = False
     problem: str | None = None      # the restore data of it could not be read: why
+    broken: tuple = ()              # what does not match its manifest (file by file)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,16 @@ class RestorePlan:
     levels: list              # [[service, ...], ...]: each level comes up together
     now: float                # when planned: the ages the summary shows are as of then
     nothing_to_do: str | None = None
+    refused: tuple = ()       # RefusedCopy: instances whose copy here is broken, not restored
+
+
+@dataclass(frozen=True)
+class RefusedCopy:
+    """An instance left unrestored because its copy here does not match its manifest."""
+
+    service: str
+    alias: str
+    problems: tuple
 
 
 def check_restore_host(me):
@@ -198,11 +209,17 @@ def plan_restore_run(catalog, scope, copies, me, now):
     items. Every instance that cannot be rebuilt from here is reported at once
     (NotViable) before anything changes."""
     dead = {s.uuid: s for s in scope.dead}
-    problems, targets = [], []
+    problems, targets, refused = [], [], []
     for item in scope.items:
         problem = copy_problem(item.instance, copies.get(item.instance.uuid))
         if problem:
             problems.append(f"{item.instance.alias}: {problem}")
+            continue
+        if copies[item.instance.uuid].broken:
+            # The others are restored all the same (a DC without sapi beats a DC
+            # without anything); the procedure then ends failed, naming these.
+            refused.append(RefusedCopy(item.service, item.instance.alias,
+                                       tuple(copies[item.instance.uuid].broken)))
             continue
         targets.append(InstanceToRestore(item.service, item.instance,
                                          dead[item.instance.server_uuid],
@@ -213,6 +230,8 @@ def plan_restore_run(catalog, scope, copies, me, now):
     if problems:
         raise NotViable("cannot restore from this headnode's restore data:\n"
                         + "\n".join(f"  - {p}" for p in problems), hint=RESTORE_DATA_HINT)
+    if refused and not targets:
+        raise NotViable(refused_error(refused).message, hint=REFUSED_HINT)
     nothing = None
     if not targets and all(s.fenced for s in scope.to_fence):
         names = ", ".join(s.hostname for s in scope.dead)
@@ -221,7 +240,26 @@ def plan_restore_run(catalog, scope, copies, me, now):
     levels = restore_levels(catalog, [t.service for t in targets])
     order = {name: i for i, level in enumerate(levels) for name in level}
     targets.sort(key=lambda t: (order[t.service], t.instance.alias))
-    return RestorePlan(me, scope.to_fence, targets, levels, now, nothing)
+    return RestorePlan(me, scope.to_fence, targets, levels, now, nothing, tuple(refused))
+
+
+REFUSED_HINT = ("re-sync with `sdcadm service sync-restore-data SERVICE` on a healthy source, or "
+                "restore from another headnode; `sdcadm restore-data verify SERVICE` lists every "
+                "problem")
+
+
+def refused_error(refused):
+    """RestoreDataBroken naming every refused instance and its first problems."""
+    lines = []
+    for r in refused:
+        shown = list(r.problems[:5]) + ([f"and {len(r.problems) - 5} more"]
+                                        if len(r.problems) > 5 else [])
+        lines.append(f"  - {r.alias} ({r.service}): " + "; ".join(shown))
+    names = " ".join(sorted({r.service for r in refused}))
+    return RestoreDataBroken(
+        "not restored: the restore data of this headnode does not match its manifest for:\n"
+        + "\n".join(lines),
+        hint=REFUSED_HINT.replace("SERVICE", names))
 
 
 def restore_summary(plan):
@@ -240,7 +278,14 @@ def restore_summary(plan):
               else "with a new recovery IP on the admin network")
         lines.append(f"restore {t.instance.alias} ({t.service}) from {t.dead.hostname} onto "
                      f"{plan.me.hostname}: {data}, {ip}")
-    return lines
+    return lines + refused_summary(plan)
+
+
+def refused_summary(plan):
+    """The summary lines of the instances a restore leaves out (broken copies)."""
+    return [f"NOT restoring {r.alias} ({r.service}): its restore data here does not match its "
+            f"manifest ({r.problems[0]}{'; ...' if len(r.problems) > 1 else ''}); "
+            "the restore will end failed" for r in plan.refused]
 
 
 def level_targets(plan, level):
