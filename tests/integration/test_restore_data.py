@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -342,6 +343,11 @@ def test_agent_killed_mid_sync_keeps_the_last_copy_and_recovers(lab):
     server = lab.server("hn1")
     snaps = lab.restore_data("hn1").layout.dataset_dir("imgapi", lab.instance("imgapi0").uuid) \
         / "snapshots"
+    # hn1's process groups (its agent's, which its rsync joins, and its
+    # instances'), looked up now so that they can be frozen the moment the
+    # copy is seen under way: under load, starting `sdcadm lab kill` took
+    # long enough for the whole copy to finish first.
+    groups = {os.getpgid(pid) for pid in procs.lab_processes(lab.dir / "hn1")} - {os.getpgrp()}
     session = requests.Session()
     session.trust_env = False
     resp = session.post(f"{server.agent_url}/v1/restore-data/sync",
@@ -351,7 +357,9 @@ def test_agent_killed_mid_sync_keeps_the_last_copy_and_recovers(lab):
     while not any(p.name.startswith(".tmp-") and any(p.rglob("f*")) for p in snaps.iterdir()):
         assert time.monotonic() < deadline, "the sync never started copying"
         time.sleep(0.005)
-    lab.lab("kill", "hn1")                       # SIGKILL the agent's process group
+    for group in groups:
+        os.killpg(group, signal.SIGSTOP)         # mid-copy, held there...
+    lab.lab("kill", "hn1")                       # ...until the power goes (SIGKILL)
     killed_at = time.monotonic()
     resp.close()
     session.close()
