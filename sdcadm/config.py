@@ -412,25 +412,32 @@ TOKEN_HINT = ("put a long random secret in it, e.g. `umask 077; openssl rand -he
               "the file that holds it (in the lab: <lab>/token, set by `sdcadm lab env`)")
 
 
+def read_secret(path, key, source, hint, min_bytes=1):
+    """The stripped bytes of the secret file ``path`` (configuration ``key``);
+    ConfigError naming the file and how to fix it when it is missing,
+    unreadable, empty or shorter than ``min_bytes``."""
+    try:
+        secret = Path(path).read_bytes().strip()
+    except FileNotFoundError:
+        problem = f"{key}: {path} does not exist"
+    except OSError as e:
+        problem = f"{key}: cannot read {path}: {e.strerror}"
+    else:
+        if len(secret) >= min_bytes:
+            return secret
+        problem = (f"{key}: {path} is empty" if not secret else
+                   f"{key}: {path} holds {len(secret)} bytes, fewer than {min_bytes}")
+    raise ConfigError(source, [problem], hint=hint.format(path=path))
+
+
 def read_token(path, source="configuration"):
     """The agents' bearer token: the stripped content of ``path`` (the
     ``agent.token_file`` of the configuration ``source``).
 
     The agent serves with it and every client (procedures, the CLI, the lab)
     sends it, so both sides read it here: one rule for what a usable token is.
-    ConfigError naming the file and how to fix it when missing, unreadable or empty.
     """
-    try:
-        token = Path(path).read_text().strip()
-    except FileNotFoundError:
-        problem = f"agent.token_file: {path} does not exist"
-    except OSError as e:
-        problem = f"agent.token_file: cannot read {path}: {e.strerror}"
-    else:
-        if token:
-            return token
-        problem = f"agent.token_file: {path} is empty"
-    raise ConfigError(source, [problem], hint=TOKEN_HINT.format(path=path))
+    return read_secret(path, "agent.token_file", source, TOKEN_HINT).decode(errors="replace")
 
 
 RESTORE_KEY_HINT = ("create it once with `umask 077; head -c 32 /dev/urandom | base64 > {path}` "
@@ -443,17 +450,5 @@ RESTORE_KEY_MIN = 16
 def read_restore_key(path, source="configuration"):
     """The DC key restore-data manifests are signed with (HMAC-SHA256): the
     stripped bytes of ``path`` (``restore_data.key_file``). Every headnode
-    must hold the same key, or it refuses the others' manifests. ConfigError
-    naming the file and how to create it when missing, unreadable or too short."""
-    try:
-        key = Path(path).read_bytes().strip()
-    except FileNotFoundError:
-        problem = f"restore_data.key_file: {path} does not exist"
-    except OSError as e:
-        problem = f"restore_data.key_file: cannot read {path}: {e.strerror}"
-    else:
-        if len(key) >= RESTORE_KEY_MIN:
-            return key
-        problem = (f"restore_data.key_file: {path} holds {len(key)} bytes, fewer than "
-                   f"{RESTORE_KEY_MIN}")
-    raise ConfigError(source, [problem], hint=RESTORE_KEY_HINT.format(path=path))
+    must hold the same key, or it refuses the others' manifests."""
+    return read_secret(path, "restore_data.key_file", source, RESTORE_KEY_HINT, RESTORE_KEY_MIN)

@@ -51,6 +51,23 @@ def check_instance(instance):
     _refuse("instance", instance, problems)
 
 
+# What move_instance may change; everything else of an instance is fixed.
+INSTANCE_MUTABLE = {"server_uuid", "admin_ip", "port", "state", "image", "alias", "params"}
+
+
+def check_instance_change(uuid, changes):
+    """Refuse a change to an immutable field (a caller's bug: ValueError) or
+    to null (ValidationError), before any backend reads anything."""
+    bad = set(changes) - INSTANCE_MUTABLE
+    if bad:
+        raise ValueError(f"cannot change {', '.join(sorted(bad))} of an instance")
+    unset = sorted(k for k, v in changes.items() if v is None)
+    if unset:
+        raise ValidationError("instance change", f"a write to the DC store ({uuid})",
+                              [f"{k} cannot be null" for k in unset],
+                              hint="nothing was written; fix the caller's change")
+
+
 def check_image(image):
     _refuse("image", image, _missing("image", image))
 

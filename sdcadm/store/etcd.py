@@ -32,7 +32,6 @@ from sdcadm.store.etcd_client import EtcdClient, delete, put, same_create, same_
 from sdcadm.store.etcd_keys import SCHEMA_VERSION, Keys, decode, encode, record
 from sdcadm.store.etcd_leases import Leases
 
-_INSTANCE_MUTABLE = {"server_uuid", "admin_ip", "port", "state", "image", "alias", "params"}
 # A transaction lost to concurrent writers is decided again; a store this busy
 # for this long is not going to calm down by itself.
 _ATTEMPTS = 200
@@ -242,14 +241,7 @@ class EtcdStore(Leases, Store):
         return sorted(found, key=lambda i: (i.service, i.alias))
 
     def move_instance(self, uuid, expected_generation, **changes):
-        bad = set(changes) - _INSTANCE_MUTABLE
-        if bad:
-            raise ValueError(f"cannot change {', '.join(sorted(bad))} of an instance")
-        unset = sorted(k for k, v in changes.items() if v is None)
-        if unset:
-            raise ValidationError("instance change", f"a write to the DC store ({uuid})",
-                                  [f"{k} cannot be null" for k in unset],
-                                  hint="nothing was written; fix the caller's change")
+        checks.check_instance_change(uuid, changes)
 
         def decide(reads):
             kv = reads.get(self.keys.instance(uuid))

@@ -30,7 +30,6 @@ _SERVER_COLS = ("uuid", "hostname", "admin_ip", "headnode", "setup", "boot_platf
                 "current_platform", "last_heartbeat", "fenced", "agent_port", "generation")
 _INSTANCE_COLS = ("uuid", "alias", "service", "server_uuid", "image", "admin_ip", "port",
                   "generation", "delegate_dataset", "state", "params")
-_INSTANCE_MUTABLE = {"server_uuid", "admin_ip", "port", "state", "image", "alias", "params"}
 
 
 def _server(row):
@@ -363,14 +362,7 @@ class SqliteStore(Store):
         return [_instance(r) for r in self._query(sql + " ORDER BY service, alias", args)]
 
     def move_instance(self, uuid, expected_generation, **changes):
-        bad = set(changes) - _INSTANCE_MUTABLE
-        if bad:
-            raise ValueError(f"cannot change {', '.join(sorted(bad))} of an instance")
-        unset = sorted(k for k, v in changes.items() if v is None)
-        if unset:
-            raise ValidationError("instance change", f"a write to the DC store ({uuid})",
-                                  [f"{k} cannot be null" for k in unset],
-                                  hint="nothing was written; fix the caller's change")
+        checks.check_instance_change(uuid, changes)
         if "params" in changes:
             changes["params"] = json.dumps(changes["params"], sort_keys=True)
         sets = "".join(f", {k} = ?" for k in changes)
