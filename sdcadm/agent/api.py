@@ -225,6 +225,7 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, address, agent, token, max_connections=MAX_CONNECTIONS):
         self.agent, self.token = agent, token
+        self.max_connections = max_connections
         self.slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, Handler)
 
@@ -241,7 +242,7 @@ class ApiServer(ThreadingHTTPServer):
             except OSError:
                 pass
             log.warning("api: refused a connection from %s: %d requests already being served",
-                        client_address[0], self.slots._initial_value,
+                        client_address[0], self.max_connections,
                         extra={"event": "http-busy", "client": client_address[0]})
             self.shutdown_request(request)
             return

@@ -19,6 +19,7 @@ anything else ``StoreError`` (``errors.py``). The contract, as tests, is
   owner took the lock the write is refused with ``LockLost`` and nothing changes.
 """
 
+import copy
 from abc import ABC, abstractmethod
 
 from sdcadm.errors import NotFound
@@ -43,14 +44,20 @@ class Store(ABC):
     def describe(self):
         """Where the store is, in words for messages (e.g. "sqlite store /var/...")."""
 
-    @abstractmethod
+    # A backend sets ``clock`` (unix time), ``_guard = None`` and
+    # ``_view = False`` in its constructor; its writes check ``_guard``.
     def now(self):
         """The store's clock (unix time): what heartbeats and lock expiries use."""
+        return self.clock()
 
-    @abstractmethod
     def guarded(self, lock_name, token):
         """A view of this store whose writes are refused (LockLost, nothing
-        written) unless lock ``lock_name`` still carries fencing ``token``."""
+        written) unless lock ``lock_name`` still carries fencing ``token``.
+        The view shares the store's connections (``_view``: its close() leaves
+        them open)."""
+        view = copy.copy(self)
+        view._guard, view._view = (lock_name, token), True
+        return view
 
     # -- servers ---------------------------------------------------------
     @abstractmethod

@@ -8,7 +8,7 @@ and refuses a bad one with a ValidationError that names the field.
 
 import ipaddress
 
-from sdcadm.errors import ValidationError
+from sdcadm.errors import Conflict, NotFound, ValidationError
 from sdcadm.model import RESTORE_STATUSES, TASK_STATES
 
 _REQUIRED = {
@@ -66,6 +66,18 @@ def check_instance_change(uuid, changes):
         raise ValidationError("instance change", f"a write to the DC store ({uuid})",
                               [f"{k} cannot be null" for k in unset],
                               hint="nothing was written; fix the caller's change")
+
+
+def check_generation(kind, uuid, found, expected):
+    """The compare of a compare-and-swap on a record's generation, in the
+    words every backend uses: NotFound when the record is gone (``found`` is
+    None), Conflict when someone else changed it first."""
+    if found is None:
+        raise NotFound(f"no {kind} with UUID {uuid}")
+    if found != expected:
+        what = "moved" if kind == "instance" else "changed"
+        raise Conflict(f"{kind} {uuid} is at generation {found}, not {expected}: someone else "
+                       f"{what} it", hint=f"re-read the {kind} and retry")
 
 
 def check_image(image):

@@ -18,7 +18,6 @@ key are bound to leases, which etcd deletes when they are not refreshed. The
 ``expires_at``) and is ``now()``.
 """
 
-import copy
 import ipaddress
 import math
 import threading
@@ -62,6 +61,7 @@ class EtcdStore(Leases, Store):
         self._leases = {}  # server uuid -> the lease of its heartbeat key
         self._leases_mutex = threading.Lock()
         self._guard = None  # (lock name, token) in a guarded() view
+        self._view = False
 
     # -- lifecycle -----------------------------------------------------------
     def open(self):
@@ -88,14 +88,6 @@ class EtcdStore(Leases, Store):
 
     def describe(self):
         return f"etcd store {self.keys.prefix} at {self.client.describe()}"
-
-    def now(self):
-        return self.clock()
-
-    def guarded(self, lock_name, token):
-        view = copy.copy(self)
-        view._guard = (lock_name, token)
-        return view
 
     def close(self):
         pass  # HTTP sessions close with the process; leases end by themselves
@@ -190,13 +182,9 @@ class EtcdStore(Leases, Store):
     def set_fenced(self, server_uuid, fenced, expected_generation):
         def decide(reads):
             kv = reads.get(self.keys.server(server_uuid))
-            if kv is None:
-                raise NotFound(f"no server with UUID {server_uuid}")
-            server = record(Server, kv)
-            if server.generation != expected_generation:
-                raise Conflict(f"server {server_uuid} is at generation {server.generation}, not "
-                               f"{expected_generation}: someone else changed it",
-                               hint="re-read the server and retry")
+            server = kv and record(Server, kv)
+            checks.check_generation("server", server_uuid, server and server.generation,
+                                    expected_generation)
             server.fenced, server.generation = bool(fenced), server.generation + 1
             value = server.to_dict()
             value.pop("last_heartbeat")
@@ -245,13 +233,8 @@ class EtcdStore(Leases, Store):
 
         def decide(reads):
             kv = reads.get(self.keys.instance(uuid))
-            if kv is None:
-                raise NotFound(f"no instance with UUID {uuid}")
-            old = record(Instance, kv)
-            if old.generation != expected_generation:
-                raise Conflict(f"instance {uuid} is at generation {old.generation}, "
-                               f"not {expected_generation}: someone else moved it",
-                               hint="re-read the instance and retry")
+            old = kv and record(Instance, kv)
+            checks.check_generation("instance", uuid, old and old.generation, expected_generation)
             new = Instance.from_dict({**old.to_dict(), **changes,
                                       "generation": old.generation + 1})
             ops = [put(kv["key"], encode(new.to_dict()))]

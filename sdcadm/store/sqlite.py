@@ -8,7 +8,6 @@ for one another (busy timeout). Every method is one transaction, and no
 for tests), the one clock heartbeats and lock expiries are measured with.
 """
 
-import copy
 import ipaddress
 import json
 import os
@@ -125,14 +124,6 @@ class SqliteStore(Store):
 
     def describe(self):
         return f"sqlite store {self.path}"
-
-    def now(self):
-        return self.clock()
-
-    def guarded(self, lock_name, token):
-        view = copy.copy(self)
-        view._guard, view._view = (lock_name, token), True
-        return view
 
     # -- plumbing ----------------------------------------------------------
     def _identity(self):
@@ -300,11 +291,8 @@ class SqliteStore(Store):
             if cur.rowcount == 0:
                 row = c.execute("SELECT generation FROM servers WHERE uuid = ?",
                                 (server_uuid,)).fetchone()
-                if row is None:
-                    raise NotFound(f"no server with UUID {server_uuid}")
-                raise Conflict(f"server {server_uuid} is at generation {row[0]}, not "
-                               f"{expected_generation}: someone else changed it",
-                               hint="re-read the server and retry")
+                checks.check_generation("server", server_uuid, row and row[0],
+                                        expected_generation)
             self._bump(c)
             row = c.execute(f"SELECT {', '.join(_SERVER_COLS)} FROM servers WHERE uuid = ?",
                             (server_uuid,)).fetchone()
@@ -372,11 +360,7 @@ class SqliteStore(Store):
                             (*changes.values(), uuid, expected_generation))
             if cur.rowcount == 0:
                 row = c.execute("SELECT generation FROM instances WHERE uuid = ?", (uuid,)).fetchone()
-                if row is None:
-                    raise NotFound(f"no instance with UUID {uuid}")
-                raise Conflict(f"instance {uuid} is at generation {row[0]}, "
-                               f"not {expected_generation}: someone else moved it",
-                               hint="re-read the instance and retry")
+                checks.check_generation("instance", uuid, row and row[0], expected_generation)
             self._bump(c)
         return self.get_instance(uuid)
 
