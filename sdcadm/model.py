@@ -74,7 +74,12 @@ class Instance(Record):
 
     @property
     def url(self):
-        return f"http://{self.admin_ip}:{self.port}"
+        return instance_url(self.admin_ip, self.port)
+
+
+def instance_url(admin_ip, port):
+    """Where an instance answers (its health check is ``<url>/ping``)."""
+    return f"http://{admin_ip}:{port}"
 
 
 @dataclass

@@ -148,38 +148,68 @@ def _header(name, headers):
 
 def render(rows, output, file=None):
     """Write ``rows`` (a list of dicts) to stdout as ``output`` asks."""
+    names = list(dict.fromkeys(k for r in rows for k in r)) if output.json else (
+        list(dict.fromkeys(output.columns + [n for n, _ in output.sort])))
+    columns = {name: list(map(dict.get, rows, repeat(name))) for name in names}
+    render_columns(columns, output, file, count=len(rows))
+
+
+def render_columns(columns, output, file=None, count=None):
+    """Write a listing held by column, ``{field: [value, ...]}`` (lists of one
+    length, holding at least the fields shown and sorted on), as ``output``
+    asks. For big listings: no dict per row (``insts``: 50,000 rows)."""
     out = file or sys.stdout
-    rows = sort_rows(rows, output.sort)
+    if count is None:
+        count = len(next(iter(columns.values()), ()))
+    if output.sort and count > 1:
+        order = sort_order(columns, count, output.sort)
+        columns = {name: list(map(values.__getitem__, order)) for name, values in columns.items()}
     if output.json:
-        out.write(_json(rows, output.columns if output.explicit_columns else None))
+        _write_json(out, output.columns if output.explicit_columns else list(columns), columns,
+                    count)
         return
-    columns = [_cells(rows, name, output.formats.get(name)) for name in output.columns]
+    cells = [_cells(columns[name], output.formats.get(name)) for name in output.columns]
     if output.no_header:
-        out.write(_tab_separated(columns, len(rows)))
+        out.writelines(_tab_separated(cells, count))
     else:
-        out.write(_table([output.header(c) for c in output.columns], columns, len(rows)))
+        out.writelines(_table([output.header(c) for c in output.columns], cells, count))
+
+
+def sort_order(columns, count, sort):
+    """Row indices ordered by [(field, descending)], first key first; stable;
+    None last (first when descending); mixed types compared as text."""
+    order = list(range(count))
+    for name, descending in reversed(sort):
+        values = columns[name]
+        try:
+            order = sorted(order, key=lambda i: (values[i] is None, values[i]),
+                           reverse=descending)
+        except TypeError:  # mixed types in one field: compare as text
+            order = sorted(order, key=lambda i: (values[i] is None, str(values[i])),
+                           reverse=descending)
+    return order
 
 
 def sort_rows(rows, sort):
-    """Rows sorted by [(field, descending)], first key first; stable; None last."""
+    """Rows (dicts) sorted as ``sort_order`` sorts columns."""
     if not sort:
         return rows
-    rows = list(rows)
-    for name, descending in reversed(sort):
-        try:
-            rows.sort(key=lambda r: (r.get(name) is None, r.get(name)), reverse=descending)
-        except TypeError:  # mixed types in one field: compare as text
-            rows.sort(key=lambda r: (r.get(name) is None, str(r.get(name))), reverse=descending)
-    return rows
+    columns = {name: list(map(dict.get, rows, repeat(name))) for name, _ in sort}
+    return [rows[i] for i in sort_order(columns, len(rows), sort)]
 
 
-def _json(rows, columns):
-    if columns:
-        rows = [{c: r.get(c) for c in columns} for r in rows]
-    if not rows:
-        return "[]\n"
+def _write_json(out, names, columns, count, chunk=2048):
+    """A JSON array, one object per line, written a chunk of rows at a time."""
+    if not count:
+        out.write("[]\n")
+        return
     dumps = json.JSONEncoder(default=str).encode
-    return "[\n" + ",\n".join(map(dumps, rows)) + "\n]\n"
+    values = [columns.get(name) or [None] * count for name in names]
+    out.write("[\n")
+    for start in range(0, count, chunk):
+        rows = (dict(zip(names, row)) for row in zip(*(v[start:start + chunk] for v in values)))
+        out.write((",\n" if start else "") + ",\n".join(map(dumps, rows)))
+    out.write("\n]\n")
 
 
 def cell(value):
@@ -199,8 +229,8 @@ def cell(value):
     return str(value)
 
 
-def _cells(rows, name, fmt):
-    values = list(map(dict.get, rows, repeat(name)))
+def _cells(values, fmt):
+    """One column's values as table text."""
     if fmt is not None:
         return [cell(fmt(v)) for v in values]
     # Whole-column fast paths: no Python call per cell for plain text or integers.
@@ -212,27 +242,41 @@ def _cells(rows, name, fmt):
     return [v if v.__class__ is str and v else cell(v) for v in values]
 
 
+# Lines formatted and written per chunk: 50,000 lines are never held twice
+# (as lines and as their join), which halves the peak memory of `insts`.
+_CHUNK = 4096
+
+
 def _tab_separated(columns, count):
-    if not count:
-        return ""
+    """The lines of ``-H``: one tab between fields, tabs and newlines in cells flattened."""
     for i, col in enumerate(columns):
         joined = "\x00".join(col)
         if "\t" in joined or "\n" in joined:
             columns[i] = [c.replace("\t", " ").replace("\n", " ") for c in col]
-    return "\n".join(map("\t".join, zip(*columns))) + "\n"
+    for start in range(0, count, _CHUNK):
+        chunk = zip(*(col[start:start + _CHUNK] for col in columns))
+        yield "\n".join(map("\t".join, chunk)) + "\n"
+
+
+def _plain(cells):
+    """True when every cell is single-line ASCII (laid out here, not by tabulate)."""
+    text = "\x00".join(cells)
+    return text.isascii() and "\n" not in text and "\r" not in text and "\t" not in text
 
 
 def _table(headers, columns, count):
-    text = "\x00".join("\x00".join(col) for col in columns) + "\x00".join(headers)
-    if not text.isascii() or "\n" in text or "\r" in text or "\t" in text:
-        return _tabulate(headers, columns)
+    """The lines of a table, in tabulate's ``plain`` layout."""
+    if not all(map(_plain, columns + [headers])):
+        yield _tabulate(headers, columns)
+        return
     widths = [max(len(h) + _MIN_PADDING, max(map(len, col), default=0))
               for h, col in zip(headers, columns)]
     # The last column unpadded: tabulate strips trailing blanks from every line.
     fmt = _SEP.join([f"%-{w}s" for w in widths[:-1]] + ["%s"])
-    lines = [fmt % tuple(headers)]
-    lines.extend(fmt % row for row in zip(*columns))
-    return "\n".join(lines) + "\n"
+    yield fmt % tuple(headers) + "\n"
+    for start in range(0, count, _CHUNK):
+        chunk = zip(*(col[start:start + _CHUNK] for col in columns))
+        yield "\n".join(map(fmt.__mod__, chunk)) + "\n"
 
 
 def _tabulate(headers, columns):

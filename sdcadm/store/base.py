@@ -21,8 +21,10 @@ anything else ``StoreError`` (``errors.py``). The contract, as tests, is
 
 import copy
 from abc import ABC, abstractmethod
+from dataclasses import fields as dataclass_fields
 
-from sdcadm.errors import NotFound
+from sdcadm.errors import NotFound, UsageError
+from sdcadm.model import Instance
 from sdcadm.uuids import is_uuid
 
 
@@ -109,6 +111,15 @@ class Store(ABC):
     @abstractmethod
     def list_instances(self, service=None, server_uuid=None):
         """Instances, optionally filtered, ordered by service then alias."""
+
+    def instance_columns(self, fields, service=None, server_uuid=None):
+        """The instances ``list_instances`` returns, by column: ``{field: [value,
+        ...]}`` for the Instance ``fields`` asked for, all lists in the same
+        (service, alias) order. For listings of 50,000 instances: a backend may
+        read only those columns and build no Instance per row (sqlite does)."""
+        fields = check_instance_fields(fields)
+        insts = self.list_instances(service=service, server_uuid=server_uuid)
+        return {name: [getattr(i, name) for i in insts] for name in fields}
 
     @abstractmethod
     def move_instance(self, uuid, expected_generation, **changes):
@@ -231,3 +242,17 @@ class Store(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+INSTANCE_FIELDS = tuple(f.name for f in dataclass_fields(Instance))
+
+
+def check_instance_fields(fields):
+    """``fields`` as a tuple without repeats; UsageError for a name that is
+    not a field of Instance (it would reach SQL as a column name)."""
+    fields = tuple(dict.fromkeys(fields))
+    unknown = [f for f in fields if f not in INSTANCE_FIELDS]
+    if unknown:
+        raise UsageError(f"unknown instance field(s) {', '.join(map(repr, unknown))}",
+                         hint="fields: " + ", ".join(INSTANCE_FIELDS))
+    return fields

@@ -22,7 +22,7 @@ from sdcadm.errors import (Conflict, LockHeld, LockLost, NotFound, StoreError, S
                            ValidationError)
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import checks
-from sdcadm.store.base import Store
+from sdcadm.store.base import Store, check_instance_fields
 from sdcadm.store.migrations import MIGRATIONS
 
 _SERVER_COLS = ("uuid", "hostname", "admin_ip", "headnode", "setup", "boot_platform",
@@ -67,6 +67,18 @@ def _instance(row):
     params = {} if row[10] == "{}" else _parsed(row[10], "instances", row[0], "params")
     return Instance(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
                     bool(row[8]), row[9], params)
+
+
+def _instance_filter(service, server_uuid):
+    """(`` WHERE ...`` or "", args) selecting instances of a service and/or server."""
+    where, args = [], []
+    if service is not None:
+        where.append("service = ?")
+        args.append(service)
+    if server_uuid is not None:
+        where.append("server_uuid = ?")
+        args.append(server_uuid)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
 
 
 class SqliteStore(Store):
@@ -337,17 +349,33 @@ class SqliteStore(Store):
         return _instance(rows[0])
 
     def list_instances(self, service=None, server_uuid=None):
-        where, args = [], []
-        if service is not None:
-            where.append("service = ?")
-            args.append(service)
-        if server_uuid is not None:
-            where.append("server_uuid = ?")
-            args.append(server_uuid)
-        sql = f"SELECT {', '.join(_INSTANCE_COLS)} FROM instances"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [_instance(r) for r in self._query(sql + " ORDER BY service, alias", args)]
+        where, args = _instance_filter(service, server_uuid)
+        sql = f"SELECT {', '.join(_INSTANCE_COLS)} FROM instances{where} ORDER BY service, alias"
+        return [_instance(r) for r in self._query(sql, args)]
+
+    def instance_columns(self, fields, service=None, server_uuid=None):
+        # Only the columns asked for, read in chunks straight into one list per
+        # column: no Instance, no row tuple kept (50,000 rows: a fraction of
+        # the time and memory of list_instances).
+        fields = check_instance_fields(fields)
+        where, args = _instance_filter(service, server_uuid)
+        read = fields + ("uuid",) if "params" in fields and "uuid" not in fields else fields
+        columns = [[] for _ in read]
+        try:
+            cursor = self._conn().execute(
+                f"SELECT {', '.join(read)} FROM instances{where} ORDER BY service, alias", args)
+            while chunk := cursor.fetchmany(4096):
+                for column, values in zip(columns, zip(*chunk)):
+                    column.extend(values)
+        except sqlite3.Error as e:
+            raise StoreError(f"reading the DC store {self.path} failed: {e}") from None
+        out = dict(zip(read, columns))
+        if "delegate_dataset" in out:
+            out["delegate_dataset"] = list(map(bool, out["delegate_dataset"]))
+        if "params" in out:
+            out["params"] = [{} if raw == "{}" else _parsed(raw, "instances", uuid, "params")
+                             for raw, uuid in zip(out["params"], out["uuid"])]
+        return {name: out[name] for name in fields}
 
     def move_instance(self, uuid, expected_generation, **changes):
         checks.check_instance_change(uuid, changes)

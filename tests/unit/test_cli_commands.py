@@ -189,6 +189,34 @@ def test_insts_json_keys(dc):
     assert sapi["url"].startswith("http://127.0.0.1:")
 
 
+@pytest.mark.parametrize("args, out", [
+    (["-o", "alias,gen", "-s", "-gen,alias"], "binder0\t2\nbinder1\t1\nmoray0\t1\nsapi0\t1\n"),
+    (["-o", "alias,hostname", "-s", "hostname,alias"],
+     "moray0\tcn0\nbinder0\thn0\nsapi0\thn0\nbinder1\thn1\n"),
+    (["-o", "alias,params,delegate_dataset", "state=running", "server=hn0"],
+     "binder0\t{}\tfalse\nsapi0\t{}\tfalse\n"),
+    (["-o", "alias", "-s", "server_uuid,alias", "binder", "moray"],
+     "\n".join(sorted(["binder0", "binder1", "moray0"],
+                      key=lambda a: ({"binder0": HN0, "binder1": HN1, "moray0": CN0}[a], a))) + "\n"),
+])
+def test_insts_fields_sorts_and_filters_together(dc, args, out):
+    """The listing is read by column: fields, sorts and filters that need
+    columns not shown (server_uuid for hostname, state for a filter) still work."""
+    result = sdcadm("insts", "-H", *args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == out
+
+
+def test_insts_json_is_every_field_of_every_record(dc):
+    rows = json.loads(sdcadm("insts", "-j").stdout)
+    store = store_at(dc / "dc.sqlite")
+    hostnames = {s.uuid: s.hostname for s in store.list_servers()}
+    assert rows == [dict(i.__dict__, hostname=hostnames[i.server_uuid], url=i.url)
+                    for i in store.list_instances()]
+    assert json.loads(sdcadm("insts", "-j", "-o", "url,alias", "moray").stdout) == [
+        {"url": store.get_instance(MORAY0).url, "alias": "moray0"}]
+
+
 def test_insts_unknown_service(dc):
     result = sdcadm("insts", "nosuchsvc")
     assert result.exit_code == 1

@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from sdcadm.errors import Conflict, LockHeld, LockLost, NotFound, StoreError, ValidationError
+from sdcadm.errors import (Conflict, LockHeld, LockLost, NotFound, StoreError, UsageError,
+                           ValidationError)
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import store_for
 from tests.conftest import expire_lock, store_config
@@ -246,6 +247,25 @@ def test_instances_listed_by_service_then_alias_with_filters_and_delete(dc):
     dc.delete_instance(I2, expected_generation=1)
     with pytest.raises(NotFound):
         dc.get_instance(I2)
+
+
+def test_instance_columns_are_list_instances_by_column(dc):
+    dc.create_instance(inst(alias="vmapi0", service="vmapi", server_uuid=S2))
+    dc.create_instance(inst(uuid=I2, params={"a": [1, 2]}, delegate_dataset=True))
+    fields = ["alias", "params", "delegate_dataset", "generation", "server_uuid"]
+    for filters in ({}, {"server_uuid": S2}, {"service": "sapi"}, {"service": "nope"}):
+        insts = dc.list_instances(**filters)
+        columns = dc.instance_columns(fields, **filters)
+        assert columns == {f: [getattr(i, f) for i in insts] for f in fields}
+    assert dc.instance_columns(["params", "params"])["params"] == [{"a": [1, 2]}, {}]
+
+
+def test_instance_columns_refuse_a_field_that_is_not_one(dc):
+    with pytest.raises(UsageError, match="'hostname'"):
+        dc.instance_columns(["alias", "hostname"])
+    with pytest.raises(UsageError):
+        dc.instance_columns(["uuid FROM instances; DROP TABLE instances; --"])
+    assert dc.instance_columns(["alias"]) == {"alias": []}
 
 
 # -- services, images, tasks, revision -----------------------------------------------------
