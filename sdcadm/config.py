@@ -43,6 +43,8 @@ SPEC = {
     "log_dir": (str, "/var/log/sdcadm", "where procedures write their logs"),
     "restore_data_dir": (str, "/var/sdcadm/svc-restore-data", "where restore data is kept"),
     "image_source": (str, "/var/sdcadm/images", "directory holding <uuid>.json and <uuid>.file of images"),
+    "usbkey_dir": (str, "/usbkey", "a headnode's copy of what makes it a headnode (images, "
+                                   "platforms, secrets...): the headnode bundle is built from it"),
     "datasets": {
         "backend": (str, "dir", "dir | zfs: how delegate datasets are stored and copied"),
         "zfs_pool": (_OPT_STR, None, "zfs: the pool holding delegate datasets and replicas"),

@@ -34,6 +34,14 @@ def sha256_file(path, *, follow_symlinks=True):
     return digest.hexdigest()
 
 
+def safe_relative(path):
+    """True if ``path`` is a relative POSIX path that stays inside its root
+    (no absolute path, no ``..`` component, no empty or NUL name)."""
+    if not isinstance(path, str) or not path or "\0" in path or path.startswith("/"):
+        return False
+    return not any(part in ("", ".", "..") for part in path.split("/"))
+
+
 def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -36,6 +36,7 @@ COMMANDS = {
     "instance": "sdcadm.cli.instance:instance",
     "service": "sdcadm.cli.service:service",
     "restore-data": "sdcadm.cli.restore_data:restore_data",
+    "usbkey": "sdcadm.cli.usbkey:usbkey",
 }
 
 EXIT_INTERRUPTED = 130

@@ -42,14 +42,6 @@ def image_names(uuid):
     return f"images/{uuid}.json", f"images/{uuid}.file"
 
 
-def safe_relative(path):
-    """True if ``path`` is a relative POSIX path that stays inside its root
-    (no absolute path, no ``..`` component, no empty or NUL name)."""
-    if not isinstance(path, str) or not path or "\0" in path or path.startswith("/"):
-        return False
-    return not any(part in ("", ".", "..") for part in path.split("/"))
-
-
 def restore_layout(config):
     """The layout of this server's restore data (``restore_data_dir`` under its root)."""
     return RestoreLayout(config.under_root(config.restore_data_dir),

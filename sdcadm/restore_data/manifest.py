@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sdcadm.errors import RestoreDataBroken, ValidationError
 from sdcadm.fsutil import canonical_json, sha256_bytes, write_bytes_atomic
-from sdcadm.restore_data.layout import safe_relative
+from sdcadm.fsutil import safe_relative
 
 log = logging.getLogger(__name__)
 

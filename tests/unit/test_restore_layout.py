@@ -2,7 +2,8 @@
 
 import pytest
 
-from sdcadm.restore_data.layout import RestoreLayout, image_names, safe_relative, vm_name
+from sdcadm.fsutil import safe_relative
+from sdcadm.restore_data.layout import RestoreLayout, image_names, vm_name
 
 U1 = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 U2 = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
