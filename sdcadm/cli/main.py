@@ -37,6 +37,7 @@ COMMANDS = {
     "service": "sdcadm.cli.service:service",
     "restore-data": "sdcadm.cli.restore_data:restore_data",
     "usbkey": "sdcadm.cli.usbkey:usbkey",
+    "status": "sdcadm.cli.status:status",
 }
 
 EXIT_INTERRUPTED = 130
