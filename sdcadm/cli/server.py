@@ -10,7 +10,8 @@ from sdcadm.cli.output import format_time, output_options, render
 from sdcadm.model import server_flags, status_of
 
 # More `server` subcommands living in their own modules: name -> "module:attribute".
-SUBCOMMANDS = {}
+SUBCOMMANDS = {"delete": "sdcadm.cli.server_admin:delete",
+               "unfence": "sdcadm.cli.server_admin:unfence"}
 
 SERVER_FIELDS = [
     "hostname", "uuid", "status", "flags", "admin_ip", "headnode", "setup", "primary", "fenced",
@@ -89,3 +90,4 @@ def ls(state, output):
     servers = store.list_servers()
     primary = primary_headnode(servers, [i.server_uuid for i in store.list_instances(service=PRIMARY_SERVICE)])
     render(server_rows(servers, primary, context.now(), state.config.agent.heartbeat_timeout), output)
+

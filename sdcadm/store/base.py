@@ -86,6 +86,12 @@ class Store(ABC):
         generation is ``expected_generation``; bump it and return the new
         Server. NotFound, or Conflict when someone else changed the server."""
 
+    @abstractmethod
+    def delete_server(self, uuid, expected_generation):
+        """Remove a server record (compare-and-swap on its generation) and its
+        heartbeat. Conflict while any instance is still assigned to it: an
+        instance never points at a server that is gone."""
+
     # -- services --------------------------------------------------------
     @abstractmethod
     def put_service(self, service):

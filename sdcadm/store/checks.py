@@ -80,6 +80,15 @@ def check_generation(kind, uuid, found, expected):
                        f"{what} it", hint=f"re-read the {kind} and retry")
 
 
+def check_owns_nothing(server_uuid, aliases):
+    """Conflict while instances (``aliases``) are still assigned to the server."""
+    if aliases:
+        shown = ", ".join(aliases[:5]) + (f" and {len(aliases) - 5} more" if len(aliases) > 5
+                                          else "")
+        raise Conflict(f"server {server_uuid} still owns {len(aliases)} instance(s) ({shown}): "
+                       "not deleted", hint="migrate, restore or delete its instances first")
+
+
 def check_image(image):
     _refuse("image", image, _missing("image", image))
 

@@ -193,6 +193,19 @@ class EtcdStore(Leases, Store):
         server = self._write(decide)
         return self._with_heartbeat(server, self.client.get(self.keys.heartbeat(server_uuid)))
 
+    def delete_server(self, uuid, expected_generation):
+        def decide(reads):
+            kv = reads.get(self.keys.server(uuid))
+            checks.check_generation("server", uuid, kv and record(Server, kv).generation,
+                                    expected_generation)
+            # meta/revision is compared: no instance can be assigned to it meanwhile.
+            owned = sorted(i.alias for i in self._all(Instance, "instances")
+                           if i.server_uuid == uuid)
+            checks.check_owns_nothing(uuid, owned)
+            return [delete(kv["key"]), delete(self.keys.heartbeat(uuid))], None
+
+        self._write(decide)
+
     # -- services ------------------------------------------------------------
     def put_service(self, service):
         self._write(lambda reads: ([put(self.keys.service(service.name),

@@ -310,6 +310,16 @@ class SqliteStore(Store):
                             (server_uuid,)).fetchone()
         return _server(row)
 
+    def delete_server(self, uuid, expected_generation):
+        with self._tx() as c:
+            row = c.execute("SELECT generation FROM servers WHERE uuid = ?", (uuid,)).fetchone()
+            checks.check_generation("server", uuid, row and row[0], expected_generation)
+            owned = [r[0] for r in c.execute("SELECT alias FROM instances WHERE server_uuid = ? "
+                                             "ORDER BY alias", (uuid,))]
+            checks.check_owns_nothing(uuid, owned)
+            c.execute("DELETE FROM servers WHERE uuid = ?", (uuid,))
+            self._bump(c)
+
     # -- services ------------------------------------------------------------
     def put_service(self, service):
         with self._tx() as c:

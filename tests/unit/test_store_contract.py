@@ -175,6 +175,29 @@ def test_set_fenced_is_a_compare_and_swap(dc):
     assert not dc.set_fenced(S1, False, fenced.generation).fenced
 
 
+def test_delete_server_is_a_compare_and_swap_and_never_orphans_an_instance(dc):
+    dc.heartbeat(S1)
+    dc.create_instance(inst(server_uuid=S1))
+    seen = dc.get_server(S1)
+    with pytest.raises(Conflict, match="still owns 1 instance.*sapi0"):
+        dc.delete_server(S1, seen.generation)
+    assert dc.get_server(S1) == seen
+    dc.delete_instance(I1)
+    rev = dc.revision()
+    with pytest.raises(Conflict):  # stale generation
+        dc.delete_server(S1, seen.generation - 1)
+    assert dc.revision() == rev
+    dc.delete_server(S1, seen.generation)
+    with pytest.raises(NotFound):
+        dc.get_server(S1)
+    assert [s.uuid for s in dc.list_servers()] == [S2]
+    with pytest.raises(NotFound):
+        dc.delete_server(S1, seen.generation)
+    # The hostname is free again, and no heartbeat of the old record lingers.
+    dc.put_server(Server(S3, "hn1", "127.0.0.4"))
+    assert dc.get_server(S3).last_heartbeat == 0
+
+
 # -- instances -------------------------------------------------------------------------------
 
 def test_move_instance_is_a_compare_and_swap(dc):
