@@ -43,6 +43,9 @@ SPEC = {
     "log_dir": (str, "/var/log/sdcadm", "where procedures write their logs"),
     "restore_data_dir": (str, "/var/sdcadm/svc-restore-data", "where restore data is kept"),
     "image_source": (str, "/var/sdcadm/images", "directory holding <uuid>.json and <uuid>.file of images"),
+    "admin_ip_quarantine": ((int, float), 600.0,
+                            "seconds a released admin address waits before another owner may "
+                            "take it (a client may still point at it)"),
     "usbkey_dir": (str, "/usbkey", "a headnode's copy of what makes it a headnode (images, "
                                    "platforms, secrets...): the headnode bundle is built from it"),
     "datasets": {
@@ -98,6 +101,7 @@ SPEC = {
 # infinities are never allowed. A period of 0 would spin a loop, a negative
 # timeout would show every server unreachable.
 RANGES = {
+    "admin_ip_quarantine": (0, DAY, True),
     "datasets.keep": (1, 1000, True),
     "restore_data.sync_interval": (0, DAY, False),
     "restore_data.jitter": (0, 1, True),

@@ -103,6 +103,10 @@ class Network(Record):
     # Bumped by every write (allocations included): put_network is a
     # compare-and-swap on it, so a stale copy cannot drop an allocation.
     revision: int = 0
+    # ip -> {"owner", "until"}: released addresses nobody else may take before
+    # "until" (store time), so that a client still pointing there never
+    # reaches another service a second later.
+    quarantine: dict = field(default_factory=dict)
 
 
 @dataclass

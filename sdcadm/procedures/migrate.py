@@ -253,7 +253,10 @@ class MigrateServices(Procedure):
             ctx.store.delete_instance(old.uuid)
         except NotFound:
             return
-        ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip)
+        # Quarantined: a client still pointing at the old address must not
+        # reach another service that takes it a second later.
+        ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip,
+                             quarantine=ctx.config.admin_ip_quarantine)
         self._kick(ctx, self.src)
         ctx.progress(f"{old.alias}: destroyed on {self.src.hostname}")
 

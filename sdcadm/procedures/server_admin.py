@@ -67,7 +67,7 @@ class DeleteServer(Procedure):
 
     def _release(self, ctx):
         for network, ip in self.plan.addresses:
-            ctx.store.release_ip(network, ip)
+            ctx.store.release_ip(network, ip, quarantine=ctx.config.admin_ip_quarantine)
         return {"released": [ip for _, ip in self.plan.addresses]}
 
     def _drop_statuses(self, ctx):

@@ -175,8 +175,10 @@ class Store(ABC):
         network's revision."""
 
     @abstractmethod
-    def release_ip(self, network, ip):
-        """Free an allocated address (no-op when free; bumps the network's revision)."""
+    def release_ip(self, network, ip, quarantine=0.0):
+        """Free an allocated address (no-op when free; bumps the network's
+        revision). ``quarantine``: seconds (store time) during which no other
+        owner may take it (``Network.quarantine``)."""
 
     # -- tasks -----------------------------------------------------------
     @abstractmethod

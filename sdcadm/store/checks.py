@@ -109,7 +109,63 @@ def check_network(network):
                     continue
                 if not inside:
                     problems.append(f"allocation {ip} is not in {network.cidr}")
+            for ip, entry in network.quarantine.items():
+                if not (isinstance(entry, dict) and isinstance(entry.get("owner"), str)
+                        and isinstance(entry.get("until"), (int, float))):
+                    problems.append(f"quarantine of {ip}: expected {{owner, until}}, got "
+                                    f"{entry!r:.60}")
     _refuse("network", network, problems)
+
+
+def check_address(network, ip):
+    """ValidationError unless ``ip`` (when given) is an IP address."""
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError as e:
+            raise ValidationError("address", f"an allocation on network {network}",
+                                  [str(e)], hint="nothing was allocated") from None
+
+
+def choose_address(net, owner_uuid, ip, now):
+    """The address ``owner_uuid`` gets on network ``net`` (a Network): ``ip``
+    when it may have it, else (``ip`` None) the first free one. An address is
+    free when no other owner holds it, it is not reserved, and it is not in
+    another owner's quarantine. Conflict saying why otherwise."""
+    cidr = ipaddress.ip_network(net.cidr)
+
+    def held_off(address):
+        entry = net.quarantine.get(address)
+        return bool(entry) and entry["until"] > now and entry.get("owner") != owner_uuid
+
+    if ip is not None:
+        if ipaddress.ip_address(ip) not in cidr:
+            raise Conflict(f"{ip} is not in network {net.name} ({net.cidr})")
+        if net.allocations.get(ip) not in (None, owner_uuid) or ip in net.reservations:
+            raise Conflict(f"{ip} on network {net.name} is already taken")
+        if held_off(ip):
+            raise Conflict(f"{ip} on network {net.name} was released by another owner and is "
+                           f"quarantined for {net.quarantine[ip]['until'] - now:.0f}s more",
+                           hint="take another address (a client may still point at this one), "
+                                "or wait until the quarantine ends")
+        return ip
+    chosen = next((str(a) for a in cidr.hosts() if str(a) not in net.allocations
+                   and str(a) not in net.reservations and not held_off(str(a))), None)
+    if chosen is None:
+        waiting = sum(1 for a in net.quarantine if held_off(a))
+        raise Conflict(f"network {net.name} ({net.cidr}) has no free address"
+                       + (f" ({waiting} released address(es) still quarantined)" if waiting
+                          else ""))
+    return chosen
+
+
+def quarantine_after_release(quarantine, ip, owner, now, seconds):
+    """The quarantine table once ``owner`` released ``ip`` (for ``seconds``);
+    entries whose time is over are dropped."""
+    kept = {a: e for a, e in quarantine.items() if e["until"] > now}
+    if seconds > 0 and owner is not None:
+        kept[ip] = {"owner": owner, "until": now + seconds}
+    return kept
 
 
 def check_task(task):

@@ -321,7 +321,7 @@ class EtcdStore(Leases, Store):
                                    hint="re-read the network and retry")
                 revision = stored + 1
             new = Network(network.name, network.cidr, dict(network.allocations),
-                          dict(network.reservations), revision)
+                          dict(network.reservations), revision, dict(network.quarantine))
             return [put(self.keys.network(network.name), encode(new.to_dict()))], new
 
         return self._write(decide)
@@ -330,44 +330,29 @@ class EtcdStore(Leases, Store):
         return self._one(Network, self.keys.network(name), f"no network named {name!r}")
 
     def allocate_ip(self, network, owner_uuid, ip=None):
-        if ip is not None:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError as e:
-                raise ValidationError("address", f"an allocation on network {network}",
-                                      [str(e)], hint="nothing was allocated") from None
+        checks.check_address(network, ip)
 
         def decide(reads):
             kv = reads.get(self.keys.network(network))
             if kv is None:
                 raise NotFound(f"no network named {network!r}")
             net = record(Network, kv)
-            cidr = ipaddress.ip_network(net.cidr)
-            chosen = ip
-            if chosen is not None:
-                if ipaddress.ip_address(chosen) not in cidr:
-                    raise Conflict(f"{chosen} is not in network {network} ({net.cidr})")
-                if net.allocations.get(chosen) not in (None, owner_uuid) \
-                        or chosen in net.reservations:
-                    raise Conflict(f"{chosen} on network {network} is already taken")
-            else:
-                chosen = next((str(a) for a in cidr.hosts() if str(a) not in net.allocations
-                               and str(a) not in net.reservations), None)
-                if chosen is None:
-                    raise Conflict(f"network {network} ({net.cidr}) has no free address")
+            chosen = checks.choose_address(net, owner_uuid, ip, self.now())
             net.allocations[chosen] = owner_uuid
             net.revision += 1
             return [put(kv["key"], encode(net.to_dict()))], chosen
 
         return self._write(decide)
 
-    def release_ip(self, network, ip):
+    def release_ip(self, network, ip, quarantine=0.0):
         def decide(reads):
             kv = reads.get(self.keys.network(network))
             if kv is None:
                 return [], None
             net = record(Network, kv)
-            net.allocations.pop(ip, None)
+            owner = net.allocations.pop(ip, None)
+            net.quarantine = checks.quarantine_after_release(net.quarantine, ip, owner,
+                                                             self.now(), quarantine)
             net.revision += 1
             return [put(kv["key"], encode(net.to_dict()))], None
 

@@ -63,4 +63,8 @@ MIGRATIONS = [
     """
     CREATE INDEX instances_by_service_alias ON instances (service, alias);
     """,
+    # 6: released addresses quarantined before another owner may take them
+    """
+    ALTER TABLE networks ADD COLUMN quarantine TEXT NOT NULL DEFAULT '{}';
+    """,
 ]

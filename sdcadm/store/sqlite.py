@@ -450,6 +450,7 @@ class SqliteStore(Store):
     def put_network(self, network, expected_revision=None):
         checks.check_network(network)
         reservations = json.dumps(network.reservations, sort_keys=True)
+        quarantine = json.dumps(network.quarantine, sort_keys=True)
         with self._tx() as c:
             row = c.execute("SELECT revision FROM networks WHERE name = ?",
                             (network.name,)).fetchone()
@@ -458,8 +459,9 @@ class SqliteStore(Store):
                     raise Conflict(f"network {network.name!r} already exists (revision {row[0]})",
                                    hint="to replace it, read it and pass its revision")
                 revision = 1
-                c.execute("INSERT INTO networks (name, cidr, reservations, revision) "
-                          "VALUES (?,?,?,?)", (network.name, network.cidr, reservations, revision))
+                c.execute("INSERT INTO networks (name, cidr, reservations, revision, quarantine) "
+                          "VALUES (?,?,?,?,?)", (network.name, network.cidr, reservations,
+                                                 revision, quarantine))
             else:
                 if row is None:
                     raise NotFound(f"no network named {network.name!r}")
@@ -468,60 +470,55 @@ class SqliteStore(Store):
                                    f"{expected_revision}: someone else changed it",
                                    hint="re-read the network and retry")
                 revision = row[0] + 1
-                c.execute("UPDATE networks SET cidr = ?, reservations = ?, revision = ? "
-                          "WHERE name = ?", (network.cidr, reservations, revision, network.name))
+                c.execute("UPDATE networks SET cidr = ?, reservations = ?, revision = ?, "
+                          "quarantine = ? WHERE name = ?",
+                          (network.cidr, reservations, revision, quarantine, network.name))
             c.execute("DELETE FROM ip_allocations WHERE network = ?", (network.name,))
             c.executemany("INSERT INTO ip_allocations (network, ip, owner) VALUES (?,?,?)",
                           [(network.name, ip, o) for ip, o in network.allocations.items()])
             self._bump(c)
         return Network(network.name, network.cidr, dict(network.allocations),
-                       dict(network.reservations), revision)
+                       dict(network.reservations), revision, dict(network.quarantine))
 
     def get_network(self, name):
-        rows = self._query("SELECT name, cidr, reservations, revision FROM networks "
-                           "WHERE name = ?", (name,))
-        if not rows:
-            raise NotFound(f"no network named {name!r}")
-        allocs = dict(self._query("SELECT ip, owner FROM ip_allocations WHERE network = ?", (name,)))
-        return Network(rows[0][0], rows[0][1], allocs,
-                       _parsed(rows[0][2], "networks", name, "reservations"), rows[0][3])
+        return self._network(self._conn(), name)
+
+    def _network(self, c, name):
+        try:
+            row = c.execute("SELECT name, cidr, reservations, revision, quarantine FROM networks "
+                            "WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no network named {name!r}")
+            allocs = dict(c.execute("SELECT ip, owner FROM ip_allocations WHERE network = ?",
+                                    (name,)).fetchall())
+        except sqlite3.Error as e:
+            raise StoreError(f"reading the DC store {self.path} failed: {e}") from None
+        return Network(row[0], row[1], allocs, _parsed(row[2], "networks", name, "reservations"),
+                       row[3], _parsed(row[4], "networks", name, "quarantine"))
 
     def allocate_ip(self, network, owner_uuid, ip=None):
-        if ip is not None:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError as e:
-                raise ValidationError("address", f"an allocation on network {network}",
-                                      [str(e)], hint="nothing was allocated") from None
+        checks.check_address(network, ip)
         with self._tx() as c:
-            row = c.execute("SELECT cidr, reservations FROM networks WHERE name = ?",
-                            (network,)).fetchone()
-            if row is None:
-                raise NotFound(f"no network named {network!r}")
-            net = ipaddress.ip_network(row[0])
-            reserved = _parsed(row[1], "networks", network, "reservations")
-            taken = {r[0]: r[1] for r in c.execute(
-                "SELECT ip, owner FROM ip_allocations WHERE network = ?", (network,))}
-            if ip is not None:
-                if ipaddress.ip_address(ip) not in net:
-                    raise Conflict(f"{ip} is not in network {network} ({row[0]})")
-                if taken.get(ip) not in (None, owner_uuid) or ip in reserved:
-                    raise Conflict(f"{ip} on network {network} is already taken")
-            else:
-                ip = next((str(a) for a in net.hosts()
-                           if str(a) not in taken and str(a) not in reserved), None)
-                if ip is None:
-                    raise Conflict(f"network {network} ({row[0]}) has no free address")
+            net = self._network(c, network)
+            ip = checks.choose_address(net, owner_uuid, ip, self.now())
             c.execute("INSERT OR REPLACE INTO ip_allocations (network, ip, owner) VALUES (?,?,?)",
                       (network, ip, owner_uuid))
             c.execute("UPDATE networks SET revision = revision + 1 WHERE name = ?", (network,))
             self._bump(c)
         return ip
 
-    def release_ip(self, network, ip):
+    def release_ip(self, network, ip, quarantine=0.0):
         with self._tx() as c:
+            try:
+                net = self._network(c, network)
+            except NotFound:
+                return
+            owner = net.allocations.get(ip)
+            held = checks.quarantine_after_release(net.quarantine, ip, owner, self.now(),
+                                                   quarantine)
             c.execute("DELETE FROM ip_allocations WHERE network = ? AND ip = ?", (network, ip))
-            c.execute("UPDATE networks SET revision = revision + 1 WHERE name = ?", (network,))
+            c.execute("UPDATE networks SET revision = revision + 1, quarantine = ? WHERE name = ?",
+                      (json.dumps(held, sort_keys=True), network))
             self._bump(c)
 
     # -- tasks -----------------------------------------------------------------

@@ -341,6 +341,25 @@ def test_ip_allocation(dc):
         dc.allocate_ip("nope", I1)
 
 
+def test_a_released_address_is_quarantined_from_other_owners(dc, clock):
+    dc.put_network(Network("admin", "127.5.5.0/29", reservations={"127.5.5.1": "gateway"}))
+    assert dc.allocate_ip("admin", S1, "127.5.5.2") == "127.5.5.2"
+    dc.release_ip("admin", "127.5.5.2", quarantine=600)
+    net = dc.get_network("admin")
+    assert "127.5.5.2" not in net.allocations
+    assert net.quarantine["127.5.5.2"] == {"owner": S1, "until": clock() + 600}
+    assert dc.allocate_ip("admin", I1) == "127.5.5.3"   # skipped while quarantined
+    with pytest.raises(Conflict, match="quarantined for 600s more"):
+        dc.allocate_ip("admin", I2, "127.5.5.2")
+    assert dc.allocate_ip("admin", S1, "127.5.5.2") == "127.5.5.2"  # its owner takes it back
+    dc.release_ip("admin", "127.5.5.2", quarantine=600)
+    clock.advance(601)
+    assert dc.allocate_ip("admin", I2, "127.5.5.2") == "127.5.5.2"
+    dc.release_ip("admin", "127.5.5.3")                 # no quarantine asked: free at once
+    assert dc.allocate_ip("admin", S2) == "127.5.5.3"
+    assert dc.get_network("admin").quarantine == {}     # expired entries were dropped
+
+
 def test_concurrent_allocations_never_hand_out_an_address_twice(dc, other):
     dc.put_network(Network("admin", "127.5.5.0/28"))
     got = []
