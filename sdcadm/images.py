@@ -21,7 +21,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from sdcadm.errors import ImageError
-from sdcadm.fsutil import sha256_file, write_json_atomic
+from sdcadm.fsutil import copy_atomic, sha256_file, write_json_atomic
 from sdcadm.model import Image
 from sdcadm.schemas import validate
 
@@ -176,16 +176,92 @@ def unpack_image(image_file, dest, expected_sha256=None, max_bytes=MAX_UNPACKED)
     try:
         with open_bounded(image_file, max_bytes) as stream, \
                 tarfile.open(fileobj=stream, mode="r:") as tar:
-            members = []
-            for member in tar:
-                check_member(member)
-                members.append(member)
-                if len(members) > MAX_MEMBERS:
-                    raise ImageError(f"image file {image_file} has more than {MAX_MEMBERS} entries")
-            manifest = read_manifest_member(tar, members, image_file)
-            validate("image_manifest", manifest, f"{image_file}:{MANIFEST}")
+            members, manifest = _checked_members(tar, image_file)
             Path(dest).mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as e:
         raise ImageError(f"image file {image_file} is not a readable tarball: {e}") from None
     return manifest
+
+
+def _checked_members(tar, image_file):
+    """(every entry, checked safe; the validated manifest) of an open image tarball."""
+    members = []
+    for member in tar:
+        check_member(member)
+        members.append(member)
+        if len(members) > MAX_MEMBERS:
+            raise ImageError(f"image file {image_file} has more than {MAX_MEMBERS} entries")
+    manifest = read_manifest_member(tar, members, image_file)
+    validate("image_manifest", manifest, f"{image_file}:{MANIFEST}")
+    return members, manifest
+
+
+def check_image_file(record, image_file, max_bytes=MAX_UNPACKED):
+    """ImageError unless ``image_file`` is the image ``record`` (an Image)
+    describes: its size and sha256, every entry safe to unpack, and a valid
+    manifest naming the record's name and version. Writes nothing."""
+    image_file = Path(image_file)
+    try:
+        size = image_file.stat().st_size
+    except OSError as e:
+        raise ImageError(f"cannot read image file {image_file}: {e.strerror}",
+                         hint="give the file with --file, or put it beside the record as "
+                              f"{record.uuid}.file") from None
+    if record.size and size != record.size:
+        raise ImageError(f"image file {image_file} is {size} bytes, its record says {record.size}",
+                         hint="the file is truncated or not this image's")
+    actual = sha256_file(image_file)
+    if actual != record.sha256:
+        raise ImageError(f"image file {image_file} has sha256 {actual}, its record says "
+                         f"{record.sha256}", hint="the file is corrupt or not this image's")
+    try:
+        with open_bounded(image_file, max_bytes) as stream, \
+                tarfile.open(fileobj=stream, mode="r:") as tar:
+            _, manifest = _checked_members(tar, image_file)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as e:
+        raise ImageError(f"image file {image_file} is not a readable tarball: {e}") from None
+    if (manifest.get("name"), manifest.get("version")) != (record.name, record.version):
+        raise ImageError(f"image file {image_file} holds {manifest.get('name')} "
+                         f"{manifest.get('version')}, its record says {record.name} "
+                         f"{record.version}", hint="the record and the file do not belong together")
+    return manifest
+
+
+def import_image(store, image_dir, record_path, image_file=None):
+    """Check an image (record ``<uuid>.json`` and its file) and add it: the
+    file and record into ``image_dir`` (atomically), then the record into the
+    store. Returns (Image, already): ``already`` when the store had it with
+    the same sha256. Refused (ImageError, Conflict, nothing changed) when the
+    file does not match its record or manifest, its origin is not imported,
+    or another image holds its UUID."""
+    from sdcadm.errors import Conflict, NotFound
+
+    record = read_image_record(record_path)
+    image_file = Path(image_file or Path(record_path).with_name(f"{record.uuid}.file"))
+    check_image_file(record, image_file)
+    if record.origin:
+        try:
+            store.get_image(record.origin)
+        except NotFound:
+            raise ImageError(f"image {record.name} {record.version} is built on image "
+                             f"{record.origin}, which is not imported",
+                             hint="import its origin first") from None
+    try:
+        known = store.get_image(record.uuid)
+    except NotFound:
+        known = None
+    if known is not None and known.sha256 != record.sha256:
+        raise Conflict(f"image {record.uuid} is already imported as {known.name} "
+                       f"{known.version} with another sha256",
+                       hint="an image's UUID names one file only: give this one a new UUID")
+    image_dir = Path(image_dir)
+    digest, _ = copy_atomic(image_file, image_dir / f"{record.uuid}.file")
+    if digest != record.sha256:
+        raise ImageError(f"image file {image_file} changed while it was imported",
+                         hint="import it again once nothing writes to it")
+    write_json_atomic(image_dir / f"{record.uuid}.json", record.to_dict())
+    if known is None:
+        store.put_image(record)
+    return record, known is not None
+

@@ -38,6 +38,7 @@ COMMANDS = {
     "restore-data": "sdcadm.cli.restore_data:restore_data",
     "usbkey": "sdcadm.cli.usbkey:usbkey",
     "status": "sdcadm.cli.status:status",
+    "image": "sdcadm.cli.image:image",
 }
 
 EXIT_INTERRUPTED = 130
