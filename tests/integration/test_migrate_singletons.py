@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from sdcadm.health import http_open
+from sdcadm.health import http_open, probe
 from tests.conftest import needs_sshd, random_net, run, wait_for
 from tests.integration.test_restore_migrate import Invariants, Lab, get, migrate_figures
 
@@ -175,6 +175,13 @@ def test_stateless_singletons_never_answer_twice_and_their_downtime_is_reported(
         # of its own probe intervals.
         assert r["downtime_s"] >= gap - spacing - r["resolution_s"], (r, gap, spacing)
         assert f"{old['alias']} -> {new['alias']} (" in done.stderr
+    # The old addresses were released into quarantine: no instance made since
+    # (the later services of this very migrate included) took one, and none answers.
+    old_ips = {before[f"{s}0"]["admin_ip"]: before[f"{s}0"]["url"] for s in STATELESS_SINGLETONS}
+    reused = {i["alias"]: i["admin_ip"] for i in after.values() if i["admin_ip"] in old_ips}
+    assert reused == {}, f"released addresses taken again within the quarantine: {reused}"
+    answering = [url for url in old_ips.values() if probe(url + "/ping", 0.5) is None]
+    assert answering == [], f"old addresses still answer: {answering}"
 
 
 def test_ha_and_non_singleton_services_make_before_break(lab):
