@@ -6,7 +6,7 @@ printing the same columns of the same rows from the same file (a join for the
 hostname, the same order, a table with `-header -column` or tab-separated
 with `-H`), alternately (ours, theirs, ours, theirs, ...) so that both see
 the same machine load. Each run is a whole process, stdout to /dev/null;
-its peak memory is the child's maximum RSS (``wait4``). Prints ONE JSON line:
+its peak memory is its maximum RSS (GNU time, ``%M``). Prints ONE JSON line:
 per pair, the median wall time of each side, the median of the per-pair
 ratios ours/theirs, and each side's largest peak RSS. Targets (reported,
 never asserted): ratio <= 1.5 and peak <= 64 MiB for `insts` at 50,000
@@ -58,16 +58,21 @@ SERVERS_SQL = (
 
 
 def run_once(argv, env):
-    """(wall seconds, peak RSS MiB) of one whole process, stdout discarded."""
+    """(wall seconds, peak RSS MiB) of one whole process, stdout discarded.
+
+    The peak comes from GNU time (``%M``), which forks the command itself:
+    the ``ru_maxrss`` of a child of this process would include this
+    process's own size (Linux keeps a peak across fork and exec)."""
+    time_cmd = shutil.which("time") or "/usr/bin/time"
+    if not os.path.exists(time_cmd):
+        raise SystemExit("GNU time is not installed (apt-get install time): it measures peaks")
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([time_cmd, "-f", "%M", *argv], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {stderr.decode()}")
-    return wall, usage.ru_maxrss / 1024
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr}")
+    return wall, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
 def paired(ours, theirs, env, runs):

@@ -89,7 +89,7 @@ def instance_columns(store, filters, fields):
     if mask is not None:
         columns = {name: list(compress(values, mask)) for name, values in columns.items()}
     if "hostname" in fields:
-        hostnames = {s.uuid: s.hostname for s in store.list_servers()}
+        hostnames = store.hostnames()
         columns["hostname"] = list(map(hostnames.get, columns["server_uuid"]))
     if "url" in fields:
         columns["url"] = list(map(instance_url, columns["admin_ip"], columns["port"]))

@@ -236,7 +236,7 @@ def _cells(values, fmt):
     # Whole-column fast paths: no Python call per cell for plain text or integers.
     kinds = set(map(type, values))
     if kinds == {str}:
-        return [v or "-" for v in values]
+        return [v or "-" for v in values] if "" in values else values
     if kinds == {int}:
         return list(map(str, values))
     return [v if v.__class__ is str and v else cell(v) for v in values]

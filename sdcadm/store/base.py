@@ -75,6 +75,10 @@ class Store(ABC):
     def list_servers(self):
         """All servers, ordered by hostname."""
 
+    def hostnames(self):
+        """{server uuid: hostname} of every server (listings name servers by it)."""
+        return {s.uuid: s.hostname for s in self.list_servers()}
+
     @abstractmethod
     def heartbeat(self, server_uuid):
         """Record that the server's agent is alive now (by the store's clock).

@@ -310,6 +310,9 @@ class SqliteStore(Store):
                             (server_uuid,)).fetchone()
         return _server(row)
 
+    def hostnames(self):
+        return dict(self._query("SELECT uuid, hostname FROM servers"))
+
     def delete_server(self, uuid, expected_generation):
         with self._tx() as c:
             row = c.execute("SELECT generation FROM servers WHERE uuid = ?", (uuid,)).fetchone()

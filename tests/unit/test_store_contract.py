@@ -93,6 +93,7 @@ def test_time_is_the_stores_clock(store, clock):
 def test_servers_are_listed_by_hostname(dc):
     assert [s.hostname for s in dc.list_servers()] == ["hn0", "hn1"]
     assert dc.get_server(S1).hostname == "hn1"
+    assert dc.hostnames() == {S1: "hn1", S2: "hn0"}
     with pytest.raises(NotFound):
         dc.get_server(S3)
 
