@@ -39,6 +39,7 @@ COMMANDS = {
     "usbkey": "sdcadm.cli.usbkey:usbkey",
     "status": "sdcadm.cli.status:status",
     "image": "sdcadm.cli.image:image",
+    "create": "sdcadm.cli.create:create",
 }
 
 EXIT_INTERRUPTED = 130

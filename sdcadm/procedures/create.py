@@ -1,0 +1,96 @@
+"""``sdcadm create SERVICE --server SERVER``: add an instance of a core service.
+
+The planner (``planning/create_plan.py``) decides the alias, image and UUID;
+the first step registers the service (when the store does not have it yet),
+allocates an address and creates the instance record, assigned to the
+server; that server's agent then provisions and starts it; the second step
+waits until it answers its health check. Both steps are idempotent: a re-run
+finds the instance by its derived UUID and only waits.
+"""
+
+from sdcadm.errors import Conflict, NotFound, SdcadmError
+from sdcadm.model import ADMIN_NETWORK, Instance, Service
+from sdcadm.procedures.base import Procedure, Step
+from sdcadm.procedures.planning.create_plan import choose_image, plan_create
+from sdcadm.procedures.waits import wait_healthy
+
+DEFAULT_TIMEOUT = 120.0
+
+
+class CreateInstance(Procedure):
+    name = "create"
+
+    def __init__(self, service, server, alias=None, image=None, timeout=DEFAULT_TIMEOUT):
+        self.service, self.server_ref = service, server
+        self.alias, self.image = alias, image
+        self.timeout = timeout
+        self.plan = None
+
+    def key(self):
+        extra = f" --alias {self.alias}" if self.alias else ""
+        return f"{self.service} --server {self.server_ref}{extra}"
+
+    def prepare(self, ctx):
+        store = ctx.store
+        spec = ctx.catalog.get(self.service)
+        server = store.find_server(self.server_ref)
+        try:
+            record = store.get_service(self.service)
+        except NotFound:
+            record = None
+        image = choose_image(self.service, record, store.list_images(), self.image)
+        self.plan = plan_create(spec, server, store.list_instances(), image, now=ctx.now(),
+                                heartbeat_timeout=ctx.config.agent.heartbeat_timeout,
+                                alias=self.alias)
+        return True
+
+    def summarize(self):
+        p = self.plan
+        if p.existing is not None:
+            return [f"wait for {p.alias} ({p.uuid}), made by an earlier run, on "
+                    f"{p.server.hostname}"]
+        return [f"create {p.alias} ({p.service}, image {p.image.name} {p.image.version}) on "
+                f"{p.server.hostname}"]
+
+    def steps(self):
+        return [Step(f"create {self.plan.alias}", self._create),
+                Step(f"wait for {self.plan.alias}", self._wait)]
+
+    def _create(self, ctx):
+        p, store = self.plan, ctx.store
+        try:
+            store.get_instance(p.uuid)
+            return {"created": False}
+        except NotFound:
+            pass
+        try:
+            store.get_service(p.service)
+        except NotFound:
+            store.put_service(Service(p.service, p.image.uuid,
+                                      {"ha": p.spec.ha, "delegate_dataset": p.spec.delegate_dataset}))
+        ip = store.allocate_ip(ADMIN_NETWORK, p.uuid)
+        port = ctx.config.agent.instance_port
+        try:
+            store.create_instance(Instance(uuid=p.uuid, alias=p.alias, service=p.service,
+                                           server_uuid=p.server.uuid, image=p.image.uuid,
+                                           admin_ip=ip, port=port,
+                                           delegate_dataset=p.spec.delegate_dataset))
+        except Conflict:
+            store.release_ip(ADMIN_NETWORK, ip)
+            raise
+        ctx.progress(f"{p.alias} assigned to {p.server.hostname} at {ip}")
+        try:
+            ctx.agents.client(p.server.agent_url, timeout=2.0).reconcile()
+        except SdcadmError:
+            pass  # the agent's own schedule gets there too
+        return {"created": True, "ip": ip}
+
+    def _wait(self, ctx):
+        inst = ctx.store.get_instance(self.plan.uuid)
+        waited = wait_healthy(inst.url + self.plan.spec.health_path, self.timeout,
+                              f"{inst.alias} to answer at {inst.url}", probe=ctx.prober.probe)
+        return {"alias": inst.alias, "url": inst.url, "waited_s": round(waited, 3)}
+
+    def report(self, results):
+        p = self.plan
+        return [f"{p.alias} ({p.service}) runs on {p.server.hostname}"]

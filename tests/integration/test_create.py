@@ -1,0 +1,43 @@
+"""`sdcadm create` on a real lab: the new instance answers from its server;
+the same command again makes nothing more; what must run once, or once per
+server, is refused and nothing changes."""
+
+import json
+
+import pytest
+
+from sdcadm.health import probe
+from tests.conftest import env_of, needs_sshd, run, running_lab
+
+pytestmark = [pytest.mark.integration, needs_sshd]
+
+
+def insts(directory):
+    out = run("sdcadm", "insts", "-j", env=env_of(directory, "hn0")).stdout
+    return {i["alias"]: i for i in json.loads(out)}
+
+
+def sdcadm(directory, *argv):
+    return run("sdcadm", *argv, env=env_of(directory, "hn0"), check=False)
+
+
+def test_create_then_again_then_refusals(tmp_path):
+    directory = tmp_path / "dc"
+    with running_lab(directory, "--headnodes", "2", "--computenodes", "0", "--services",
+                     "sapi,assets,binder", "--heartbeat-interval", "0.5"):
+        before = insts(directory)
+        made = sdcadm(directory, "create", "assets", "--server", "hn1", "-y")
+        assert made.returncode == 0, made.stderr
+        after = insts(directory)
+        new = after["assets1"]
+        assert set(after) - set(before) == {"assets1"} and new["hostname"] == "hn1"
+        assert probe(new["url"] + "/ping") is None  # answers, from outside
+        again = sdcadm(directory, "create", "assets", "--server", "hn1", "-y")
+        assert again.returncode == 0, again.stderr
+        assert insts(directory) == after
+        for argv, reason in ((["sapi", "--server", "hn1"], "runs once"),
+                             (["binder", "--server", "hn0"], "distinct servers"),
+                             (["assets", "--server", "hn9"], "no server")):
+            refused = sdcadm(directory, "create", *argv, "-y")
+            assert refused.returncode != 0 and reason in refused.stderr, refused.stderr
+        assert insts(directory) == after
