@@ -40,6 +40,7 @@ COMMANDS = {
     "status": "sdcadm.cli.status:status",
     "image": "sdcadm.cli.image:image",
     "create": "sdcadm.cli.create:create",
+    "post-setup": "sdcadm.cli.post_setup:post_setup",
 }
 
 EXIT_INTERRUPTED = 130

@@ -11,7 +11,7 @@ finds the instance by its derived UUID and only waits.
 from sdcadm.errors import Conflict, NotFound, SdcadmError
 from sdcadm.model import ADMIN_NETWORK, Instance, Service
 from sdcadm.procedures.base import Procedure, Step
-from sdcadm.procedures.planning.create_plan import choose_image, plan_create
+from sdcadm.procedures.planning.create_plan import choose_image, plan_create, plan_post_setup
 from sdcadm.procedures.waits import wait_healthy
 
 DEFAULT_TIMEOUT = 120.0
@@ -57,40 +57,93 @@ class CreateInstance(Procedure):
                 Step(f"wait for {self.plan.alias}", self._wait)]
 
     def _create(self, ctx):
-        p, store = self.plan, ctx.store
-        try:
-            store.get_instance(p.uuid)
-            return {"created": False}
-        except NotFound:
-            pass
-        try:
-            store.get_service(p.service)
-        except NotFound:
-            store.put_service(Service(p.service, p.image.uuid,
-                                      {"ha": p.spec.ha, "delegate_dataset": p.spec.delegate_dataset}))
-        ip = store.allocate_ip(ADMIN_NETWORK, p.uuid)
-        port = ctx.config.agent.instance_port
-        try:
-            store.create_instance(Instance(uuid=p.uuid, alias=p.alias, service=p.service,
-                                           server_uuid=p.server.uuid, image=p.image.uuid,
-                                           admin_ip=ip, port=port,
-                                           delegate_dataset=p.spec.delegate_dataset))
-        except Conflict:
-            store.release_ip(ADMIN_NETWORK, ip)
-            raise
-        ctx.progress(f"{p.alias} assigned to {p.server.hostname} at {ip}")
-        try:
-            ctx.agents.client(p.server.agent_url, timeout=2.0).reconcile()
-        except SdcadmError:
-            pass  # the agent's own schedule gets there too
-        return {"created": True, "ip": ip}
+        return create_record(ctx, self.plan)
 
     def _wait(self, ctx):
-        inst = ctx.store.get_instance(self.plan.uuid)
-        waited = wait_healthy(inst.url + self.plan.spec.health_path, self.timeout,
-                              f"{inst.alias} to answer at {inst.url}", probe=ctx.prober.probe)
-        return {"alias": inst.alias, "url": inst.url, "waited_s": round(waited, 3)}
+        return wait_created(ctx, self.plan, self.timeout)
 
     def report(self, results):
         p = self.plan
         return [f"{p.alias} ({p.service}) runs on {p.server.hostname}"]
+
+
+def create_record(ctx, p):
+    """Register ``p``'s service if the store lacks it, allocate an address,
+    create the instance record (assigned to ``p.server``) and wake its agent.
+    Idempotent: an instance already made under ``p.uuid`` is left as it is."""
+    store = ctx.store
+    try:
+        store.get_instance(p.uuid)
+        return {"created": False}
+    except NotFound:
+        pass
+    try:
+        store.get_service(p.service)
+    except NotFound:
+        store.put_service(Service(p.service, p.image.uuid,
+                                  {"ha": p.spec.ha, "delegate_dataset": p.spec.delegate_dataset}))
+    ip = store.allocate_ip(ADMIN_NETWORK, p.uuid)
+    try:
+        store.create_instance(Instance(uuid=p.uuid, alias=p.alias, service=p.service,
+                                       server_uuid=p.server.uuid, image=p.image.uuid,
+                                       admin_ip=ip, port=ctx.config.agent.instance_port,
+                                       delegate_dataset=p.spec.delegate_dataset))
+    except Conflict:
+        store.release_ip(ADMIN_NETWORK, ip)
+        raise
+    ctx.progress(f"{p.alias} assigned to {p.server.hostname} at {ip}")
+    try:
+        ctx.agents.client(p.server.agent_url, timeout=2.0).reconcile()
+    except SdcadmError:
+        pass  # the agent's own schedule gets there too
+    return {"created": True, "ip": ip}
+
+
+def wait_created(ctx, p, timeout):
+    """Wait until ``p``'s instance answers its health check."""
+    inst = ctx.store.get_instance(p.uuid)
+    waited = wait_healthy(inst.url + p.spec.health_path, timeout,
+                          f"{inst.alias} to answer at {inst.url}", probe=ctx.prober.probe)
+    return {"alias": inst.alias, "url": inst.url, "waited_s": round(waited, 3)}
+
+
+class PostSetupHa(Procedure):
+    """``sdcadm post-setup ha-SERVICE [SERVER...]``: one peer on each server
+    (default: every headnode), adding only what is missing."""
+
+    name = "post-setup"
+
+    def __init__(self, service, servers=(), timeout=DEFAULT_TIMEOUT):
+        self.service, self.servers, self.timeout = service, tuple(servers), timeout
+        self.plans = []
+
+    def key(self):
+        return " ".join((f"ha-{self.service}",) + self.servers)
+
+    def prepare(self, ctx):
+        store = ctx.store
+        spec = ctx.catalog.get(self.service)
+        try:
+            record = store.get_service(self.service)
+        except NotFound:
+            record = None
+        image = choose_image(self.service, record, store.list_images())
+        self.plans = plan_post_setup(spec, store.list_servers(), store.list_instances(), image,
+                                     self.servers, now=ctx.now(),
+                                     heartbeat_timeout=ctx.config.agent.heartbeat_timeout)
+        if not self.plans:
+            return self.mark_nothing_to_do(f"{self.service} already runs on every server asked")
+        return True
+
+    def summarize(self):
+        return [f"create {p.alias} ({p.service}) on {p.server.hostname}" for p in self.plans]
+
+    def steps(self):
+        steps = [Step(f"create {p.alias}", lambda ctx, p=p: create_record(ctx, p))
+                 for p in self.plans]
+        steps += [Step(f"wait for {p.alias}", lambda ctx, p=p: wait_created(ctx, p, self.timeout))
+                  for p in self.plans]
+        return steps
+
+    def report(self, results):
+        return [f"{p.alias} ({p.service}) runs on {p.server.hostname}" for p in self.plans]

@@ -1,6 +1,7 @@
 """`sdcadm create` on a real lab: the new instance answers from its server;
 the same command again makes nothing more; what must run once, or once per
-server, is refused and nothing changes."""
+server, is refused and nothing changes. `post-setup ha-*` adds only the
+peers that are missing, and keeps binder's ensemble odd."""
 
 import json
 
@@ -23,8 +24,8 @@ def sdcadm(directory, *argv):
 
 def test_create_then_again_then_refusals(tmp_path):
     directory = tmp_path / "dc"
-    with running_lab(directory, "--headnodes", "2", "--computenodes", "0", "--services",
-                     "sapi,assets,binder", "--heartbeat-interval", "0.5"):
+    with running_lab(directory, "--headnodes", "3", "--computenodes", "1", "--services",
+                     "sapi,assets,binder,moray", "--heartbeat-interval", "0.5"):
         before = insts(directory)
         made = sdcadm(directory, "create", "assets", "--server", "hn1", "-y")
         assert made.returncode == 0, made.stderr
@@ -41,3 +42,18 @@ def test_create_then_again_then_refusals(tmp_path):
             refused = sdcadm(directory, "create", *argv, "-y")
             assert refused.returncode != 0 and reason in refused.stderr, refused.stderr
         assert insts(directory) == after
+
+        # post-setup: binder already runs on the three headnodes: nothing to do;
+        # a fourth binder is refused (an ensemble of 1, 3 or 5 keeps a majority);
+        # moray on cn0 too is added, and answers.
+        done = sdcadm(directory, "post-setup", "ha-binder", "-y")
+        assert done.returncode == 0 and "nothing to do" in done.stdout.lower(), done.stderr
+        even = sdcadm(directory, "post-setup", "ha-binder", "cn0", "-y")
+        assert even.returncode != 0 and "binder would run 4" in even.stderr, even.stderr
+        assert insts(directory) == after
+        grown = sdcadm(directory, "post-setup", "ha-moray", "cn0", "-y")
+        assert grown.returncode == 0, grown.stderr
+        morays = {a: i for a, i in insts(directory).items() if i["service"] == "moray"}
+        assert sorted(i["hostname"] for i in morays.values()) == ["cn0", "hn0", "hn1", "hn2"]
+        (added,) = [i for i in morays.values() if i["hostname"] == "cn0"]
+        assert probe(added["url"] + "/ping") is None

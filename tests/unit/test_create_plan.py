@@ -7,7 +7,8 @@ import pytest
 from sdcadm.catalog import load_catalog
 from sdcadm.model import Image, Instance, Server, Service
 from sdcadm.procedures.planning.common import NotViable
-from sdcadm.procedures.planning.create_plan import choose_image, instance_uuid, plan_create
+from sdcadm.procedures.planning.create_plan import (choose_image, instance_uuid, plan_create,
+                                                   plan_post_setup)
 
 NOW = 1000.0
 CATALOG = load_catalog()
@@ -78,3 +79,35 @@ def test_choose_image():
         choose_image("sapi", None, [IMG])
     with pytest.raises(NotViable, match="not sapi"):
         choose_image("sapi", None, [IMG], wanted=IMG.uuid)
+
+
+# -- post-setup ha-* -------------------------------------------------------------------------
+
+HN2 = Server(uuid="00000000-0000-4000-8000-000000000003", hostname="hn2", admin_ip="10.0.0.3",
+             headnode=True, last_heartbeat=NOW)
+CN0 = Server(uuid="00000000-0000-4000-8000-000000000004", hostname="cn0", admin_ip="10.0.0.4",
+             last_heartbeat=NOW)
+
+
+def post_setup(service, instances, named=()):
+    return plan_post_setup(CATALOG.get(service), [HN0, HN1, HN2, CN0], instances, IMG, named,
+                           now=NOW, heartbeat_timeout=15)
+
+
+def test_post_setup_adds_only_what_is_missing_on_the_headnodes():
+    plans = post_setup("binder", [inst("binder0", "binder", HN0)])
+    assert [(p.alias, p.server.hostname) for p in plans] == [("binder1", "hn1"),
+                                                            ("binder2", "hn2")]
+    done = [inst(f"binder{n}", "binder", s) for n, s in enumerate((HN0, HN1, HN2))]
+    assert post_setup("binder", done) == []
+
+
+def test_post_setup_on_named_servers_and_binder_sizes():
+    plans = post_setup("moray", [], ["hn0", "cn0"])
+    assert [p.server.hostname for p in plans] == ["hn0", "cn0"]
+    with pytest.raises(NotViable, match="binder would run 2"):
+        post_setup("binder", [], ["hn0", "hn1"])
+    with pytest.raises(NotViable, match="no server 'hn9'"):
+        post_setup("moray", [], ["hn9"])
+    with pytest.raises(NotViable, match="not sapi"):
+        post_setup("sapi", [])

@@ -94,3 +94,38 @@ def plan_create(spec, server, instances, image, *, now, heartbeat_timeout, alias
                         + "\n  - ".join(problems))
     alias = alias or next_free_alias(service, [i.alias for i in instances])
     return CreatePlan(service, spec, server, image, alias, instance_uuid(service, alias), None)
+
+
+HA_SETUPS = ("binder", "manatee", "moray")
+BINDER_SIZES = (1, 3, 5)     # a ZooKeeper ensemble needs a majority: odd sizes only
+
+
+def plan_post_setup(spec, servers, instances, image, named=(), *, now, heartbeat_timeout):
+    """[CreatePlan] making HA service ``spec`` run once on each of the chosen
+    servers (``named`` hostnames or UUIDs, default: every headnode), adding
+    only what is missing. NotViable saying why otherwise."""
+    service = spec.name
+    if not spec.ha or service not in HA_SETUPS:
+        raise NotViable(f"post-setup makes {', '.join(HA_SETUPS)} HA, not {service}")
+    by_ref = {s.hostname: s for s in servers} | {s.uuid: s for s in servers}
+    unknown = [r for r in named if r not in by_ref]
+    if unknown:
+        raise NotViable(f"no server {', '.join(map(repr, unknown))}", hint="see `sdcadm server ls`")
+    chosen = ([by_ref[r] for r in dict.fromkeys(named)] if named
+              else sorted((s for s in servers if s.headnode), key=lambda s: s.hostname))
+    same = [i for i in instances if i.service == service]
+    on = {i.server_uuid for i in same}
+    missing = [s for s in chosen if s.uuid not in on]
+    total = len(on | {s.uuid for s in chosen})
+    if service == "binder" and total not in BINDER_SIZES:
+        raise NotViable(f"binder would run {total} instance(s): an ensemble of "
+                        f"{', '.join(map(str, BINDER_SIZES))} keeps a majority",
+                        hint="name the servers so that the total is 1, 3 or 5")
+    plans, taken = [], [i.alias for i in instances]
+    for server in missing:
+        plan = plan_create(spec, server, instances, image, now=now,
+                           heartbeat_timeout=heartbeat_timeout,
+                           alias=next_free_alias(service, taken))
+        taken.append(plan.alias)
+        plans.append(plan)
+    return plans
