@@ -41,6 +41,7 @@ COMMANDS = {
     "image": "sdcadm.cli.image:image",
     "create": "sdcadm.cli.create:create",
     "post-setup": "sdcadm.cli.post_setup:post_setup",
+    "dc": "sdcadm.cli.dc:dc",
 }
 
 EXIT_INTERRUPTED = 130
