@@ -7,6 +7,7 @@ The store derives the server's status from the last heartbeat
 import logging
 import time
 
+from sdcadm import instance_lease
 from sdcadm.agent.log import Throttled
 from sdcadm.errors import NotFound, StoreError
 
@@ -18,6 +19,9 @@ class Heartbeat:
         self.me, self.stores, self.interval = me, stores, interval
         self.metrics, self.clock = metrics, clock
         self.last_ok = None       # unix time of the last heartbeat written
+        # lease-clock reading of when that heartbeat started: instance leases
+        # run from here (the store stamps it no earlier)
+        self.ok_started = None
         self.last_error = None
         self._problems = Throttled(log)
 
@@ -27,6 +31,7 @@ class Heartbeat:
 
     def beat(self):
         now = self.clock()  # when this agent last succeeded (its own status), not the record
+        started = instance_lease.now()
         try:
             self.stores.get().heartbeat(self.me)
         except NotFound:
@@ -36,7 +41,7 @@ class Heartbeat:
         except StoreError as e:
             self._failed(f"heartbeat failed, store unreachable: {e}", "heartbeat-failed")
             return False
-        self.last_ok, self.last_error = now, None
+        self.last_ok, self.last_error, self.ok_started = now, None, started
         self.metrics.heartbeats.inc()
         self._problems.clear("heartbeat-failed", "heartbeat written again")
         self._problems.clear("heartbeat-unknown-server", "heartbeat written again")
