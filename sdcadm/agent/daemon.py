@@ -71,6 +71,7 @@ class Agent:
             max_image_bytes=config.agent.max_image_bytes,
             stop_timeout=config.agent.stop_timeout, lease_stop_lead=config.agent.heartbeat_timeout * config.agent.lease_stop_fraction,
             beat_started=lambda: self.heartbeat.ok_started)
+        self.heartbeat.after_beat = self.supervisor.confirm_leases
         from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
         self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)

@@ -15,8 +15,11 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, me, stores, interval, metrics, clock=time.time):
+    def __init__(self, me, stores, interval, metrics, clock=time.time, after_beat=None):
         self.me, self.stores, self.interval = me, stores, interval
+        # called with the lease-clock start of each heartbeat that succeeded:
+        # the supervisor renews instance leases from there (supervisor.py)
+        self.after_beat = after_beat
         self.metrics, self.clock = metrics, clock
         self.last_ok = None       # unix time of the last heartbeat written
         # lease-clock reading of when that heartbeat started: instance leases
@@ -42,6 +45,8 @@ class Heartbeat:
             self._failed(f"heartbeat failed, store unreachable: {e}", "heartbeat-failed")
             return False
         self.last_ok, self.last_error, self.ok_started = now, None, started
+        if self.after_beat is not None:
+            self.after_beat(started)
         self.metrics.heartbeats.inc()
         self._problems.clear("heartbeat-failed", "heartbeat written again")
         self._problems.clear("heartbeat-unknown-server", "heartbeat written again")

@@ -14,9 +14,11 @@ which the server may be declared dead and its instances restored elsewhere)
 keeps what runs but restarts nothing.
 
 Instance leases (``agent/leases.py``): after each pass that reached the
-store, the singletons this server owns get their lease renewed to ``c +
-lease``, ``c`` the start of the older of the last heartbeat and this pass's
-reads. The lease keeper thread stops them, all at once, when it runs out;
+store, and after each heartbeat (``confirm_leases``, from the heartbeat
+thread, so that a long pass -- a slow provision, a stop waiting out its
+timeout -- never lets them run out), the singletons this server owns get
+their lease renewed to ``c + lease``, ``c`` the start of the older of the
+last heartbeat and the ownership read. The lease keeper thread stops them, all at once, when it runs out;
 this loop stops them too (``StopAll``) and starts no singleton while the lease
 is not held.
 """
@@ -182,6 +184,17 @@ class Supervisor:
         self._renew_leases(desired, server, started)
         self._save_cache(desired, revision, now)
         return desired, elsewhere
+
+    def confirm_leases(self, beat_started):
+        """Right after a heartbeat that started at ``beat_started`` (a lease
+        clock reading) succeeded: read ownership again and renew from there."""
+        try:
+            store = self.stores.get()
+            server = store.get_server(self.me)
+            desired = store.list_instances(server_uuid=self.me)
+        except (StoreError, NotFound):
+            return  # the supervisor's pass says so; the lease runs on
+        self._renew_leases(desired, server, beat_started)
 
     def _renew_leases(self, desired, server, started):
         """Ownership read at ``started``: renew the singletons' leases, from
