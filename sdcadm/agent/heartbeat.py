@@ -59,8 +59,11 @@ class Heartbeat:
 
     def run(self, stop):
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 self.beat()
             except Exception:  # a bug must not silence the heartbeat for good
                 log.exception("heartbeat crashed; retrying", extra={"event": "heartbeat-crash"})
-            stop.wait(self.interval)
+            # At a fixed rate: a slow store must not also space the beats out
+            # (instance leases are renewed from them).
+            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))

@@ -107,9 +107,10 @@ def test_is_dead_needs_margin_or_fence():
 
 def test_the_dead_margin_covers_lease_notice_and_kill_times_the_safety_factor():
     assert dead_after(10.0, notice=1.0, kill_grace=0.5, safety=2.0) == 23.0
-    # the numbers docs/recovery.md gives: lab (lease 2.5 s, reconcile 0.5 s),
-    # production defaults (15 s, 1 s)
-    assert dead_after(2.5, notice=0.5) == 5.25
+    # the numbers docs/recovery.md gives: lab (lease 3 s, reconcile 0.5 s;
+    # restore assumes 1 s), production defaults (15 s, 1 s)
+    assert dead_after(3.0, notice=0.5) == 6.0
+    assert dead_after(3.0) == 6.75
     assert dead_after(15.0, notice=1.0) == 24.75
     # never shorter than the lease plus the time to notice and kill
     for lease in (0.1, 1.0, 15.0, 600.0):
