@@ -18,9 +18,9 @@ store, and after each heartbeat (``confirm_leases``, from the heartbeat
 thread, so that a long pass -- a slow provision, a stop waiting out its
 timeout -- never lets them run out), the singletons this server owns get
 their lease renewed to ``c + lease``, ``c`` the start of the older of the
-last heartbeat and the ownership read. The lease keeper thread stops them, all at once, when it runs out;
-this loop stops them too (``StopAll``) and starts no singleton while the lease
-is not held.
+last heartbeat and the ownership read. The lease keeper thread stops them,
+all at once, when it runs out; this loop stops them too (``StopAll``) and
+starts no singleton while the lease is not held.
 """
 
 import logging
