@@ -82,6 +82,12 @@ SPEC = {
         "heartbeat_interval": ((int, float), 5.0, "seconds between heartbeats"),
         "heartbeat_timeout": ((int, float), 15.0, "a server is unreachable after this many seconds without heartbeat"),
         "reconcile_interval": ((int, float), 1.0, "seconds between instance supervisor passes"),
+        "stop_timeout": ((int, float), 5.0, "seconds between SIGTERM and SIGKILL when an instance "
+                                             "is stopped"),
+        "lease_stop_fraction": ((int, float), 0.2, "share of the instance lease (heartbeat_timeout) "
+                                                    "before its end at which the agent SIGTERMs "
+                                                    "singletons whose lease was not renewed; "
+                                                    "SIGKILL follows at the lease's end"),
         "instance_port": (int, 8080, "port instances' HTTP endpoints listen on"),
         "max_image_bytes": (int, 4 << 30, "bytes an image may expand to when unpacked "
                                           "(a larger one is refused as a decompression bomb)"),
@@ -112,6 +118,8 @@ RANGES = {
     "agent.heartbeat_interval": (0, 3600, False),
     "agent.heartbeat_timeout": (0, DAY, False),
     "agent.reconcile_interval": (0, 3600, False),
+    "agent.stop_timeout": (0, 3600, False),
+    "agent.lease_stop_fraction": (0, 0.9, False),
     "agent.instance_port": (1, 65535, True),
     "agent.max_image_bytes": (1 << 20, 1 << 40, True),
     "ssh.port": (1, 65535, True),

@@ -10,10 +10,13 @@ the next pass plans again from what is then true.
 """
 
 import logging
+import os
+import time
 
+from sdcadm import instance_lease
 from sdcadm.agent import process, provision
 from sdcadm.agent.backoff import restart_delay
-from sdcadm.agent.plan import Depose, Destroy, Provision, RecordGeneration, Start, Stop
+from sdcadm.agent.plan import Depose, Destroy, Provision, RecordGeneration, Start, Stop, StopAll
 from sdcadm.agent.seed import seed_source
 from sdcadm.agent.slot import Slot
 from sdcadm.errors import (AgentError, DatasetError, ImageError, NotFound, RestoreDataBroken,
@@ -26,8 +29,12 @@ class Actions:
     """Carries out plan() actions on this server's zones and processes."""
 
     def __init__(self, layout, image_source, datasets, metrics, *, seeder=None,
-                 instance_port=8080, stop_timeout=process.STOP_TIMEOUT, max_image_bytes=None):
+                 instance_port=8080, stop_timeout=process.STOP_TIMEOUT, max_image_bytes=None,
+                 leases=None, singletons=frozenset(), clock=None):
         self.layout, self.image_source = layout, image_source
+        self.leases = leases         # agent.leases.LeaseKeeper (None: no instance leases)
+        self.singletons = frozenset(singletons)
+        self.lease_clock = clock or (leases.clock if leases else time.monotonic)
         self.datasets = datasets     # delegate_datasets: dir or zfs
         self.seeder = seeder         # agent.seed.Seeder: restore/migrate seeding (headnodes)
         self.metrics = metrics
@@ -50,12 +57,14 @@ class Actions:
                 self.record_generation(slots, action.instance)
             elif isinstance(action, Stop):
                 self.stop_wanted(slots, action.instance)
+            elif isinstance(action, StopAll):
+                self.stop_all(slots, action)
         except (SdcadmError, OSError) as e:
-            uuid = getattr(action, "uuid", None) or action.instance.uuid
+            uuid = _uuid_of(action)
             log.error("%s of instance %s failed: %s", type(action).__name__.lower(), uuid, e,
                       extra={"event": "action-failed", "instance": uuid})
         except Exception:  # a bug in one action must not cost the others their pass
-            uuid = getattr(action, "uuid", None) or action.instance.uuid
+            uuid = _uuid_of(action)
             log.exception("%s of instance %s crashed", type(action).__name__.lower(), uuid,
                           extra={"event": "action-crashed", "instance": uuid})
 
@@ -159,9 +168,14 @@ class Actions:
             "data": str(self.layout.data(instance.uuid)) if instance.delegate_dataset else "",
         }, extra=slot.payload.get("env"))
         argv = process.resolve_command(manifest["command"], env["PATH"])
+        leased = self.leases is not None and instance.service in self.singletons
+        if leased:
+            env[instance_lease.ENV] = str(self.leases.grant(instance.uuid))
         proc = process.spawn(argv, self.layout.zone_root(instance.uuid), env,
                              self.layout.stdout_log(instance.uuid), now)
         provision.write_pidfile(self.layout, instance.uuid, proc.pid)
+        if leased:
+            self.leases.attach(instance.uuid, slot.name, proc.pid)
         return proc
 
     def stop_wanted(self, slots, instance):
@@ -171,6 +185,43 @@ class Actions:
         slot.state, slot.error, slot.restart_pending, slot.failures = "stopped", None, False, 0
         log.info("instance %s stopped: the store wants it stopped", slot.name,
                  extra={"event": "instance-stopped-wanted", "instance": instance.uuid})
+
+    def stop_all(self, slots, action):
+        """Stop the instances of ``action`` in parallel: their leases revoked,
+        SIGTERM to every process, SIGKILL to each survivor after
+        ``stop_timeout``, or at its lease's end if that comes first."""
+        now = self.lease_clock()
+        deadline = self.leases.deadline() if self.leases else None
+        targets, stopping = {}, []
+        for instance in action.instances:
+            slot = slots.get(instance.uuid)
+            if slot is None:
+                continue
+            slot.instance = instance
+            stopping.append(slot)
+            if self.leases is not None:
+                self.leases.release(slot.uuid)
+            pid = slot.proc.pid if slot.proc is not None and slot.proc.poll() is None \
+                else slot.stale_pid
+            fd = process.open_pidfd(pid, slot.uuid) if pid else None
+            if fd is not None:
+                kill_at = now + self.stop_timeout
+                if deadline is not None and instance.service in self.singletons:
+                    kill_at = min(kill_at, deadline)
+                targets[fd] = kill_at
+        try:
+            if targets:
+                process.stop_all(targets, self.lease_clock, self.stop_timeout)
+        finally:
+            for fd in targets:
+                os.close(fd)
+        for slot in stopping:
+            self.stop(slot)  # reaps what died and forgets pids; at once for the dead
+            slot.state, slot.error, slot.restart_pending = "stopped", None, False
+        log.warning("%d instance(s) stopped at once (%s): %s", len(stopping), action.reason,
+                    ", ".join(s.name for s in stopping),
+                    extra={"event": "instances-stopped", "reason": action.reason,
+                           "instances": [s.uuid for s in stopping]})
 
     def record_generation(self, slots, instance):
         slot = slots[instance.uuid]
@@ -182,7 +233,11 @@ class Actions:
 
     # -- shared with the supervisor ----------------------------------------------
     def stop(self, slot):
-        """Stop the slot's process, ours or a previous agent's; forget its pid."""
+        """Stop the slot's process, ours or a previous agent's; forget its pid.
+        Its lease (if any) is revoked first: it stops acknowledging before it
+        is asked to stop."""
+        if self.leases is not None:
+            self.leases.release(slot.uuid)
         if slot.proc is not None:
             status = slot.proc.stop(self.stop_timeout)
             log.info("instance %s stopped (%s)", slot.name, process.describe_exit(status),
@@ -206,6 +261,12 @@ class Actions:
 
     def url(self, instance):
         return f"http://{instance.admin_ip}:{self.port(instance)}"
+
+
+def _uuid_of(action):
+    if isinstance(action, StopAll):
+        return ",".join(i.uuid for i in action.instances)
+    return getattr(action, "uuid", None) or action.instance.uuid
 
 
 def _reason(error):

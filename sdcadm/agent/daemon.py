@@ -68,7 +68,10 @@ class Agent:
             lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port,
             seeder=Seeder(config, layout, datasets.dataset_name),
             singletons=_singletons(config), datasets=datasets,
-            max_image_bytes=config.agent.max_image_bytes)
+            max_image_bytes=config.agent.max_image_bytes,
+            stop_timeout=config.agent.stop_timeout, lease_stop_lead=config.agent.heartbeat_timeout * config.agent.lease_stop_fraction,
+            beat_started=lambda: self.heartbeat.ok_started)
+        self.heartbeat.after_beat = self.supervisor.confirm_leases
         from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
         self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)
@@ -150,6 +153,7 @@ class Agent:
         for name, target, args in (
             ("heartbeat", self.heartbeat.run, (self._stop,)),
             ("supervisor", self.supervisor.run, (self._stop, agent.reconcile_interval)),
+            ("lease-keeper", self.supervisor.leases.run, (self._stop,)),
             ("api", self.api.serve_forever, (0.2,)),
             ("restore-data", self.restore_data.run, (self._stop,)),
         ):

@@ -7,6 +7,7 @@ The store derives the server's status from the last heartbeat
 import logging
 import time
 
+from sdcadm import instance_lease
 from sdcadm.agent.log import Throttled
 from sdcadm.errors import NotFound, StoreError
 
@@ -14,10 +15,16 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, me, stores, interval, metrics, clock=time.time):
+    def __init__(self, me, stores, interval, metrics, clock=time.time, after_beat=None):
         self.me, self.stores, self.interval = me, stores, interval
+        # called with the lease-clock start of each heartbeat that succeeded:
+        # the supervisor renews instance leases from there (supervisor.py)
+        self.after_beat = after_beat
         self.metrics, self.clock = metrics, clock
         self.last_ok = None       # unix time of the last heartbeat written
+        # lease-clock reading of when that heartbeat started: instance leases
+        # run from here (the store stamps it no earlier)
+        self.ok_started = None
         self.last_error = None
         self._problems = Throttled(log)
 
@@ -27,6 +34,7 @@ class Heartbeat:
 
     def beat(self):
         now = self.clock()  # when this agent last succeeded (its own status), not the record
+        started = instance_lease.now()
         try:
             self.stores.get().heartbeat(self.me)
         except NotFound:
@@ -36,7 +44,9 @@ class Heartbeat:
         except StoreError as e:
             self._failed(f"heartbeat failed, store unreachable: {e}", "heartbeat-failed")
             return False
-        self.last_ok, self.last_error = now, None
+        self.last_ok, self.last_error, self.ok_started = now, None, started
+        if self.after_beat is not None:
+            self.after_beat(started)
         self.metrics.heartbeats.inc()
         self._problems.clear("heartbeat-failed", "heartbeat written again")
         self._problems.clear("heartbeat-unknown-server", "heartbeat written again")
@@ -49,8 +59,11 @@ class Heartbeat:
 
     def run(self, stop):
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 self.beat()
             except Exception:  # a bug must not silence the heartbeat for good
                 log.exception("heartbeat crashed; retrying", extra={"event": "heartbeat-crash"})
-            stop.wait(self.interval)
+            # At a fixed rate: a slow store must not also space the beats out
+            # (instance leases are renewed from them).
+            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))

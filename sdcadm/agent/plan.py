@@ -54,6 +54,16 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class StopAll:
+    """Stop these instances all at once (SIGTERM to all, then SIGKILL to the
+    survivors), not one after the other: one that ignores SIGTERM must not
+    make the others wait (fenced server, singleton leases ending)."""
+
+    instances: tuple
+    reason: str
+
+
+@dataclass(frozen=True)
 class RecordGeneration:
     """Same runtime, newer generation: rewrite instance.json, keep running."""
 
@@ -106,7 +116,7 @@ def wants_stopped(instance):
 
 
 def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=False,
-         lease_lost=False, singletons=frozenset()):
+         lease_lost=False, lease_held=True, singletons=frozenset()):
     """Actions that bring this server to the store's view.
 
     desired:   Instances the store assigns to ``me`` (or the cached copy).
@@ -122,10 +132,14 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=Fals
                (the store is unreachable): instances of ``singletons`` are
                stopped, because past the dead-server margin another headnode
                may restore them; they start again when the store answers.
+    lease_held: the instance lease is held and not about to end: without it
+               no singleton is provisioned or started.
+    Instances to stop because of ``fenced`` or ``lease_lost`` come as one
+    ``StopAll``, first.
     """
     elsewhere = {} if elsewhere is None else elsewhere
     mine = {d.uuid: d for d in desired if d.server_uuid == me}
-    first, then = [], []
+    first, then, stop_all = [], [], []
     for uuid in sorted(set(local) - set(mine)):
         where = elsewhere.get(uuid, MISSING)
         if where is MISSING:
@@ -138,11 +152,14 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=Fals
         if d.uuid not in mine:
             continue
         here = local.get(d.uuid)
-        if fenced or (lease_lost and d.service in singletons):
+        singleton = d.service in singletons
+        if fenced or (lease_lost and singleton):
             if here is not None and (here.alive or here.state != "stopped"):
-                then.append(Stop(d))
+                stop_all.append(d)
             continue
-        then += _plan_one(d, here, now, may_start)
+        then += _plan_one(d, here, now, may_start and (lease_held or not singleton))
+    if stop_all:
+        first.insert(0, StopAll(tuple(stop_all), "fenced" if fenced else "lease-lost"))
     return first + then
 
 

@@ -9,6 +9,7 @@ pidfile and recognised by ``SDC_INSTANCE_UUID`` in ``/proc/<pid>/environ``.
 
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -148,3 +149,67 @@ def stop_pid(pid, uuid, timeout=STOP_TIMEOUT, poll=0.05):
             time.sleep(poll)
     if pid_alive(pid):
         raise AgentError(f"process {pid} of instance {uuid} survived SIGKILL")
+
+
+# -- stopping many at once, race-free ---------------------------------------------------
+
+
+def open_pidfd(pid, uuid=None):
+    """A pidfd of ``pid`` (which then always names that very process, even
+    once its pid is reused), or None when it is gone. With ``uuid``, only if
+    the process is instance ``uuid``'s (checked after opening, so a pid
+    recycled in between is not taken)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return None
+    if uuid is not None and not pid_is_instance(pid, uuid):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _signal(pidfd, sig):
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except (ProcessLookupError, OSError):
+        pass  # already gone (or a zombie waiting to be reaped)
+
+
+def _exited(pidfds, timeout):
+    """The pidfds among ``pidfds`` whose process has ended (a pidfd polls
+    readable then), waiting up to ``timeout`` s for the first one."""
+    if not pidfds:
+        return set()
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(max(0, int(timeout * 1000)))}
+
+
+def stop_all(targets, clock, kill_wait=STOP_TIMEOUT):
+    """Stop many processes at once: SIGTERM to every one now, then SIGKILL to
+    each survivor at its own ``kill_at`` (a ``clock()`` reading). ``targets``:
+    {pidfd: kill_at}. Returns the pidfds of processes that outlived their
+    SIGKILL by ``kill_wait`` s (none, unless the kernel is stuck). Does not
+    reap: the supervisor reaps its children as it always does."""
+    pending = dict(targets)
+    for fd in pending:
+        _signal(fd, signal.SIGTERM)
+    killed = {}
+    while pending:
+        now = clock()
+        for fd in [fd for fd, at in pending.items() if at <= now and fd not in killed]:
+            _signal(fd, signal.SIGKILL)
+            killed[fd] = now
+        stuck = [fd for fd, at in killed.items() if now - at > kill_wait]
+        if stuck:
+            log.error("%d process(es) outlived SIGKILL by %.0f s", len(stuck), kill_wait,
+                      extra={"event": "sigkill-stuck"})
+            return stuck
+        waits = [at - now for fd, at in pending.items() if fd not in killed]
+        # short polls: ``clock`` is read again each round (and may be a test's)
+        for fd in _exited(list(pending), min(waits + [0.1])):
+            pending.pop(fd, None)
+            killed.pop(fd, None)
+    return []

@@ -12,16 +12,27 @@ So a restarted agent starts nothing before it has reached the store, and an
 agent cut off from the store for longer than the heartbeat timeout (after
 which the server may be declared dead and its instances restored elsewhere)
 keeps what runs but restarts nothing.
+
+Instance leases (``agent/leases.py``): after each pass that reached the
+store, and after each heartbeat (``confirm_leases``, from the heartbeat
+thread, so that a long pass -- a slow provision, a stop waiting out its
+timeout -- never lets them run out), the singletons this server owns get
+their lease renewed to ``c + lease``, ``c`` the start of the older of the
+last heartbeat and the ownership read. The lease keeper thread stops them,
+all at once, when it runs out; this loop stops them too (``StopAll``) and
+starts no singleton while the lease is not held.
 """
 
 import logging
 import threading
 import time
 
+from sdcadm import instance_lease
 from sdcadm.agent import process, provision
 from sdcadm.agent.actions import Actions
 from sdcadm.agent.backoff import after_exit
 from sdcadm.agent.delegate_datasets import DirDelegateDatasets
+from sdcadm.agent.leases import LeaseKeeper
 from sdcadm.agent.log import Throttled
 from sdcadm.agent.plan import plan, state_updates
 from sdcadm.agent.slot import Slot
@@ -34,12 +45,19 @@ class Supervisor:
     def __init__(self, me, layout, image_source, stores, cache, metrics, *, lease,
                  instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time,
                  seeder=None, singletons=frozenset(), datasets=None,
-                 max_image_bytes=None):
+                 max_image_bytes=None, lease_stop_lead=None, beat_started=None,
+                 lease_clock=instance_lease.now):
         self.me, self.layout = me, layout
+        self.singletons = frozenset(singletons)  # services stopped when the lease is lost
+        self.leases = LeaseKeeper(layout, lease,
+                                  lease * 0.2 if lease_stop_lead is None else lease_stop_lead,
+                                  stop_timeout, clock=lease_clock)
+        # lease-clock start of the last heartbeat that succeeded (None: none yet)
+        self.beat_started = beat_started or (lambda: lease_clock())
         self.actions = Actions(layout, image_source, datasets or DirDelegateDatasets(), metrics,
                                seeder=seeder, instance_port=instance_port,
-                               stop_timeout=stop_timeout, max_image_bytes=max_image_bytes)
-        self.singletons = frozenset(singletons)  # services stopped when the lease is lost
+                               stop_timeout=stop_timeout, max_image_bytes=max_image_bytes,
+                               leases=self.leases, singletons=self.singletons)
         self.stores, self.cache, self.metrics = stores, cache, metrics
         self.lease = lease
         self.clock = clock
@@ -68,6 +86,8 @@ class Supervisor:
             pid = process.read_pidfile(self.layout.pidfile(uuid))
             if pid and process.pid_is_instance(pid, uuid):
                 slot.stale_pid = pid
+                if slot.instance is not None and slot.instance.service in self.singletons:
+                    self.leases.attach_stale(uuid, slot.name, pid)
             slot.state = "running" if slot.stale_pid else "stopped"
         self.desired, self.images, saved_at = self.cache.load(self.me)
         log.info("agent knows %d instance(s) on disk, %d from the cache (saved at %s)",
@@ -103,10 +123,11 @@ class Supervisor:
         self._restart_requested(may_start)
         views = {u: s.view() for u, s in self.slots.items()}
         fenced = self.server is not None and self.server.fenced
-        lease_lost = self.confirmed_at is not None and now - self.confirmed_at > self.lease
+        lease_lost = self.confirmed_at is not None and (
+            now - self.confirmed_at > self.lease or self.leases.ending())
         for action in plan(desired, views, self.me, now=now, elsewhere=elsewhere,
                            may_start=may_start, fenced=fenced, lease_lost=lease_lost,
-                           singletons=self.singletons):
+                           lease_held=self.leases.held(), singletons=self.singletons):
             self.actions.do(action, self.slots, self.images, self.clock())
             self._publish()
         views = {u: s.view() for u, s in self.slots.items()}
@@ -124,6 +145,7 @@ class Supervisor:
 
     # -- facts -----------------------------------------------------------------------
     def _gather(self, now):
+        started = self.leases.clock()
         try:
             store = self.stores.get()
             desired = store.list_instances(server_uuid=self.me)
@@ -159,8 +181,31 @@ class Supervisor:
         else:
             self._problems.clear("fenced", "server is no longer fenced")
         self.desired = desired
+        self._renew_leases(desired, server, started)
         self._save_cache(desired, revision, now)
         return desired, elsewhere
+
+    def confirm_leases(self, beat_started):
+        """Right after a heartbeat that started at ``beat_started`` (a lease
+        clock reading) succeeded: read ownership again and renew from there."""
+        try:
+            store = self.stores.get()
+            server = store.get_server(self.me)
+            desired = store.list_instances(server_uuid=self.me)
+        except (StoreError, NotFound):
+            return  # the supervisor's pass says so; the lease runs on
+        self._renew_leases(desired, server, beat_started)
+
+    def _renew_leases(self, desired, server, started):
+        """Ownership read at ``started``: renew the singletons' leases, from
+        the older of that and the last heartbeat (which the others judge this
+        server by). A fenced or unknown server renews nothing."""
+        beat = self.beat_started()
+        if server is None or server.fenced or beat is None:
+            return
+        owned = {d.uuid for d in desired
+                 if d.server_uuid == self.me and d.service in self.singletons}
+        self.leases.renew(min(started, beat), owned)
 
     def _read_server(self, store):
         try:
@@ -187,6 +232,7 @@ class Supervisor:
                 if status is None:
                     continue
                 uptime = now - slot.proc.started_at
+                self.leases.release(slot.uuid, revoke=False)
                 slot.failures, delay = after_exit(slot.failures, uptime)
                 slot.proc, slot.restart_pending = None, True
                 slot.state, slot.error = "failed", process.describe_exit(status)
@@ -200,6 +246,7 @@ class Supervisor:
                             slot.name, slot.stale_pid,
                             extra={"event": "instance-exited", "instance": slot.uuid})
                 slot.stale_pid, slot.state, slot.error = None, "stopped", "exited"
+                self.leases.release(slot.uuid, revoke=False)
 
     def _restart_requested(self, may_start):
         with self._lock:

@@ -29,7 +29,12 @@ from sdcadm.uuids import new_uuid
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TIMEOUT_FACTOR = 2.5
+# The heartbeat timeout is also the singletons' instance lease: renewed once
+# per heartbeat, SIGTERM a fifth of it before its end (agent.lease_stop_fraction),
+# so 3 intervals leave a heartbeat more than one interval of lateness before a
+# loaded machine stops its singletons. The dead margin follows from it
+# (docs/recovery.md, "Instance leases and the dead margin").
+HEARTBEAT_TIMEOUT_FACTOR = 3.0
 
 
 # -- building ------------------------------------------------------------------

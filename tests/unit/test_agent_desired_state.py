@@ -1,7 +1,7 @@
 """The store can ask for an instance to be stopped (params.desired_state)
 without deposing it: migrate stops the source before its final sync."""
 
-from sdcadm.agent.plan import Provision, RecordGeneration, Start, Stop, plan, runtime_key
+from sdcadm.agent.plan import Provision, RecordGeneration, Start, Stop, StopAll, plan, runtime_key
 from tests.unit.test_agent_plan import ME, here, inst
 
 
@@ -48,7 +48,7 @@ def test_wanted_running_again_starts():
 def test_a_fenced_server_stops_everything_it_runs_and_starts_nothing():
     a, b = inst(1), inst(2)
     local = {a.uuid: here(a), b.uuid: here(b, alive=False, child=False, state="stopped")}
-    assert plan([a, b], local, ME, now=0, may_start=False, fenced=True) == [Stop(a)]
+    assert plan([a, b], local, ME, now=0, may_start=False, fenced=True) == [StopAll((a,), "fenced")]
     assert plan([inst(3)], {}, ME, now=0, may_start=False, fenced=True) == []
 
 
@@ -58,7 +58,34 @@ def test_a_lost_lease_stops_singletons_only():
     local = {sapi.uuid: here(sapi), binder.uuid: here(binder)}
     got = plan([sapi, binder], local, ME, now=0, may_start=False, lease_lost=True,
                singletons={"sapi"})
-    assert got == [Stop(sapi)]
+    assert got == [StopAll((sapi,), "lease-lost")]
+
+
+def test_a_lost_lease_stops_every_singleton_in_one_parallel_action():
+    a, b, c = inst(1), inst(2), inst(3)
+    local = {i.uuid: here(i) for i in (a, b, c)}
+    got = plan([a, b, c], local, ME, now=0, may_start=False, lease_lost=True,
+               singletons={"sapi"})
+    assert got == [StopAll((a, b, c), "lease-lost")]
+
+
+def test_the_parallel_stop_comes_before_anything_else():
+    a, b = inst(1), inst(2)
+    local = {a.uuid: here(a), b.uuid: here(b)}
+    gone = inst(9)
+    local[gone.uuid] = here(gone)
+    got = plan([a, b], local, ME, now=0, may_start=False, lease_lost=True,
+               elsewhere={gone.uuid: None}, singletons={"sapi"})
+    assert got[0] == StopAll((a, b), "lease-lost") and len(got) == 2
+
+
+def test_no_singleton_starts_while_the_lease_is_not_held():
+    i, other = inst(1), inst(2)
+    other = other.__class__(**{**other.to_dict(), "service": "binder", "alias": "binder0"})
+    local = {x.uuid: here(x, alive=False, child=False, state="stopped") for x in (i, other)}
+    got = plan([i, other], local, ME, now=0, may_start=True, lease_held=False,
+               singletons={"sapi"})
+    assert got == [Start(other)]
 
 
 def test_lease_back_starts_the_stopped_singleton_again():

@@ -22,6 +22,7 @@ from sdcadm.procedures.planning import (
     check_restorable_servers,
     check_restore_host,
     copy_problem,
+    dead_after,
     heartbeat_silent,
     ip_owned_by,
     is_dead,
@@ -46,7 +47,7 @@ from sdcadm.procedures.planning import (
 
 IMG = "99999999-9999-4999-8999-999999999999"
 NOW = 1000.0
-TIMEOUT = 10.0   # heartbeat timeout: dead past NOW - 30 (margin factor 2)
+TIMEOUT = 10.0   # heartbeat timeout: dead past NOW - dead_after(10) = NOW - 17.25
 HN0 = Server("00000000-0000-4000-8000-000000000000", "hn0", "127.0.0.1", headnode=True,
              last_heartbeat=NOW - 100, agent_port=5309)          # silent past the margin
 HN1 = Server("11111111-1111-4111-8111-111111111111", "hn1", "127.0.0.2", headnode=True,
@@ -97,10 +98,27 @@ def test_next_free_alias():
 
 
 def test_is_dead_needs_margin_or_fence():
-    hn = replace(HN0, last_heartbeat=100)
-    assert not is_dead(hn, now=100 + 3 * 1.0 - 0.1, heartbeat_timeout=1.0)
-    assert is_dead(hn, now=100 + 3.1, heartbeat_timeout=1.0)
+    hn = replace(HN1, last_heartbeat=100.0)
+    margin = dead_after(1.0)
+    assert not is_dead(hn, now=100 + margin - 0.01, heartbeat_timeout=1.0)
+    assert is_dead(hn, now=100 + margin + 0.01, heartbeat_timeout=1.0)
     assert is_dead(replace(hn, fenced=True), now=100, heartbeat_timeout=1.0)
+
+
+def test_the_dead_margin_covers_lease_notice_and_kill_times_the_safety_factor():
+    assert dead_after(10.0, notice=1.0, kill_grace=0.5, safety=2.0) == 23.0
+    # the numbers docs/recovery.md gives: lab (lease 3 s, reconcile 0.5 s;
+    # restore assumes 1 s), production defaults (15 s, 1 s)
+    assert dead_after(3.0, notice=0.5) == 6.0
+    assert dead_after(3.0) == 6.75
+    assert dead_after(15.0, notice=1.0) == 24.75
+    # never shorter than the lease plus the time to notice and kill
+    for lease in (0.1, 1.0, 15.0, 600.0):
+        assert dead_after(lease, 1.0, 0.5) >= lease + 1.0 + 0.5
+    # the notice of the restoring side's agent configuration is used
+    hn = replace(HN1, last_heartbeat=100.0)
+    assert is_dead(hn, now=100 + dead_after(2.5, 0.5) + 0.01, heartbeat_timeout=2.5, notice=0.5)
+    assert not is_dead(hn, now=100 + dead_after(2.5, 1.0) - 0.01, heartbeat_timeout=2.5)
 
 
 def test_heartbeat_silent_has_no_margin():
@@ -158,7 +176,7 @@ def test_no_dead_server_lists_the_running_ones_and_suggests_dead():
 
 
 def test_silent_within_the_margin_is_not_dead_yet():
-    late = replace(HN0, last_heartbeat=NOW - 25)   # past the timeout, within the margin
+    late = replace(HN0, last_heartbeat=NOW - 15)   # past the timeout, within the margin
     with pytest.raises(NotViable, match=r"no server is dead: .* \(hn1 running\)"):
         check_restorable_servers([], [late, HN1], now=NOW, heartbeat_timeout=TIMEOUT)
 

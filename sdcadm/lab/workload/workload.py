@@ -6,6 +6,17 @@ from the image manifest's command. Environment (set by the agent):
   SDC_INSTANCE_IP, SDC_INSTANCE_PORT   where to listen
   SDC_INSTANCE_UUID, SDC_INSTANCE_ALIAS, SDC_INSTANCE_SERVICE
   SDC_INSTANCE_DATA                    the delegate dataset directory ("" if none)
+  SDC_INSTANCE_LEASE                   singletons only: the instance lease file
+                                       (instance_lease.py, shipped next to this file)
+
+Instance lease: a leased workload checks its lease after a PUT is durable and
+before answering, and on every request; once the lease is not valid it answers
+503 and exits (so does a watch thread when no request comes), whatever the
+request, /ping included: a fenced singleton must not look alive.
+
+For tests only: SIGUSR1 makes the process ignore SIGTERM from then on (a slow
+stop, the case the agent's SIGKILL exists for); /ping then shows
+``"ignores_sigterm": true``.
 
 GET /ping -> 200 JSON identity, and ``pings``: how many /ping requests this
 process has answered (this one included), so that a test can tell that
@@ -22,7 +33,13 @@ import os
 import re
 import signal
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+try:
+    import instance_lease  # shipped next to this file in the image
+except ImportError:  # imported as a module of sdcadm (tests, tools)
+    from sdcadm import instance_lease
 
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_BODY = 16 * 1024 * 1024
@@ -31,6 +48,18 @@ PINGS = itertools.count(1)  # next() is atomic: safe across the server's threads
 
 ENV = {k: os.environ.get("SDC_INSTANCE_" + k.upper(), "")
        for k in ("ip", "port", "uuid", "alias", "service", "data")}
+
+LEASE = instance_lease.LeaseGuard.from_env()
+FENCED = threading.Event()
+IGNORES_SIGTERM = threading.Event()
+
+
+def fence(reason):
+    """The lease is gone: never answer 2xx again, and exit (from any thread)."""
+    if not FENCED.is_set():
+        FENCED.set()
+        print(f"instance lease not valid ({reason}): stopping", flush=True)
+        os._exit(75)  # os._exit: no handler, no thread may answer once it runs
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -54,12 +83,26 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return parts[2] if KEY_RE.match(parts[2]) and ".." not in parts[2] else False
 
+    def _leased(self):
+        """False (after answering 503 and fencing) once the lease is not valid."""
+        if not FENCED.is_set() and LEASE.valid():
+            return True
+        try:
+            self._send(503, {"error": "instance lease expired: this instance is fenced",
+                             "reason": LEASE.reason})
+        finally:
+            fence(LEASE.reason)
+        return False
+
     def do_GET(self):
+        if not self._leased():
+            return None
         path = self.path.split("?", 1)[0]
         if path == "/ping":
             return self._send(200, {"ok": True, "uuid": ENV["uuid"], "alias": ENV["alias"],
                                     "service": ENV["service"], "pid": os.getpid(),
-                                    "pings": next(PINGS)})
+                                    "pings": next(PINGS), "leased": LEASE.leased,
+                                    "ignores_sigterm": IGNORES_SIGTERM.is_set()})
         if not ENV["data"] and path.startswith("/data"):
             return self._send(501, {"error": "this service has no delegate dataset"})
         if path == "/data":
@@ -74,6 +117,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, {"error": f"no key {key}"})
 
     def do_PUT(self):
+        if not self._leased():
+            return None
         if not ENV["data"]:
             return self._send(501, {"error": "this service has no delegate dataset"})
         key = self._key()
@@ -98,13 +143,21 @@ class Handler(BaseHTTPRequestHandler):
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        # Durable now; acknowledged only if the lease still holds (a process
+        # frozen since the check above must not answer 201 after its lease).
+        if not self._leased():
+            return None
         return self._send(201, {"key": key, "bytes": len(body)})
 
 
 def main():
     server = ThreadingHTTPServer((ENV["ip"] or "127.0.0.1", int(ENV["port"] or 8080)), Handler)
     server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: None if IGNORES_SIGTERM.is_set() else sys.exit(0))
+    signal.signal(signal.SIGUSR1, lambda *_: IGNORES_SIGTERM.set())
+    if not LEASE.valid():
+        fence(LEASE.reason)
+    LEASE.watch(fence)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -11,8 +11,8 @@ store, an agent or a clock (tests/unit/test_procedures_planning.py).
 """
 
 from sdcadm.procedures.planning.common import (
-    DEAD_MARGIN_FACTOR,
     NotViable,
+    dead_after,
     heartbeat_silent,
     ip_owned_by,
     is_dead,
@@ -59,11 +59,11 @@ from sdcadm.procedures.planning.restore_plan import (
 )
 
 __all__ = [
-    "CopyFacts", "DEAD_MARGIN_FACTOR", "InstanceMove", "InstanceToRestore", "MigrateFacts",
+    "CopyFacts", "InstanceMove", "InstanceToRestore", "MigrateFacts",
     "MigrateItem", "MigratePlan", "NotViable", "REFUSED_HINT", "RefusedCopy", "RestoreFacts",
     "RestoreItem", "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
     "check_migrate_servers", "check_restorable_servers", "check_restore_host", "copy_problem",
-    "heartbeat_silent", "ip_owned_by", "is_dead", "level_targets", "migrate_method",
+    "dead_after", "heartbeat_silent", "ip_owned_by", "is_dead", "level_targets", "migrate_method",
     "migrate_summary", "migrated_instance", "new_uuid_for", "next_free_alias", "plan_migrate",
     "plan_migration", "plan_restore", "plan_restore_run", "refused_error", "restore_levels",
     "restore_scope", "restore_summary", "restored_params", "restored_result",

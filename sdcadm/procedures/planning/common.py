@@ -4,9 +4,27 @@ import re
 
 from sdcadm.errors import SdcadmError
 
-# A server is declared dead only when its heartbeat has been silent this much
-# longer than the heartbeat timeout (DESIGN section 5).
-DEAD_MARGIN_FACTOR = 2.0
+# The dead margin, derived (docs/recovery.md, "Instance leases and the dead
+# margin"). After its last heartbeat a server's singletons are gone, or at
+# least can no longer acknowledge anything, once
+#   * the instance lease ran out: its agent renews it only from a heartbeat
+#     and an ownership read that both succeeded, so it ends at the latest one
+#     heartbeat timeout after the last heartbeat started;
+#   * the agent noticed (its lease keeper wakes at the deadline; the
+#     supervisor pass, every agent.reconcile_interval, is the fallback) and
+#   * the SIGKILL sent at the lease's end took effect (KILL_GRACE);
+# all of it stretched by SAFETY_FACTOR for clock rate error between the
+# machines, late scheduling under load and heartbeat stamping.
+SAFETY_FACTOR = 1.5
+KILL_GRACE = 0.5
+DEFAULT_NOTICE = 1.0     # agent.reconcile_interval's default
+
+
+def dead_after(lease, notice=DEFAULT_NOTICE, kill_grace=KILL_GRACE, safety=SAFETY_FACTOR):
+    """Seconds after a server's last heartbeat from which another headnode may
+    take its singletons for gone: ``(lease + notice + kill_grace) * safety``.
+    ``lease``: agent.heartbeat_timeout; ``notice``: agent.reconcile_interval."""
+    return (lease + notice + kill_grace) * safety
 
 
 class NotViable(SdcadmError):
@@ -27,11 +45,11 @@ def next_free_alias(service, taken):
     return f"{service}{n}"
 
 
-def is_dead(server, now, heartbeat_timeout, margin_factor=DEAD_MARGIN_FACTOR):
-    """Heartbeat expired plus a margin (a fenced server is dead by decree)."""
+def is_dead(server, now, heartbeat_timeout, notice=DEFAULT_NOTICE):
+    """Heartbeat silent for ``dead_after()`` (a fenced server is dead by decree)."""
     if server.fenced:
         return True
-    return now - server.last_heartbeat > heartbeat_timeout * (1 + margin_factor)
+    return now - server.last_heartbeat > dead_after(heartbeat_timeout, notice)
 
 
 def heartbeat_silent(server, now, heartbeat_timeout):
