@@ -7,6 +7,7 @@ store, an agent or a clock (tests/unit/test_procedures_planning.py).
 
 * ``common``: service selection, aliases, dead or not, addresses owned;
 * ``restore_plan``: which servers, instances and levels a restore covers;
+* ``fence_plan``: how a server named with --dead is proven powered off;
 * ``migrate_plan``: which instances move, which are skipped, the new ones.
 """
 
@@ -18,6 +19,13 @@ from sdcadm.procedures.planning.common import (
     is_dead,
     next_free_alias,
     select_services,
+)
+from sdcadm.procedures.planning.fence_plan import (
+    FenceMethod,
+    fence_argv,
+    fence_failure,
+    fence_methods,
+    fence_summary,
 )
 from sdcadm.procedures.planning.migrate_plan import (
     InstanceMove,
@@ -35,6 +43,7 @@ from sdcadm.procedures.planning.migrate_plan import (
 from sdcadm.procedures.planning.restore_plan import (
     REFUSED_HINT,
     CopyFacts,
+    FinishMigrate,
     InstanceToRestore,
     RestoreFacts,
     RestoreItem,
@@ -46,10 +55,12 @@ from sdcadm.procedures.planning.restore_plan import (
     check_restorable_servers,
     check_restore_host,
     copy_problem,
+    interrupted_migrates,
     level_targets,
     plan_restore,
     plan_restore_run,
     refused_error,
+    replacement_of,
     restore_levels,
     restore_scope,
     restore_summary,
@@ -59,6 +70,8 @@ from sdcadm.procedures.planning.restore_plan import (
 )
 
 __all__ = [
+    "FenceMethod", "FinishMigrate", "fence_argv", "fence_failure", "fence_methods",
+    "fence_summary", "interrupted_migrates", "replacement_of",
     "CopyFacts", "DEAD_MARGIN_FACTOR", "InstanceMove", "InstanceToRestore", "MigrateFacts",
     "MigrateItem", "MigratePlan", "NotViable", "REFUSED_HINT", "RefusedCopy", "RestoreFacts",
     "RestoreItem", "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
