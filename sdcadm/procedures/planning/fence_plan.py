@@ -109,7 +109,7 @@ def fence_summary(methods):
         how = ("you confirmed it is powered off (--confirm-powered-off)" if m.confirmed
                else f"run its fence command `{shlex.join(m.argv)}` (at most {m.timeout:g}s); "
                     "nothing moves unless it exits 0")
-        state = "fenced already: fence it again" if s.fenced else "fence"
-        lines.append(f"{state} server {s.hostname} ({s.uuid}): {how}; it will run nothing "
+        again = " again (fenced by an earlier run)" if s.fenced else ""
+        lines.append(f"fence server {s.hostname}{again} ({s.uuid}): {how}; it will run nothing "
                      "until unfenced")
     return lines
