@@ -40,7 +40,6 @@ from sdcadm.procedures.planning import (
     restore_summary,
     restored_params,
     restored_result,
-    runs_nothing_it_lost,
     select_services,
 )
 
@@ -419,15 +418,6 @@ def test_addresses_to_take_over_are_those_kept_and_not_yet_moved():
     assert addresses_to_take_over(plan, HN0.uuid) == ["http://127.0.1.2:8080/ping",
                                                       "http://127.0.1.1:8080/ping"]
     assert addresses_to_take_over(plan, HN2.uuid) == []
-
-
-def test_a_fenced_server_runs_nothing_it_lost():
-    assert runs_nothing_it_lost([])
-    assert runs_nothing_it_lost([inst(1, "sapi", HN0, state="stopped")])
-    assert not runs_nothing_it_lost([inst(1, "sapi", HN0, state="running")])
-    # restored there from elsewhere: still its own, it may run
-    assert runs_nothing_it_lost([inst(1, "sapi", HN0, state="running",
-                                      params={"restored_from": HN2.uuid})])
 
 
 def test_restored_result_measures_rto_and_rpo():

@@ -66,7 +66,6 @@ from sdcadm.procedures.planning.restore_plan import (
     restore_summary,
     restored_params,
     restored_result,
-    runs_nothing_it_lost,
 )
 
 __all__ = [
@@ -80,5 +79,5 @@ __all__ = [
     "migrate_summary", "migrated_instance", "new_uuid_for", "next_free_alias", "plan_migrate",
     "plan_migration", "plan_restore", "plan_restore_run", "refused_error", "restore_levels",
     "restore_scope", "restore_summary", "restored_params", "restored_result",
-    "runs_nothing_it_lost", "select_services",
+    "select_services",
 ]

@@ -379,12 +379,6 @@ def addresses_to_take_over(plan, server_uuid):
             + [f.old.url + "/ping" for f in plan.finish if f.old.server_uuid == server_uuid])
 
 
-def runs_nothing_it_lost(instances):
-    """The store shows none of a fenced server's ``instances`` running, except
-    those restored there from elsewhere (they stay its own)."""
-    return all(i.state != "running" or i.params.get("restored_from") for i in instances)
-
-
 def restored_result(target, inst, level_s, rto_s, now):
     """The result recorded for one restored instance (RTO, and RPO: the age of
     the data it came back with)."""
