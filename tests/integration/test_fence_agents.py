@@ -302,6 +302,14 @@ def test_frozen_server_without_fence_agent_needs_the_operators_word(new_lab):
         assert "--confirm-powered-off hn0" in refused.stderr
         assert_nothing_moved(lab, before)
         assert [p for p in frozen if procs.gone(p)] == []
+        # A typo powers nothing off, and says which servers there are.
+        typo = run("sdcadm", "lab", "power-off", "--dir", str(lab.dir), "hn9", check=False)
+        assert typo.returncode == 1 and "the lab has no server 'hn9'" in typo.stderr
+        assert "hn0, hn1" in typo.stderr
+        as_agent = subprocess.run([str(BIN / "python"), "-m", "sdcadm.lab.fence", "--dir",
+                                   str(lab.dir), "hn9"], capture_output=True, text=True)
+        assert as_agent.returncode == 1 and "no server 'hn9'" in as_agent.stderr
+        assert [p for p in frozen if procs.gone(p)] == []
         # The operator pulls the plug, checks, and says so.
         run("sdcadm", "lab", "power-off", "--dir", str(lab.dir), "hn0")
         lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "--confirm-powered-off", "hn0",
