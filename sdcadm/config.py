@@ -93,6 +93,16 @@ SPEC = {
                                           "(a larger one is refused as a decompression bomb)"),
         "cache_file": (_OPT_STR, None, "local cache of the last DC state seen; default <root>/var/sdcadm/agent-cache.json"),
     },
+    "fencing": {
+        "command": ((list, str, type(None)), None,
+                    "fence agent run by `service restore --dead SERVER` to power SERVER off "
+                    "(argv list, or a string split as a shell would; {hostname}, {address} "
+                    "and {uuid} in it are replaced by the server's); exit 0 means powered off"),
+        "timeout": ((int, float), 60.0, "seconds the fence command may run; a longer one is "
+                                        "killed and the restore refused"),
+        "servers": (dict, {}, "per-server fence commands {hostname: command}, used instead of "
+                              "fencing.command for those servers"),
+    },
     "ssh": {
         "port": (int, 22, "sshd port on every server"),
         "user": (str, "root", "user to log in as"),
@@ -122,6 +132,7 @@ RANGES = {
     "agent.lease_stop_fraction": (0, 0.9, False),
     "agent.instance_port": (1, 65535, True),
     "agent.max_image_bytes": (1 << 20, 1 << 40, True),
+    "fencing.timeout": (0, 3600, False),
     "ssh.port": (1, 65535, True),
     "ssh.connect_timeout": (0, 3600, False),
 }
@@ -178,12 +189,14 @@ def _defaults(spec):
 
 
 def _copy_default(value):
-    return list(value) if isinstance(value, list) else value
+    if isinstance(value, (list, dict)):
+        return type(value)(value)
+    return value
 
 
 def _type_name(types):
     names = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
-             list: "a list", type(None): "null"}
+             list: "a list", dict: "a mapping", type(None): "null"}
     types = types if isinstance(types, tuple) else (types,)
     return " or ".join(names.get(t, t.__name__) for t in types)
 
@@ -243,6 +256,53 @@ def store_problems(values, source):
     if not (prefix.startswith("/") and prefix.endswith("/") and len(prefix) > 1):
         problems.append(f"{source}: key 'store.etcd_prefix' must start and end with / and "
                         f"name something, e.g. /sdcadm/, got {shown(prefix)}")
+    return problems
+
+
+FENCE_FIELDS = ("hostname", "address", "uuid")
+
+
+def fence_argv_problem(command):
+    """Why ``command`` (a fencing command as configured) cannot be run, or None."""
+    import shlex
+    import string
+
+    if isinstance(command, str):
+        try:
+            command = shlex.split(command)
+        except ValueError as e:
+            return f"cannot be split into arguments: {e}"
+    if not isinstance(command, list) or not command:
+        return "must be a non-empty list of arguments (or a command line string)"
+    for arg in command:
+        if not isinstance(arg, str) or not arg:
+            return f"every argument must be a non-empty string, got {shown(arg)}"
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
+        except ValueError as e:
+            return f"argument {shown(arg)}: {e} (write a literal brace as {{{{ or }}}})"
+        unknown = [f for f in fields if f not in FENCE_FIELDS]
+        if unknown:
+            return (f"argument {shown(arg)} names {{{unknown[0]}}}: only "
+                    + ", ".join("{" + f + "}" for f in FENCE_FIELDS) + " are replaced")
+    return None
+
+
+def fencing_problems(values, source):
+    """Problems of the fencing section: every command must be runnable as written,
+    so that a disaster does not first meet a typo."""
+    fencing, problems = values["fencing"], []
+    if fencing["command"] is not None:
+        problem = fence_argv_problem(fencing["command"])
+        if problem:
+            problems.append(f"{source}: key 'fencing.command' {problem}")
+    for host, command in fencing["servers"].items():
+        problem = (f"must be a command, got {shown(command)}"
+                   if not isinstance(command, (list, str)) else fence_argv_problem(command))
+        if not isinstance(host, str) or not host:
+            problem = f"keys must be server hostnames, got {shown(host)}"
+        if problem:
+            problems.append(f"{source}: key 'fencing.servers' item {shown(host)}: {problem}")
     return problems
 
 
@@ -316,6 +376,7 @@ def config_from(doc, source="<built-in>"):
     values, problems = merge(SPEC, doc, source)
     problems += range_problems(values, source)
     problems += store_problems(values, source)
+    problems += fencing_problems(values, source)
     if problems:
         raise ConfigError(source, problems)
     return Config(values, source)
@@ -416,6 +477,7 @@ def load_config(path=None, environ=None):
                         f"got {shown(values['datasets']['backend'])}")
     problems += range_problems(values, str(path))
     problems += store_problems(values, str(path))
+    problems += fencing_problems(values, str(path))
     if problems:
         raise ConfigError(path, problems)
     return Config(values, str(path))

@@ -155,6 +155,10 @@ class RestoreDataBroken(SdcadmError):
     """This headnode's restore data would not restore what it claims to."""
 
 
+class FenceFailed(SdcadmError):
+    """A server could not be fenced: nothing was moved off it."""
+
+
 class ImageError(SdcadmError):
     """An image file is invalid or unsafe."""
 

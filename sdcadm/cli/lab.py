@@ -114,6 +114,25 @@ def kill_cmd(directory, server):
                else f"{server} was not running")
 
 
+@lab.command("power-off")
+@dir_option
+@click.argument("server")
+def power_off_cmd(directory, server):
+    """Power SERVER off: SIGKILL every process of it, frozen ones included.
+
+    The lab's fence agent, the equivalent of an IPMI power-off: its agent,
+    its instances and anything else running under its root die at once,
+    whether they answer or are stopped (SIGSTOP). Exits 0 only once none is
+    left. Every lab server's configuration names it as `fencing.command`, so
+    `sdcadm service restore --dead SERVER` runs it. `lab start SERVER` powers
+    it on again.
+    """
+    from sdcadm.lab.fence import power_off
+
+    killed = power_off(_state(directory), server)
+    click.echo(f"{server} powered off ({len(killed)} process(es) killed)")
+
+
 @lab.command("start")
 @dir_option
 @click.argument("server")

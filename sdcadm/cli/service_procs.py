@@ -43,13 +43,20 @@ def migrate(state, src, dst, services, all_services, timeout, run_options):
 @click.option("--all", "all_services", is_flag=True,
               help="Restore every service that had an instance on the dead server(s).")
 @click.option("--dead", "dead", multiple=True, metavar="SERVER",
-              help="Declare SERVER dead and fence it (repeatable). Without it, only servers "
-                   "whose heartbeat expired past the margin are considered dead.")
+              help="Declare SERVER dead and fence it first (repeatable): its fence command "
+                   "(fencing.command) powers it off, and nothing moves unless it exits 0 in "
+                   "time. Without --dead, only servers fenced by an earlier restore are "
+                   "restored from; a server that is merely silent is refused.")
+@click.option("--confirm-powered-off", "confirmed_off", multiple=True, metavar="SERVER",
+              help="State that SERVER (also named with --dead) is powered off: its fence "
+                   "command is not run. Required for a server with no fence command "
+                   "configured. Check first (console, power cord): if it still runs, its "
+                   "singletons will answer twice.")
 @click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               metavar="SECONDS", help="How long to wait for each restored instance to be healthy.")
 @procedure_options
 @pass_state
-def restore(state, services, all_services, dead, timeout, run_options):
+def restore(state, services, all_services, dead, confirmed_off, timeout, run_options):
     """Rebuild, on this headnode, the services a dead server was running.
 
     Run it on a surviving headnode (the server of your configuration). Every
@@ -61,8 +68,17 @@ def restore(state, services, all_services, dead, timeout, run_options):
     comes back, never runs them again. Reports per service the restore time
     (RTO) and the age of the data restored (RPO).
 
-    A server that is alive is refused unless named with --dead. The DC store
-    must be reachable.
+    Fencing first: a server named with --dead is powered off by its fence
+    agent (fencing.command in the configuration; `{hostname}`, `{address}`,
+    `{uuid}` replaced), with fencing.timeout; a fence command that fails or
+    hangs refuses the restore and moves nothing. --confirm-powered-off SERVER
+    replaces the fence command with your word. A silent heartbeat or a probe
+    that times out is never taken as proof that a server runs nothing: a
+    server that is only silent is listed and refused. An instance an
+    interrupted `service migrate` had already replaced is not restored: the
+    migrate is finished (the replacement kept). See docs/recovery.md.
+
+    The DC store must be reachable.
     """
     from sdcadm.errors import StoreUnreachable
     from sdcadm.procedures.restore import RestoreServices
@@ -70,7 +86,8 @@ def restore(state, services, all_services, dead, timeout, run_options):
     if not services and not all_services:
         raise click.UsageError("name the services to restore, or pass --all")
     try:
-        run(state, [RestoreServices(services, all_services, dead, timeout=timeout)], run_options)
+        run(state, [RestoreServices(services, all_services, dead, timeout=timeout,
+                                    confirmed_off=confirmed_off)], run_options)
     except StoreUnreachable as e:
         raise StoreUnreachable(
             f"cannot restore: the DC store is unreachable ({e.message}); nothing was changed",

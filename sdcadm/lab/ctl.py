@@ -20,6 +20,7 @@ from sdcadm.catalog import load_catalog
 from sdcadm.errors import LabError
 from sdcadm.health import probe_many
 from sdcadm.lab import procs
+from sdcadm.lab.fence import command_for
 from sdcadm.lab.images import build_workload_image
 from sdcadm.lab.layout import plan_lab
 from sdcadm.lab.state import DEFAULT_PORTS, LabState, load_state, save_state
@@ -62,6 +63,9 @@ def server_config(state, server):
             "instance_port": state.ports["instance"],
             "cache_file": str(root / "var" / "sdcadm" / "agent-cache.json"),
         },
+        # The lab's fence agent (docs/recovery.md "Fencing"): a power-off of the
+        # server named, run from whichever headnode restores.
+        "fencing": {"command": command_for(state), "timeout": 30.0},
         "ssh": {
             "port": state.ports["ssh"],
             "user": sshd.user,

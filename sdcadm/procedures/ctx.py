@@ -10,6 +10,8 @@ decisions can be made by pure functions over what it gathered
 * ``agents``: makes agent clients (``agents.client(url, timeout)``) and holds
   the agents' token (``agents.token``, read on first use);
 * ``prober``: health probes (``probe(url, timeout)``, ``probe_many(urls, timeout)``);
+* ``fencer``: runs fence agents (``fencer.run(argv, timeout)``, a
+  ``transport.fence.CommandFencer``);
 * ``now``: the wall clock (seconds since the epoch), for ages and timestamps.
 
 ``ProcedureContext.for_config(config, store)`` builds the real ones, once,
@@ -29,6 +31,7 @@ from sdcadm.health import HttpProber
 from sdcadm.procedures.agent_client import AgentClients
 from sdcadm.procedures.log import RunLog
 from sdcadm.progress import Progress, notify
+from sdcadm.transport.fence import CommandFencer
 
 
 def open_restore_data(config):
@@ -50,6 +53,7 @@ class ProcedureContext:
     restore_data: Callable[[], Any] | None = None   # () -> this server's RestoreData
     agents: Any = None               # AgentClients: .client(url, timeout), .token, .check()
     prober: Any = None               # HttpProber: .probe(url, timeout), .probe_many(urls, timeout)
+    fencer: Any = field(default_factory=CommandFencer)  # .run(argv, timeout) -> FenceOutcome
     yes: bool = False
     dry_run: bool = False
     task: Any = None                 # the model.Task being recorded (None while preparing)

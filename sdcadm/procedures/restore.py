@@ -4,8 +4,17 @@ Run on a surviving headnode. For every instance of a non-HA service that
 lived on a dead server, in dependency order (services with no dependency
 among those restored come up together):
 
-1. fence the dead server when the operator named it with ``--dead`` (its
-   agent, if it ever comes back, stops everything and starts nothing);
+1. fence the dead server when the operator named it with ``--dead``: run its
+   fence agent (``fencing.command``, an IPMI power-off in production) and
+   move nothing unless it exits 0 in time, or take the operator's word
+   (``--confirm-powered-off``); then mark it fenced in the store (its agent,
+   if it ever comes back, stops everything and starts nothing) and refuse if
+   any address to take over still answers. A silent heartbeat or a probe
+   that times out is never taken as proof that nothing runs there;
+   without ``--dead`` a merely silent server is refused;
+   an instance an interrupted ``service migrate`` had already replaced is
+   not restored: the migrate is finished (the replacement kept, the old
+   record deleted);
 2. move the instance here with one compare-and-swap that bumps its
    generation: same UUID and alias, the old address when the old server is
    fenced (else a recovery address allocated on the admin network), and
@@ -29,7 +38,7 @@ service the restore time (RTO) and the age of the data restored (RPO).
 
 import time
 
-from sdcadm.errors import Conflict, NotFound, RestoreDataBroken, SdcadmError, Unreachable
+from sdcadm.errors import Conflict, FenceFailed, NotFound, RestoreDataBroken, SdcadmError
 from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning import (
@@ -40,7 +49,9 @@ from sdcadm.procedures.planning import (
     RestoreRequest,
     addresses_to_take_over,
     check_restore_host,
-    heartbeat_silent,
+    fence_failure,
+    fence_methods,
+    fence_summary,
     ip_owned_by,
     level_targets,
     plan_restore_run,
@@ -49,27 +60,30 @@ from sdcadm.procedures.planning import (
     restore_summary,
     restored_params,
     restored_result,
-    runs_nothing_it_lost,
 )
 from sdcadm.procedures.waits import wait_for, wait_healthy_unless
 
 HEALTH_TIMEOUT = 120.0
-FENCE_STOP_TIMEOUT = 30.0
+FENCE_PROBE_TIMEOUT = 0.5
 
 
 class RestoreServices(Procedure):
     name = "service-restore"
 
-    def __init__(self, services=(), all_services=False, dead=(), timeout=HEALTH_TIMEOUT):
-        self.request = RestoreRequest(tuple(services), all_services, tuple(dead))
+    def __init__(self, services=(), all_services=False, dead=(), timeout=HEALTH_TIMEOUT,
+                 confirmed_off=()):
+        self.request = RestoreRequest(tuple(services), all_services, tuple(dead),
+                                      tuple(confirmed_off))
         self.timeout = timeout
         self.plan = None
+        self.fence = []
         self.started = None
 
     def key(self):
         what = "--all" if self.request.all_services else " ".join(self.request.services)
         dead = " ".join(f"--dead {d}" for d in self.request.dead)
-        return f"{what} {dead}".strip()
+        off = " ".join(f"--confirm-powered-off {d}" for d in self.request.confirmed_off)
+        return " ".join(p for p in (what, dead, off) if p)
 
     # -- prepare: gather the facts, let the planner decide ----------------------------------
     def prepare(self, ctx):
@@ -83,6 +97,10 @@ class RestoreServices(Procedure):
         scope = restore_scope(ctx.catalog, self.request, facts)
         data = ctx.restore_data() if scope.items else None
         copies = {item.instance.uuid: _copy_facts(data, item) for item in scope.items}
+        # Before anything else can refuse for want of a fence agent: a server
+        # named with --dead and no way to prove it off is refused here, at once.
+        self.fence = fence_methods(scope.to_fence, self.request.confirmed_off,
+                                   ctx.config.get("fencing") or {}, facts.servers)
         self.plan = plan_restore_run(ctx.catalog, scope, copies, me, now)
         if self.plan.nothing_to_do:
             return self.mark_nothing_to_do(self.plan.nothing_to_do)
@@ -90,12 +108,14 @@ class RestoreServices(Procedure):
         return True
 
     def summarize(self):
-        return restore_summary(self.plan)
+        return fence_summary(self.fence) + restore_summary(self.plan)
 
     # -- steps -------------------------------------------------------------------------------
     def steps(self):
-        steps = [Step(f"fence {s.hostname}", self._fence_step(s), self._fenced(s))
-                 for s in self.plan.to_fence]
+        steps = [Step(f"fence {m.server.hostname}", self._fence_step(m), self._fenced(m.server))
+                 for m in self.fence]
+        steps += [Step(f"finish migrate of {f.old.alias} (keep {f.replacement.alias})",
+                       self._finish_step(f)) for f in self.plan.finish]
         for n, level in enumerate(self.plan.levels, 1):
             steps.append(Step(f"restore level {n}: {', '.join(level)}",
                               self._level_step(level_targets(self.plan, level))))
@@ -114,40 +134,61 @@ class RestoreServices(Procedure):
     def _fenced(self, server):
         return lambda ctx, previous: ctx.store.get_server(server.uuid).fenced
 
-    def _fence_step(self, server):
+    def _fence_step(self, method):
+        server = method.server
+
         def fence(ctx):
             if self.started is None:
                 self.started = time.monotonic()
+            if method.confirmed:
+                how = "confirmed powered off by the operator"
+            else:
+                ctx.progress(f"fencing {server.hostname}: running its fence command "
+                             f"(at most {method.timeout:g}s)")
+                outcome = ctx.fencer.run(method.argv, method.timeout)
+                if not outcome.ok:
+                    raise fence_failure(method, outcome)  # before the store changes
+                how = f"fence command succeeded in {outcome.elapsed_s:.2f}s"
             ctx.store.set_fenced(server.uuid, True, server.generation)  # CAS: as prepared
-            ctx.progress(f"fenced {server.hostname}")
-            # A fenced agent that is still alive stops what it runs: wait for it,
-            # so that no singleton runs here and there at once.
-            stopped, waited = wait_for(
-                lambda: self._nothing_runs_on(ctx, server.uuid), FENCE_STOP_TIMEOUT,
-                f"{server.hostname} to stop its instances (they still answer at the addresses "
-                "being taken over: if its agent cannot stop them, power the server off)")
-            return {"server": server.hostname, "waited_for_stop_s": round(waited, 3)}
+            ctx.progress(f"fenced {server.hostname} ({how})")
+            # Proof it is off: the fence agent's exit status. A powered-off
+            # server's addresses time out, so that is not waited for; but an
+            # address that still *answers* means the fence did not take.
+            urls = addresses_to_take_over(self.plan, server.uuid)
+            answers = ctx.prober.probe_many(urls, timeout=FENCE_PROBE_TIMEOUT)
+            alive = sorted(u.rsplit("/", 1)[0] for u, error in answers.items() if error is None)
+            if alive:
+                raise FenceFailed(
+                    f"{server.hostname} was fenced ({how}) but still answers at "
+                    f"{', '.join(alive)}: nothing was moved off it",
+                    hint="the fence agent did not power it off (wrong server or address in "
+                         "fencing.command?): power it off by other means, check, and run the "
+                         f"same command again with --confirm-powered-off {server.hostname}")
+            return {"server": server.hostname, "how": how,
+                    "fence_s": round(time.monotonic() - self.started, 3)}
 
         return fence
 
-    def _nothing_runs_on(self, ctx, server_uuid):
-        # Whatever its agent says (or does not say: hung, cut off), an address
-        # still answered is not free to take over: the old process would pass
-        # for the restored one, and the restored one could not bind.
-        urls = addresses_to_take_over(self.plan, server_uuid)
-        if any(error is None for error in ctx.prober.probe_many(urls, timeout=0.5).values()):
-            return False
-        server = ctx.store.get_server(server_uuid)
-        if heartbeat_silent(server, ctx.now(), self.heartbeat_timeout):
-            return True  # silent: it runs nothing, or stops everything on its first pass
-        if server.agent_url:
+    def _finish_step(self, finish):
+        def finish_migrate(ctx):
+            old, new = finish.old, finish.replacement
+            # Its server is fenced (powered off): the old record and its address
+            # go, as the migrate's last step would have done.
             try:
-                ctx.agents.client(server.agent_url, timeout=1.0).ping()
-            except Unreachable:
-                return True  # its agent is gone (refused or silent): nothing supervises anything
-            except SdcadmError:
-                pass  # it answers but not to us: judge by what the store says
-        return runs_nothing_it_lost(ctx.store.list_instances(server_uuid=server_uuid))
+                ctx.store.delete_instance(old.uuid)
+            except NotFound:
+                pass  # an earlier, interrupted run did it
+            if ctx.store.get_network(ADMIN_NETWORK).allocations.get(old.admin_ip) == old.uuid:
+                ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip)
+            ctx.progress(f"{old.alias}: deleted; waiting for its replacement {new.alias}")
+            now = ctx.store.get_instance(new.uuid)
+            if now.params.get("desired_state") != "stopped":
+                wait_healthy_unless(now.url + "/ping", self.timeout,
+                                    f"{now.alias} (the replacement of {old.alias}) to answer",
+                                    probe=ctx.prober.probe)
+            return {"old": old.alias, "kept": now.alias, "service": finish.service}
+
+        return finish_migrate
 
     def _level_step(self, targets):
         def restore_level(ctx):

@@ -41,7 +41,6 @@ from sdcadm.procedures.planning import (
     restore_summary,
     restored_params,
     restored_result,
-    runs_nothing_it_lost,
     select_services,
 )
 
@@ -164,7 +163,8 @@ def test_restorable_servers():
     assert check_restorable_servers(["hn1"], servers, now=NOW, heartbeat_timeout=TIMEOUT) == [HN1]
     with pytest.raises(NotFound, match="no server 'hn9'"):
         check_restorable_servers(["hn9"], servers, now=NOW, heartbeat_timeout=TIMEOUT)
-    assert check_restorable_servers([], servers, now=NOW, heartbeat_timeout=TIMEOUT) == [servers[0]]
+    fenced = [replace(servers[0], fenced=True), HN1]
+    assert check_restorable_servers([], fenced, now=NOW, heartbeat_timeout=TIMEOUT) == [fenced[0]]
 
 
 def test_no_dead_server_lists_the_running_ones_and_suggests_dead():
@@ -175,10 +175,16 @@ def test_no_dead_server_lists_the_running_ones_and_suggests_dead():
     assert "--dead SERVER" in e.value.hint
 
 
-def test_silent_within_the_margin_is_not_dead_yet():
-    late = replace(HN0, last_heartbeat=NOW - 15)   # past the timeout, within the margin
-    with pytest.raises(NotViable, match=r"no server is dead: .* \(hn1 running\)"):
-        check_restorable_servers([], [late, HN1], now=NOW, heartbeat_timeout=TIMEOUT)
+@pytest.mark.parametrize("silence", [25, 100, 100_000])   # within the margin, past it, long gone
+def test_a_merely_silent_server_is_listed_and_refused_without_dead(silence):
+    late = replace(HN0, last_heartbeat=NOW - silence)
+    with pytest.raises(NotViable) as e:
+        check_restorable_servers([], [late, HN1, replace(HN2, fenced=True)], now=NOW,
+                                 heartbeat_timeout=TIMEOUT)
+    assert e.value.message.startswith(
+        f"not restoring from a server that is only silent: hn0 (no heartbeat for {silence}s). "
+        "Silence is no proof that nothing runs there")
+    assert "--dead hn0" in e.value.hint and "wait" in e.value.hint
 
 
 def test_a_fenced_server_is_dead_whatever_its_heartbeat():
@@ -215,10 +221,9 @@ def test_dead_given_for_a_live_server_is_taken_at_its_word():
     assert scope.to_fence == [HN2] and [i.reuse_ip for i in scope.items] == [True]
 
 
-def test_silent_unfenced_server_gets_recovery_addresses_and_no_fence_step():
-    scope = restore_scope(CAT, request(all_services=True), facts([inst(1, "sapi", HN0)]))
-    assert scope.dead == [HN0] and scope.to_fence == []
-    assert [i.reuse_ip for i in scope.items] == [False]
+def test_silent_unfenced_server_is_never_restored_from_without_dead():
+    with pytest.raises(NotViable, match="only silent: hn0"):
+        restore_scope(CAT, request(all_services=True), facts([inst(1, "sapi", HN0)]))
 
 
 def test_already_fenced_server_keeps_its_addresses_without_dead():
@@ -251,25 +256,26 @@ def test_ha_services_are_not_restored_even_when_named():
 
 def test_all_means_the_services_of_the_dead_servers_only():
     insts = [inst(1, "sapi", HN0), inst(2, "vmapi", HN2), inst(3, "assets", HN0)]
-    scope = restore_scope(CAT, request(all_services=True), facts(insts))
+    scope = restore_scope(CAT, request(all_services=True, dead=["hn0"]), facts(insts))
     assert scope.services == ["sapi", "assets"]
     assert [i.instance.alias for i in scope.items] == ["sapi0", "assets0"]
 
 
 def test_named_services_restrict_the_instances():
     insts = [inst(1, "sapi", HN0), inst(2, "assets", HN0)]
-    scope = restore_scope(CAT, request("assets"), facts(insts))
+    scope = restore_scope(CAT, request("assets", dead=["hn0"]), facts(insts))
     assert [i.instance.alias for i in scope.items] == ["assets0"]
 
 
 def test_unknown_service_is_refused():
     with pytest.raises(NotFound, match="unknown service 'nosuch'"):
-        restore_scope(CAT, request("nosuch"), facts([inst(1, "sapi", HN0)]))
+        restore_scope(CAT, request("nosuch", dead=["hn0"]), facts([inst(1, "sapi", HN0)]))
 
 
 def test_all_and_names_together_are_refused():
     with pytest.raises(NotViable, match="not both"):
-        restore_scope(CAT, request("sapi", all_services=True), facts([inst(1, "sapi", HN0)]))
+        restore_scope(CAT, request("sapi", all_services=True, dead=["hn0"]),
+                      facts([inst(1, "sapi", HN0)]))
 
 
 def test_instances_an_earlier_run_moved_here_are_resumed_not_moved_again():
@@ -385,7 +391,6 @@ def test_summary_of_a_restore_with_fencing():
     insts = [inst(1, "sapi", HN0), inst(2, "assets", HN0)]
     plan = plan_for(insts, request(all_services=True, dead=["hn0"]))
     assert restore_summary(plan) == [
-        f"fence server hn0 ({HN0.uuid}): it will run nothing until unfenced",
         "restore assets0 (assets) from hn0 onto hn1: no delegate dataset, keeping IP 127.0.1.2 "
         "(hn0 is fenced)",
         "restore sapi0 (sapi) from hn0 onto hn1: dataset copy sync-1 as of 42s ago, "
@@ -393,24 +398,16 @@ def test_summary_of_a_restore_with_fencing():
     ]
 
 
-def test_summary_of_a_restore_without_fencing_uses_recovery_addresses():
-    plan = plan_for([inst(1, "sapi", HN0)], request("sapi"))
-    assert restore_summary(plan) == [
-        "restore sapi0 (sapi) from hn0 onto hn1: dataset copy sync-1 as of 42s ago, "
-        "with a new recovery IP on the admin network"]
-
-
 def test_summary_of_a_resumed_restore():
     fenced = replace(HN0, fenced=True)
     moved = inst(1, "sapi", HN1, params={"restored_from": HN0.uuid})
     plan = plan_for([moved], request("sapi", dead=["hn0"]), servers=(fenced, HN1))
     assert restore_summary(plan) == [
-        "server hn0 is fenced: check that it runs nothing",
         "finish restoring sapi0 (sapi) on hn1: wait until healthy"]
 
 
 def test_summary_ages_are_as_of_planning_not_of_reading():
-    plan = plan_for([inst(1, "sapi", HN0)], request("sapi"))
+    plan = plan_for([inst(1, "sapi", HN0)], request("sapi", dead=["hn0"]))
     later = replace(plan, now=NOW + 60)
     assert "as of 102s ago" in restore_summary(later)[0]
 
@@ -439,17 +436,6 @@ def test_addresses_to_take_over_are_those_kept_and_not_yet_moved():
     assert addresses_to_take_over(plan, HN0.uuid) == ["http://127.0.1.2:8080/ping",
                                                       "http://127.0.1.1:8080/ping"]
     assert addresses_to_take_over(plan, HN2.uuid) == []
-    unfenced = plan_for([inst(1, "sapi", HN0)], request("sapi"))
-    assert addresses_to_take_over(unfenced, HN0.uuid) == []
-
-
-def test_a_fenced_server_runs_nothing_it_lost():
-    assert runs_nothing_it_lost([])
-    assert runs_nothing_it_lost([inst(1, "sapi", HN0, state="stopped")])
-    assert not runs_nothing_it_lost([inst(1, "sapi", HN0, state="running")])
-    # restored there from elsewhere: still its own, it may run
-    assert runs_nothing_it_lost([inst(1, "sapi", HN0, state="running",
-                                      params={"restored_from": HN2.uuid})])
 
 
 def test_restored_result_measures_rto_and_rpo():

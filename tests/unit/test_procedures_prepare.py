@@ -95,7 +95,9 @@ class FakeAgents:
 @pytest.fixture
 def config(tmp_path):
     path = tmp_path / "sdcadm.yaml"
-    path.write_text(f"server_uuid: {HN1.uuid}\nagent:\n  heartbeat_timeout: 10\n")
+    path.write_text(f"server_uuid: {HN1.uuid}\nagent:\n  heartbeat_timeout: 10\n"
+                    "fencing:\n  command: [fence-test, --off, '{hostname}', '{address}']\n"
+                    "  timeout: 7\n")
     return load_config(path, environ={})
 
 
@@ -116,7 +118,8 @@ def test_restore_plans_from_the_context_alone(config):
     assert sorted(data.asked) == sorted([SAPI.uuid, ASSETS.uuid])
     assert ctx.agents.checked == 1                      # the token is checked before any change
     assert proc.summarize() == [
-        f"fence server hn0 ({HN0.uuid}): it will run nothing until unfenced",
+        f"fence server hn0 ({HN0.uuid}): run its fence command `fence-test --off hn0 127.0.0.1` "
+        "(at most 7s); nothing moves unless it exits 0; it will run nothing until unfenced",
         "restore assets0 (assets) from hn0 onto hn1: no delegate dataset, keeping IP 127.0.1.2 "
         "(hn0 is fenced)",
         "restore sapi0 (sapi) from hn0 onto hn1: dataset copy sync-7 as of 30s ago, keeping IP "

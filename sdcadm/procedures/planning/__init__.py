@@ -7,6 +7,7 @@ store, an agent or a clock (tests/unit/test_procedures_planning.py).
 
 * ``common``: service selection, aliases, dead or not, addresses owned;
 * ``restore_plan``: which servers, instances and levels a restore covers;
+* ``fence_plan``: how a server named with --dead is proven powered off;
 * ``migrate_plan``: which instances move, which are skipped, the new ones.
 """
 
@@ -18,6 +19,13 @@ from sdcadm.procedures.planning.common import (
     is_dead,
     next_free_alias,
     select_services,
+)
+from sdcadm.procedures.planning.fence_plan import (
+    FenceMethod,
+    fence_argv,
+    fence_failure,
+    fence_methods,
+    fence_summary,
 )
 from sdcadm.procedures.planning.migrate_plan import (
     InstanceMove,
@@ -35,6 +43,7 @@ from sdcadm.procedures.planning.migrate_plan import (
 from sdcadm.procedures.planning.restore_plan import (
     REFUSED_HINT,
     CopyFacts,
+    FinishMigrate,
     InstanceToRestore,
     RestoreFacts,
     RestoreItem,
@@ -46,19 +55,22 @@ from sdcadm.procedures.planning.restore_plan import (
     check_restorable_servers,
     check_restore_host,
     copy_problem,
+    interrupted_migrates,
     level_targets,
     plan_restore,
     plan_restore_run,
     refused_error,
+    replacement_of,
     restore_levels,
     restore_scope,
     restore_summary,
     restored_params,
     restored_result,
-    runs_nothing_it_lost,
 )
 
 __all__ = [
+    "FenceMethod", "FinishMigrate", "fence_argv", "fence_failure", "fence_methods",
+    "fence_summary", "interrupted_migrates", "replacement_of",
     "CopyFacts", "InstanceMove", "InstanceToRestore", "MigrateFacts",
     "MigrateItem", "MigratePlan", "NotViable", "REFUSED_HINT", "RefusedCopy", "RestoreFacts",
     "RestoreItem", "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
@@ -67,5 +79,5 @@ __all__ = [
     "migrate_summary", "migrated_instance", "new_uuid_for", "next_free_alias", "plan_migrate",
     "plan_migration", "plan_restore", "plan_restore_run", "refused_error", "restore_levels",
     "restore_scope", "restore_summary", "restored_params", "restored_result",
-    "runs_nothing_it_lost", "select_services",
+    "select_services",
 ]

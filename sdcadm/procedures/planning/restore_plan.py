@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 
 from sdcadm.errors import NotFound, RestoreDataBroken
 from sdcadm.model import SERVER_RUNNING, status_of
-from sdcadm.procedures.planning.common import NotViable, is_dead, select_services
+from sdcadm.procedures.planning.common import NotViable, select_services
+from sdcadm.procedures.planning.migrate_plan import new_uuid_for
 
 RESTORE_DATA_HINT = ("run `sdcadm restore-data ls` and `sdcadm restore-data verify` here, or run "
                      "the restore on another headnode")
@@ -25,11 +26,13 @@ RESTORE_DATA_HINT = ("run `sdcadm restore-data ls` and `sdcadm restore-data veri
 
 @dataclass(frozen=True)
 class RestoreRequest:
-    """The command line: service names or ``--all``, servers named with ``--dead``."""
+    """The command line: service names or ``--all``, servers named with ``--dead``,
+    and those of them the operator states are powered off (``--confirm-powered-off``)."""
 
     services: tuple = ()
     all_services: bool = False
     dead: tuple = ()
+    confirmed_off: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,23 @@ class RestoreItem:
 
 
 @dataclass(frozen=True)
+class FinishMigrate:
+    """An instance of a dead server that an interrupted `service migrate` had
+    already replaced: the replacement is kept, the old one deleted, not restored."""
+
+    service: str
+    old: object            # the Instance on the dead server
+    replacement: object    # the Instance the migrate made (on another server)
+
+
+@dataclass(frozen=True)
 class RestoreScope:
     dead: list             # the Servers whose instances are restored (as the store has them)
     to_fence: list         # the Servers named with --dead: fenced (again) before anything moves
     services: list         # the services restored, in startup order
     items: list            # RestoreItem per instance still on a dead server
     resumed: list          # Instances an earlier run already moved here (of those services)
+    finish: list = ()      # FinishMigrate: interrupted migrates, finished instead of restored
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class RestorePlan:
     now: float                # when planned: the ages the summary shows are as of then
     nothing_to_do: str | None = None
     refused: tuple = ()       # RefusedCopy: instances whose copy here is broken, not restored
+    finish: tuple = ()        # FinishMigrate: replaced by an interrupted migrate
 
 
 @dataclass(frozen=True)
@@ -108,9 +123,11 @@ def check_restore_host(me):
 
 
 def check_restorable_servers(named, servers, now, heartbeat_timeout):
-    """Servers whose instances may be restored: named with --dead (fenced by the
-    procedure; each once, however often named) or silent past the margin. A
-    live server not named is refused."""
+    """Servers whose instances may be restored: those named with --dead (fenced
+    by the procedure, each once however often named), else those fenced
+    already (by an earlier restore). A server that is merely silent is never
+    acted on: a hung agent or a frozen server is silent too, and its
+    singletons answer again when it wakes. It is listed and refused."""
     by_name = {s.hostname: s for s in servers} | {s.uuid: s for s in servers}
     chosen = {}
     for ref in named:
@@ -119,7 +136,18 @@ def check_restorable_servers(named, servers, now, heartbeat_timeout):
         chosen.setdefault(by_name[ref].uuid, by_name[ref])
     if named:
         return list(chosen.values())
-    dead = [s for s in servers if is_dead(s, now, heartbeat_timeout)]
+    silent = [s for s in servers
+              if not s.fenced and status_of(s, now, heartbeat_timeout) != SERVER_RUNNING]
+    if silent:
+        listed = ", ".join(f"{s.hostname} (no heartbeat for {now - s.last_heartbeat:.0f}s)"
+                           for s in silent)
+        raise NotViable(
+            f"not restoring from a server that is only silent: {listed}. Silence is no proof "
+            "that nothing runs there (a hung agent or a frozen server is silent too, and its "
+            "instances answer again when it wakes)",
+            hint="fence it: run this again with " + " ".join(f"--dead {s.hostname}" for s in silent)
+                 + " (its fence command powers it off first), or wait for it to come back")
+    dead = [s for s in servers if s.fenced]
     if not dead:
         running = [s.hostname for s in servers if status_of(s, now, heartbeat_timeout) == SERVER_RUNNING]
         raise NotViable(
@@ -127,6 +155,30 @@ def check_restorable_servers(named, servers, now, heartbeat_timeout):
             f"({', '.join(running)} running)",
             hint="if a server is truly lost, name it with --dead SERVER (it will be fenced)")
     return dead
+
+
+def replacement_of(inst, instances):
+    """The instance a `service migrate` made to replace ``inst`` (on any server;
+    found by the UUID migrate derives from the old one and its destination),
+    or None."""
+    return next((o for o in instances if o.uuid != inst.uuid and o.service == inst.service
+                 and o.uuid == new_uuid_for(inst.uuid, o.server_uuid)), None)
+
+
+def interrupted_migrates(catalog, dead_servers, instances, services):
+    """FinishMigrate per non-HA instance of ``services`` on ``dead_servers``
+    that a migrate had already replaced (alive, or created and pending)."""
+    dead = {s.uuid for s in dead_servers}
+    found = []
+    for inst in instances:
+        if inst.server_uuid not in dead or inst.service not in services:
+            continue
+        if catalog.get(inst.service).ha:
+            continue
+        new = replacement_of(inst, instances)
+        if new is not None and new.server_uuid not in dead:
+            found.append(FinishMigrate(inst.service, inst, new))
+    return sorted(found, key=lambda f: f.old.alias)
 
 
 def plan_restore(catalog, dead_servers, instances, services, here_uuid):
@@ -145,6 +197,9 @@ def plan_restore(catalog, dead_servers, instances, services, here_uuid):
             continue
         if catalog.get(inst.service).ha:
             continue
+        new = replacement_of(inst, instances)
+        if new is not None and new.server_uuid not in dead:
+            continue  # a migrate replaced it: restoring it too would run it twice
         items.append(RestoreItem(inst.service, inst, reuse_ip=dead[inst.server_uuid].fenced))
     return sorted(items, key=lambda it: (order[it.service], it.instance.alias))
 
@@ -187,8 +242,9 @@ def restore_scope(catalog, request, facts):
     # addresses can be taken over, a merely silent one's cannot.
     after_fencing = [replace(s, fenced=s.fenced or bool(request.dead)) for s in dead]
     items = plan_restore(catalog, after_fencing, facts.instances, set(services), me.uuid)
+    finish = interrupted_migrates(catalog, dead, facts.instances, set(services))
     return RestoreScope(dead=dead, to_fence=to_fence, services=services, items=items,
-                        resumed=[i for i in resumed if i.service in services])
+                        resumed=[i for i in resumed if i.service in services], finish=finish)
 
 
 def copy_problem(instance, copy):
@@ -233,14 +289,15 @@ def plan_restore_run(catalog, scope, copies, me, now):
     if refused and not targets:
         raise NotViable(refused_error(refused).message, hint=REFUSED_HINT)
     nothing = None
-    if not targets and all(s.fenced for s in scope.to_fence):
+    if not targets and not scope.finish and all(s.fenced for s in scope.to_fence):
         names = ", ".join(s.hostname for s in scope.dead)
         nothing = (f"no instance of {', '.join(scope.services) or 'any service'} "
                    f"to restore from {names}")
     levels = restore_levels(catalog, [t.service for t in targets])
     order = {name: i for i, level in enumerate(levels) for name in level}
     targets.sort(key=lambda t: (order[t.service], t.instance.alias))
-    return RestorePlan(me, scope.to_fence, targets, levels, now, nothing, tuple(refused))
+    return RestorePlan(me, scope.to_fence, targets, levels, now, nothing, tuple(refused),
+                       tuple(scope.finish))
 
 
 REFUSED_HINT = ("re-sync with `sdcadm service sync-restore-data SERVICE` on a healthy source, or "
@@ -263,10 +320,11 @@ def refused_error(refused):
 
 
 def restore_summary(plan):
-    """The lines shown before confirmation."""
-    lines = [f"fence server {s.hostname} ({s.uuid}): it will run nothing until unfenced"
-             if not s.fenced else f"server {s.hostname} is fenced: check that it runs nothing"
-             for s in plan.to_fence]
+    """The lines shown before confirmation (the fence lines come from
+    ``fence_summary``: how a server is fenced is the procedure's configuration)."""
+    lines = [f"finish the interrupted migrate of {f.old.alias} ({f.service}): keep its "
+             f"replacement {f.replacement.alias}, made by `service migrate`, and delete "
+             f"{f.old.alias} instead of restoring it (never two at once)" for f in plan.finish]
     for t in plan.targets:
         if t.moved:
             lines.append(f"finish restoring {t.instance.alias} ({t.service}) on "
@@ -276,8 +334,10 @@ def restore_summary(plan):
                 if t.copy.has_dataset else "no delegate dataset")
         ip = (f"keeping IP {t.instance.admin_ip} ({t.dead.hostname} is fenced)" if t.reuse_ip
               else "with a new recovery IP on the admin network")
+        stopped = (" (stopped by an interrupted migrate that made no replacement: it comes "
+                   "back running)" if t.instance.params.get("desired_state") == "stopped" else "")
         lines.append(f"restore {t.instance.alias} ({t.service}) from {t.dead.hostname} onto "
-                     f"{plan.me.hostname}: {data}, {ip}")
+                     f"{plan.me.hostname}: {data}, {ip}{stopped}")
     return lines + refused_summary(plan)
 
 
@@ -296,7 +356,15 @@ def level_targets(plan, level):
 def restored_params(inst):
     """``inst``'s params once moved: seeded from the receiving headnode's copy
     of itself, marked with the server it came from (a re-run recognises its own
-    work by it), and no longer asked to stay stopped."""
+    work by it), and no longer asked to stay stopped.
+
+    Only `service migrate` sets ``desired_state: stopped``, and only on an
+    instance it is about to replace. An instance restored is one whose
+    replacement was never made (``interrupted_migrates`` finishes the others
+    instead): its stop was the first half of a move that restoring it here
+    completes, so it comes back running; a stopped singleton would be a lost
+    service.
+    """
     params = {k: v for k, v in inst.params.items() if k != "desired_state"}
     params.update(seed_from={"instance": inst.uuid, "service": inst.service},
                   restored_from=inst.server_uuid)
@@ -306,14 +374,9 @@ def restored_params(inst):
 def addresses_to_take_over(plan, server_uuid):
     """The /ping URLs of the instances of ``server_uuid`` restored at their old
     address: while any answers, the old process still holds it."""
-    return [t.instance.url + "/ping" for t in plan.targets
-            if t.dead.uuid == server_uuid and t.reuse_ip and not t.moved]
-
-
-def runs_nothing_it_lost(instances):
-    """The store shows none of a fenced server's ``instances`` running, except
-    those restored there from elsewhere (they stay its own)."""
-    return all(i.state != "running" or i.params.get("restored_from") for i in instances)
+    return ([t.instance.url + "/ping" for t in plan.targets
+             if t.dead.uuid == server_uuid and t.reuse_ip and not t.moved]
+            + [f.old.url + "/ping" for f in plan.finish if f.old.server_uuid == server_uuid])
 
 
 def restored_result(target, inst, level_s, rto_s, now):
