@@ -83,6 +83,11 @@ class AgentClient:
     def instances(self):
         return self._call("GET", "/v1/instances")
 
+    def restore_data(self):
+        """``GET /v1/restore-data``: what this headnode holds (remote input: the
+        caller checks it, ``planning.read_holdings``)."""
+        return self._call("GET", "/v1/restore-data")
+
     def reconcile(self):
         """Ask for a supervisor pass now (best effort: the agent's own schedule
         gets there anyway)."""

@@ -7,7 +7,8 @@ store, an agent or a clock (tests/unit/test_procedures_planning.py).
 
 * ``common``: service selection, aliases, dead or not, addresses owned;
 * ``restore_plan``: which servers, instances and levels a restore covers;
-* ``migrate_plan``: which instances move, which are skipped, the new ones.
+* ``migrate_plan``: which instances move, which are skipped, the new ones;
+* ``freshest``: which headnode's copy a restore seeds from, and the RPO limit.
 """
 
 from sdcadm.procedures.planning.common import (
@@ -18,6 +19,17 @@ from sdcadm.procedures.planning.common import (
     is_dead,
     next_free_alias,
     select_services,
+)
+from sdcadm.procedures.planning.freshest import (
+    CopyChoice,
+    PeerCopy,
+    PeerHoldings,
+    check_data_age,
+    choose_copy,
+    freshest_summary,
+    read_holdings,
+    too_old,
+    unreachable,
 )
 from sdcadm.procedures.planning.migrate_plan import (
     InstanceMove,
@@ -59,6 +71,8 @@ from sdcadm.procedures.planning.restore_plan import (
 )
 
 __all__ = [
+    "CopyChoice", "PeerCopy", "PeerHoldings", "check_data_age", "choose_copy",
+    "freshest_summary", "read_holdings", "too_old", "unreachable",
     "CopyFacts", "DEAD_MARGIN_FACTOR", "InstanceMove", "InstanceToRestore", "MigrateFacts",
     "MigrateItem", "MigratePlan", "NotViable", "REFUSED_HINT", "RefusedCopy", "RestoreFacts",
     "RestoreItem", "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
