@@ -135,3 +135,32 @@ def test_restore_refuses_copies_older_than_the_limit_unless_accepted(lab_of):
     lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "-y", "--accept-data-age")
     lab.wait_healthy(("sapi", "napi"))
     assert get(lab.insts()["sapi0"]["url"], "canary") == b"written before the last sync"
+
+
+def test_a_newer_copy_that_fails_its_checks_is_not_used(lab_of):
+    """hn2's newer copy is changed in place after its sync (its agent still
+    offers it, its signed manifest does not match it): restore pulls it, finds
+    the difference, drops it, and seeds from hn1's own older copy."""
+    lab = lab_of(3)
+    sapi = lab.insts()["sapi0"]
+    put(sapi["url"], "before", b"both copies have this")
+    lab.sdcadm("service", "sync-restore-data")
+    stop_puller(lab, "hn1")
+    put(sapi["url"], "fresh", b"the real value")
+    sync_one(lab, "hn2")
+    rd = lab.dir / "hn2" / "var" / "sdcadm" / "svc-restore-data" / "svc-sapi"
+    ((uuid, inst),) = json.loads((rd / "manifest.json").read_text())["instances"].items()
+    with open(rd / "datasets" / uuid / "snapshots" / inst["dataset"]["snapshot"] / "fresh",
+              "r+b") as f:
+        f.write(b"THE FAKE VALUE")
+    lab.lab("kill", "hn0")
+
+    done = lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "-y")
+    lab.wait_healthy(("sapi", "napi"))
+    url = lab.insts()["sapi0"]["url"]
+    assert get(url, "before") == b"both copies have this"
+    assert get(url, "fresh") is None            # never the fake value, nor a half-checked copy
+    out = done.stdout + done.stderr
+    assert "hn2's copy of sapi0 not used" in out and "does not match its signed manifest" in out
+    assert not copy_holds(lab, "hn1", "fresh")
+    assert lab.sdcadm("restore-data", "verify", "sapi", check=False).returncode == 0
