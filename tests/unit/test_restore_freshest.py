@@ -89,6 +89,12 @@ def test_zfs_keeps_our_copy_and_says_where_the_newer_one_is():
     assert "not supported yet: to restore from it, run the restore on hn2" in choice.not_pulled
 
 
+def test_zfs_with_no_copy_here_says_where_to_run_the_restore():
+    choice = choose_copy("sapi0", "sapi", UUID, None, [peer("hn2", row(3.0))], can_pull=False)
+    with pytest.raises(NotViable, match="run the restore on hn2"):
+        check_data_age([choice], 600.0, accept=True)
+
+
 def test_no_copy_anywhere_has_no_age():
     choice = choose_copy("sapi0", "sapi", UUID, None, [])
     assert choice.age is None and choice.source is None

@@ -172,7 +172,15 @@ def too_old(choices, limit):
 
 def check_data_age(choices, limit, accept, here="this headnode"):
     """NotViable naming every instance whose newest copy is older than
-    ``limit`` (``restore.max_data_age``), unless ``accept`` (--accept-data-age)."""
+    ``limit`` (``restore.max_data_age``), unless ``accept`` (--accept-data-age);
+    and naming, whatever ``accept``, every instance whose only copies are on
+    headnodes it cannot be pulled from (zfs)."""
+    nowhere = [c for c in choices if c.age is None and c.not_pulled]
+    if nowhere:
+        raise NotViable("no copy here that can be restored of:\n"
+                        + "\n".join(f"  - {c.alias} ({c.service}): {c.not_pulled}"
+                                     for c in nowhere),
+                        hint="run the restore on the headnode named above")
     old = too_old(choices, limit)
     if not old or accept:
         return old
