@@ -14,8 +14,9 @@ committed restore data:
    against that manifest (sha256 and size) as it arrives, into ``.pending/``;
 3. its dataset copy, through the dataset backend (``dir``: rsync with
    ``--link-dest`` against our current copy, so unchanged files cost
-   nothing), then read whole and compared with the manifest (``check_dataset``);
-   a copy that does not match is removed and our previous one stays current;
+   nothing), compared file by file with the manifest (sha256 and size, by
+   the hashes the backend took of the new copy); a copy that does not match
+   is removed and our previous one stays current;
 4. our manifest, with that instance's entry taken from the peer's, sealed and
    committed with the files at once (``commit.py``) under the service's sync
    lock, so that a sync of our own puller cannot interleave.
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 from sdcadm.datasets.base import SourceRef
+from sdcadm.datasets.tree import scan_tree
 from sdcadm.errors import DatasetError, RestoreDataBroken
 from sdcadm.fsutil import sha256_bytes, write_bytes_atomic
 from sdcadm.restore_data import commit as commits
@@ -41,7 +43,7 @@ from sdcadm.restore_data.layout import (INSTS_JSON, MANIFEST, SERVICE_JSON, SERV
 from sdcadm.restore_data.manifest import parse_manifest, read_previous, seal, service_status, \
     total_bytes
 from sdcadm.restore_data.sources import source_root
-from sdcadm.restore_data.verify_dataset import check_dataset
+from sdcadm.restore_data.verify_dataset import tree_problems
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +197,13 @@ class PeerPull:
             before = backend.current_path(str(replica))
             before = Path(before).name if before else None
             result = backend.sync(source, str(replica), self.config.server_uuid)
-            path = backend.copy_path(str(replica), result.snapshot)
-            _tree, problems = check_dataset(path, want)
+            # The backend hashed this very copy as it made it (files it
+            # hard-linked from ours keep the hashes ours was checked with;
+            # what crossed the wire was read): compared, not read again. The
+            # agent reads every file of its clone once more when it seeds.
+            tree = scan_tree(backend.copy_path(str(replica), result.snapshot),
+                             known=result.files or None)
+            problems = list(tree.problems) + tree_problems(tree, want)
             if result.vanished:
                 problems.append(f"{len(result.vanished)} file(s) vanished while copied")
             if problems:
