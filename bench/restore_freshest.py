@@ -140,6 +140,7 @@ def main():
             "restore_wall_s": restore_s, "restore_elapsed_s": result["elapsed_s"],
             "start_to_first_step_s": round(first - wall0, 3),   # CLI start, lock, prepare
             "pull_step_s": pull_s, "pull_bytes_moved": (pull or {}).get("bytes_moved"),
+            "pull_timings_s": (pull or {}).get("timings"),
             "pulled_from": (pull or {}).get("from"), "fence_step_s": fence_s,
             "sapi_rto_s": ((level or {}).get("instances") or {}).get("sapi0", {}).get("rto_s"),
         }))

@@ -182,7 +182,7 @@ class RestoreServices(Procedure):
                 return {"instance": choice.alias, "from": offer.hostname,
                         "age_s": round(offer.age, 3), "our_age_s": choice.local_age,
                         "snapshot": got["snapshot"], "bytes_moved": got["bytes_moved"],
-                        "refused": refused}
+                        "timings": got["timings"], "refused": refused}
             return self._keep_ours(ctx, choice, refused)
 
         return pull

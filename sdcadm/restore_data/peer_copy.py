@@ -85,7 +85,7 @@ class PeerPull:
 
     def pull(self, peer, service, uuid, offered_last_success):
         """Bring ``peer``'s copy of instance ``uuid`` (of ``service``) here;
-        return {"snapshot", "last_success", "bytes_moved"}. PeerCopyRefused
+        return {"snapshot", "last_success", "bytes_moved", "timings"}. PeerCopyRefused
         (nothing changed here) when it does not match its signed manifest or is
         older than the copy its agent offered (``offered_last_success``)."""
         remote = peer_restore_dir(self.config, peer) / f"{SERVICE_PREFIX}{service}"
@@ -127,18 +127,22 @@ class PeerPull:
             commits.recover(svc_dir)
         prev = read_previous(layout.manifest(service), service, layout.key)
         staging = commits.Staging(layout.pending(service))
-        pulled, dataset = None, None
+        pulled, dataset, stats = None, None, {"bytes_moved": 0, "timings": {}}
         try:
+            t0 = time.monotonic()
             files = self._files(transport, peer, remote, svc_dir, staging, doc, entry, uuid, prev)
+            stats["timings"]["files"] = round(time.monotonic() - t0, 3)
             if entry["dataset"]:
-                dataset, pulled, moved = self._dataset(peer, remote, service, uuid,
-                                                       entry["dataset"])
+                dataset, pulled, stats = self._dataset(peer, remote, service, uuid,
+                                                       entry["dataset"], stats)
+            t0 = time.monotonic()
             instances = dict(prev["instances"]) if prev else {}
             instances[uuid] = dict(entry, dataset=dataset)
             manifest = self._manifest_doc(service, prev or doc, started, files, instances)
             with self._commit_lock(service):
                 commits.commit(svc_dir, staging, manifest)
                 commits.remove_unlisted(svc_dir, files)
+            stats["timings"]["commit"] = round(time.monotonic() - t0, 3)
         except BaseException:
             remove_tree(staging.path)
             if pulled:
@@ -147,8 +151,7 @@ class PeerPull:
         log.info("pulled %s's copy of %s (%s) from %s", peer.hostname, entry["alias"], service,
                  peer.hostname, extra={"event": "restore-data-peer-pull", "instance": uuid})
         return {"snapshot": dataset["snapshot"] if dataset else None,
-                "last_success": entry["last_success"],
-                "bytes_moved": moved if entry["dataset"] else 0}
+                "last_success": entry["last_success"], **stats}
 
     def _commit_lock(self, service):
         return FileLock(self.layout.commit_lock(service), timeout=COMMIT_LOCK_TIMEOUT,
@@ -181,10 +184,10 @@ class PeerPull:
             files[rel] = want
         return files
 
-    def _dataset(self, peer, remote, service, uuid, want):
+    def _dataset(self, peer, remote, service, uuid, want, stats):
         """Pull the peer's dataset copy as a new copy of ours, checked against
         ``want`` (the peer's manifest entry). Return (our entry, (name, the
-        copy current before) for undoing it, bytes moved)."""
+        copy current before) for undoing it, ``stats`` with bytes moved and timings)."""
         backend, layout = self.data.backend, self.layout
         replica = layout.dataset_dir(service, uuid)
         replica.parent.mkdir(parents=True, exist_ok=True)
@@ -201,9 +204,11 @@ class PeerPull:
             # hard-linked from ours keep the hashes ours was checked with;
             # what crossed the wire was read): compared, not read again. The
             # agent reads every file of its clone once more when it seeds.
+            t0 = time.monotonic()
             tree = scan_tree(backend.copy_path(str(replica), result.snapshot),
                              known=result.files or None)
             problems = list(tree.problems) + tree_problems(tree, want)
+            check_s = round(time.monotonic() - t0, 3)
             if result.vanished:
                 problems.append(f"{len(result.vanished)} file(s) vanished while copied")
             if problems:
@@ -213,8 +218,9 @@ class PeerPull:
                     "signed manifest: " + "; ".join(problems[:5])
                     + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
                     hint=HINT)
+        timings = dict(stats["timings"], **result.timings, check=check_s)
         return dict(want, snapshot=result.snapshot), (result.snapshot, before), \
-            int(result.bytes_moved or 0)
+            {"bytes_moved": int(result.bytes_moved or 0), "timings": timings}
 
     def _manifest_doc(self, service, base, started, files, instances):
         status, error = service_status(instances)
