@@ -31,6 +31,7 @@ from benchdata import MiB, file_plan, parse_size, write_data  # noqa: E402 (benc
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import requests  # noqa: E402
+from sdcadm.lab import procs  # noqa: E402
 import yaml  # noqa: E402
 
 HERE = Path(__file__).resolve().parent.parent
@@ -58,13 +59,6 @@ def agent(lab, host, path, method="GET", **kwargs):
                             timeout=600, **kwargs)
 
 
-def answers(lab, host):
-    try:
-        return agent(lab, host, "ping").ok
-    except requests.RequestException:
-        return False
-
-
 def wait(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,10 +78,11 @@ def stop_puller(lab, host):
     path.write_text(yaml.safe_dump(doc))
     status = {r["hostname"]: r for r in json.loads(sdcadm("lab", "status", "--dir", str(lab),
                                                           "-j").stdout)}
-    os.kill(status[host]["agent_pid"], signal.SIGTERM)
-    wait(lambda: not answers(lab, host), 20, f"{host}'s agent to stop")
+    pid = status[host]["agent_pid"]
+    os.kill(pid, signal.SIGTERM)
+    wait(lambda: procs.gone(pid), 60, f"{host}'s agent (pid {pid}) to exit")
     sdcadm("lab", "start", "--dir", str(lab), host)
-    wait(lambda: agent(lab, host, "restore-data").json()["enabled"] is False, 30,
+    wait(lambda: agent(lab, host, "restore-data").json()["enabled"] is False, 90,
          f"{host}'s agent back")
 
 

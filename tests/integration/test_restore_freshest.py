@@ -56,10 +56,12 @@ def stop_puller(lab, host):
     (SIGTERM leaves its instances running, as a real agent restart does)."""
     edit_config(lab, host, lambda doc: doc.setdefault("restore_data", {}).update(enabled=False))
     status = {r["hostname"]: r for r in json.loads(lab.lab("status", "-j").stdout)}
-    procs.send(status[host]["agent_pid"], signal.SIGTERM)
-    wait_for(lambda: lab.agent(host, "ping") is None, 20, f"{host}'s agent to stop")
+    pid = status[host]["agent_pid"]
+    procs.send(pid, signal.SIGTERM)
+    # Gone, not merely silent: `lab start` leaves a live agent alone.
+    wait_for(lambda: procs.gone(pid), 60, f"{host}'s agent (pid {pid}) to exit")
     lab.lab("start", host)
-    wait_for(lambda: (lab.agent(host, "restore-data") or {}).get("enabled") is False, 30,
+    wait_for(lambda: (lab.agent(host, "restore-data") or {}).get("enabled") is False, 90,
              f"{host}'s agent back with its puller off")
 
 
