@@ -257,3 +257,45 @@ def test_prepare_keeps_its_own_copy_when_no_peer_is_newer(config):
 def test_peer_holdings_are_frozen_records():
     with pytest.raises(AttributeError):
         PeerHoldings("hn2", HN2.uuid, True).reachable = False
+
+
+# -- the answer on the wire ---------------------------------------------------------------------
+
+def serve_once(body):
+    """A one-shot HTTP server answering ``body`` (bytes) with 200; its URL."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.recv(4096)
+        try:
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        except OSError:
+            pass                    # the client stopped reading: what is tested
+        conn.close()
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_a_huge_answer_is_refused_not_read_whole():
+    from sdcadm.errors import AgentError
+    from sdcadm.procedures.agent_client import AgentClient
+
+    client = AgentClient(serve_once(b"[" + b"0," * 600_000 + b"0]"), "token", timeout=5)
+    with pytest.raises(AgentError, match="over 1000000 bytes"):
+        client._call("GET", "/v1/restore-data", limit=1_000_000)
+
+
+def test_an_answer_nested_too_deeply_is_garbage_not_a_crash():
+    from sdcadm.procedures.agent_client import AgentClient
+
+    answer = AgentClient(serve_once(b"[" * 100_000 + b"]" * 100_000), "t", timeout=5).restore_data()
+    assert answer is None
+    assert "not a restore-data listing" in read_holdings("hn2", HN2.uuid, answer).error
