@@ -46,18 +46,18 @@ from sdcadm.procedures.planning import (
     choose_copy,
     copy_problem,
     freshest_summary,
-    read_holdings,
-    unreachable,
     heartbeat_silent,
     ip_owned_by,
     level_targets,
     plan_restore_run,
+    read_holdings,
     refused_error,
     restore_scope,
     restore_summary,
     restored_params,
     restored_result,
     runs_nothing_it_lost,
+    unreachable,
 )
 from sdcadm.procedures.waits import wait_for, wait_healthy_unless
 
@@ -280,8 +280,9 @@ class RestoreServices(Procedure):
                     ctx.progress(f"{inst.alias} NOT restored: its agent refused the copy")
                     continue
                 done = time.monotonic()
-                results[inst.alias] = restored_result(self._as_seeded(t), inst, done - level_start,
-                                                      done - self.started, ctx.now())
+                results[inst.alias] = restored_result(self._as_seeded(t), inst,
+                                                      done - level_start, done - self.started,
+                                                      ctx.now())
                 ctx.progress(f"{inst.alias} restored ({results[inst.alias]['rto_s']:.2f}s)")
             if refused:
                 raise RestoreDataBroken(

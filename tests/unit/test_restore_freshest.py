@@ -15,12 +15,13 @@ from click.testing import CliRunner
 from sdcadm.cli.main import cli
 from sdcadm.config import load_config
 from sdcadm.errors import ConfigError, Unreachable
+from sdcadm.model import Server
 from sdcadm.procedures.planning import (NotViable, PeerHoldings, check_data_age, choose_copy,
                                         freshest_summary, read_holdings, unreachable)
 from sdcadm.procedures.restore import RestoreServices
-from sdcadm.model import Server
-from tests.unit.test_procedures_prepare import (ASSETS, HN0, HN1, NOW, SAPI, FakeAgents,  # noqa: F401
-                                                FakeCopy, config, context)
+from tests.unit.test_procedures_prepare import config  # noqa: F401 (a fixture)
+from tests.unit.test_procedures_prepare import (ASSETS, HN0, HN1, NOW, SAPI, FakeAgents, FakeCopy,
+                                                context)
 
 HN2 = Server("22222222-2222-4222-8222-222222222222", "hn2", "127.0.0.3", headnode=True,
              last_heartbeat=NOW - 1, agent_port=5309)
