@@ -102,6 +102,7 @@ def test_restore_seeds_from_the_headnode_with_the_newest_copy(lab_of):
     assert get(after["sapi0"]["url"], "fresh") == b"only hn2's copy has this"
     assert get(after["sapi0"]["url"], "before") == b"both copies have this"
     out = done.stdout + done.stderr
+    assert "data of sapi0 (sapi):" in out and "from hn2: pulled here first" in out, out
     assert "pulling sapi0's copy from hn2" in out, out
     assert "seeded from hn2's copy" in out, out
     # hn1's restore data now holds that copy, and it verifies.

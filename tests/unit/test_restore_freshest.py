@@ -251,7 +251,7 @@ def test_prepare_keeps_its_own_copy_when_no_peer_is_newer(config):
     assert proc.prepare(ctx) is True
     assert [s.name for s in proc.steps()] == ["fence hn0", "restore level 1: sapi"]
     summary = proc.summarize()
-    assert "data from hn1 (this headnode, the newest copies), by age: sapi0 30s" in summary
+    assert "data from hn1 (this headnode, the newest copy of each): sapi0 30s old" in summary
     assert "headnode hn3: its answer is not a restore-data listing (ignored)" in summary
 
 

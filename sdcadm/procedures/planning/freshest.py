@@ -205,7 +205,7 @@ def freshest_summary(choices, peers, limit, here):
         over = (f"; OLDER than restore.max_data_age ({limit:.0f}s): accepted"
                 if c.age > limit else "")
         if c.here and not c.not_pulled and not over:
-            ours.append(f"{c.alias} {c.age:.0f}s")
+            ours.append(f"{c.alias} {c.age:.0f}s old")
             continue
         if c.here:
             line = f"data of {c.alias} ({c.service}): {c.age:.0f}s old, from {here} (this headnode)"
@@ -215,7 +215,7 @@ def freshest_summary(choices, peers, limit, here):
                     f"here first and checked against its signed manifest (ours: {was})")
         lines.append(line + (f"; {c.not_pulled}" if c.not_pulled else "") + over)
     if ours:
-        lines.insert(0, f"data from {here} (this headnode, the newest copies), by age: "
+        lines.insert(0, f"data from {here} (this headnode, the newest copy of each): "
                         + ", ".join(ours))
     for p in peers:
         if not p.reachable:
