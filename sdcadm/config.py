@@ -67,6 +67,11 @@ SPEC = {
         "source_root_template": (str, "/", "root of a source server's files, {hostname} and {uuid} "
                                            "replaced (the lab: <lab dir>/{hostname})"),
     },
+    "restore": {
+        "max_data_age": ((int, float), 600.0,
+                         "seconds: `service restore` refuses a copy older than this (the RPO "
+                         "limit) unless --accept-data-age"),
+    },
     "store": {
         "backend": (str, "sqlite", "sqlite | etcd"),
         "path": (str, "/var/sdcadm/dc.sqlite", "sqlite: the database file"),
@@ -123,6 +128,7 @@ RANGES = {
     "restore_data.jitter": (0, 1, True),
     "restore_data.concurrency": (1, 64, True),
     "restore_data.prune_grace": (0, 365 * DAY, True),
+    "restore.max_data_age": (1, 365 * DAY, True),
     "store.timeout": (0, 3600, False),
     "agent.port": (1, 65535, True),
     "agent.heartbeat_interval": (0, 3600, False),

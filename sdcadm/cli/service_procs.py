@@ -54,9 +54,14 @@ def migrate(state, src, dst, services, all_services, timeout, run_options):
                    "singletons will answer twice.")
 @click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               metavar="SECONDS", help="How long to wait for each restored instance to be healthy.")
+@click.option("--accept-data-age", is_flag=True,
+              help="Restore even when the newest copy of an instance is older than "
+                   "restore.max_data_age (the RPO limit, default 600 s): the writes made since "
+                   "that copy are lost.")
 @procedure_options
 @pass_state
-def restore(state, services, all_services, dead, confirmed_off, timeout, run_options):
+def restore(state, services, all_services, dead, confirmed_off, timeout, accept_data_age,
+            run_options):
     """Rebuild, on this headnode, the services a dead server was running.
 
     Run it on a surviving headnode (the server of your configuration). Every
@@ -79,6 +84,15 @@ def restore(state, services, all_services, dead, confirmed_off, timeout, run_opt
     migrate is finished (the replacement kept). See docs/recovery.md.
 
     The DC store must be reachable.
+
+    Every other reachable headnode is asked how old its copy of each
+    instance is; the newest copy wins (a tie goes to this headnode). A newer
+    copy on another headnode is pulled here first and checked against its
+    signed manifest (dir backend; with zfs, run the restore where the newest
+    copy is). When the newest copy is older than restore.max_data_age, the
+    restore is refused before anything moves, naming the instances and their
+    ages, unless --accept-data-age. The summary shows each instance's data
+    age and which headnode it comes from.
     """
     from sdcadm.errors import StoreUnreachable
     from sdcadm.procedures.restore import RestoreServices
@@ -87,7 +101,8 @@ def restore(state, services, all_services, dead, confirmed_off, timeout, run_opt
         raise click.UsageError("name the services to restore, or pass --all")
     try:
         run(state, [RestoreServices(services, all_services, dead, timeout=timeout,
-                                    confirmed_off=confirmed_off)], run_options)
+                                    confirmed_off=confirmed_off,
+                                    accept_data_age=accept_data_age)], run_options)
     except StoreUnreachable as e:
         raise StoreUnreachable(
             f"cannot restore: the DC store is unreachable ({e.message}); nothing was changed",

@@ -199,6 +199,22 @@ class DirBackend(DatasetBackend):
         os.replace(tmp, link)
         fsync_dir(replica_dir)
 
+    def drop_copy(self, replica_dir, name, back_to=None):
+        """Remove copy ``name`` that turned out bad once made (e.g. it does not
+        match the manifest it was pulled for) and point ``current`` back at
+        ``back_to``: a bad copy must not become the base of the next sync."""
+        plan.safe_component(name, "copy name")
+        with locked(replica_dir):
+            if back_to and self._current_name(replica_dir) == name:
+                self._switch_current(replica_dir, back_to)
+            elif self._current_name(replica_dir) == name:
+                os.unlink(os.path.join(replica_dir, CURRENT))
+            shutil.rmtree(os.path.join(replica_dir, SNAPSHOTS, name), ignore_errors=True)
+            try:
+                os.unlink(os.path.join(replica_dir, HASHES, f"{name}.json"))
+            except FileNotFoundError:
+                pass
+
     # -- clones ----------------------------------------------------------------
     def clone(self, replica_dir, target, snapshot=None, name=None):
         src = self.copy_path(replica_dir, snapshot)

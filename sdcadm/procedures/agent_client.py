@@ -16,6 +16,20 @@ from sdcadm.config import read_token
 from sdcadm.errors import AgentError, SdcadmError, Unreachable
 from sdcadm.health import http_open
 
+# The most an answer may hold: an agent's answer is remote input, and a
+# broken or hostile one must not exhaust this process's memory.
+MAX_ANSWER = 64 << 20
+
+
+def _read(resp, limit):
+    """At most ``limit`` + 1 bytes of ``resp``'s body. A body of a stated
+    length within the limit is read whole, so that one cut short raises
+    IncompleteRead (a dying agent) instead of passing for a short answer."""
+    length = resp.headers.get("Content-Length") if resp.headers else None
+    if length and length.strip().isdigit() and int(length) <= limit:
+        return resp.read()
+    return resp.read(limit + 1)
+
 
 class AgentClients:
     """Makes ``AgentClient``s that carry the agents' token.
@@ -48,23 +62,26 @@ class AgentClient:
     def __init__(self, url, token, timeout=5.0):
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
 
-    def _call(self, method, path, expect=(200,)):
+    def _call(self, method, path, expect=(200,), limit=MAX_ANSWER):
         req = urllib.request.Request(self.url + path, method=method,
                                      headers={"Authorization": f"Bearer {self.token}"},
                                      data=b"" if method == "POST" else None)
         try:
             with http_open(req, self.timeout) as resp:
-                status, body = resp.status, resp.read()
+                status, body = resp.status, _read(resp, limit)
         except urllib.error.HTTPError as e:
-            status, body = e.code, e.read()
+            status, body = e.code, _read(e, limit)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             # HTTPException: a truncated or garbled answer (an agent dying or
             # hung mid-reply) is as good as no answer.
             reason = getattr(e, "reason", e)
             raise Unreachable(f"the agent at {self.url} does not answer: {reason!r}") from None
+        if len(body) > limit:
+            raise AgentError(f"{method} {self.url}{path}: the answer is over {limit} bytes: "
+                             "ignored", hint="check that agent's version and its log")
         try:
             doc = json.loads(body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):   # RecursionError: nested too deeply
             doc = None
         if status not in expect:
             message = (doc.get("message") if isinstance(doc, dict)
@@ -82,6 +99,11 @@ class AgentClient:
 
     def instances(self):
         return self._call("GET", "/v1/instances")
+
+    def restore_data(self):
+        """``GET /v1/restore-data``: what this headnode holds (remote input: the
+        caller checks it, ``planning.read_holdings``)."""
+        return self._call("GET", "/v1/restore-data")
 
     def reconcile(self):
         """Ask for a supervisor pass now (best effort: the agent's own schedule

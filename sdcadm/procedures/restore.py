@@ -37,6 +37,8 @@ service the restore time (RTO) and the age of the data restored (RPO).
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from sdcadm.errors import Conflict, FenceFailed, NotFound, RestoreDataBroken, SdcadmError
 from sdcadm.model import ADMIN_NETWORK
@@ -48,36 +50,46 @@ from sdcadm.procedures.planning import (
     RestoreFacts,
     RestoreRequest,
     addresses_to_take_over,
+    check_data_age,
     check_restore_host,
     fence_failure,
     fence_methods,
     fence_summary,
+    choose_copy,
+    copy_problem,
+    freshest_summary,
     ip_owned_by,
     level_targets,
     plan_restore_run,
+    read_holdings,
     refused_error,
     restore_scope,
     restore_summary,
     restored_params,
     restored_result,
+    unreachable,
 )
-from sdcadm.procedures.waits import wait_for, wait_healthy_unless
+from sdcadm.procedures.waits import wait_healthy_unless
 
 HEALTH_TIMEOUT = 120.0
 FENCE_PROBE_TIMEOUT = 0.5
+HOLDINGS_TIMEOUT = 3.0   # a headnode whose agent does not answer this fast is listed unreachable
 
 
 class RestoreServices(Procedure):
     name = "service-restore"
 
     def __init__(self, services=(), all_services=False, dead=(), timeout=HEALTH_TIMEOUT,
-                 confirmed_off=()):
+                 confirmed_off=(), accept_data_age=False):
         self.request = RestoreRequest(tuple(services), all_services, tuple(dead),
                                       tuple(confirmed_off))
         self.timeout = timeout
+        self.accept_data_age = accept_data_age
         self.plan = None
         self.fence = []
         self.started = None
+        self.choices, self.peers, self.max_data_age = [], [], None
+        self.seeded_as_of = {}   # instance uuid -> as_of of the copy a pull step brought here
 
     def key(self):
         what = "--all" if self.request.all_services else " ".join(self.request.services)
@@ -101,19 +113,58 @@ class RestoreServices(Procedure):
         # named with --dead and no way to prove it off is refused here, at once.
         self.fence = fence_methods(scope.to_fence, self.request.confirmed_off,
                                    ctx.config.get("fencing") or {}, facts.servers)
+        copies = self._freshest(ctx, scope, copies, me, now)
         self.plan = plan_restore_run(ctx.catalog, scope, copies, me, now)
         if self.plan.nothing_to_do:
             return self.mark_nothing_to_do(self.plan.nothing_to_do)
         ctx.agents.check()
         return True
 
+    def _freshest(self, ctx, scope, copies, me, now):
+        """Ask every other reachable headnode for its copies, choose the newest
+        per instance, refuse data older than restore.max_data_age; return the
+        copy facts the plan is made from (a copy to pull: as the peer described
+        it, checked when it arrives)."""
+        if not scope.items:
+            return copies
+        self.max_data_age = float(ctx.config.restore.max_data_age)
+        dead = {s.uuid for s in scope.dead}
+        self.peers = _ask_headnodes(ctx, [s for s in ctx.store.list_servers()
+                                          if s.headnode and s.uuid != me.uuid
+                                          and s.uuid not in dead])
+        can_pull = ctx.config.datasets.backend == "dir"
+        self.choices = []
+        for item in scope.items:
+            local = copies[item.instance.uuid]
+            usable = copy_problem(item.instance, local) is None and not local.broken
+            self.choices.append(choose_copy(item.instance.alias, item.service, item.instance.uuid,
+                                            now - local.as_of if usable else None, self.peers,
+                                            can_pull))
+        check_data_age(self.choices, self.max_data_age, self.accept_data_age, me.hostname)
+        out = dict(copies)
+        for c in self.choices:
+            if c.pull:
+                best = c.pull[0]
+                out[c.instance] = CopyFacts(as_of=now - best.age, snapshot=best.snapshot,
+                                            has_dataset=best.snapshot is not None)
+        return out
+
     def summarize(self):
-        return fence_summary(self.fence) + restore_summary(self.plan)
+        lines = restore_summary(self.plan)
+        at = len(lines) - len(self.plan.refused)    # before the lines of refused copies, last
+        return (fence_summary(self.fence) + lines[:at]
+                + freshest_summary(self.choices, self.peers, self.max_data_age or 0.0,
+                                   self.plan.me.hostname) + lines[at:])
 
     # -- steps -------------------------------------------------------------------------------
     def steps(self):
-        steps = [Step(f"fence {m.server.hostname}", self._fence_step(m), self._fenced(m.server))
-                 for m in self.fence]
+        # Pulls first: a copy that fails its checks stops the restore before
+        # anything is fenced or moved.
+        targets = {t.instance.uuid for t in self.plan.targets if not t.moved}
+        steps = [Step(f"pull {c.alias}'s copy from {c.source}", self._pull_step(c))
+                 for c in self.choices if c.pull and c.instance in targets]
+        steps += [Step(f"fence {m.server.hostname}", self._fence_step(m), self._fenced(m.server))
+                  for m in self.fence]
         steps += [Step(f"finish migrate of {f.old.alias} (keep {f.replacement.alias})",
                        self._finish_step(f)) for f in self.plan.finish]
         for n, level in enumerate(self.plan.levels, 1):
@@ -124,6 +175,63 @@ class RestoreServices(Procedure):
             steps.append(Step(f"refuse {names}: restore data does not match its manifest",
                               self._refused_step()))
         return steps
+
+    def _pull_step(self, choice):
+        def pull(ctx):
+            from sdcadm.restore_data.peer_copy import PeerPull
+
+            if self.started is None:
+                self.started = time.monotonic()
+            servers = {s.hostname: s for s in ctx.store.list_servers()}
+            puller, refused = PeerPull(ctx.restore_data()), []
+            ours = (f"ours is {choice.local_age:.0f} s old" if choice.local_age is not None
+                    else "we have no usable copy")
+            for offer in choice.pull:
+                ctx.check_lock()
+                ctx.progress(f"pulling {choice.alias}'s copy from {offer.hostname} "
+                             f"({offer.age:.0f} s old; {ours})")
+                try:
+                    got = puller.pull(servers[offer.hostname], choice.service, choice.instance,
+                                      offer.last_success)
+                except (SdcadmError, OSError, KeyError) as e:
+                    refused.append(f"{offer.hostname}: {getattr(e, 'message', None) or e!r}")
+                    ctx.progress(f"{offer.hostname}'s copy of {choice.alias} not used: "
+                                 f"{refused[-1]}")
+                    continue
+                self.seeded_as_of[choice.instance] = self.plan.now - offer.age
+                return {"instance": choice.alias, "from": offer.hostname,
+                        "age_s": round(offer.age, 3), "our_age_s": choice.local_age,
+                        "snapshot": got["snapshot"], "bytes_moved": got["bytes_moved"],
+                        "timings": got["timings"], "refused": refused}
+            return self._keep_ours(ctx, choice, refused)
+
+        return pull
+
+    def _keep_ours(self, ctx, choice, refused):
+        """Every newer copy failed its checks: ours, when it is usable and young
+        enough (or accepted); else stop here, before anything moved."""
+        if choice.local_age is None or (choice.local_age > self.max_data_age
+                                        and not self.accept_data_age):
+            raise NotViable(
+                f"no copy of {choice.alias} ({choice.service}) can be used: the newer ones "
+                "failed their checks:\n" + "\n".join(f"  - {r}" for r in refused)
+                + ("" if choice.local_age is None else
+                   f"\n  and ours is {choice.local_age:.0f}s old, over restore.max_data_age "
+                   f"({self.max_data_age:.0f}s)") + "\nnothing was fenced or moved",
+                hint="fix or re-sync those copies and run this again, or accept our older "
+                     "copy with --accept-data-age")
+        ctx.progress(f"keeping this headnode's copy of {choice.alias} "
+                     f"({choice.local_age:.0f} s old): the newer ones failed their checks")
+        self.seeded_as_of[choice.instance] = self.plan.now - choice.local_age
+        return {"instance": choice.alias, "from": self.plan.me.hostname,
+                "age_s": choice.local_age, "our_age_s": choice.local_age, "refused": refused}
+
+    def _as_seeded(self, target):
+        """``target`` with the age of the copy its pull step actually brought."""
+        as_of = self.seeded_as_of.get(target.instance.uuid)
+        if as_of is None or target.copy is None:
+            return target
+        return replace(target, copy=replace(target.copy, as_of=as_of))
 
     def _refused_step(self):
         def refuse(ctx):
@@ -213,8 +321,9 @@ class RestoreServices(Procedure):
                     ctx.progress(f"{inst.alias} NOT restored: its agent refused the copy")
                     continue
                 done = time.monotonic()
-                results[inst.alias] = restored_result(t, inst, done - level_start,
-                                                      done - self.started, ctx.now())
+                results[inst.alias] = restored_result(self._as_seeded(t), inst,
+                                                      done - level_start, done - self.started,
+                                                      ctx.now())
                 ctx.progress(f"{inst.alias} restored ({results[inst.alias]['rto_s']:.2f}s)")
             if refused:
                 raise RestoreDataBroken(
@@ -256,6 +365,11 @@ class RestoreServices(Procedure):
     def report(self, results):
         lines, rows = [], []
         for name, result in results.items():
+            if name.startswith("pull ") and result:
+                was = (f"; ours was {result['our_age_s']:.0f}s old"
+                       if result.get("our_age_s") is not None else "")
+                lines.append(f"{result['instance']}: seeded from {result['from']}'s copy "
+                             f"({result['age_s']:.0f}s old{was})")
             for alias, r in ((result or {}).get("instances") or {}).items():
                 rows.append((alias, r))
         for alias, r in sorted(rows, key=lambda ar: ar[1]["rto_s"]):
@@ -288,6 +402,24 @@ def _copy_facts(data, item):
     return CopyFacts(as_of=copy.as_of, status=copy.status, error=copy.error,
                      snapshot=copy.snapshot, has_dataset=bool(copy.dataset),
                      broken=tuple(broken))
+
+
+def _ask_headnodes(ctx, servers):
+    """PeerHoldings of each of ``servers`` (in parallel; an agent that does not
+    answer, or answers nonsense, is listed as such, never an error)."""
+    def ask(server):
+        if not server.agent_url:
+            return unreachable(server.hostname, server.uuid, "no agent address in the DC store")
+        try:
+            answer = ctx.agents.client(server.agent_url, timeout=HOLDINGS_TIMEOUT).restore_data()
+        except SdcadmError as e:
+            return unreachable(server.hostname, server.uuid, e.message)
+        return read_holdings(server.hostname, server.uuid, answer)
+
+    if not servers:
+        return []
+    with ThreadPoolExecutor(min(len(servers), 16), thread_name_prefix="holdings") as pool:
+        return list(pool.map(ask, sorted(servers, key=lambda s: s.hostname)))
 
 
 def _recovery_ip(store, inst):

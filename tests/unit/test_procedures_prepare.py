@@ -123,7 +123,8 @@ def test_restore_plans_from_the_context_alone(config):
         "restore assets0 (assets) from hn0 onto hn1: no delegate dataset, keeping IP 127.0.1.2 "
         "(hn0 is fenced)",
         "restore sapi0 (sapi) from hn0 onto hn1: dataset copy sync-7 as of 30s ago, keeping IP "
-        "127.0.1.1 (hn0 is fenced)"]
+        "127.0.1.1 (hn0 is fenced)",
+        "data from hn1 (this headnode, the newest copy of each): sapi0 30s old, assets0 12s old"]
     assert [s.name for s in proc.steps()] == ["fence hn0", "restore level 1: sapi, assets"]
 
 

@@ -8,7 +8,8 @@ store, an agent or a clock (tests/unit/test_procedures_planning.py).
 * ``common``: service selection, aliases, dead or not, addresses owned;
 * ``restore_plan``: which servers, instances and levels a restore covers;
 * ``fence_plan``: how a server named with --dead is proven powered off;
-* ``migrate_plan``: which instances move, which are skipped, the new ones.
+* ``migrate_plan``: which instances move, which are skipped, the new ones;
+* ``freshest``: which headnode's copy a restore seeds from, and the RPO limit.
 """
 
 from sdcadm.procedures.planning.common import (
@@ -26,6 +27,17 @@ from sdcadm.procedures.planning.fence_plan import (
     fence_failure,
     fence_methods,
     fence_summary,
+)
+from sdcadm.procedures.planning.freshest import (
+    CopyChoice,
+    PeerCopy,
+    PeerHoldings,
+    check_data_age,
+    choose_copy,
+    freshest_summary,
+    read_holdings,
+    too_old,
+    unreachable,
 )
 from sdcadm.procedures.planning.migrate_plan import (
     InstanceMove,
@@ -71,6 +83,8 @@ from sdcadm.procedures.planning.restore_plan import (
 __all__ = [
     "FenceMethod", "FinishMigrate", "fence_argv", "fence_failure", "fence_methods",
     "fence_summary", "interrupted_migrates", "replacement_of",
+    "CopyChoice", "PeerCopy", "PeerHoldings", "check_data_age", "choose_copy",
+    "freshest_summary", "read_holdings", "too_old", "unreachable",
     "CopyFacts", "InstanceMove", "InstanceToRestore", "MigrateFacts",
     "MigrateItem", "MigratePlan", "NotViable", "REFUSED_HINT", "RefusedCopy", "RestoreFacts",
     "RestoreItem", "RestorePlan", "RestoreRequest", "RestoreScope", "addresses_to_take_over",
