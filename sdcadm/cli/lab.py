@@ -29,6 +29,11 @@ def shape_options(f):
                      show_default=True,
                      help="Delegate datasets as plain directories, or zfs datasets in a "
                           "file-backed pool per server (zfs-fuse; needs root)."),
+        click.option("--store", type=click.Choice(["etcd", "sqlite"]), default=None,
+                     help="Where the DC store lives: etcd, one member per headnode on its "
+                          "address with its data in its root (the default when etcd is "
+                          "installed), or sqlite, a file in the root of a one-server lab "
+                          "(refused for more servers)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -63,20 +68,27 @@ def lab():
 @click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
               help="Size of each server's pool file (zfs backend).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
-def up_cmd(directory, headnodes, computenodes, net, services, backend, heartbeat_interval,
+def up_cmd(directory, headnodes, computenodes, net, services, backend, store, heartbeat_interval,
            timeout, zfs_size, as_json):
-    """Build the lab (or revive an existing one) and wait until it is healthy."""
+    """Build the lab (or revive an existing one) and wait until it is healthy.
+
+    Each server's root (<dir>/<hostname>) holds everything it uses: its
+    config, its copies of the agent token and restore-data key, its own SSH
+    key and known_hosts, its images, and on a headnode its etcd member's
+    data. Servers share nothing but the network (see docs/lab.md).
+    """
     from sdcadm.lab import ctl
 
     started = time.monotonic()
     services = _services(services)
     state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
                    heartbeat_interval=heartbeat_interval, timeout=timeout,
-                   observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size)
+                   observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size,
+                   store=store)
     if as_json:
         click.echo(json.dumps(state.to_dict(), indent=2))
         return
-    click.echo(f"lab up at {state.dir} ({len(state.servers)} servers, "
+    click.echo(f"lab up at {state.dir} ({len(state.servers)} servers, store on {state.store}, "
                f"{time.monotonic() - started:.1f}s)")
     click.echo(f"to use it: eval \"$(sdcadm lab env --dir {state.dir} hn0)\"")
 
@@ -106,7 +118,10 @@ def destroy_cmd(directory):
 @dir_option
 @click.argument("server")
 def kill_cmd(directory, server):
-    """Kill SERVER abruptly: SIGKILL its agent and all its instances."""
+    """Kill SERVER abruptly, as a power cut: SIGKILL its agent, all its
+    instances and its etcd member, and move its root out of reach (to
+    <dir>/.powered-off/SERVER) until `lab start SERVER`: its disk is gone, so
+    anything that still reads it fails loudly."""
     from sdcadm.lab import ctl
 
     killed = ctl.kill(_state(directory), server)
@@ -118,7 +133,8 @@ def kill_cmd(directory, server):
 @dir_option
 @click.argument("server")
 def start_cmd(directory, server):
-    """Start SERVER's agent again (after `lab kill` or `lab down`)."""
+    """Start SERVER again (after `lab kill` or `lab down`): its root back in
+    place, its etcd member (headnodes), its agent."""
     from sdcadm.lab import ctl
 
     state = _state(directory)
@@ -226,7 +242,8 @@ def watch_cmd(directory, services, interval, duration, as_json):
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="Print one JSON object (rto_s, rpo_s, services_restored, canaries_verified, "
                    "canaries_lost_after_last_sync, fencing_verified, ...).")
-def drill_cmd(directory, headnodes, computenodes, net, services, backend, timeout, as_json):
+def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout,
+              as_json):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
@@ -243,7 +260,8 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, timeou
 
     services = _services(services)
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
-                             observer=printer(quiet=as_json), timeout=timeout, backend=backend)
+                             observer=printer(quiet=as_json), timeout=timeout, backend=backend,
+                             store=store)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")

@@ -36,6 +36,7 @@ class DrillResult:
     lab: str
     dead: str
     restored_on: str
+    store_backend: str = "sqlite"        # where the DC store lived (etcd: hn0's member died too)
     rto_s: float = 0.0                   # restore start -> every restored instance healthy
     rto_from_kill_s: float = 0.0         # the kill -> every restored instance healthy
     rpo_s: float = 0.0                   # the kill - the oldest data restored (loss window)
@@ -83,20 +84,22 @@ def _pristine(state):
 
 
 def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                backend="dir"):
+                backend="dir", store=None):
     if headnodes < 2:
         raise LabError("the drill needs at least 2 headnodes (one to lose, one to restore on)")
     if (directory / "lab.json").exists():
         state = load_state(directory)
-        if not _pristine(state) or state.backend != backend:
+        ctl.start_store(state, observer)  # a lab that is down keeps its store in its members
+        if not _pristine(state) or state.backend != backend or \
+                (store is not None and state.store != store):
             notify(observer, Progress("drill", "the lab was restored by an earlier drill: rebuilding it"))
             ctl.destroy(directory)
     return ctl.up(directory, net, headnodes, computenodes, services, timeout=timeout,
-                  observer=observer, backend=backend)
+                  observer=observer, backend=backend, store=store)
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0, backend="dir"):
+              timeout=120.0, backend="dir", store=None):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
@@ -104,9 +107,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     from sdcadm.restore_data.client import sync_headnodes
 
     state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                        backend)
+                        backend, store)
     dead, survivor = state.servers[0], next(s for s in state.servers[1:] if s["headnode"])
-    result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"])
+    result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"],
+                         store_backend=state.store)
     config = load_config(state.config_path(survivor["hostname"]), environ={})
     store = open_store(config)  # as the survivor reaches it
     ctx = ProcedureContext.for_config(config, store)
@@ -241,6 +245,7 @@ def render(result):
                      + (f"{down:.2f}s" if down is not None else "-"))
     lines += [
         "",
+        f"store:                          {result.store_backend}",
         f"services restored:              {result.services_restored}",
         f"restore time (RTO):             {result.rto_s:.2f}s (from the kill: {result.rto_from_kill_s:.2f}s)",
         f"data-loss window (RPO):         {result.rpo_s:.2f}s",

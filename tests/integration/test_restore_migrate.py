@@ -682,13 +682,13 @@ def assert_migrated(lab, before, canaries):
 
 def add_nat(lab):
     """nat0 on hn0 (the lab leaves nat out: it is not the operator's), through the store."""
-    from sdcadm.lab.images import build_workload_image
+    from sdcadm.lab.ctl import add_image
     from sdcadm.lab.state import load_state
     from sdcadm.model import Instance, Service
     from sdcadm.uuids import new_uuid
 
     state = load_state(lab.dir)
-    image = build_workload_image(state.images_dir, "nat")
+    image = add_image(state, "nat")  # a copy in every server's own image directory
     uuid = new_uuid()
     with state.dc_store().open() as store:
         store.put_image(image)
