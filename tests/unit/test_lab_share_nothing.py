@@ -134,3 +134,17 @@ def test_lab_up_store_option(tmp_path):
     assert not directory.exists()
     helped = runner.invoke(cli, ["lab", "up", "--help"])
     assert "--store [etcd|sqlite]" in helped.output
+
+
+def test_sqlite_shared_by_counts_other_servers_that_heartbeated():
+    from sdcadm.config import config_from
+    from sdcadm.model import Server
+    from sdcadm.store import sqlite_shared_by
+
+    me, other, record = (Server(uuid=U.format(i), hostname=f"hn{i}", admin_ip=f"127.9.9.{i}",
+                                last_heartbeat=hb) for i, hb in ((1, 5.0), (2, 7.0), (3, 0.0)))
+    sqlite = config_from({"server_uuid": me.uuid, "store": {"backend": "sqlite"}}, "t")
+    assert sqlite_shared_by(sqlite, [me, other, record]) == [other]
+    assert sqlite_shared_by(sqlite, [me, record]) == []
+    etcd_config = config_from({"server_uuid": me.uuid, "store": {"backend": "etcd", "etcd_endpoints": ["127.9.9.1:2379"]}}, "t")
+    assert sqlite_shared_by(etcd_config, [me, other]) == []
