@@ -18,7 +18,8 @@ def shape_options(f):
     """The options that say what DC to build: `lab up` and `lab drill`."""
     options = [
         click.option("--headnodes", default=3, show_default=True, type=count(1, 16),
-                     help="Number of headnodes (hn0, hn1, ...; the drill needs 2 or more)."),
+                     help="Number of headnodes (hn0, hn1, ...; the drill needs 3 or more on etcd, "
+                          "for the store's quorum to survive losing hn0)."),
         click.option("--computenodes", default=2, show_default=True, type=count(0, 64),
                      help="Number of compute nodes (cn0, ...)."),
         click.option("--net", default=DEFAULT_NET, show_default=True,
@@ -240,15 +241,16 @@ def watch_cmd(directory, services, interval, duration, as_json):
 @click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               help="Seconds to wait for the lab and for each restored instance.")
 @click.option("-j", "--json", "as_json", is_flag=True,
-              help="Print one JSON object (rto_s, rpo_s, services_restored, canaries_verified, "
-                   "canaries_lost_after_last_sync, fencing_verified, ...).")
+              help="Print one JSON object (store_backend, rto_s, rpo_s, services_restored, "
+                   "canaries_verified, canaries_lost_after_last_sync, fencing_verified, ...).")
 def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout,
               as_json):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
     canaries into every stateful service, syncs restore data, writes more
-    canaries, kills hn0 abruptly, restores everything on hn1 with
+    canaries, kills hn0 abruptly (with its etcd member, its root moved out of
+    reach), restores everything on hn1 with
     `sdcadm service restore --all --dead hn0`, checks every canary written
     before the last sync, brings hn0 back and checks that it stays fenced.
     Prints the restore time of each service and in total, the data-loss

@@ -4,9 +4,11 @@
 2. write canaries into every stateful single-instance service on the first
    headnode; sync restore data on every headnode;
 3. write more canaries (after the last sync: these measure the loss window);
-4. kill the first headnode abruptly (agent and instances: SIGKILL);
+4. kill the first headnode abruptly (agent, instances and etcd member:
+   SIGKILL; its root moved out of reach, as a lost disk);
 5. restore everything on the second headnode (`service restore --all
-   --dead hn0`, the real procedure) while `lab watch` measures availability;
+   --dead hn0`, the real procedure; on etcd against the surviving members)
+   while `lab watch` measures availability;
 6. check every canary written before the last sync; count those after it;
 7. bring the dead headnode back and check it stays fenced: it runs none of
    the moved instances, keeps their zones (data untouched), shows flag F.
@@ -37,6 +39,8 @@ class DrillResult:
     dead: str
     restored_on: str
     store_backend: str = "sqlite"        # where the DC store lived (etcd: hn0's member died too)
+    dead_member_gone: bool = False       # etcd: the dead headnode's member no longer answered
+    dead_disk_gone: bool = False         # its root was out of reach during the restore
     rto_s: float = 0.0                   # restore start -> every restored instance healthy
     rto_from_kill_s: float = 0.0         # the kill -> every restored instance healthy
     rpo_s: float = 0.0                   # the kill - the oldest data restored (loss window)
@@ -87,6 +91,10 @@ def prepare_lab(directory, net, headnodes, computenodes, services, observer, tim
                 backend="dir", store=None):
     if headnodes < 2:
         raise LabError("the drill needs at least 2 headnodes (one to lose, one to restore on)")
+    if headnodes < 3 and ctl.choose_store(store, headnodes + computenodes) == "etcd":
+        raise LabError(f"the drill on etcd needs at least 3 headnodes: losing hn0 takes one "
+                       f"member of {headnodes}, and the survivors must keep a quorum",
+                       hint="use --headnodes 3 or more")
     if (directory / "lab.json").exists():
         state = load_state(directory)
         ctl.start_store(state, observer)  # a lab that is down keeps its store in its members
@@ -148,6 +156,13 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
             notify(observer, Progress("drill", f"killing {dead['hostname']} (SIGKILL, no warning)"))
             killed_at = time.time()
             ctl.kill(state, dead["hostname"])
+            result.dead_disk_gone = not state.server_root(dead["hostname"]).exists()
+            if state.store == "etcd":
+                from sdcadm.lab import etcd
+
+                result.dead_member_gone = not etcd.healthy(state, dead["hostname"])
+            else:
+                result.dead_member_gone = True  # no member to lose
 
             notify(observer, Progress("drill", f"restoring every service on {survivor['hostname']}"))
             run = run_procedures([RestoreServices(all_services=True, dead=[dead["hostname"]],
@@ -158,6 +173,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         finally:
             watcher.stop()
         _collect_restore(result, task, killed_at, run.elapsed_s)
+        if not (result.dead_disk_gone and result.dead_member_gone):
+            result.problems.append(f"{dead['hostname']} was not lost whole: disk gone "
+                                   f"{result.dead_disk_gone}, store member gone "
+                                   f"{result.dead_member_gone}")
         result.availability = watcher.summary()
 
         notify(observer, Progress("drill", "checking canaries"))
