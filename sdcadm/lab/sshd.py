@@ -207,7 +207,9 @@ class LabSshd:
                         for a in self.listen_addresses)
         _write(self.known_hosts, known, mode=0o644)
         for client in self.clients:
-            client.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not client.parent.is_dir():
+                continue  # a server whose disk is gone (lab kill): never make one up
+            client.mkdir(mode=0o700, exist_ok=True)
             self._ensure_key(CLIENT_KEY, f"sdcadm-lab-{client.parent.parent.name}", client)
             authorized.append(_read_public_key(client / f"{CLIENT_KEY}.pub"))
             _write(client / KNOWN_HOSTS, known, mode=0o644)

@@ -37,7 +37,7 @@ _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class Lab:
     def __init__(self, directory):
         self.dir = Path(directory)
-        self.token = (self.dir / "token").read_text().strip()
+        self.token = (self.dir / "hn1" / "etc" / "sdcadm" / "agent-token").read_text().strip()
 
     def cfg(self, hn):
         return self.dir / hn / "etc" / "sdcadm.yaml"
@@ -307,7 +307,7 @@ def test_image_with_an_entry_escaping_its_root_is_refused(lab):
             tar.addfile(info, io.BytesIO(data))
     data = raw.getvalue()
     bad = Image(new_uuid(), "vmapi", "2", hashlib.sha256(data).hexdigest(), len(data))
-    (lab.dir / "images" / f"{bad.uuid}.file").write_bytes(data)
+    (lab.dir / "hn1" / "var" / "sdcadm" / "images" / f"{bad.uuid}.file").write_bytes(data)
     vmapi = lab.instance("vmapi0")
     with lab.store() as store:
         store.put_image(bad)
