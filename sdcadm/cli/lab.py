@@ -149,7 +149,8 @@ def start_cmd(directory, server):
 @dir_option
 @click.option("-j", "--json", "as_json", is_flag=True, help="JSON array, one object per server.")
 def status_cmd(directory, as_json):
-    """What the lab runs: per server, its agent and what the store sees."""
+    """What the lab runs: per server, its agent, its etcd member (headnodes),
+    whether it is powered off (`lab kill`) and what the store sees."""
     from tabulate import tabulate
 
     from sdcadm.lab import ctl
@@ -158,10 +159,11 @@ def status_cmd(directory, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = [[r["hostname"], r["role"], r["admin_ip"], r["agent_pid"] or "-", r["status"],
+    table = [[r["hostname"], r["role"], r["admin_ip"], r["agent_pid"] or "-",
+              r["etcd_pid"] or "-", "off" if r["powered_off"] else "on", r["status"],
               f"{r['running']}/{r['instances']}"] for r in rows]
-    click.echo(tabulate(table, ["HOSTNAME", "ROLE", "ADMIN-IP", "AGENT-PID", "STATUS", "RUNNING"],
-                        tablefmt="plain"))
+    click.echo(tabulate(table, ["HOSTNAME", "ROLE", "ADMIN-IP", "AGENT-PID", "ETCD-PID", "POWER",
+                                "STATUS", "RUNNING"], tablefmt="plain"))
 
 
 @lab.command("env")

@@ -474,11 +474,20 @@ def status(state, now=None, store=None):
             "admin_ip": s["admin_ip"],
             "agent_pid": agent_pid(state, s["hostname"]),
             "powered_off": state.powered_off(s["hostname"]),
+            "etcd_pid": _member_pid(state, s),
             "status": status_of(server, now, timeout) if server else "missing",
             "instances": len(mine),
             "running": sum(i.state == "running" for i in mine),
         })
     return rows
+
+
+def _member_pid(state, server):
+    if state.store != "etcd" or not server["headnode"]:
+        return None
+    from sdcadm.lab import etcd
+
+    return etcd.member_pid(state, server["hostname"])
 
 
 def wait_ready(state, timeout=120.0, observer=None):

@@ -7,6 +7,7 @@ lab.json, the files earlier labs shared: dc.sqlite, token, restore-data.key).
 Processes are judged from outside, through /proc: the command line, the
 working directory, the environment and every open file."""
 
+import json
 import os
 import re
 import subprocess
@@ -194,6 +195,11 @@ def test_a_killed_server_is_out_of_reach_until_started(lab):
         assert not lab.server_root("hn2").exists()
         assert (lab.path / ".powered-off" / "hn2" / "etc" / "sdcadm.yaml").exists()
         assert etcd.member_pid(lab, "hn2") is None and not etcd.healthy(lab, "hn2")
+        rows = {r["hostname"]: r for r in json.loads(
+            run("sdcadm", "lab", "status", "-j", "--dir", directory).stdout)}
+        assert rows["hn2"]["powered_off"] is True and rows["hn2"]["etcd_pid"] is None
+        assert rows["hn1"]["powered_off"] is False and rows["hn1"]["etcd_pid"]
+        assert rows["cn0"]["etcd_pid"] is None  # compute nodes run no member
         after = ssh_from(lab, "hn1", "hn2", ["cat", "etc/sdcadm.yaml"])
         assert after.returncode != 0 and "hostname" not in after.stdout
         assert str(lab.server_root("hn2")) in after.stderr  # says which disk is missing
