@@ -166,7 +166,7 @@ def dataset_size(work, big, small):
     directory = work / "sizes"
     say(f"(b) restore of a {big // MiB} MiB dataset vs a {small / MiB:g} MiB one")
     try:
-        state = lab_up(directory, 2, 0, ["sapi", "imgapi", "vmapi"])
+        state = lab_up(directory, 3, 0, ["sapi", "imgapi", "vmapi"])  # etcd: quorum after hn0
         ctx = context(state)
         insts = {i.alias: i for i in ctx.store.list_instances()}
         sizes = {"sapi0": big, "imgapi0": small}

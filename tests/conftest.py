@@ -299,12 +299,23 @@ def store_outage(config):
     if config.store.backend == "etcd":
         # Frozen, not stopped: clients meet a member that accepts connections
         # and answers nothing, the hardest case for their timeouts.
-        server = next(s for s in _ETCD if s.endpoint in config.store.etcd_endpoints)
-        server.pause()
+        servers = [s for s in _ETCD if s.endpoint in config.store.etcd_endpoints]
+        if not servers:  # a lab's members: every one of them, found by its address
+            pids = [p for p in _etcd_members(config.store.etcd_endpoints)]
+            assert pids, f"no etcd member runs at {config.store.etcd_endpoints}"
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                yield
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            return
+        servers[0].pause()
         try:
             yield
         finally:
-            server.resume()
+            servers[0].resume()
         return
     if config.store.backend != "sqlite":
         raise ValueError(f"no outage helper for store backend {config.store.backend!r}")
@@ -315,6 +326,24 @@ def store_outage(config):
         yield
     finally:
         os.rename(aside, path)
+
+
+def _etcd_members(endpoints):
+    """Pids of the etcd processes serving clients at ``endpoints``."""
+    urls = {f"http://{e}".encode() for e in endpoints}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"etcd") and "--listen-client-urls" in \
+                [a.decode(errors="replace") for a in argv]:
+            if argv[argv.index(b"--listen-client-urls") + 1] in urls:
+                found.append(int(entry.name))
+    return found
 
 
 def store_idle(config):

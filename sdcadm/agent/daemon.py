@@ -98,12 +98,25 @@ class Agent:
     def _check_store(config):
         """A store that cannot be opened *now* is fine (we retry); one that can
         never be opened (unknown backend) is a configuration error."""
-        from sdcadm.store import open_store
+        from sdcadm.store import open_store, sqlite_shared_by
 
         try:
-            open_store(config).close()
+            store = open_store(config)
         except StoreError:
-            pass
+            return
+        try:
+            others = sqlite_shared_by(config, store.list_servers())
+        except StoreError:
+            others = []
+        finally:
+            store.close()
+        if others:
+            names = ", ".join(sorted(s.hostname for s in others))
+            raise ConfigError(config.path, [
+                f"store.backend is sqlite ({config.store.path}) and the agent of {names} "
+                f"already uses it: a DC of more than one server cannot share one sqlite file"],
+                hint="keep the DC store in etcd (store.backend: etcd, store.etcd_endpoints: "
+                     "one member per headnode); sqlite is the store of a one-server DC")
 
     # -- what the API asks -----------------------------------------------------------
     def ping(self):

@@ -18,7 +18,8 @@ def shape_options(f):
     """The options that say what DC to build: `lab up` and `lab drill`."""
     options = [
         click.option("--headnodes", default=3, show_default=True, type=count(1, 16),
-                     help="Number of headnodes (hn0, hn1, ...; the drill needs 2 or more)."),
+                     help="Number of headnodes (hn0, hn1, ...; the drill needs 3 or more on etcd, "
+                          "for the store's quorum to survive losing hn0)."),
         click.option("--computenodes", default=2, show_default=True, type=count(0, 64),
                      help="Number of compute nodes (cn0, ...)."),
         click.option("--net", default=DEFAULT_NET, show_default=True,
@@ -29,6 +30,11 @@ def shape_options(f):
                      show_default=True,
                      help="Delegate datasets as plain directories, or zfs datasets in a "
                           "file-backed pool per server (zfs-fuse; needs root)."),
+        click.option("--store", type=click.Choice(["etcd", "sqlite"]), default=None,
+                     help="Where the DC store lives: etcd, one member per headnode on its "
+                          "address with its data in its root (the default when etcd is "
+                          "installed), or sqlite, a file in the root of a one-server lab "
+                          "(refused for more servers)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -63,20 +69,27 @@ def lab():
 @click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
               help="Size of each server's pool file (zfs backend).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
-def up_cmd(directory, headnodes, computenodes, net, services, backend, heartbeat_interval,
+def up_cmd(directory, headnodes, computenodes, net, services, backend, store, heartbeat_interval,
            timeout, zfs_size, as_json):
-    """Build the lab (or revive an existing one) and wait until it is healthy."""
+    """Build the lab (or revive an existing one) and wait until it is healthy.
+
+    Each server's root (<dir>/<hostname>) holds everything it uses: its
+    config, its copies of the agent token and restore-data key, its own SSH
+    key and known_hosts, its images, and on a headnode its etcd member's
+    data. Servers share nothing but the network (see docs/lab.md).
+    """
     from sdcadm.lab import ctl
 
     started = time.monotonic()
     services = _services(services)
     state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
                    heartbeat_interval=heartbeat_interval, timeout=timeout,
-                   observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size)
+                   observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size,
+                   store=store)
     if as_json:
         click.echo(json.dumps(state.to_dict(), indent=2))
         return
-    click.echo(f"lab up at {state.dir} ({len(state.servers)} servers, "
+    click.echo(f"lab up at {state.dir} ({len(state.servers)} servers, store on {state.store}, "
                f"{time.monotonic() - started:.1f}s)")
     click.echo(f"to use it: eval \"$(sdcadm lab env --dir {state.dir} hn0)\"")
 
@@ -106,7 +119,10 @@ def destroy_cmd(directory):
 @dir_option
 @click.argument("server")
 def kill_cmd(directory, server):
-    """Kill SERVER abruptly: SIGKILL its agent and all its instances."""
+    """Kill SERVER abruptly, as a power cut: SIGKILL its agent, all its
+    instances and its etcd member, and move its root out of reach (to
+    <dir>/.powered-off/SERVER) until `lab start SERVER`: its disk is gone, so
+    anything that still reads it fails loudly."""
     from sdcadm.lab import ctl
 
     killed = ctl.kill(_state(directory), server)
@@ -137,7 +153,8 @@ def power_off_cmd(directory, server):
 @dir_option
 @click.argument("server")
 def start_cmd(directory, server):
-    """Start SERVER's agent again (after `lab kill` or `lab down`)."""
+    """Start SERVER again (after `lab kill` or `lab down`): its root back in
+    place, its etcd member (headnodes), its agent."""
     from sdcadm.lab import ctl
 
     state = _state(directory)
@@ -151,7 +168,8 @@ def start_cmd(directory, server):
 @dir_option
 @click.option("-j", "--json", "as_json", is_flag=True, help="JSON array, one object per server.")
 def status_cmd(directory, as_json):
-    """What the lab runs: per server, its agent and what the store sees."""
+    """What the lab runs: per server, its agent, its etcd member (headnodes),
+    whether it is powered off (`lab kill`) and what the store sees."""
     from tabulate import tabulate
 
     from sdcadm.lab import ctl
@@ -160,10 +178,11 @@ def status_cmd(directory, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = [[r["hostname"], r["role"], r["admin_ip"], r["agent_pid"] or "-", r["status"],
+    table = [[r["hostname"], r["role"], r["admin_ip"], r["agent_pid"] or "-",
+              r["etcd_pid"] or "-", "off" if r["powered_off"] else "on", r["status"],
               f"{r['running']}/{r['instances']}"] for r in rows]
-    click.echo(tabulate(table, ["HOSTNAME", "ROLE", "ADMIN-IP", "AGENT-PID", "STATUS", "RUNNING"],
-                        tablefmt="plain"))
+    click.echo(tabulate(table, ["HOSTNAME", "ROLE", "ADMIN-IP", "AGENT-PID", "ETCD-PID", "POWER",
+                                "STATUS", "RUNNING"], tablefmt="plain"))
 
 
 @lab.command("env")
@@ -243,14 +262,16 @@ def watch_cmd(directory, services, interval, duration, as_json):
 @click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               help="Seconds to wait for the lab and for each restored instance.")
 @click.option("-j", "--json", "as_json", is_flag=True,
-              help="Print one JSON object (rto_s, rpo_s, services_restored, canaries_verified, "
-                   "canaries_lost_after_last_sync, fencing_verified, ...).")
-def drill_cmd(directory, headnodes, computenodes, net, services, backend, timeout, as_json):
+              help="Print one JSON object (store_backend, rto_s, rpo_s, services_restored, "
+                   "canaries_verified, canaries_lost_after_last_sync, fencing_verified, ...).")
+def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout,
+              as_json):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
     canaries into every stateful service, syncs restore data, writes more
-    canaries, kills hn0 abruptly, restores everything on hn1 with
+    canaries, kills hn0 abruptly (with its etcd member, its root moved out of
+    reach), restores everything on hn1 with
     `sdcadm service restore --all --dead hn0`, checks every canary written
     before the last sync, brings hn0 back and checks that it stays fenced.
     Prints the restore time of each service and in total, the data-loss
@@ -262,7 +283,8 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, timeou
 
     services = _services(services)
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
-                             observer=printer(quiet=as_json), timeout=timeout, backend=backend)
+                             observer=printer(quiet=as_json), timeout=timeout, backend=backend,
+                             store=store)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")

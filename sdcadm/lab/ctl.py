@@ -40,23 +40,26 @@ HEARTBEAT_TIMEOUT_FACTOR = 3.0
 
 # -- building ------------------------------------------------------------------
 def server_config(state, server):
-    root = state.server_root(server["hostname"])
+    host = server["hostname"]
+    root = state.server_root(host)
     sshd = _sshd(state)
     return {
         "server_uuid": server["uuid"],
-        "hostname": server["hostname"],
+        "hostname": host,
         "root": str(root),
         "log_dir": str(root / "var" / "log" / "sdcadm"),
         "restore_data_dir": str(root / "var" / "sdcadm" / "svc-restore-data"),
         "datasets": _datasets_config(state, server),
-        "restore_data": {"source_root_template": str(state.path).replace("{", "{{").replace(
-            "}", "}}") + "/{hostname}", "key_file": str(state.restore_key_file)},
-        "image_source": str(state.images_dir),
-        "store": state.store_config(),
+        # Relative: a source server's files as its sshd shows them (the lab sshd
+        # runs a login on a server's address in that server's root).
+        "restore_data": {"source_root_template": ".",
+                         "key_file": str(state.restore_key_path(host))},
+        "image_source": str(state.server_images(host)),
+        "store": state.store_config(host),
         "agent": {
             "listen": server["admin_ip"],
             "port": state.ports["agent"],
-            "token_file": str(state.token_file),
+            "token_file": str(state.token_path(host)),
             "heartbeat_interval": state.heartbeat_interval,
             "heartbeat_timeout": state.heartbeat_interval * HEARTBEAT_TIMEOUT_FACTOR,
             "reconcile_interval": 0.5,
@@ -69,8 +72,8 @@ def server_config(state, server):
         "ssh": {
             "port": state.ports["ssh"],
             "user": sshd.user,
-            "identity": str(sshd.identity),
-            "known_hosts": str(sshd.known_hosts),
+            "identity": str(state.ssh_client_dir(host) / "id_ed25519"),
+            "known_hosts": str(state.ssh_client_dir(host) / "known_hosts"),
             "connect_timeout": 5.0,
         },
     }
@@ -110,20 +113,82 @@ def _sshd(state):
     from sdcadm.lab.sshd import LabSshd
 
     ips = [s["admin_ip"] for s in state.servers]
-    return LabSshd(state.ssh_dir, ips, state.ports["ssh"])
+    return LabSshd(state.ssh_dir, ips, state.ports["ssh"],
+                   roots={s["admin_ip"]: state.server_root(s["hostname"]) for s in state.servers},
+                   clients=[state.ssh_client_dir(s["hostname"]) for s in state.servers])
+
+
+def choose_store(store, n_servers, observer=None):
+    """The lab's store backend: ``store`` as asked, else etcd when installed.
+
+    sqlite is refused for more than one server: its one file would be either
+    shared between servers or on one of them (whose loss takes the store)."""
+    from sdcadm.lab.etcd import etcd_program
+
+    if store is None:
+        if etcd_program() is not None:
+            return "etcd"
+        if n_servers > 1:
+            raise LabError("etcd is not installed, and a lab of more than one server needs it "
+                           "for its store (one member per headnode)",
+                           hint="apt-get install etcd-server (`make` does it as root), or "
+                                "build a one-server lab: --headnodes 1 --computenodes 0")
+        notify(observer, Progress("store", "etcd is not installed: the one-server lab keeps "
+                                           "its store in sqlite (apt-get install etcd-server "
+                                           "for etcd)"))
+        return "sqlite"
+    if store not in ("etcd", "sqlite"):
+        raise LabError(f"unknown store backend {store!r}", hint="--store etcd or sqlite")
+    if store == "sqlite" and n_servers > 1:
+        raise LabError(f"a DC of {n_servers} servers cannot keep its store in sqlite: every "
+                       f"server would reach one file on one server",
+                       hint="use --store etcd (one member per headnode), or build a one-server "
+                            "lab: --headnodes 1 --computenodes 0")
+    if store == "etcd" and etcd_program() is None:
+        raise LabError("--store etcd: etcd is not installed",
+                       hint="apt-get install etcd-server (`make` does it as root)")
+    return store
+
+
+def _copy_images(state, hostname, images):
+    """Put ``images`` (built in the lab's image build directory) into the
+    server's own image directory: what it runs never comes from a shared path."""
+    dest = state.server_images(hostname)
+    dest.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        for suffix in (".file", ".json"):
+            name = f"{image.uuid}{suffix}"
+            if not (dest / name).exists():
+                shutil.copyfile(state.images_dir / name, dest / f".{name}.tmp")
+                os.replace(dest / f".{name}.tmp", dest / name)
+
+
+def add_image(state, service, version="1.0.0"):
+    """Build the workload image of ``service`` and give every server (powered
+    on) a copy; return the Image (the caller puts it into the store)."""
+    image = build_workload_image(state.images_dir, service, version)
+    for s in state.servers:
+        if not state.powered_off(s["hostname"]):
+            _copy_images(state, s["hostname"], [image])
+    return image
 
 
 def create(directory, net, headnodes, computenodes, services=None, ports=None,
-           heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None):
-    """Write a new lab (store, images, configs, lab.json); start nothing."""
+           heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None, store=None):
+    """Write a new lab (images, configs, lab.json), start its etcd members and
+    build its store through the store's API; start no agent."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
         raise LabError(f"a lab already exists at {directory}")
     catalog = load_catalog()
     plan = plan_lab(net, headnodes, computenodes, catalog, services)
+    store = choose_store(store, len(plan.servers), observer)
     ports = {**DEFAULT_PORTS, **(ports or {})}
     for server in plan.servers:
         _check_free(server.admin_ip, ports["agent"])
+        if store == "etcd" and server.headnode:
+            _check_free(server.admin_ip, ports["etcd_client"])
+            _check_free(server.admin_ip, ports["etcd_peer"])
     if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
         raise LabError("sshd is not installed; the lab needs it",
                        hint="install openssh-server (apt-get install openssh-server), "
@@ -139,16 +204,12 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         labzfs.require_root()
     state = LabState(dir=str(directory), net=plan.net, servers=servers, ports=ports,
                      heartbeat_interval=float(heartbeat_interval), created=time.time(),
-                     backend=backend)
+                     backend=backend, store=store)
     if backend == "zfs":
         state.zfs = {"pools": labzfs.plan_pools(directory, [s["hostname"] for s in servers]),
                      "pool_size": pool_size or labzfs.DEFAULT_POOL_SIZE, "daemon_pid": None}
         notify(observer, Progress("zfs", f"creating {len(servers)} file-backed pools"))
         labzfs.create_pools(state)
-    _write_private(state.token_file, secrets.token_hex(32) + "\n")
-    # The DC's restore-data key, as `head -c 32 /dev/urandom | base64` makes it.
-    _write_private(state.restore_key_file,
-                   base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
 
     wanted = sorted({i.service for i in plan.instances})
     images = {}
@@ -156,15 +217,47 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         notify(observer, Progress("images", f"building image for {name}", n, len(wanted)))
         images[name] = build_workload_image(state.images_dir, name)
 
+    # Each server's root holds everything it uses: its copies of the DC's
+    # secrets (the agent token; the restore-data key, as `head -c 32
+    # /dev/urandom | base64` makes it), its images, its SSH key, its config.
+    token = secrets.token_hex(32) + "\n"
+    restore_key = base64.b64encode(secrets.token_bytes(32)).decode() + "\n"
+    for s in servers:
+        host = s["hostname"]
+        root = state.server_root(host)
+        for sub in ("etc", "var/log/sdcadm", "var/run", "var/sdcadm", "zones"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        _write_private(state.token_path(host), token)
+        _write_private(state.restore_key_path(host), restore_key)
+        _copy_images(state, host, images.values())
+    _sshd(state).setup()
+    for s in servers:
+        _write_private(state.config_path(s["hostname"]),
+                       yaml.safe_dump(server_config(state, s), sort_keys=False))
+
+    try:
+        if store == "etcd":
+            _start_members(state, [s["hostname"] for s in state.headnodes], observer)
+        _populate(state, plan, catalog, images, observer)
+    except BaseException:
+        _stop_members(state)
+        raise
+    save_state(state)
+    return state
+
+
+def _populate(state, plan, catalog, images, observer):
+    """Build the DC in its store, through the store's API (etcd: over the
+    network, as any operator tool reaches it)."""
     store = state.dc_store().initialize()  # the lab creates its DC: the one place it is made
     try:
         store.put_network(Network(ADMIN_NETWORK, plan.net))
         by_host = {}
-        for s in servers:
+        for s in state.servers:
             store.allocate_ip(ADMIN_NETWORK, s["uuid"], s["admin_ip"])
             store.put_server(Server(uuid=s["uuid"], hostname=s["hostname"], admin_ip=s["admin_ip"],
                                     headnode=s["headnode"], boot_platform="lab-1",
-                                    current_platform="lab-1", agent_port=ports["agent"]))
+                                    current_platform="lab-1", agent_port=state.ports["agent"]))
             by_host[s["hostname"]] = s
         for name, image in images.items():
             store.put_image(image)
@@ -177,26 +270,44 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
             store.create_instance(Instance(
                 uuid=uuid, alias=planned.alias, service=planned.service,
                 server_uuid=by_host[planned.hostname]["uuid"], image=images[planned.service].uuid,
-                admin_ip=ip, port=ports["instance"],
+                admin_ip=ip, port=state.ports["instance"],
                 delegate_dataset=catalog.get(planned.service).delegate_dataset))
             notify(observer, Progress("instances", f"placed {planned.alias} on {planned.hostname}",
                                       n, len(plan.instances)))
     finally:
         store.close()
 
-    for s in servers:
-        root = state.server_root(s["hostname"])
-        for sub in ("etc", "var/log/sdcadm", "var/run", "var/sdcadm", "zones"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        _write_private(state.config_path(s["hostname"]),
-                       yaml.safe_dump(server_config(state, s), sort_keys=False))
-    _sshd(state).setup()
-    save_state(state)
-    return state
+
+def _start_members(state, hostnames, observer=None, timeout=60.0):
+    from sdcadm.lab import etcd
+
+    hostnames = [h for h in hostnames if state.server(h)["headnode"]]
+    if state.store != "etcd" or not hostnames:
+        return
+    for h in hostnames:
+        if etcd.member_pid(state, h) is None:
+            notify(observer, Progress("etcd", f"starting the etcd member of {h}"))
+            etcd.start_member(state, h)
+    etcd.wait_healthy(state, hostnames, timeout)
+
+
+def _stop_members(state, sig=None):
+    import signal
+
+    from sdcadm.lab import etcd
+
+    if state.store != "etcd":
+        return []
+    stopped = []
+    for s in state.headnodes:
+        if etcd.stop_member(state, s["hostname"], sig or signal.SIGTERM):
+            stopped.append(s["hostname"])
+    return stopped
 
 
 def up(directory, net, headnodes, computenodes, services=None, ports=None,
-       heartbeat_interval=1.0, timeout=120.0, observer=None, backend="dir", pool_size=None):
+       heartbeat_interval=1.0, timeout=120.0, observer=None, backend="dir", pool_size=None,
+       store=None):
     """Build the lab if needed, start everything, wait until every instance is healthy."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
@@ -207,13 +318,28 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
                 f"the lab at {directory} has {sizes[0]} headnodes and {sizes[1]} compute nodes, "
                 f"not {headnodes} and {computenodes}",
                 hint="use it as it is, or rebuild it: `sdcadm lab destroy` then `sdcadm lab up`")
+        if store is not None and store != state.store:
+            raise LabError(f"the lab at {directory} keeps its store in {state.store}, not {store}",
+                           hint="use it as it is, or rebuild it: `sdcadm lab destroy` then "
+                                "`sdcadm lab up`")
         notify(observer, Progress("lab", f"reusing the lab at {directory}"))
     else:
         state = create(directory, net, headnodes, computenodes, services, ports,
-                       heartbeat_interval, observer, backend, pool_size)
+                       heartbeat_interval, observer, backend, pool_size, store)
     start_all(state, observer)
     wait_ready(state, timeout, observer)
     return state
+
+
+def start_store(state, observer=None):
+    """Bring the lab's store within reach (etcd: the headnodes' members, their
+    roots back in place), without starting any agent."""
+    if state.store != "etcd":
+        _power_on(state, state.servers[0]["hostname"])
+        return
+    for s in state.headnodes:
+        _power_on(state, s["hostname"])
+    _start_members(state, [s["hostname"] for s in state.headnodes], observer)
 
 
 def start_all(state, observer=None):
@@ -222,10 +348,13 @@ def start_all(state, observer=None):
 
         labzfs.ensure_pools(state)
         save_state(state)
+    for s in state.servers:
+        _power_on(state, s["hostname"])
     sshd = _sshd(state)
     if not sshd.running():
         notify(observer, Progress("sshd", f"starting sshd on port {state.ports['ssh']}"))
         sshd.start()
+    _start_members(state, [s["hostname"] for s in state.headnodes], observer)
     for s in state.servers:
         start(state, s["hostname"], observer)
 
@@ -235,12 +364,21 @@ def agent_pid(state, hostname):
     return procs.agent_pid(state.config_path(hostname), state.agent_pidfile(hostname))
 
 
+def _power_on(state, hostname):
+    """Put a killed server's root back where it belongs."""
+    if state.powered_off(hostname):
+        os.rename(state.powered_off_root(hostname), state.server_root(hostname))
+
+
 def start(state, hostname, observer=None):
-    """Start the agent of ``hostname`` unless it runs; return its pid."""
+    """Start a server (its root back in place, its etcd member, its agent)
+    unless its agent runs; return the agent's pid."""
     state.server(hostname)
+    _power_on(state, hostname)
     pid = agent_pid(state, hostname)
     if pid:
         return pid
+    _start_members(state, [hostname], observer)
     notify(observer, Progress("agents", f"starting the agent of {hostname}"))
     proc = procs.start_agent(state.config_path(hostname), state.agent_log(hostname),
                              state.agent_pidfile(hostname))
@@ -248,20 +386,27 @@ def start(state, hostname, observer=None):
 
 
 def kill(state, hostname):
-    """Abruptly kill a server: SIGKILL its agent and every instance on it."""
+    """Abruptly kill a server, as pulling its power cord: SIGKILL its agent,
+    every instance and its etcd member; then move its root out of reach (its
+    disk is gone until ``lab start``): anything still reading it fails."""
     import signal
 
     server = state.server(hostname)
-    pid = agent_pid(state, server["hostname"])
+    host = server["hostname"]
+    pid = agent_pid(state, host)
     killed = []
     if pid:
         procs.kill_group(pid, signal.SIGKILL)
         killed.append(pid)
-    # Anything else with its working directory under that server's root.
-    leftovers = procs.lab_processes(state.server_root(server["hostname"]))
+    # Everything else with its command line or working directory in that
+    # server's root: its etcd member, instances that left the group.
+    leftovers = procs.lab_processes(state.server_root(host))
     for p in leftovers:
         procs.send(p, signal.SIGKILL)
     procs.terminate(killed + leftovers, grace=0)
+    if state.server_root(host).exists():
+        state.powered_off_root(host).parent.mkdir(exist_ok=True)
+        os.rename(state.server_root(host), state.powered_off_root(host))
     return killed + leftovers
 
 
@@ -279,16 +424,20 @@ def down(directory, observer=None):
                 notify(observer, Progress("down", f"stopping {s['hostname']}"))
                 procs.kill_group(pid, signal.SIGTERM)
                 stopped.append(pid)
+    procs.terminate(stopped, grace=5.0)
+    if (directory / "lab.json").exists():
+        members = _stop_members(state)  # after the agents: they leave through the store
+        if members:
+            notify(observer, Progress("down", f"stopped the etcd members of {', '.join(members)}"))
         try:
             _sshd(state).stop()
         except LabError as e:
             log.warning("stopping the lab sshd: %s", e)
-    procs.terminate(stopped, grace=5.0)
-    if (directory / "lab.json").exists() and state.backend == "zfs":
-        from sdcadm.lab import zfs as labzfs
+        if state.backend == "zfs":
+            from sdcadm.lab import zfs as labzfs
 
-        labzfs.stop_daemon(state)
-        save_state(state)
+            labzfs.stop_daemon(state)
+            save_state(state)
     leftovers = procs.lab_processes(directory)
     procs.terminate(leftovers, grace=5.0)
     return len(stopped) + len(leftovers)
@@ -333,11 +482,21 @@ def status(state, now=None, store=None):
             "role": "headnode" if s["headnode"] else "compute",
             "admin_ip": s["admin_ip"],
             "agent_pid": agent_pid(state, s["hostname"]),
+            "powered_off": state.powered_off(s["hostname"]),
+            "etcd_pid": _member_pid(state, s),
             "status": status_of(server, now, timeout) if server else "missing",
             "instances": len(mine),
             "running": sum(i.state == "running" for i in mine),
         })
     return rows
+
+
+def _member_pid(state, server):
+    if state.store != "etcd" or not server["headnode"]:
+        return None
+    from sdcadm.lab import etcd
+
+    return etcd.member_pid(state, server["hostname"])
 
 
 def wait_ready(state, timeout=120.0, observer=None):

@@ -4,9 +4,11 @@
 2. write canaries into every stateful single-instance service on the first
    headnode; sync restore data on every headnode;
 3. write more canaries (after the last sync: these measure the loss window);
-4. kill the first headnode abruptly (agent and instances: SIGKILL);
+4. kill the first headnode abruptly (agent, instances and etcd member:
+   SIGKILL; its root moved out of reach, as a lost disk);
 5. restore everything on the second headnode (`service restore --all
-   --dead hn0`, the real procedure) while `lab watch` measures availability;
+   --dead hn0`, the real procedure; on etcd against the surviving members)
+   while `lab watch` measures availability;
 6. check every canary written before the last sync; count those after it;
 7. bring the dead headnode back and check it stays fenced: it runs none of
    the moved instances, keeps their zones (data untouched), shows flag F.
@@ -36,6 +38,9 @@ class DrillResult:
     lab: str
     dead: str
     restored_on: str
+    store_backend: str = "sqlite"        # where the DC store lived (etcd: hn0's member died too)
+    dead_member_gone: bool = False       # etcd: the dead headnode's member no longer answered
+    dead_disk_gone: bool = False         # its root was out of reach during the restore
     rto_s: float = 0.0                   # restore start -> every restored instance healthy
     rto_from_kill_s: float = 0.0         # the kill -> every restored instance healthy
     rpo_s: float = 0.0                   # the kill - the oldest data restored (loss window)
@@ -83,20 +88,26 @@ def _pristine(state):
 
 
 def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                backend="dir"):
+                backend="dir", store=None):
     if headnodes < 2:
         raise LabError("the drill needs at least 2 headnodes (one to lose, one to restore on)")
+    if headnodes < 3 and ctl.choose_store(store, headnodes + computenodes) == "etcd":
+        raise LabError(f"the drill on etcd needs at least 3 headnodes: losing hn0 takes one "
+                       f"member of {headnodes}, and the survivors must keep a quorum",
+                       hint="use --headnodes 3 or more")
     if (directory / "lab.json").exists():
         state = load_state(directory)
-        if not _pristine(state) or state.backend != backend:
+        ctl.start_store(state, observer)  # a lab that is down keeps its store in its members
+        if not _pristine(state) or state.backend != backend or \
+                (store is not None and state.store != store):
             notify(observer, Progress("drill", "the lab was restored by an earlier drill: rebuilding it"))
             ctl.destroy(directory)
     return ctl.up(directory, net, headnodes, computenodes, services, timeout=timeout,
-                  observer=observer, backend=backend)
+                  observer=observer, backend=backend, store=store)
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0, backend="dir"):
+              timeout=120.0, backend="dir", store=None):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
@@ -104,9 +115,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     from sdcadm.restore_data.client import sync_headnodes
 
     state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                        backend)
+                        backend, store)
     dead, survivor = state.servers[0], next(s for s in state.servers[1:] if s["headnode"])
-    result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"])
+    result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"],
+                         store_backend=state.store)
     config = load_config(state.config_path(survivor["hostname"]), environ={})
     store = open_store(config)  # as the survivor reaches it
     ctx = ProcedureContext.for_config(config, store)
@@ -144,6 +156,13 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
             notify(observer, Progress("drill", f"killing {dead['hostname']} (SIGKILL, no warning)"))
             killed_at = time.time()
             ctl.kill(state, dead["hostname"])
+            result.dead_disk_gone = not state.server_root(dead["hostname"]).exists()
+            if state.store == "etcd":
+                from sdcadm.lab import etcd
+
+                result.dead_member_gone = not etcd.healthy(state, dead["hostname"])
+            else:
+                result.dead_member_gone = True  # no member to lose
 
             notify(observer, Progress("drill", f"restoring every service on {survivor['hostname']}"))
             run = run_procedures([RestoreServices(all_services=True, dead=[dead["hostname"]],
@@ -154,6 +173,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         finally:
             watcher.stop()
         _collect_restore(result, task, killed_at, run.elapsed_s)
+        if not (result.dead_disk_gone and result.dead_member_gone):
+            result.problems.append(f"{dead['hostname']} was not lost whole: disk gone "
+                                   f"{result.dead_disk_gone}, store member gone "
+                                   f"{result.dead_member_gone}")
         result.availability = watcher.summary()
 
         notify(observer, Progress("drill", "checking canaries"))
@@ -241,6 +264,7 @@ def render(result):
                      + (f"{down:.2f}s" if down is not None else "-"))
     lines += [
         "",
+        f"store:                          {result.store_backend}",
         f"services restored:              {result.services_restored}",
         f"restore time (RTO):             {result.rto_s:.2f}s (from the kill: {result.rto_from_kill_s:.2f}s)",
         f"data-loss window (RPO):         {result.rpo_s:.2f}s",

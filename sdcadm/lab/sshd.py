@@ -9,7 +9,15 @@ switch users then), and ``AllowUsers`` says so.
 
 Files in ``dir``: ``ssh_host_ed25519_key``, ``id_ed25519`` (the client key),
 ``authorized_keys``, ``known_hosts``, ``sshd_config``, ``sshd.pid``,
-``sshd.log``. Starting, waiting for and stopping the process is
+``sshd.log``.
+
+The lab's servers share none of these: each keeps its own client key and
+known_hosts in its own root (``clients``: one directory per server, each
+given ``id_ed25519`` and ``known_hosts``; its public key is authorized), and
+with ``roots`` (address -> a server's root) a login on a server's address
+runs in that server's root (``Match LocalAddress`` + ``ForceCommand cd``), as
+a login on that server would: relative paths name the server's files, and a
+command on a server whose root is gone (powered off) fails loudly. Starting, waiting for and stopping the process is
 ``procs.py``'s job; what is particular to sshd (config, keys, whether it
 answers SSH) is here.
 """
@@ -19,6 +27,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -61,7 +70,7 @@ def _config_value(value, *, percent_tokens=False):
 
 
 def render_sshd_config(listen_addresses, port, *, host_key, pid_file, authorized_keys, user,
-                       log_level="VERBOSE"):
+                       log_level="VERBOSE", roots=None):
     """The text of the lab's sshd_config."""
     try:
         addresses = [str(ipaddress.ip_address(a)) for a in listen_addresses]
@@ -95,6 +104,10 @@ def render_sshd_config(listen_addresses, port, *, host_key, pid_file, authorized
         # (here it ran pyenv init, 0.15 s of CPU per command, on every sync).
         "SetEnv SHLVL=1",
     ]
+    for address, root in sorted((roots or {}).items()):
+        _config_value(root)  # refuses quotes, backslashes, newlines
+        lines += [f"Match LocalAddress {ipaddress.ip_address(address)}",
+                  f"    ForceCommand cd {shlex.quote(str(root))} && eval \"$SSH_ORIGINAL_COMMAND\""]
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +134,8 @@ def _read_public_key(path):
 class LabSshd:
     """The lab's sshd in ``dir``, listening on ``port`` of every address."""
 
-    def __init__(self, dir, listen_addresses, port, *, log_level="VERBOSE", start_timeout=10.0):
+    def __init__(self, dir, listen_addresses, port, *, log_level="VERBOSE", start_timeout=10.0,
+                 roots=None, clients=()):
         if isinstance(listen_addresses, str):
             listen_addresses = [listen_addresses]
         try:
@@ -136,6 +150,8 @@ class LabSshd:
         self.start_timeout = start_timeout
         self._user = current_user()
         self._proc = None  # set when this process started sshd
+        self.roots = {str(ipaddress.ip_address(a)): str(r) for a, r in (roots or {}).items()}
+        self.clients = [Path(c) for c in clients]
 
     # -- what clients need ---------------------------------------------------
     @property
@@ -185,18 +201,29 @@ class LabSshd:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._ensure_key(HOST_KEY, "sdcadm-lab-host")
         self._ensure_key(CLIENT_KEY, f"sdcadm-lab-{self.user}")
-        client_type, client_key = _read_public_key(self.dir / f"{CLIENT_KEY}.pub")
-        _write(self.dir / AUTHORIZED_KEYS, f"{client_type} {client_key} sdcadm-lab\n")
+        authorized = [_read_public_key(self.dir / f"{CLIENT_KEY}.pub")]
         host_type, host_key = _read_public_key(self.dir / f"{HOST_KEY}.pub")
-        _write(self.known_hosts, "".join(known_hosts_line(a, self.port, host_type, host_key)
-                                         for a in self.listen_addresses), mode=0o644)
+        known = "".join(known_hosts_line(a, self.port, host_type, host_key)
+                        for a in self.listen_addresses)
+        _write(self.known_hosts, known, mode=0o644)
+        for client in self.clients:
+            if not client.parent.is_dir():
+                continue  # a server whose disk is gone (lab kill): never make one up
+            client.mkdir(mode=0o700, exist_ok=True)
+            self._ensure_key(CLIENT_KEY, f"sdcadm-lab-{client.parent.parent.name}", client)
+            authorized.append(_read_public_key(client / f"{CLIENT_KEY}.pub"))
+            _write(client / KNOWN_HOSTS, known, mode=0o644)
+        _write(self.dir / AUTHORIZED_KEYS,
+               "".join(f"{t} {k} sdcadm-lab\n" for t, k in authorized))
         _write(self.config_path, render_sshd_config(
             self.listen_addresses, self.port, host_key=self.host_key, pid_file=self.pid_path,
-            authorized_keys=self.dir / AUTHORIZED_KEYS, user=self.user, log_level=self.log_level))
+            authorized_keys=self.dir / AUTHORIZED_KEYS, user=self.user, log_level=self.log_level,
+            roots=self.roots))
         return self
 
-    def _ensure_key(self, name, comment):
-        path, pub = self.dir / name, self.dir / f"{name}.pub"
+    def _ensure_key(self, name, comment, directory=None):
+        directory = directory or self.dir
+        path, pub = directory / name, directory / f"{name}.pub"
         keygen = find_program("ssh-keygen", LabError, "the lab's sshd")
         if path.exists():
             if not pub.exists():
@@ -204,7 +231,7 @@ class LabSshd:
                 _write(pub, out.strip() + f" {comment}\n", mode=0o644)
             return
         # Generate under a temporary name so a crash never leaves half a pair.
-        tmp = self.dir / f".{name}.tmp{os.getpid()}"
+        tmp = directory / f".{name}.tmp{os.getpid()}"
         for p in (tmp, tmp.with_name(tmp.name + ".pub")):
             p.unlink(missing_ok=True)
         self._run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)],

@@ -17,7 +17,9 @@ STATE_FILE = "lab.json"
 DEFAULT_DIR = ".sdcadm-lab"
 ENV_DIR = "SDCADM_LAB"
 DEFAULT_NET = "127.99.99.0/24"
-DEFAULT_PORTS = {"agent": 5309, "ssh": 2222, "instance": 4380}
+DEFAULT_PORTS = {"agent": 5309, "ssh": 2222, "instance": 4380, "etcd_client": 2379,
+                 "etcd_peer": 2380}
+POWERED_OFF = ".powered-off"  # <lab>/.powered-off/<host>: the root of a killed server
 
 
 def lab_dir(option=None, environ=None):
@@ -38,13 +40,27 @@ class LabState:
     version: int = 1
     zfs: dict | None = None    # backend zfs: {"pools": {hostname: pool}, "pool_size", "daemon_pid"}
 
-    # -- paths -------------------------------------------------------------
+    # -- paths ---------------------------------------------------------------
+    # Everything a server uses lies under its root: nothing of the lab is
+    # shared between servers but the network (docs/lab.md "Share nothing").
     @property
     def path(self):
         return Path(self.dir)
 
+    def port(self, name):
+        """A port of the lab's plan (labs made before a port was planned get its default)."""
+        return self.ports.get(name, DEFAULT_PORTS[name])
+
     def server_root(self, hostname):
         return self.path / hostname
+
+    def powered_off_root(self, hostname):
+        """Where ``lab kill`` moves a server's root until ``lab start``: out of
+        reach of anything that names the server's paths."""
+        return self.path / POWERED_OFF / hostname
+
+    def powered_off(self, hostname):
+        return self.powered_off_root(hostname).exists() and not self.server_root(hostname).exists()
 
     def config_path(self, hostname):
         return self.server_root(hostname) / "etc" / "sdcadm.yaml"
@@ -55,18 +71,62 @@ class LabState:
     def agent_log(self, hostname):
         return self.server_root(hostname) / "var" / "log" / "sdcadm-agent.log"
 
+    def token_path(self, hostname):
+        """The server's copy of the agent token (the same token on every server)."""
+        return self.server_root(hostname) / "etc" / "sdcadm" / "agent-token"
+
+    def restore_key_path(self, hostname):
+        """The server's copy of the DC key restore-data manifests are signed
+        with (as on real headnodes, the same key everywhere)."""
+        return self.server_root(hostname) / "etc" / "sdcadm" / "restore-data.key"
+
+    def ssh_client_dir(self, hostname):
+        """The server's own SSH client key and known_hosts."""
+        return self.server_root(hostname) / "etc" / "ssh"
+
+    def server_images(self, hostname):
+        """The server's image directory (its image source and its agent's cache)."""
+        return self.server_root(hostname) / "var" / "sdcadm" / "images"
+
+    def etcd_dir(self, hostname):
+        """The data directory of a headnode's etcd member."""
+        return self.server_root(hostname) / "var" / "etcd"
+
+    def etcd_pidfile(self, hostname):
+        return self.server_root(hostname) / "var" / "run" / "etcd.pid"
+
+    def etcd_log(self, hostname):
+        return self.server_root(hostname) / "var" / "log" / "etcd.log"
+
+    @property
+    def headnodes(self):
+        return [s for s in self.servers if s["headnode"]]
+
     @property
     def store_path(self):
-        return self.path / "dc.sqlite"
+        """sqlite (a one-server lab only): the store file, inside that server's root."""
+        return self.server_root(self.servers[0]["hostname"]) / "var" / "sdcadm" / "dc.sqlite"
+
+    def etcd_endpoint(self, hostname):
+        return f"{self.server(hostname)['admin_ip']}:{self.port('etcd_client')}"
 
     # -- the DC store --------------------------------------------------------
-    def store_config(self):
-        """The ``store`` section of every lab server's configuration."""
-        return {"backend": self.store, "path": str(self.store_path)}
+    def store_config(self, hostname=None):
+        """The ``store`` section of a lab server's configuration (of the lab's
+        own tools with no ``hostname``): etcd lists every headnode's member,
+        the server's own first."""
+        if self.store == "sqlite":
+            return {"backend": "sqlite", "path": str(self.store_path)}
+        ends = [self.etcd_endpoint(s["hostname"]) for s in self.headnodes]
+        if hostname is not None and self.server(hostname)["headnode"]:
+            mine = self.etcd_endpoint(hostname)
+            ends = [mine] + [e for e in ends if e != mine]
+        return {"backend": "etcd", "etcd_endpoints": ends, "etcd_prefix": "/sdcadm/"}
 
     def dc_store(self):
-        """The lab's DC store, as its servers' configuration names it; not yet
-        opened: call ``open()`` (or ``initialize()``, which ``lab up`` does)."""
+        """The lab's DC store, reached as its servers reach it (etcd: over the
+        network); not yet opened: call ``open()`` (or ``initialize()``, which
+        ``lab up`` does)."""
         from sdcadm.config import config_from
         from sdcadm.store import store_for
 
@@ -74,21 +134,16 @@ class LabState:
 
     @property
     def images_dir(self):
+        """Where the lab builds its images (the operator's side, as images
+        downloaded from an image server): copied into each server's own
+        image directory at ``up``, never read by a server."""
         return self.path / "images"
 
     @property
-    def token_file(self):
-        return self.path / "token"
-
-    @property
-    def restore_key_file(self):
-        """The DC key restore-data manifests are signed with: one file for the
-        lab DC, named by every server's configuration (as on real headnodes,
-        the same key everywhere)."""
-        return self.path / "restore-data.key"
-
-    @property
     def ssh_dir(self):
+        """The lab sshd's own files (host key, authorized_keys, config). One
+        sshd stands in for every server's sshd: ``Match LocalAddress`` makes a
+        login on a server's address run in that server's root."""
         return self.path / "ssh"
 
     def server(self, hostname):

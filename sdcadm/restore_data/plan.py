@@ -41,7 +41,9 @@ def source_problem(server, now, heartbeat_timeout):
         return f"source server {server.hostname} is fenced"
     if status_of(server, now, heartbeat_timeout) != SERVER_RUNNING:
         if not server.last_heartbeat:
-            return f"source server {server.hostname} has never sent a heartbeat"
+            # sqlite: none yet; etcd: also once its heartbeat lease ran out.
+            return (f"source server {server.hostname} is unreachable (no live heartbeat: "
+                    f"none sent yet, or its heartbeat lease ran out)")
         return (f"source server {server.hostname} is unreachable (last heartbeat "
                 f"{now - server.last_heartbeat:.0f}s ago)")
     return None

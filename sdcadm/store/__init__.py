@@ -10,7 +10,7 @@ import time
 
 from sdcadm.errors import ConfigError, StoreError
 
-__all__ = ["StoreError", "open_store", "store_for"]
+__all__ = ["StoreError", "open_store", "sqlite_shared_by", "store_for"]
 
 
 def store_for(config, clock=None):
@@ -37,3 +37,19 @@ def open_store(config, clock=None):
     """Open the store the configuration names; StoreError if it is unreachable
     or not initialised (it is never created here)."""
     return store_for(config, clock).open()
+
+
+def sqlite_shared_by(config, servers):
+    """The other servers (of ``servers``, the store's list) that already run
+    on the sqlite store ``config`` names: any that ever heartbeated.
+
+    sqlite is the embedded store of a one-server DC (and of unit tests): one
+    file on one server. A second server using it would reach it through a
+    shared path (the loss of that server takes the store with it), so an
+    agent refuses to start on a sqlite store another server's agent uses; a
+    DC of several servers keeps its store in etcd. Servers that are only
+    records (never heartbeated) do not count: a DC being built, or tests of
+    one agent, list servers no agent runs for."""
+    if config.store.backend != "sqlite":
+        return []
+    return [s for s in servers if s.uuid != config.server_uuid and s.last_heartbeat]

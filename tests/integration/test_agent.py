@@ -533,6 +533,19 @@ def test_bad_configuration_exits_1_naming_the_key(dc, case):
     assert result.stderr.startswith("sdcadm-agent: ")
 
 
+def test_sqlite_store_another_servers_agent_uses_is_refused(dc):
+    """A DC of more than one server cannot share one sqlite file: once hn1's
+    agent has heartbeated on it, hn0's agent refuses to start, saying to use
+    etcd, and changes nothing (hn0 never heartbeats)."""
+    dc.store.heartbeat(dc.other_uuid)
+    result = subprocess.run(agent_argv(dc.config()), capture_output=True, text=True, timeout=30,
+                            env=agent_env(), start_new_session=True)
+    assert result.returncode == 1, result.stderr
+    assert "hn1 already uses it" in result.stderr and "cannot share one sqlite file" in result.stderr
+    assert "store.backend: etcd" in result.stderr
+    assert not dc.store.get_server(dc.server_uuid).last_heartbeat
+
+
 def test_empty_token_file_and_bad_yaml_and_busy_port(dc):
     (dc.tmp / "empty").write_text("  \n")
     config = dc.config(agent={"token_file": str(dc.tmp / "empty")})

@@ -15,7 +15,8 @@ SERVICES = "sapi,imgapi,vmapi,binder"   # sapi, imgapi, vmapi on hn0; binder HA
 
 
 def drill(directory, net):
-    done = run("sdcadm", "lab", "drill", "-j", "--headnodes", "2", "--computenodes", "0",
+    # Three headnodes: on etcd the store keeps its quorum with hn0's member lost.
+    done = run("sdcadm", "lab", "drill", "-j", "--headnodes", "3", "--computenodes", "0",
                "--services", SERVICES, "--dir", str(directory), "--net", net, "--timeout", "90")
     result = json.loads(done.stdout)
     print(f"drill: RTO {result['rto_s']:.2f}s (from the kill {result['rto_from_kill_s']:.2f}s), "
@@ -39,6 +40,8 @@ def check(result):
     assert result["fencing_verified"] is True
     assert result["fencing"]["flag_f"] and result["fencing"]["runs_none_of_moved"]
     assert (result["dead"], result["restored_on"]) == ("hn0", "hn1")
+    assert result["store_backend"] == "etcd"
+    assert result["dead_member_gone"] is True and result["dead_disk_gone"] is True
 
 
 def test_drill_passes_and_runs_again_on_the_same_lab(tmp_path):
@@ -56,3 +59,13 @@ def test_drill_passes_and_runs_again_on_the_same_lab(tmp_path):
     finally:
         run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
         assert procs.lab_processes(directory) == [], "the drill left processes behind"
+
+
+def test_drill_on_etcd_refuses_two_headnodes(tmp_path):
+    """Losing one member of two loses the store's quorum: refused before
+    anything is built."""
+    done = run("sdcadm", "lab", "drill", "--headnodes", "2", "--dir", str(tmp_path / "d"),
+               "--net", random_net(), check=False)
+    assert done.returncode == 1 and "at least 3 headnodes" in done.stderr
+    assert "--headnodes 3" in done.stderr
+    assert not (tmp_path / "d").exists()

@@ -62,9 +62,10 @@ def test_workload_keeps_data_durably(lab):
 
 
 def test_kill_makes_server_unreachable_within_three_heartbeats(lab):
-    directory, env = lab
+    directory, _ = lab
     run("sdcadm", "lab", "kill", "--dir", str(directory), "hn0")
     killed_at = time.monotonic()
+    env = env_of(directory, "hn1")  # hn0's disk is gone with its power: act from hn1
     try:
         wait_for(lambda: servers(env)["hn0"]["status"] == "unreachable", 10 * HEARTBEAT * 3,
                  "hn0 becoming unreachable", interval=0.1)
@@ -73,10 +74,16 @@ def test_kill_makes_server_unreachable_within_three_heartbeats(lab):
         others = servers(env)
         assert all(others[h]["status"] == "running" for h in ("hn1", "hn2", "cn0", "cn1"))
         assert procs.lab_processes(directory / "hn0") == []
+        assert procs.lab_processes(directory / ".powered-off" / "hn0") == []
+        # Its root is out of reach until it starts again: whatever names it fails.
+        assert not (directory / "hn0").exists()
+        gone = run("sdcadm", "server", "ls", env=env_of(directory, "hn0"), check=False)
+        assert gone.returncode != 0 and "does not exist" in gone.stderr
         health = run("sdcadm", "check-health", env=env, check=False)
         assert health.returncode == 1 and "sapi0" in health.stdout + health.stderr
     finally:
         run("sdcadm", "lab", "start", "--dir", str(directory), "hn0")
+    assert (directory / "hn0" / "etc" / "sdcadm.yaml").exists()
     wait_for(lambda: run("sdcadm", "check-health", "-q", env=env, check=False).returncode == 0,
              60, "hn0's instances coming back", interval=0.5)
 

@@ -30,14 +30,14 @@ def test_drill_on_zfs_then_destroy_leaves_nothing(tmp_path):
     directory = tmp_path / "dc"
     try:
         out = run("sdcadm", "lab", "drill", "-j", "--dir", str(directory), "--net", random_net(),
-                  "--headnodes", "2", "--computenodes", "0", "--backend", "zfs",
+                  "--headnodes", "3", "--computenodes", "0", "--backend", "zfs",
                   "--services", "sapi,imgapi,vmapi,binder")
         result = json.loads(out.stdout)
         assert result["ok"] and result["fencing_verified"]
         assert result["services_restored"] == 3
         assert result["canaries_verified"] == result["canaries_written_before_sync"] > 0
         mine = [p for p in pools() if p.startswith(pool_prefix(directory))]
-        assert len(mine) == 2
+        assert len(mine) == 3  # one pool per server (3 headnodes: the etcd quorum)
     finally:
         run("sdcadm", "lab", "destroy", "--dir", str(directory), check=False)
     assert not [p for p in pools() if p.startswith(pool_prefix(directory))]

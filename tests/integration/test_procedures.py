@@ -27,9 +27,10 @@ HEARTBEAT = 0.5
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """2 headnodes; sapi (sapi0 on hn0) and binder (HA: binder0 on hn0, binder1 on hn1)."""
+    """3 headnodes (a killed one leaves the store's etcd its quorum); sapi
+    (sapi0 on hn0) and binder (HA: binder0, binder1 on hn1, binder2 on hn2)."""
     directory = tmp_path_factory.mktemp("lab") / "dc"
-    with running_lab(directory, "--headnodes", "2", "--computenodes", "0", "--services",
+    with running_lab(directory, "--headnodes", "3", "--computenodes", "0", "--services",
                      "sapi,binder", "--heartbeat-interval", str(HEARTBEAT), "--timeout", "90"):
         yield directory, env_of(directory, "hn0")
 
@@ -79,7 +80,7 @@ def test_restart_replaces_the_process_and_records_the_task(lab):
     # the agent agrees: it supervises the new process
     hn0 = next(s for s in json.loads(run("sdcadm", "server", "ls", "-j", env=env).stdout)
                if s["hostname"] == "hn0")
-    token = (directory / "token").read_text().strip()
+    token = (directory / "hn0" / "etc" / "sdcadm" / "agent-token").read_text().strip()
     req = urllib.request.Request(hn0["agent_url"] + "/v1/instances",
                                  headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -104,7 +105,7 @@ def test_unknown_alias_is_refused_with_known_list(lab):
     result = run("sdcadm", "instance", "restart", "sapi0", "nope", "-y", env=env, check=False)
     assert result.returncode == 1
     assert "unknown instance 'nope'" in result.stderr
-    assert "known instances: binder0, binder1, sapi0" in result.stderr
+    assert "known instances: binder0, binder1, binder2, sapi0" in result.stderr
     assert len(tasks(env)) == count
 
 

@@ -37,7 +37,7 @@ _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class Lab:
     def __init__(self, directory):
         self.dir = Path(directory)
-        self.token = (self.dir / "token").read_text().strip()
+        self.token = (self.dir / "hn1" / "etc" / "sdcadm" / "agent-token").read_text().strip()
 
     def cfg(self, hn):
         return self.dir / hn / "etc" / "sdcadm.yaml"
@@ -84,7 +84,8 @@ class Lab:
         return result, events
 
     def statuses(self, hn=None):
-        rows = json.loads(self.sdcadm("restore-data", "ls", "-j").stdout)
+        # Asked on ``hn`` itself when given: another headnode may be off (its disk gone).
+        rows = json.loads(self.sdcadm("restore-data", "ls", "-j", hn=hn or "hn0").stdout)
         return {(r["headnode"], r["instance"]): r for r in rows if hn in (None, r["headnode"])}
 
     def verify(self, hn, *services):
@@ -307,7 +308,7 @@ def test_image_with_an_entry_escaping_its_root_is_refused(lab):
             tar.addfile(info, io.BytesIO(data))
     data = raw.getvalue()
     bad = Image(new_uuid(), "vmapi", "2", hashlib.sha256(data).hexdigest(), len(data))
-    (lab.dir / "images" / f"{bad.uuid}.file").write_bytes(data)
+    (lab.dir / "hn1" / "var" / "sdcadm" / "images" / f"{bad.uuid}.file").write_bytes(data)
     vmapi = lab.instance("vmapi0")
     with lab.store() as store:
         store.put_image(bad)
@@ -363,18 +364,23 @@ def test_agent_killed_mid_sync_keeps_the_last_copy_and_recovers(lab):
     killed_at = time.monotonic()
     resp.close()
     session.close()
-    partial = [p for p in snaps.iterdir() if p.name.startswith(".tmp-")]
+    # hn1's disk is out of reach while it is off: look at it where `lab kill` put it.
+    off = lab.dir / ".powered-off" / "hn1"
+    assert not (lab.dir / "hn1").exists()
+    partial = [p for p in (off / snaps.relative_to(lab.dir / "hn1")).iterdir()
+               if p.name.startswith(".tmp-")]
     copied = len(list(partial[0].rglob("f*"))) if partial else 0
     print(f"killed with {copied} of 24 files copied")
     assert partial and copied < 24, "the kill did not land mid-sync"
     # Nothing of hn1's sync survives it (rsync dies with the agent).
-    wait_for(lambda: procs.lab_processes(lab.dir / "hn1") == [], 10,
+    wait_for(lambda: procs.lab_processes(lab.dir / "hn1") == [] and
+             procs.lab_processes(off) == [], 10,
              "every process of hn1's sync ending with its agent")
     print(f"hn1's sync processes gone {time.monotonic() - killed_at:.2f}s after the kill")
+    lab.lab("start", "hn1")
     assert lab.current("hn1", "imgapi0").name == before
     result = lab.verify("hn1", "imgapi")
     assert result.returncode == 0, result.stdout
-    lab.lab("start", "hn1")
     lab.wait_agent("hn1")
     started = time.monotonic()
     result, _ = lab.sync("hn1", "imgapi")

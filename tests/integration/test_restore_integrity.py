@@ -9,6 +9,7 @@ service whose copy is intact.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,7 +32,7 @@ def sapi_copy_of(lab, key):
 
 
 def test_restore_refuses_a_tampered_copy_and_restores_the_others(new_lab):
-    lab = new_lab()
+    lab = new_lab(headnodes=3)  # hn0 is killed: etcd keeps its quorum with 2 of 3
     before = lab.insts()
     sapi = next(i for i in before.values() if i["service"] == "sapi")
     put(sapi["url"], "canary", b"the real value")
@@ -73,14 +74,17 @@ def test_restore_refuses_a_tampered_copy_and_restores_the_others(new_lab):
 
 
 def test_a_lab_signs_with_one_key_and_an_agent_without_it_refuses_to_start(tmp_path):
-    """Every server of a lab names the same key file; a configuration whose
-    key file is gone is refused at the agent's start, saying how to make one."""
+    """Every server of a lab has its own copy of the one DC key, in its own
+    root; a configuration whose key file is gone is refused at the agent's
+    start, saying how to make one."""
     with running_lab(tmp_path / "lab", "--headnodes", "2", "--computenodes", "0",
                      "--services", "sapi,binder") as directory:
-        keys = {yaml.safe_load((directory / h / "etc" / "sdcadm.yaml").read_text())
+        keys = {h: yaml.safe_load((directory / h / "etc" / "sdcadm.yaml").read_text())
                 ["restore_data"]["key_file"] for h in ("hn0", "hn1")}
-        assert keys == {str(directory / "restore-data.key")}
-        assert oct((directory / "restore-data.key").stat().st_mode & 0o777) == "0o600"
+        assert keys == {h: str(directory / h / "etc" / "sdcadm" / "restore-data.key")
+                        for h in ("hn0", "hn1")}
+        assert len({Path(k).read_text() for k in keys.values()}) == 1
+        assert all(oct(Path(k).stat().st_mode & 0o777) == "0o600" for k in keys.values())
         doc = yaml.safe_load((directory / "hn1" / "etc" / "sdcadm.yaml").read_text())
         doc["restore_data"]["key_file"] = str(tmp_path / "nope.key")
         doc["agent"]["port"] = 1   # never reached: the key is checked first

@@ -48,7 +48,7 @@ class Lab:
 
     def __init__(self, directory):
         self.dir = Path(directory)
-        self.token = (self.dir / "token").read_text().strip()
+        self.token = (self.dir / "hn1" / "etc" / "sdcadm" / "agent-token").read_text().strip()
 
     def env(self, host="hn1"):
         return clean_env(SDCADM_CONFIG=str(self.dir / host / "etc" / "sdcadm.yaml"))
@@ -102,11 +102,13 @@ def new_lab(tmp_path):
     stopped afterwards and must leave no process behind."""
     made = []
 
-    def make(services=SERVICES):
+    def make(services=SERVICES, headnodes=2):
+        """``headnodes``: 3 for a test that kills hn0 (the store's etcd keeps
+        its quorum with one member of three lost, not of two)."""
         directory = tmp_path / f"dc{len(made)}"
         made.append(directory)
         run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(),
-            "--headnodes", "2", "--computenodes", "0", "--services", services,
+            "--headnodes", str(headnodes), "--computenodes", "0", "--services", services,
             "--heartbeat-interval", str(HEARTBEAT), "--timeout", "90")
         return Lab(directory)
 
@@ -429,7 +431,7 @@ def assert_one_server_runs_each(lab, uuids, host="hn1"):
 # -- 1. restore: the happy path --------------------------------------------------------------------
 
 def test_restore_rebuilds_every_lost_service_on_the_survivor(new_lab):
-    lab = new_lab()
+    lab = new_lab(headnodes=3)
     before = lab.insts()
     canaries = write_canaries(lab, "before")
     lab.sdcadm("service", "sync-restore-data")
@@ -454,7 +456,7 @@ def test_restore_rebuilds_every_lost_service_on_the_survivor(new_lab):
 # -- 2. restore: refusals --------------------------------------------------------------------------
 
 def test_restore_refuses_what_it_cannot_do_safely(new_lab):
-    lab = new_lab()
+    lab = new_lab(headnodes=3)
     before = lab.insts()
 
     # hn0 is alive: nothing is dead unless the operator says so.
@@ -498,7 +500,7 @@ def test_restore_refuses_what_it_cannot_do_safely(new_lab):
 # -- 3. the dead headnode comes back in the middle of the restore ----------------------------------
 
 def test_dead_headnode_coming_back_mid_restore_stays_fenced(new_lab):
-    lab = new_lab()
+    lab = new_lab(headnodes=3)
     before = lab.insts()
     moved = {i["uuid"]: a for a, i in before.items() if i["service"] in SINGLETONS}
     canaries = write_canaries(lab, "before")
@@ -600,7 +602,7 @@ def _kill_and_rerun(lab, argv, point):
 
 @pytest.mark.parametrize("point", [r"fenced hn0", r"assigned to hn1", r"waiting for "])
 def test_restore_killed_at_any_step_finishes_when_run_again(new_lab, point):
-    lab = new_lab()
+    lab = new_lab(headnodes=3)
     before = lab.insts()
     moved = [i["uuid"] for i in before.values() if i["service"] in SINGLETONS]
     canaries = write_canaries(lab, "before")
@@ -670,13 +672,13 @@ def assert_migrated(lab, before, canaries):
 
 def add_nat(lab):
     """nat0 on hn0 (the lab leaves nat out: it is not the operator's), through the store."""
-    from sdcadm.lab.images import build_workload_image
+    from sdcadm.lab.ctl import add_image
     from sdcadm.lab.state import load_state
     from sdcadm.model import Instance, Service
     from sdcadm.uuids import new_uuid
 
     state = load_state(lab.dir)
-    image = build_workload_image(state.images_dir, "nat")
+    image = add_image(state, "nat")  # a copy in every server's own image directory
     uuid = new_uuid()
     with state.dc_store().open() as store:
         store.put_image(image)

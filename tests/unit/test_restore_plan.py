@@ -85,7 +85,8 @@ def test_instance_on_an_unknown_server_is_unreachable():
 
 def test_source_problem():
     assert source_problem(server(HN0, "hn0"), NOW, TIMEOUT) is None
-    assert "never sent a heartbeat" in source_problem(server(HN0, "hn0", heartbeat=0), NOW, TIMEOUT)
+    assert "hn0 is unreachable (no live heartbeat" in source_problem(server(HN0, "hn0", heartbeat=0),
+                                                                     NOW, TIMEOUT)
 
 
 def test_service_unknown_to_the_catalog_uses_its_params():

@@ -1,0 +1,131 @@
+"""The lab's etcd cluster: one member per headnode, the DC store of the lab.
+
+Each member listens on its headnode's admin address (client and peer ports
+from the lab's port plan) and keeps its data in that headnode's root
+(``<root>/var/etcd``); the cluster is formed at ``lab up`` from a static
+initial cluster of every headnode, and a member starts and stops with its
+server (``lab start``/``kill``/``down``). A member restarted with its data
+directory rejoins the cluster it was part of (etcd ignores the initial
+cluster flags then).
+
+The timings are etcd's defaults (heartbeat 100 ms, election 1 s): the lab
+shares a few CPUs with its instances and tests, and a shorter election made
+leaders change under load. etcd's shortest lease is then 2 s, so agents keep
+heartbeat leases of at least that.
+"""
+
+import hashlib
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import requests
+
+from sdcadm.errors import LabError
+from sdcadm.lab import procs
+
+HEARTBEAT_MS = 100
+ELECTION_MS = 1000
+
+
+def etcd_program():
+    """The etcd binary, or None when it is not installed."""
+    found = shutil.which("etcd")
+    if found:
+        return found
+    return "/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None
+
+
+def _peer_url(state, server):
+    return f"http://{server['admin_ip']}:{state.port('etcd_peer')}"
+
+
+def _client_url(state, server):
+    return f"http://{server['admin_ip']}:{state.port('etcd_client')}"
+
+
+def initial_cluster(state):
+    return ",".join(f"{s['hostname']}={_peer_url(state, s)}" for s in state.headnodes)
+
+
+def cluster_token(state):
+    """Unique per lab: a member of another lab can never join this cluster."""
+    return "sdcadm-lab-" + hashlib.sha256(f"{state.dir}:{state.created}".encode()).hexdigest()[:12]
+
+
+def member_argv(state, hostname, program=None):
+    server = state.server(hostname)
+    if not server["headnode"]:
+        raise LabError(f"{hostname} is a compute node: only headnodes run an etcd member")
+    client, peer = _client_url(state, server), _peer_url(state, server)
+    return [program or etcd_program() or "etcd", "--name", hostname,
+            "--data-dir", str(state.etcd_dir(hostname)),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", initial_cluster(state),
+            "--initial-cluster-state", "new", "--initial-cluster-token", cluster_token(state),
+            "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
+            "--logger", "zap", "--log-outputs", str(state.etcd_log(hostname))]
+
+
+def member_pid(state, hostname):
+    """The pid of ``hostname``'s running member, or None."""
+    pid = procs.read_pid(state.etcd_pidfile(hostname))
+    return pid if procs.alive(pid, str(state.etcd_dir(hostname))) else None
+
+
+def start_member(state, hostname):
+    """Start ``hostname``'s member unless it runs; return its pid (it may not
+    answer yet: a new cluster answers once a quorum of members runs)."""
+    pid = member_pid(state, hostname)
+    if pid:
+        return pid
+    program = etcd_program()
+    if program is None:
+        raise LabError("etcd is not installed; the lab's store needs it",
+                       hint="apt-get install etcd-server (`make` does it as root), "
+                            "or build the lab with --store sqlite (one server only)")
+    state.etcd_dir(hostname).parent.mkdir(parents=True, exist_ok=True)
+    state.etcd_pidfile(hostname).parent.mkdir(parents=True, exist_ok=True)
+    proc = procs.spawn_daemon(member_argv(state, hostname, program),
+                              state.etcd_log(hostname).with_suffix(".out"))
+    procs.write_pid(state.etcd_pidfile(hostname), proc.pid)
+    return proc.pid
+
+
+def healthy(state, hostname, timeout=1.0):
+    """Whether ``hostname``'s member answers and has a leader (etcd's /health)."""
+    try:
+        doc = requests.get(f"{_client_url(state, state.server(hostname))}/health",
+                           timeout=timeout).json()
+    except (requests.RequestException, ValueError):
+        return False
+    return doc.get("health") in ("true", True)
+
+
+def wait_healthy(state, hostnames, timeout=60.0):
+    """Wait until every member of ``hostnames`` answers with a leader."""
+    deadline = time.monotonic() + timeout
+    waiting = list(hostnames)
+    while waiting:
+        waiting = [h for h in waiting if not healthy(state, h)]
+        if not waiting:
+            return
+        dead = [h for h in waiting if member_pid(state, h) is None]
+        if dead:
+            raise LabError(f"the etcd member of {', '.join(dead)} exited as it started",
+                           hint=f"see {state.etcd_log(dead[0])}")
+        if time.monotonic() > deadline:
+            raise LabError(f"the etcd members of {', '.join(waiting)} did not answer within "
+                           f"{timeout:.0f}s", hint=f"see {state.etcd_log(waiting[0])}")
+        time.sleep(0.1)
+
+
+def stop_member(state, hostname, sig=signal.SIGTERM, grace=10.0):
+    """Stop ``hostname``'s member (SIGKILL after ``grace``); return its pid or None."""
+    pid = member_pid(state, hostname)
+    if pid:
+        procs.send(pid, sig)
+        procs.terminate([pid], grace=grace)
+    return pid
