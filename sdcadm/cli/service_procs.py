@@ -68,7 +68,8 @@ def restore(state, services, all_services, dead, confirmed_off, timeout, accept_
     instance of a non-HA service that lived on the dead server is restored here
     in dependency order, from this headnode's restore data: same UUID and
     alias, its image, and a zero-copy clone of the last good copy of its
-    delegate dataset (nothing is copied over the network). Ownership moves by
+    delegate dataset (nothing is copied over the network, unless another
+    headnode holds a newer copy: see below). Ownership moves by
     compare-and-swap on the instance generation, so the dead server, if it
     comes back, never runs them again. Reports per service the restore time
     (RTO) and the age of the data restored (RPO).

@@ -287,7 +287,8 @@ class RestoreServices(Procedure):
             except NotFound:
                 pass  # an earlier, interrupted run did it
             if ctx.store.get_network(ADMIN_NETWORK).allocations.get(old.admin_ip) == old.uuid:
-                ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip)
+                ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip,
+                                     quarantine=ctx.config.admin_ip_quarantine)
             ctx.progress(f"{old.alias}: deleted; waiting for its replacement {new.alias}")
             now = ctx.store.get_instance(new.uuid)
             if now.params.get("desired_state") != "stopped":

@@ -77,3 +77,19 @@ def ip_owned_by(allocations, owner, besides=None):
     address before it was killed finds it again with this, instead of leaking it."""
     return next((ip for ip, o in sorted(allocations.items()) if o == owner and ip != besides),
                 None)
+
+
+def servers_named(refs, servers, what=None):
+    """{uuid: Server} of the servers ``refs`` name (hostname or UUID), each
+    once however often named, in the order given; NotFound for an unknown one."""
+    from sdcadm.errors import NotFound
+
+    by_name = {s.hostname: s for s in servers} | {s.uuid: s for s in servers}
+    out = {}
+    for ref in refs:
+        if ref not in by_name:
+            given = f" (given to {what})" if what else ""
+            raise NotFound(f"no server {ref!r}{given}", hint="see `sdcadm server ls`")
+        out.setdefault(by_name[ref].uuid, by_name[ref])
+    return out
+

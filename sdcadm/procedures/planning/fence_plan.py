@@ -12,8 +12,8 @@ a frozen server looks like too, and both wake up.
 import shlex
 from dataclasses import dataclass
 
-from sdcadm.errors import FenceFailed, NotFound
-from sdcadm.procedures.planning.common import NotViable
+from sdcadm.errors import FenceFailed
+from sdcadm.procedures.planning.common import NotViable, servers_named
 
 FENCE_CONFIG_HINT = ("configure a fence agent that powers servers off: fencing.command "
                      "(e.g. [fence_ipmilan, --ip, '{address}', --action, 'off', ...]) or "
@@ -44,21 +44,11 @@ def fence_argv(fencing, server):
     return tuple(str(a).format_map(fields) for a in args)
 
 
-def _named(refs, servers, what):
-    by_name = {s.hostname: s for s in servers} | {s.uuid: s for s in servers}
-    out = {}
-    for ref in refs:
-        if ref not in by_name:
-            raise NotFound(f"no server {ref!r} (given to {what})", hint="see `sdcadm server ls`")
-        out.setdefault(by_name[ref].uuid, by_name[ref])
-    return out
-
-
 def fence_methods(to_fence, confirmed_off, fencing, servers):
     """A FenceMethod per server of ``to_fence``: the operator's confirmation
     when given (its fence agent is not run: it may be out of power too), else
     its fence command. A server with neither is refused, naming the fix."""
-    confirmed = _named(confirmed_off, servers, "--confirm-powered-off")
+    confirmed = servers_named(confirmed_off, servers, "--confirm-powered-off")
     named = {s.uuid for s in to_fence}
     stray = [s.hostname for uuid, s in confirmed.items() if uuid not in named]
     if stray:

@@ -15,9 +15,9 @@ still runs something) are here too.
 
 from dataclasses import dataclass, replace
 
-from sdcadm.errors import NotFound, RestoreDataBroken
+from sdcadm.errors import RestoreDataBroken
 from sdcadm.model import SERVER_RUNNING, status_of
-from sdcadm.procedures.planning.common import NotViable, select_services
+from sdcadm.procedures.planning.common import NotViable, select_services, servers_named
 from sdcadm.procedures.planning.migrate_plan import new_uuid_for
 
 RESTORE_DATA_HINT = ("run `sdcadm restore-data ls` and `sdcadm restore-data verify` here, or run "
@@ -128,14 +128,8 @@ def check_restorable_servers(named, servers, now, heartbeat_timeout):
     already (by an earlier restore). A server that is merely silent is never
     acted on: a hung agent or a frozen server is silent too, and its
     singletons answer again when it wakes. It is listed and refused."""
-    by_name = {s.hostname: s for s in servers} | {s.uuid: s for s in servers}
-    chosen = {}
-    for ref in named:
-        if ref not in by_name:
-            raise NotFound(f"no server {ref!r}", hint="see `sdcadm server ls`")
-        chosen.setdefault(by_name[ref].uuid, by_name[ref])
     if named:
-        return list(chosen.values())
+        return list(servers_named(named, servers).values())
     silent = [s for s in servers
               if not s.fenced and status_of(s, now, heartbeat_timeout) != SERVER_RUNNING]
     if silent:
@@ -168,17 +162,22 @@ def replacement_of(inst, instances):
 def interrupted_migrates(catalog, dead_servers, instances, services):
     """FinishMigrate per non-HA instance of ``services`` on ``dead_servers``
     that a migrate had already replaced (alive, or created and pending)."""
+    found = [FinishMigrate(inst.service, inst, new)
+             for inst, new in _lost(catalog, dead_servers, instances, services) if new]
+    return sorted(found, key=lambda f: f.old.alias)
+
+
+def _lost(catalog, dead_servers, instances, services):
+    """(Instance, its live or pending replacement or None) per instance of a
+    non-HA service of ``services`` that lived on ``dead_servers``."""
     dead = {s.uuid for s in dead_servers}
-    found = []
     for inst in instances:
         if inst.server_uuid not in dead or inst.service not in services:
             continue
         if catalog.get(inst.service).ha:
             continue
         new = replacement_of(inst, instances)
-        if new is not None and new.server_uuid not in dead:
-            found.append(FinishMigrate(inst.service, inst, new))
-    return sorted(found, key=lambda f: f.old.alias)
+        yield inst, (new if new is not None and new.server_uuid not in dead else None)
 
 
 def plan_restore(catalog, dead_servers, instances, services, here_uuid):
@@ -191,16 +190,9 @@ def plan_restore(catalog, dead_servers, instances, services, here_uuid):
     if here_uuid in dead:
         raise NotViable("this server is one of the dead servers; run restore on a surviving headnode")
     order = {n: k for k, n in enumerate(catalog.startup_order())}
-    items = []
-    for inst in instances:
-        if inst.server_uuid not in dead or inst.service not in services:
-            continue
-        if catalog.get(inst.service).ha:
-            continue
-        new = replacement_of(inst, instances)
-        if new is not None and new.server_uuid not in dead:
-            continue  # a migrate replaced it: restoring it too would run it twice
-        items.append(RestoreItem(inst.service, inst, reuse_ip=dead[inst.server_uuid].fenced))
+    # An instance a migrate replaced is not restored: it would run twice.
+    items = [RestoreItem(inst.service, inst, reuse_ip=dead[inst.server_uuid].fenced)
+             for inst, new in _lost(catalog, dead_servers, instances, services) if new is None]
     return sorted(items, key=lambda it: (order[it.service], it.instance.alias))
 
 
