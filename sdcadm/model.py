@@ -144,6 +144,14 @@ class RestoreStatus(Record):
                                # attempt: a warning (the copy was kept), not a failure
 
 
+def heartbeat_seen(server, now):
+    """When ``server`` was last heard of, in words for messages."""
+    if server.last_heartbeat:
+        return f"last heartbeat {now - server.last_heartbeat:.0f}s ago"
+    # sqlite: none yet; etcd: also once its heartbeat lease ran out.
+    return "no live heartbeat: none sent yet, or its heartbeat lease ran out"
+
+
 def status_of(server, now, timeout):
     """A server is running while its last heartbeat is younger than ``timeout``."""
     if server.last_heartbeat and now - server.last_heartbeat <= timeout:

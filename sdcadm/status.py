@@ -19,7 +19,7 @@ wrong and the command that fixes it:
 import ipaddress
 from dataclasses import dataclass, field
 
-from sdcadm.model import SERVER_RUNNING, status_of
+from sdcadm.model import SERVER_RUNNING, heartbeat_seen, status_of
 
 HA_PEERS = 3
 OK, PROBLEM = "OK", "PROBLEM"
@@ -85,8 +85,8 @@ def _setup(facts):
                      if i.server_uuid in servers and servers[i.server_uuid].headnode})
         ha[name] = {"instances": len(peers), "headnodes": on}
         if len(on) < HA_PEERS:
-            fix = (f"add the missing {name} instances on distinct headnodes "
-                   f"(`sdcadm post-setup ha-{name}` is not built yet)")
+            fix = (f"sdcadm post-setup ha-{name}" if name in ("binder", "manatee", "moray")
+                   else f"sdcadm create {name} --server HEADNODE, on each headnode lacking one")
             problems.append(problem(
                 f"HA service {name} runs on {len(on)} distinct headnode(s)"
                 f"{' (' + ', '.join(on) + ')' if on else ''}, not {HA_PEERS}", fix))
@@ -106,14 +106,12 @@ def _servers(facts):
             counts["fenced"] += 1
             problems.append(problem(
                 f"{s.hostname} is fenced: it runs nothing",
-                f"restore what it ran elsewhere (sdcadm service restore --all --dead "
-                f"{s.hostname}); removing it from the DC (server delete) is not built yet"))
+                f"once what it ran is restored elsewhere, remove it: sdcadm server delete "
+                f"{s.hostname} (--force for the HA peers it still owns)"))
         elif status_of(s, facts.now, facts.heartbeat_timeout) != SERVER_RUNNING:
             counts["unreachable"] += 1
-            seen = (f"last heartbeat {facts.now - s.last_heartbeat:.0f}s ago"
-                    if s.last_heartbeat else "never sent a heartbeat")
             problems.append(problem(
-                f"{s.hostname} is unreachable ({seen})",
+                f"{s.hostname} is unreachable ({heartbeat_seen(s, facts.now)})",
                 f"check its agent (sdcadm-agent) and network; if it is lost: sdcadm service "
                 f"restore --all --dead {s.hostname}"))
         else:
@@ -126,12 +124,15 @@ def copy_state(row, now, rpo_target):
     if row is None:
         return COPY_MISSING, None, "no copy yet"
     age = now - row.last_success if row.last_success else None
-    if row.status != "ok":
+    # A source out of reach leaves the last good copy as it was: it ages.
+    if row.status not in ("ok", "unreachable"):
         return COPY_FAILED, age, row.error or f"last sync {row.status}"
     if age is None:
-        return COPY_MISSING, None, "no good copy yet"
+        return COPY_MISSING, None, row.error if row.status != "ok" else "no good copy yet"
     if age > rpo_target:
-        return COPY_STALE, age, f"last good copy {age:.0f}s old (target {rpo_target:.0f}s)"
+        why = f"last good copy {age:.0f}s old (target {rpo_target:.0f}s)"
+        return COPY_STALE, age, why + (f"; {row.error}" if row.status != "ok" and row.error
+                                       else "")
     return COPY_OK, age, None
 
 

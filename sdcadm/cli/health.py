@@ -6,7 +6,7 @@ from sdcadm.cli import context
 from sdcadm.cli.context import pass_state
 from sdcadm.cli.output import output_options, render
 from sdcadm.errors import UnhealthyError
-from sdcadm.model import SERVER_RUNNING, status_of
+from sdcadm.model import SERVER_RUNNING, heartbeat_seen, status_of
 
 HEALTH_FIELDS = ["uuid", "service", "hostname", "alias", "healthy", "error", "state",
                  "server_uuid", "generation", "url"]
@@ -21,9 +21,7 @@ def precheck(inst, server, now, heartbeat_timeout):
     if server.fenced:
         return f"its server {server.hostname} is fenced"
     if status_of(server, now, heartbeat_timeout) != SERVER_RUNNING:
-        seen = (f"last heartbeat {now - server.last_heartbeat:.0f}s ago" if server.last_heartbeat
-                else "no heartbeat yet")
-        return f"its server {server.hostname} is unreachable ({seen})"
+        return f"its server {server.hostname} is unreachable ({heartbeat_seen(server, now)})"
     if inst.state != "running":
         return f"its state is {inst.state}, not running"
     return None

@@ -14,17 +14,6 @@ TITLES = {"setup": "setup", "servers": "servers", "restore_data": "restore data"
           "instances": "instances", "admin_network": "admin network", "tasks": "tasks"}
 
 
-def rpo_target(config):
-    """Seconds after which a copy is STALE: restore.max_data_age where the
-    configuration has it, else the restore-data staleness rule."""
-    restore = getattr(config, "restore", None)
-    if restore is not None and getattr(restore, "max_data_age", None) is not None:
-        return float(restore.max_data_age)
-    from sdcadm.restore_data.plan import STALE_INTERVALS
-
-    return STALE_INTERVALS * float(config.restore_data.sync_interval)
-
-
 def gather(state):
     """The facts `sdcadm status` decides from (probes every instance once)."""
     from sdcadm.cli.health import check
@@ -48,7 +37,8 @@ def gather(state):
         tasks=store.list_tasks(limit=200),
         health={r["uuid"]: (None if r["healthy"] else r["error"]) for r in rows},
         now=now, heartbeat_timeout=config.agent.heartbeat_timeout,
-        rpo_target=rpo_target(config), store_backend=store.backend, ha_services=ha)
+        # The RPO limit restore refuses beyond: a copy older is STALE.
+        rpo_target=float(config.restore.max_data_age), store_backend=store.backend, ha_services=ha)
 
 
 def summary(name, section):

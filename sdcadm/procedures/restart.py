@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sdcadm.errors import AgentError, NotFound, SdcadmError, Unreachable
 from sdcadm.health import http_open
-from sdcadm.model import SERVER_RUNNING, status_of
+from sdcadm.model import SERVER_RUNNING, heartbeat_seen, status_of
 from sdcadm.procedures.base import Procedure, Step
 
 PING_PATH = "/ping"
@@ -53,9 +53,7 @@ def why_not_restartable(inst, server, now, heartbeat_timeout):
     if not server.agent_url:
         return f"its server {server.hostname} has no agent port in the DC store"
     if status_of(server, now, heartbeat_timeout) != SERVER_RUNNING:
-        seen = (f"last heartbeat {now - server.last_heartbeat:.0f}s ago" if server.last_heartbeat
-                else "no heartbeat yet")
-        return f"its server {server.hostname} is unreachable ({seen})"
+        return f"its server {server.hostname} is unreachable ({heartbeat_seen(server, now)})"
     return None
 
 

@@ -10,7 +10,7 @@ seconds (a store glitch or a slow migration must not cost a copy).
 
 from dataclasses import dataclass
 
-from sdcadm.model import SERVER_RUNNING, status_of
+from sdcadm.model import SERVER_RUNNING, heartbeat_seen, status_of
 
 STALE_INTERVALS = 3   # a copy older than this many sync intervals is stale
 
@@ -40,12 +40,7 @@ def source_problem(server, now, heartbeat_timeout):
     if server.fenced:
         return f"source server {server.hostname} is fenced"
     if status_of(server, now, heartbeat_timeout) != SERVER_RUNNING:
-        if not server.last_heartbeat:
-            # sqlite: none yet; etcd: also once its heartbeat lease ran out.
-            return (f"source server {server.hostname} is unreachable (no live heartbeat: "
-                    f"none sent yet, or its heartbeat lease ran out)")
-        return (f"source server {server.hostname} is unreachable (last heartbeat "
-                f"{now - server.last_heartbeat:.0f}s ago)")
+        return f"source server {server.hostname} is unreachable ({heartbeat_seen(server, now)})"
     return None
 
 

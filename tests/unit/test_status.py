@@ -114,6 +114,10 @@ def test_a_full_admin_network_is_a_problem(facts):
      ("STALE", 601.0)),
     (RestoreStatus(receiver="r", service="s", instance="i", last_success=NOW - 5,
                    status="diverged", error="replica diverged"), ("FAILED", 5.0)),
+    (RestoreStatus(receiver="r", service="s", instance="i", last_success=NOW - 5,
+                   status="unreachable", error="source hn0 is unreachable"), ("OK", 5.0)),
+    (RestoreStatus(receiver="r", service="s", instance="i", last_success=NOW - 700,
+                   status="unreachable", error="source hn0 is unreachable"), ("STALE", 700.0)),
 ])
 def test_copy_state(row, want):
     assert copy_state(row, NOW, 600)[:2] == want
