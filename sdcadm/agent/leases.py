@@ -34,6 +34,7 @@ class Entry:
     pidfd: int
     deadline: float
     stopping: bool = False
+    attached: float = 0.0    # clock() when attached: a read older than this says nothing of it
 
 
 def stop_due(deadlines, now, stop_lead, stop_timeout):
@@ -85,6 +86,10 @@ class LeaseKeeper:
             for uuid, entry in self._entries.items():
                 if entry.stopping:
                     continue
+                if uuid not in owned and entry.attached > confirmed:
+                    # Started after this ownership read began (e.g. just restored
+                    # here): the read cannot tell; the supervisor's next one will.
+                    continue
                 entry.deadline = deadline if uuid in owned else instance_lease.REVOKED
                 self._write(uuid, entry.deadline)
             self._cond.notify_all()
@@ -107,7 +112,7 @@ class LeaseKeeper:
             deadline = self.deadline() or instance_lease.REVOKED
         with self._cond:
             self._drop(uuid)
-            self._entries[uuid] = Entry(name, pidfd, deadline)
+            self._entries[uuid] = Entry(name, pidfd, deadline, attached=self.clock())
             self._cond.notify_all()
 
     def attach_stale(self, uuid, name, pid):

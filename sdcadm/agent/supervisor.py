@@ -157,12 +157,15 @@ class Supervisor:
                         elsewhere[uuid] = store.get_instance(uuid)
                     except NotFound:
                         elsewhere[uuid] = None
-            for d in desired:
-                if d.image not in self.images:
-                    try:
-                        self.images[d.image] = store.get_image(d.image)
-                    except NotFound:
-                        pass
+            missing = {d.image for d in desired} - set(self.images)
+            if len(missing) > 1:  # e.g. a restore moved several here: one read, not one each
+                self.images.update({i.uuid: i for i in store.list_images() if i.uuid in missing})
+            elif missing:
+                try:
+                    image = missing.pop()
+                    self.images[image] = store.get_image(image)
+                except NotFound:
+                    pass
             revision = store.revision()
             server = self._read_server(store)
         except StoreError as e:

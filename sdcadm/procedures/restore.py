@@ -304,16 +304,16 @@ class RestoreServices(Procedure):
             if self.started is None:
                 self.started = time.monotonic()
             level_start = time.monotonic()
-            for t in targets:
+            moved = {}
+            for n, t in enumerate(targets):
                 if not t.moved:
-                    self._move(ctx, t)
-            try:
-                ctx.agents.client(self.plan.me.agent_url, timeout=2.0).reconcile()
-            except SdcadmError:
-                pass  # the agent's own schedule gets there too
+                    moved[t.instance.uuid] = self._move(ctx, t)
+                if n == 0:
+                    self._kick(ctx)  # its agent starts on the first while the others move
+            self._kick(ctx)
             results, refused, services = {}, [], set()
             for t in targets:
-                inst = ctx.store.get_instance(t.instance.uuid)
+                inst = moved.get(t.instance.uuid) or ctx.store.get_instance(t.instance.uuid)
                 ctx.progress(f"waiting for {inst.alias} at {inst.url}")
                 reason = self._wait_restored(ctx, inst)
                 if reason:
@@ -344,21 +344,34 @@ class RestoreServices(Procedure):
                                    probe=ctx.prober.probe,
                                    refusal=lambda: agent.seed_refusal(inst.uuid))[1]
 
-    def _move(self, ctx, t):
-        store, me = ctx.store, self.plan.me
-        inst = store.get_instance(t.instance.uuid)
-        if inst.server_uuid == me.uuid:
-            return inst  # moved by an earlier, interrupted run
-        ip = inst.admin_ip if t.reuse_ip else _recovery_ip(store, inst)
+    def _kick(self, ctx):
         try:
-            moved = store.move_instance(inst.uuid, inst.generation, server_uuid=me.uuid,
-                                        admin_ip=ip, state="provisioning",
-                                        params=restored_params(inst))
-        except Conflict:
-            again = store.get_instance(inst.uuid)
-            if again.server_uuid != me.uuid:
-                raise
-            moved = again
+            ctx.agents.client(self.plan.me.agent_url, timeout=2.0).reconcile()
+        except SdcadmError:
+            pass  # the agent's own schedule gets there too
+
+    def _move(self, ctx, t):
+        """Move ``t`` here by compare-and-swap on the generation it had when
+        planned (no read first: on etcd each read is a round trip); on a lost
+        compare, read it again: moved here already, or once more from there."""
+        store, me = ctx.store, self.plan.me
+        inst = t.instance
+        for attempt in (1, 2):
+            if inst.server_uuid == me.uuid:
+                return inst  # moved by an earlier, interrupted run
+            ip = inst.admin_ip if t.reuse_ip else _recovery_ip(store, inst)
+            try:
+                moved = store.move_instance(inst.uuid, inst.generation, server_uuid=me.uuid,
+                                            admin_ip=ip, state="provisioning",
+                                            params=restored_params(inst))
+                break
+            except Conflict:
+                inst = store.get_instance(inst.uuid)
+                if inst.server_uuid == me.uuid:
+                    moved = inst
+                    break
+                if attempt == 2:
+                    raise
         ctx.log.info("moved", alias=moved.alias, generation=moved.generation, ip=ip)
         ctx.progress(f"{moved.alias} assigned to {me.hostname} (generation {moved.generation})")
         return moved

@@ -144,6 +144,29 @@ def test_renew_writes_owned_leases_and_revokes_the_others(tmp_path):
             p.wait()
 
 
+def test_an_ownership_read_older_than_a_start_does_not_revoke_it(tmp_path):
+    """The heartbeat thread read ownership at 100; the supervisor then started
+    c (just restored here) at 101: that read cannot revoke c's lease, a read
+    begun after its start can."""
+    clock = [100.0]
+    k = keeper(tmp_path, clock)
+    c = UUID.format(5)
+    k.layout.zone(c).mkdir(parents=True)
+    k.renew(99.0, set())
+    clock[0] = 101.0
+    proc = child(tmp_path, "c", uuid=c)
+    try:
+        k.grant(c)
+        k.attach(c, c, proc.pid)
+        k.renew(100.0, set())                  # stale: begun before c started
+        assert instance_lease.read(k.path(c), c) == (109.0, None)
+        k.renew(102.0, set())                  # begun after: c lives elsewhere now
+        assert instance_lease.read(k.path(c), c) == (instance_lease.REVOKED, None)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_the_keeper_stops_a_sigterm_ignoring_instance_by_its_lease_end(tmp_path):
     clock = [100.0]
     k = keeper(tmp_path, clock)
