@@ -46,6 +46,7 @@ from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning import (
     REFUSED_HINT,
     CopyFacts,
+    RefusedCopy,
     NotViable,
     RestoreFacts,
     RestoreRequest,
@@ -90,6 +91,7 @@ class RestoreServices(Procedure):
         self.started = None
         self.choices, self.peers, self.max_data_age = [], [], None
         self.seeded_as_of = {}   # instance uuid -> as_of of the copy a pull step brought here
+        self.dropped = {}        # instance uuid -> RefusedCopy: no copy anywhere passed its checks
 
     def key(self):
         what = "--all" if self.request.all_services else " ".join(self.request.services)
@@ -174,6 +176,8 @@ class RestoreServices(Procedure):
             names = ", ".join(r.alias for r in self.plan.refused)
             steps.append(Step(f"refuse {names}: restore data does not match its manifest",
                               self._refused_step()))
+        elif any(c.pull and c.local_age is None for c in self.choices):
+            steps.append(Step("refuse what no copy could restore", self._refused_step()))
         return steps
 
     def _pull_step(self, choice):
@@ -210,14 +214,19 @@ class RestoreServices(Procedure):
     def _keep_ours(self, ctx, choice, refused):
         """Every newer copy failed its checks: ours, when it is usable and young
         enough (or accepted); else stop here, before anything moved."""
-        if choice.local_age is None or (choice.local_age > self.max_data_age
-                                        and not self.accept_data_age):
+        if choice.local_age is None:
+            # No copy anywhere passed its checks: this instance is not restored
+            # (the others are), and the restore ends failed naming it.
+            self.dropped[choice.instance] = RefusedCopy(choice.service, choice.alias,
+                                                        tuple(refused))
+            ctx.progress(f"{choice.alias} will not be restored: no copy passed its checks")
+            return {"instance": choice.alias, "from": None, "refused": refused}
+        if choice.local_age > self.max_data_age and not self.accept_data_age:
             raise NotViable(
                 f"no copy of {choice.alias} ({choice.service}) can be used: the newer ones "
                 "failed their checks:\n" + "\n".join(f"  - {r}" for r in refused)
-                + ("" if choice.local_age is None else
-                   f"\n  and ours is {choice.local_age:.0f}s old, over restore.max_data_age "
-                   f"({self.max_data_age:.0f}s)") + "\nnothing was fenced or moved",
+                + f"\n  and ours is {choice.local_age:.0f}s old, over restore.max_data_age "
+                f"({self.max_data_age:.0f}s)\nnothing was fenced or moved",
                 hint="fix or re-sync those copies and run this again, or accept our older "
                      "copy with --accept-data-age")
         ctx.progress(f"keeping this headnode's copy of {choice.alias} "
@@ -235,7 +244,9 @@ class RestoreServices(Procedure):
 
     def _refused_step(self):
         def refuse(ctx):
-            raise refused_error(self.plan.refused)
+            refused = list(self.plan.refused) + list(self.dropped.values())
+            if refused:
+                raise refused_error(refused)
 
         return refuse
 
@@ -299,11 +310,12 @@ class RestoreServices(Procedure):
 
         return finish_migrate
 
-    def _level_step(self, targets):
+    def _level_step(self, level):
         def restore_level(ctx):
             if self.started is None:
                 self.started = time.monotonic()
             level_start = time.monotonic()
+            targets = [t for t in level if t.instance.uuid not in self.dropped]
             moved = {}
             for n, t in enumerate(targets):
                 if not t.moved:
@@ -379,7 +391,7 @@ class RestoreServices(Procedure):
     def report(self, results):
         lines, rows = [], []
         for name, result in results.items():
-            if name.startswith("pull ") and result:
+            if name.startswith("pull ") and result and result.get("from"):
                 was = (f"; ours was {result['our_age_s']:.0f}s old"
                        if result.get("our_age_s") is not None else "")
                 lines.append(f"{result['instance']}: seeded from {result['from']}'s copy "

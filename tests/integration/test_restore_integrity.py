@@ -22,9 +22,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
 INTACT = ("imgapi", "vmapi", "napi")
 
 
-def sapi_copy_of(lab, key):
-    """The file holding ``key`` in the dataset copy hn1 would restore sapi from."""
-    rd = lab.dir / "hn1" / "var" / "sdcadm" / "svc-restore-data" / "svc-sapi"
+def sapi_copy_of(lab, key, host="hn1"):
+    """The file holding ``key`` in the dataset copy ``host`` would restore sapi from."""
+    rd = lab.dir / host / "var" / "sdcadm" / "svc-restore-data" / "svc-sapi"
     manifest = json.loads((rd / "manifest.json").read_text())
     ((uuid, inst),) = manifest["instances"].items()
     assert key in inst["dataset"]["files"], inst["dataset"]["files"]
@@ -38,9 +38,12 @@ def test_restore_refuses_a_tampered_copy_and_restores_the_others(new_lab):
     put(sapi["url"], "canary", b"the real value")
     lab.sdcadm("service", "sync-restore-data")
     # Changed in place, same size: inode, size and manifest all as they were.
+    # On every surviving headnode: restore would take another headnode's good
+    # copy rather than refuse (test_restore_freshest.py).
     copy = sapi_copy_of(lab, "canary")
-    with open(copy, "r+b") as f:
-        f.write(b"THE FAKE VALUE")
+    for host in ("hn1", "hn2"):
+        with open(sapi_copy_of(lab, "canary", host), "r+b") as f:
+            f.write(b"THE FAKE VALUE")
     assert lab.sdcadm("restore-data", "verify", "sapi", check=False).returncode == 1
     lab.lab("kill", "hn0")
 
