@@ -71,8 +71,13 @@ def test_kill_makes_server_unreachable_within_three_heartbeats(lab):
                  "hn0 becoming unreachable", interval=0.1)
         # Reported how long it took, not asserted as a timing (machines are noisy):
         print(f"hn0 unreachable after {time.monotonic() - killed_at:.2f}s")
-        others = servers(env)
-        assert all(others[h]["status"] == "running" for h in ("hn1", "hn2", "cn0", "cn1"))
+        # Nothing else is lost. hn0's etcd member may have been the leader: while
+        # the others elect a new one (etcd's election timeout, 1 s) no keep-alive
+        # is served, and with the lab's 2 s heartbeat lease another server may
+        # show unreachable for a moment; it must be running again right after.
+        wait_for(lambda: all(servers(env)[h]["status"] == "running"
+                             for h in ("hn1", "hn2", "cn0", "cn1")), 15,
+                 "every other server running", interval=0.2)
         assert procs.lab_processes(directory / "hn0") == []
         assert procs.lab_processes(directory / ".powered-off" / "hn0") == []
         # Its root is out of reach until it starts again: whatever names it fails.

@@ -555,7 +555,7 @@ def test_restore_never_takes_over_addresses_still_answered(new_lab):
     leases and the dead margin"): the restore (`--dead hn0`) then finds their
     addresses free and takes them over, and no address is ever answered by
     two servers."""
-    lab = new_lab()
+    lab = new_lab(headnodes=3)  # the fence takes hn0's etcd member too
     before = lab.insts()
     moved = {i["uuid"]: a for a, i in before.items() if i["service"] in SINGLETONS}
     canaries = write_canaries(lab, "before")
@@ -572,6 +572,8 @@ def test_restore_never_takes_over_addresses_still_answered(new_lab):
         again.wait_line(r"fenced hn0")
     finally:
         procs.send(agent, signal.SIGCONT)
+    rc, out, err = again.finish()
+    assert rc == 0, err
     for alias in moved.values():
         got = ping(before[alias]["url"])
         assert _host_of(got.get("pid"), lab.dir) == "hn1", (alias, got)
