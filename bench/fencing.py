@@ -104,7 +104,7 @@ def freeze_all(directory, host):
 def one_run(fault, net, workdir):
     directory = Path(tempfile.mkdtemp(prefix=f"fencing-{fault}-", dir=workdir)) / "dc"
     try:
-        sdcadm("lab", "up", "--dir", str(directory), "--net", net, "--headnodes", "2",
+        sdcadm("lab", "up", "--dir", str(directory), "--net", net, "--headnodes", "3",
                "--computenodes", "0", "--services", SERVICES, "--heartbeat-interval", "0.5")
         hn1 = env_of(directory, "hn1")
         sdcadm("service", "sync-restore-data", env=hn1)
