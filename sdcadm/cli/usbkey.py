@@ -21,6 +21,10 @@ def usbkey():
     """
 
 
+_DIR_OPTION = click.option("--dir", "directory", metavar="DIR",
+                           help="The usbkey directory (default: usbkey_dir of the configuration).")
+
+
 def _usbkey_dir(state, directory):
     return directory or state.config.under_root(state.config.usbkey_dir)
 
@@ -39,8 +43,7 @@ def _summary(manifest):
 
 
 @usbkey.command("build")
-@click.option("--dir", "directory", metavar="DIR", help="The usbkey directory (default: "
-              "usbkey_dir of the configuration).")
+@_DIR_OPTION
 @click.option("-o", "--output", "out", metavar="FILE", help="Where to write the bundle "
               "(default: <root>/var/sdcadm/usbkey-base.tgz). Mode 0600: it holds the DC's "
               "secrets.")
@@ -105,8 +108,7 @@ def seed_cmd(state, bundle_file, directory, yes, as_json):
 
 @usbkey.command("diff")
 @click.argument("bundle_file", metavar="FILE")
-@click.option("--dir", "directory", metavar="DIR", help="The usbkey directory (default: "
-              "usbkey_dir of the configuration).")
+@_DIR_OPTION
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 @pass_state
 def diff_cmd(state, bundle_file, directory, as_json):

@@ -20,7 +20,7 @@ from sdcadm.catalog import load_catalog
 from sdcadm.errors import LabError
 from sdcadm.health import probe_many
 from sdcadm.lab import procs
-from sdcadm.lab.fence import command_for
+from sdcadm.lab.fence import command_for, power_off
 from sdcadm.lab.images import build_workload_image
 from sdcadm.lab.layout import plan_lab
 from sdcadm.lab.state import DEFAULT_PORTS, LabState, load_state, save_state
@@ -389,25 +389,14 @@ def kill(state, hostname):
     """Abruptly kill a server, as pulling its power cord: SIGKILL its agent,
     every instance and its etcd member; then move its root out of reach (its
     disk is gone until ``lab start``): anything still reading it fails."""
-    import signal
-
-    server = state.server(hostname)
-    host = server["hostname"]
-    pid = agent_pid(state, host)
-    killed = []
-    if pid:
-        procs.kill_group(pid, signal.SIGKILL)
-        killed.append(pid)
-    # Everything else with its command line or working directory in that
-    # server's root: its etcd member, instances that left the group.
-    leftovers = procs.lab_processes(state.server_root(host))
-    for p in leftovers:
-        procs.send(p, signal.SIGKILL)
-    procs.terminate(killed + leftovers, grace=0)
+    host = state.server(hostname)["hostname"]
+    # The lab's fence agent: its agent's group, then everything else under its
+    # root (its etcd member, instances that left the group) until none is left.
+    killed = power_off(state, host)
     if state.server_root(host).exists():
         state.powered_off_root(host).parent.mkdir(exist_ok=True)
         os.rename(state.server_root(host), state.powered_off_root(host))
-    return killed + leftovers
+    return killed
 
 
 def down(directory, observer=None):

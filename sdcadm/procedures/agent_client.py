@@ -57,6 +57,14 @@ class AgentClients:
     def client(self, url, timeout=5.0):
         return AgentClient(url, self.token, timeout=timeout)
 
+    def wake(self, url, timeout=2.0):
+        """Ask the agent at ``url`` for a supervisor pass now, best effort: the
+        agent's own schedule gets there anyway, so no answer is no error."""
+        try:
+            self.client(url, timeout=timeout).reconcile()
+        except SdcadmError:
+            pass
+
 
 class AgentClient:
     def __init__(self, url, token, timeout=5.0):

@@ -117,4 +117,4 @@ class LockWaitTimeout(LockHeld):
 
 
 __all__ = ["Declined", "LockLost", "LockWaitTimeout", "NeedsConfirmation", "Procedure",
-           "ProcedureFailed", "Step"]  # LockLost lives in errors.py (the store raises it too)
+           "Step"]  # LockLost lives in errors.py (the store raises it too)

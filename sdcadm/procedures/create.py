@@ -8,7 +8,7 @@ waits until it answers its health check. Both steps are idempotent: a re-run
 finds the instance by its derived UUID and only waits.
 """
 
-from sdcadm.errors import Conflict, NotFound, SdcadmError
+from sdcadm.errors import Conflict, NotFound
 from sdcadm.model import ADMIN_NETWORK, Instance, Service
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning.create_plan import choose_image, plan_create, plan_post_setup
@@ -92,10 +92,7 @@ def create_record(ctx, p):
         store.release_ip(ADMIN_NETWORK, ip)
         raise
     ctx.progress(f"{p.alias} assigned to {p.server.hostname} at {ip}")
-    try:
-        ctx.agents.client(p.server.agent_url, timeout=2.0).reconcile()
-    except SdcadmError:
-        pass  # the agent's own schedule gets there too
+    ctx.agents.wake(p.server.agent_url)
     return {"created": True, "ip": ip}
 
 

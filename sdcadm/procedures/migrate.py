@@ -179,14 +179,6 @@ class MigrateServices(Procedure):
 
         return migrate
 
-    def _kick(self, ctx, server):
-        """Ask ``server``'s agent for a supervisor pass now (best effort: the
-        agent's own schedule gets there anyway)."""
-        try:
-            ctx.agents.client(server.agent_url, timeout=5.0).reconcile()
-        except SdcadmError:
-            pass
-
     def _sync(self, ctx, m, what):
         from sdcadm.restore_data.client import sync_one
 
@@ -213,7 +205,7 @@ class MigrateServices(Procedure):
                 self._sync(ctx, m, "first")
             params = dict(old.params, desired_state="stopped")
             old = ctx.store.move_instance(old.uuid, old.generation, params=params)
-            self._kick(ctx, self.src)
+            ctx.agents.wake(self.src.agent_url, timeout=5.0)
         ctx.progress(f"{m.old.alias}: stopping it on {self.src.hostname}")
         old, _ = wait_for(lambda: _stopped(ctx.store, old.uuid), STOP_TIMEOUT,
                           f"{m.old.alias} to stop on {self.src.hostname}", interval=0.02)
@@ -231,7 +223,7 @@ class MigrateServices(Procedure):
             store.create_instance(new)
         except Conflict:
             new = store.get_instance(m.new_uuid)
-        self._kick(ctx, self.dst)
+        ctx.agents.wake(self.dst.agent_url, timeout=5.0)
         ctx.progress(f"{m.new_alias}: created on {self.dst.hostname} at {ip}")
         return new
 
@@ -246,7 +238,7 @@ class MigrateServices(Procedure):
         if old.params.get("desired_state") != "stopped":
             old = ctx.store.move_instance(old.uuid, old.generation,
                                           params=dict(old.params, desired_state="stopped"))
-            self._kick(ctx, self.src)
+            ctx.agents.wake(self.src.agent_url, timeout=5.0)
         wait_for(lambda: _stopped(ctx.store, old.uuid), STOP_TIMEOUT,
                  f"{old.alias} to stop on {self.src.hostname}", interval=0.02)
         try:
@@ -257,7 +249,7 @@ class MigrateServices(Procedure):
         # reach another service that takes it a second later.
         ctx.store.release_ip(ADMIN_NETWORK, old.admin_ip,
                              quarantine=ctx.config.admin_ip_quarantine)
-        self._kick(ctx, self.src)
+        ctx.agents.wake(self.src.agent_url, timeout=5.0)
         ctx.progress(f"{old.alias}: destroyed on {self.src.hostname}")
 
     def report(self, results):

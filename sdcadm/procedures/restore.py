@@ -321,8 +321,8 @@ class RestoreServices(Procedure):
                 if not t.moved:
                     moved[t.instance.uuid] = self._move(ctx, t)
                 if n == 0:
-                    self._kick(ctx)  # its agent starts on the first while the others move
-            self._kick(ctx)
+                    ctx.agents.wake(self.plan.me.agent_url)  # its agent starts on the first while the others move
+            ctx.agents.wake(self.plan.me.agent_url)
             results, refused, services = {}, [], set()
             for t in targets:
                 inst = moved.get(t.instance.uuid) or ctx.store.get_instance(t.instance.uuid)
@@ -355,12 +355,6 @@ class RestoreServices(Procedure):
                                    f"{inst.alias} to answer at {inst.url}",
                                    probe=ctx.prober.probe,
                                    refusal=lambda: agent.seed_refusal(inst.uuid))[1]
-
-    def _kick(self, ctx):
-        try:
-            ctx.agents.client(self.plan.me.agent_url, timeout=2.0).reconcile()
-        except SdcadmError:
-            pass  # the agent's own schedule gets there too
 
     def _move(self, ctx, t):
         """Move ``t`` here by compare-and-swap on the generation it had when

@@ -12,6 +12,7 @@ and goes on. The server's etcd member is not removed here yet (issue 9's
 """
 
 from sdcadm.errors import NotFound
+from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning.server_plan import check_unfence, delete_summary, \
     plan_server_delete
@@ -120,8 +121,6 @@ class UnfenceServer(Procedure):
 
 
 def _networks(store):
-    from sdcadm.model import ADMIN_NETWORK
-
     try:
         return [store.get_network(ADMIN_NETWORK)]
     except NotFound:

@@ -18,12 +18,11 @@ key are bound to leases, which etcd deletes when they are not refreshed. The
 ``expires_at``) and is ``now()``.
 """
 
-import ipaddress
 import math
 import threading
 import time
 
-from sdcadm.errors import Conflict, LockLost, NotFound, StoreError, ValidationError
+from sdcadm.errors import Conflict, LockLost, NotFound, StoreError
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import checks
 from sdcadm.store.base import Store

@@ -8,7 +8,6 @@ for one another (busy timeout). Every method is one transaction, and no
 for tests), the one clock heartbeats and lock expiries are measured with.
 """
 
-import ipaddress
 import json
 import os
 import sqlite3
@@ -18,8 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from sdcadm.errors import (Conflict, LockHeld, LockLost, NotFound, StoreError, StoreUnreachable,
-                           ValidationError)
+from sdcadm.errors import Conflict, LockHeld, LockLost, NotFound, StoreError, StoreUnreachable
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import checks
 from sdcadm.store.base import Store, check_instance_fields

@@ -31,7 +31,8 @@ from sdcadm.health import http_open
 from sdcadm.lab import procs
 from sdcadm.errors import NotFound
 from sdcadm.store import store_for
-from tests.conftest import BIN, clean_env, lab_store_config, needs_sshd, random_net, run, wait_for
+from tests.conftest import (BIN, clean_env, lab_factory, lab_store_config, needs_sshd,
+                            run, wait_for)
 
 pytestmark = [pytest.mark.integration, needs_sshd]
 
@@ -78,22 +79,12 @@ class Lab:
 
 @pytest.fixture
 def new_lab(tmp_path):
-    made = []
-
-    def make(services="sapi,ufds"):
-        directory = tmp_path / f"dc{len(made)}"
-        made.append(directory)
-        # Three headnodes: the store's etcd members live on them, and hn0's
-        # goes down (or freezes) with it; two of three keep the quorum.
-        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(),
+    # Three headnodes: the store's etcd members live on them, and hn0's goes
+    # down (or freezes) with it; two of three keep the quorum.
+    with lab_factory(tmp_path) as up:
+        yield lambda services="sapi,ufds": Lab(up(
             "--headnodes", "3", "--computenodes", "0", "--services", services,
-            "--heartbeat-interval", "0.5", "--timeout", "90")
-        return Lab(directory)
-
-    yield make
-    for directory in made:
-        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
-        assert procs.lab_processes(directory) == [], f"lab down left processes of {directory}"
+            "--heartbeat-interval", "0.5", "--timeout", "90"))
 
 
 # -- probing and writing from outside -------------------------------------------------------------

@@ -4,8 +4,6 @@ may restore them once the margin passes); HA instances keep running; when the
 store answers again the singletons come back."""
 
 import json
-import os
-import time
 
 import pytest
 

@@ -17,7 +17,7 @@ import requests
 import yaml
 
 from sdcadm.lab import procs
-from tests.conftest import needs_sshd, random_net, run, wait_for
+from tests.conftest import lab_factory, needs_sshd, wait_for
 from tests.integration.test_restore_migrate import Lab, get, put
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
@@ -28,20 +28,10 @@ SERVICES = "sapi,napi"
 @pytest.fixture
 def lab_of(tmp_path):
     """lab_of(headnodes) -> a fresh running Lab; stopped afterwards, leaving nothing."""
-    made = []
-
-    def make(headnodes):
-        directory = tmp_path / f"dc{len(made)}"
-        made.append(directory)
-        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(),
+    with lab_factory(tmp_path) as up:
+        yield lambda headnodes: Lab(up(
             "--headnodes", str(headnodes), "--computenodes", "0", "--services", SERVICES,
-            "--heartbeat-interval", "0.5", "--timeout", "90")
-        return Lab(directory)
-
-    yield make
-    for directory in made:
-        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
-        assert procs.lab_processes(directory) == [], f"lab down left processes of {directory}"
+            "--heartbeat-interval", "0.5", "--timeout", "90"))
 
 
 def edit_config(lab, host, change):

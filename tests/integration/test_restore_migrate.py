@@ -27,7 +27,7 @@ import pytest
 
 from sdcadm.health import http_open
 from sdcadm.lab import procs
-from tests.conftest import (BIN, clean_env, lab_store_config, needs_sshd, random_net,
+from tests.conftest import (BIN, clean_env, lab_factory, lab_store_config, needs_sshd,
                             run, store_idle, wait_for)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
@@ -100,22 +100,14 @@ class Lab:
 def new_lab(tmp_path):
     """make() -> a fresh running Lab on a random network; every lab made is
     stopped afterwards and must leave no process behind."""
-    made = []
-
     def make(services=SERVICES, headnodes=2):
         """``headnodes``: 3 for a test that kills hn0 (the store's etcd keeps
         its quorum with one member of three lost, not of two)."""
-        directory = tmp_path / f"dc{len(made)}"
-        made.append(directory)
-        run("sdcadm", "lab", "up", "--dir", str(directory), "--net", random_net(),
-            "--headnodes", str(headnodes), "--computenodes", "0", "--services", services,
-            "--heartbeat-interval", str(HEARTBEAT), "--timeout", "90")
-        return Lab(directory)
+        return Lab(up("--headnodes", str(headnodes), "--computenodes", "0", "--services",
+                      services, "--heartbeat-interval", str(HEARTBEAT), "--timeout", "90"))
 
-    yield make
-    for directory in made:
-        run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
-        assert procs.lab_processes(directory) == [], f"lab down left processes of {directory}"
+    with lab_factory(tmp_path) as up:
+        yield make
 
 
 # -- data ---------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def fence_failure(method, outcome):
     else:
         what = f"it exited with status {outcome.returncode}"
     tail = outcome.stderr or outcome.stdout
-    detail = f"; its output ends with:\n    " + "\n    ".join(tail.splitlines()[-5:]) if tail else ""
+    detail = "; its output ends with:\n    " + "\n    ".join(tail.splitlines()[-5:]) if tail else ""
     return FenceFailed(
         f"fencing {host} failed, so nothing was moved off it: `{command}`: {what}{detail}",
         hint=f"fix the fence agent (fencing.command or fencing.servers.{host}; "
