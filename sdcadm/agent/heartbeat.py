@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     def __init__(self, me, stores, interval, metrics, clock=time.time, after_beat=None):
         self.me, self.stores, self.interval = me, stores, interval
-        # called with the lease-clock start of each heartbeat that succeeded:
-        # the supervisor renews instance leases from there (supervisor.py)
+        # called with the lease-clock start of each heartbeat that succeeded,
+        # the server record and its instances read with it: the supervisor
+        # renews instance leases from there (supervisor.py)
         self.after_beat = after_beat
         self.metrics, self.clock = metrics, clock
         self.last_ok = None       # unix time of the last heartbeat written
@@ -36,7 +37,7 @@ class Heartbeat:
         now = self.clock()  # when this agent last succeeded (its own status), not the record
         started = instance_lease.now()
         try:
-            self.stores.get().heartbeat(self.me)
+            server, owned = self.stores.get().beat(self.me)
         except NotFound:
             self._failed(f"server {self.me} is not in the DC store; heartbeat not recorded "
                          "(add the server record, e.g. with `sdcadm lab up`)", "heartbeat-unknown-server")
@@ -46,7 +47,7 @@ class Heartbeat:
             return False
         self.last_ok, self.last_error, self.ok_started = now, None, started
         if self.after_beat is not None:
-            self.after_beat(started)
+            self.after_beat(started, server, owned)
         self.metrics.heartbeats.inc()
         self._problems.clear("heartbeat-failed", "heartbeat written again")
         self._problems.clear("heartbeat-unknown-server", "heartbeat written again")

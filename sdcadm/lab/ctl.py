@@ -31,11 +31,13 @@ from sdcadm.uuids import new_uuid
 log = logging.getLogger(__name__)
 
 # The heartbeat timeout is also the singletons' instance lease: renewed once
-# per heartbeat, SIGTERM a fifth of it before its end (agent.lease_stop_fraction),
-# so 3 intervals leave a heartbeat more than one interval of lateness before a
-# loaded machine stops its singletons. The dead margin follows from it
-# (docs/recovery.md, "Instance leases and the dead margin").
-HEARTBEAT_TIMEOUT_FACTOR = 3.0
+# per heartbeat, SIGTERM a fifth of it before its end (agent.lease_stop_fraction).
+# 4 intervals leave a heartbeat 2.2 intervals of lateness before a loaded
+# machine stops its singletons: with 3 (1.4 intervals, 0.7 s at the tests'
+# 0.5 s), five agents and three etcd members starting 32 instances on two
+# cores let leases lapse right after `lab up`. The dead margin follows from
+# it (docs/recovery.md, "Instance leases and the dead margin").
+HEARTBEAT_TIMEOUT_FACTOR = 4.0
 
 
 # -- building ------------------------------------------------------------------

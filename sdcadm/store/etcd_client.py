@@ -144,15 +144,23 @@ class EtcdClient:
 
     def prefix(self, prefix):
         """Every key-value under ``prefix``, by key."""
-        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        kvs = self.post("kv/range", {"key": b64(prefix), "range_end": b64(end)}).get("kvs") or []
+        kvs = self.post("kv/range", read(prefix, prefix=True)["request_range"]).get("kvs") or []
         return [kv_of(raw) for raw in kvs]
 
     def txn(self, compare, success, failure=()):
         """(succeeded, header revision) of one transaction."""
+        ok, revision, _ = self.txn_read(compare, success, failure)
+        return ok, revision
+
+    def txn_read(self, compare, success, failure=()):
+        """(succeeded, header revision, [the key-values of each branch op, in
+        order: [] for a write]) of one transaction."""
         answer = self.post("kv/txn", {"compare": list(compare), "success": list(success),
                                       "failure": list(failure)}, once=True)
-        return bool(answer.get("succeeded")), int(answer.get("header", {}).get("revision", 0))
+        found = [[kv_of(raw) for raw in (r.get("response_range") or {}).get("kvs") or []]
+                 for r in answer.get("responses") or []]
+        return (bool(answer.get("succeeded")), int(answer.get("header", {}).get("revision", 0)),
+                found)
 
     def grant(self, ttl):
         # Sent again on another member after a timeout: at worst an unused
@@ -185,6 +193,14 @@ def put(key, value, lease=0):
     if lease:
         request["lease"] = lease
     return {"request_put": request}
+
+
+def read(key, prefix=False):
+    """A range read inside a transaction: ``key``, or every key under it."""
+    request = {"key": b64(key)}
+    if prefix:
+        request["range_end"] = b64(key[:-1] + chr(ord(key[-1]) + 1))
+    return {"request_range": request}
 
 
 def delete(key):

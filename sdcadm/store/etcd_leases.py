@@ -9,8 +9,9 @@ is gone or that a lock expired. The times kept in the values (a heartbeat's
 import math
 
 from sdcadm.errors import LockHeld, NotFound, StoreError
-from sdcadm.store.etcd_client import LeaseGone, delete, exists, put, same_create
-from sdcadm.store.etcd_keys import decode, encode
+from sdcadm.model import Server
+from sdcadm.store.etcd_client import LeaseGone, delete, exists, put, read, same_create
+from sdcadm.store.etcd_keys import decode, encode, record
 
 # Attempts at taking a lock that other takers keep changing under us.
 _ATTEMPTS = 200
@@ -18,25 +19,41 @@ _ATTEMPTS = 200
 
 class Leases:
     """The lease-bound methods of EtcdStore (it provides ``client``, ``keys``,
-    ``clock``, ``heartbeat_ttl``, ``_leases``, ``_leases_mutex`` and
-    ``_guard_compares``)."""
+    ``clock``, ``heartbeat_ttl``, ``_leases``, ``_leases_mutex``,
+    ``_guard_compares`` and ``_assigned``)."""
 
     def heartbeat(self, server_uuid):
         """The heartbeat key lives as long as its lease, granted once with the
         heartbeat TTL and refreshed by every heartbeat: when the agent stops
         beating, etcd deletes the key and the server reads as unreachable."""
+        self._beat(server_uuid)
+
+    def beat(self, server_uuid):
+        """One transaction writes the heartbeat and reads the server and every
+        instance (filtered here): one round trip after the lease's keepalive."""
+        at, (server_kv, instance_kvs) = self._beat(
+            server_uuid, [read(self.keys.server(server_uuid)),
+                          read(self.keys.dir("instances"), prefix=True)])
+        server = record(Server, server_kv[0])
+        server.last_heartbeat = at
+        return server, self._assigned(instance_kvs, server_uuid)
+
+    def _beat(self, server_uuid, reads=()):
+        """Write the heartbeat (and run ``reads`` in the same transaction):
+        (the time written, [the key-values each read found])."""
         for _ in range(3):
             lease = self._heartbeat_lease(server_uuid)
             compares = [exists(self.keys.server(server_uuid)), *self._guard_compares()]
-            beat = put(self.keys.heartbeat(server_uuid), encode({"at": self.clock()}), lease)
+            at = self.clock()
+            beat = put(self.keys.heartbeat(server_uuid), encode({"at": at}), lease)
             try:
-                ok, _ = self.client.txn(compares, [beat])
+                ok, _, found = self.client.txn_read(compares, [beat, *reads])
             except LeaseGone:
                 self._forget_lease(server_uuid, lease)
                 continue
             if not ok:
                 raise NotFound(f"no server with UUID {server_uuid} in the DC store")
-            return
+            return at, found[1:]
         raise StoreError(f"{self.describe()}: the heartbeat lease of {server_uuid} keeps expiring",
                          hint="check the etcd cluster's health: an overloaded member or "
                               "repeated leader elections can end leases early")

@@ -112,10 +112,15 @@ def new_lab(tmp_path):
 
 # -- data ---------------------------------------------------------------------------------------
 
-def put(url, key, body):
-    req = urllib.request.Request(f"{url}/data/{key}", data=body, method="PUT")
-    with http_open(req, 5.0) as resp:
-        assert resp.status == 201
+def put(url, key, body, timeout=20.0):
+    """PUT a canary, retried while the instance (re)starts (a lease that
+    lapsed on a loaded machine restarts it): only a 201 acknowledges it."""
+    def acknowledged():
+        req = urllib.request.Request(f"{url}/data/{key}", data=body, method="PUT")
+        with http_open(req, 5.0) as resp:
+            return resp.status == 201
+
+    wait_for(acknowledged, timeout, f"PUT {key} to {url} acknowledged", interval=0.1)
 
 
 def get(url, key):

@@ -3,8 +3,6 @@ is told (pure planning), and the fence step's promise with fakes: nothing in
 the store changes unless the fence command succeeded, and an address that
 still answers afterwards refuses."""
 
-import signal
-import sys
 from dataclasses import replace
 
 import pytest
