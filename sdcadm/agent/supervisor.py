@@ -16,7 +16,9 @@ keeps what runs but restarts nothing.
 Instance leases (``agent/leases.py``): after each pass that reached the
 store, and after each heartbeat (``confirm_leases``, from the heartbeat
 thread, so that a long pass -- a slow provision, a stop waiting out its
-timeout -- never lets them run out), the singletons this server owns get
+timeout -- never lets them run out; the heartbeat reads ownership in its own
+round trip, ``Store.beat``, so a slow store costs the lease one round trip,
+not three), the singletons this server owns get
 their lease renewed to ``c + lease``, ``c`` the start of the older of the
 last heartbeat and the ownership read. The lease keeper thread stops them,
 all at once, when it runs out; this loop stops them too (``StopAll``) and
@@ -132,8 +134,7 @@ class Supervisor:
             self._publish()
         views = {u: s.view() for u, s in self.slots.items()}
         if self.store_ok:
-            for action in state_updates(desired, views, self.me):
-                self._set_state(action)
+            self._set_states(state_updates(desired, views, self.me))
         self.passes += 1
         self.metrics.reconciles.inc()
         self._publish()
@@ -148,7 +149,8 @@ class Supervisor:
         started = self.leases.clock()
         try:
             store = self.stores.get()
-            desired = store.list_instances(server_uuid=self.me)
+            server, desired, revision = store.assignment(self.me)
+            self._server_known(server)
             known = {d.uuid for d in desired}
             elsewhere = {}
             for uuid in self.slots:
@@ -166,8 +168,6 @@ class Supervisor:
                     self.images[image] = store.get_image(image)
                 except NotFound:
                     pass
-            revision = store.revision()
-            server = self._read_server(store)
         except StoreError as e:
             self.store_ok, self.last_error = False, str(e)
             self.metrics.store_reachable.set(0)
@@ -188,15 +188,10 @@ class Supervisor:
         self._save_cache(desired, revision, now)
         return desired, elsewhere
 
-    def confirm_leases(self, beat_started):
+    def confirm_leases(self, beat_started, server, desired):
         """Right after a heartbeat that started at ``beat_started`` (a lease
-        clock reading) succeeded: read ownership again and renew from there."""
-        try:
-            store = self.stores.get()
-            server = store.get_server(self.me)
-            desired = store.list_instances(server_uuid=self.me)
-        except (StoreError, NotFound):
-            return  # the supervisor's pass says so; the lease runs on
+        clock reading) succeeded and read ``server`` and its ``desired``
+        instances in the same round trip: renew from there."""
         self._renew_leases(desired, server, beat_started)
 
     def _renew_leases(self, desired, server, started):
@@ -210,16 +205,13 @@ class Supervisor:
                  if d.server_uuid == self.me and d.service in self.singletons}
         self.leases.renew(min(started, beat), owned)
 
-    def _read_server(self, store):
-        try:
-            server = store.get_server(self.me)
-        except NotFound:
+    def _server_known(self, server):
+        if server is None:
             self._problems.problem("unknown-server",
                                    f"server {self.me} is not in the DC store: starting nothing "
                                    "until it is registered", level=logging.ERROR)
-            return None
-        self._problems.clear("unknown-server", "server record found")
-        return server
+        else:
+            self._problems.clear("unknown-server", "server record found")
 
     def _save_cache(self, desired, revision, now):
         images = {d.image: self.images[d.image] for d in desired if d.image in self.images}
@@ -271,17 +263,22 @@ class Supervisor:
             slot.state, slot.restart_pending, slot.not_before = "stopped", True, 0.0
 
     # -- writing back -------------------------------------------------------------------
-    def _set_state(self, action):
-        d = action.instance
-        try:
-            owner = self.stores.get().set_instance_state(d.uuid, action.state, self.me, d.generation)
-        except StoreError as e:
-            log.debug("cannot write state of %s: %s", d.uuid, e)
+    def _set_states(self, actions):
+        """Write back the states of a pass in one transaction."""
+        if not actions:
             return
-        if not owner:
-            log.warning("state %s of instance %s not written: the store says this server no "
-                        "longer owns it at generation %d", action.state, d.alias, d.generation,
-                        extra={"event": "state-refused", "instance": d.uuid})
+        try:
+            owned = self.stores.get().set_instance_states(
+                [(a.instance.uuid, a.state, self.me, a.instance.generation) for a in actions])
+        except StoreError as e:
+            log.debug("cannot write the states of %d instance(s): %s", len(actions), e)
+            return
+        for action, owner in zip(actions, owned):
+            if not owner:
+                d = action.instance
+                log.warning("state %s of instance %s not written: the store says this server no "
+                            "longer owns it at generation %d", action.state, d.alias, d.generation,
+                            extra={"event": "state-refused", "instance": d.uuid})
 
     # -- what the API shows -------------------------------------------------------------
     def _publish(self):

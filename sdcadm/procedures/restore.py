@@ -316,12 +316,7 @@ class RestoreServices(Procedure):
                 self.started = time.monotonic()
             level_start = time.monotonic()
             targets = [t for t in level if t.instance.uuid not in self.dropped]
-            moved = {}
-            for n, t in enumerate(targets):
-                if not t.moved:
-                    moved[t.instance.uuid] = self._move(ctx, t)
-                if n == 0:
-                    ctx.agents.wake(self.plan.me.agent_url)  # its agent starts on the first while the others move
+            moved = self._move_level(ctx, [t for t in targets if not t.moved])
             ctx.agents.wake(self.plan.me.agent_url)
             results, refused, services = {}, [], set()
             for t in targets:
@@ -356,6 +351,25 @@ class RestoreServices(Procedure):
                                    probe=ctx.prober.probe,
                                    refusal=lambda: agent.seed_refusal(inst.uuid))[1]
 
+    def _move_level(self, ctx, targets):
+        """Move a dependency level here in one commit (its agent then starts
+        them in one pass); {uuid: the moved Instance}. If a compare fails (an
+        earlier, interrupted run moved some; another writer), one by one."""
+        me = self.plan.me
+        pending = [t for t in targets if t.instance.server_uuid != me.uuid]
+        if len(pending) > 1:
+            try:
+                moved = ctx.store.move_instances(
+                    [(t.instance.uuid, t.instance.generation, self._changes(ctx.store, t))
+                     for t in pending])
+            except Conflict:
+                pass
+            else:
+                for inst in moved:
+                    self._moved(ctx, inst)
+                return {inst.uuid: inst for inst in moved}
+        return {t.instance.uuid: self._move(ctx, t) for t in targets}
+
     def _move(self, ctx, t):
         """Move ``t`` here by compare-and-swap on the generation it had when
         planned (no read first: on etcd each read is a round trip); on a lost
@@ -365,11 +379,9 @@ class RestoreServices(Procedure):
         for attempt in (1, 2):
             if inst.server_uuid == me.uuid:
                 return inst  # moved by an earlier, interrupted run
-            ip = inst.admin_ip if t.reuse_ip else _recovery_ip(store, inst)
             try:
-                moved = store.move_instance(inst.uuid, inst.generation, server_uuid=me.uuid,
-                                            admin_ip=ip, state="provisioning",
-                                            params=restored_params(inst))
+                moved = store.move_instance(inst.uuid, inst.generation,
+                                            **self._changes(store, replace(t, instance=inst)))
                 break
             except Conflict:
                 inst = store.get_instance(inst.uuid)
@@ -378,9 +390,19 @@ class RestoreServices(Procedure):
                     break
                 if attempt == 2:
                     raise
-        ctx.log.info("moved", alias=moved.alias, generation=moved.generation, ip=ip)
-        ctx.progress(f"{moved.alias} assigned to {me.hostname} (generation {moved.generation})")
+        self._moved(ctx, moved)
         return moved
+
+    def _changes(self, store, t):
+        inst = t.instance
+        return {"server_uuid": self.plan.me.uuid,
+                "admin_ip": inst.admin_ip if t.reuse_ip else _recovery_ip(store, inst),
+                "state": "provisioning", "params": restored_params(inst)}
+
+    def _moved(self, ctx, inst):
+        ctx.log.info("moved", alias=inst.alias, generation=inst.generation, ip=inst.admin_ip)
+        ctx.progress(f"{inst.alias} assigned to {self.plan.me.hostname} "
+                     f"(generation {inst.generation})")
 
     def report(self, results):
         lines, rows = [], []

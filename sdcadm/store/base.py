@@ -84,6 +84,24 @@ class Store(ABC):
         """Record that the server's agent is alive now (by the store's clock).
         Not a model change: neither the revision nor the server's generation moves."""
 
+    def beat(self, server_uuid):
+        """Heartbeat, then what the store says of this server: ``(Server, [the
+        Instances assigned to it]``). An agent renews its singletons' leases
+        from the start of this call, so every round trip in it shortens them:
+        a networked backend makes it one transaction. NotFound as heartbeat."""
+        self.heartbeat(server_uuid)
+        return self.get_server(server_uuid), self.list_instances(server_uuid=server_uuid)
+
+    def assignment(self, server_uuid):
+        """What an agent reads each pass: ``(its Server or None when the store
+        does not know it, [the Instances assigned to it], the model
+        revision)``. A networked backend reads it in one round trip."""
+        try:
+            server = self.get_server(server_uuid)
+        except NotFound:
+            server = None
+        return server, self.list_instances(server_uuid=server_uuid), self.revision()
+
     @abstractmethod
     def set_fenced(self, server_uuid, fenced, expected_generation):
         """Compare-and-swap: mark a server fenced (or not) only if its stored
@@ -131,17 +149,31 @@ class Store(ABC):
         insts = self.list_instances(service=service, server_uuid=server_uuid)
         return {name: [getattr(i, name) for i in insts] for name in fields}
 
-    @abstractmethod
     def move_instance(self, uuid, expected_generation, **changes):
         """Compare-and-swap: apply ``changes`` (server_uuid, admin_ip, state,
         ...) and bump the generation, only if the stored generation is still
         ``expected_generation``. Return the new Instance; Conflict otherwise."""
+        return self.move_instances([(uuid, expected_generation, changes)])[0]
 
     @abstractmethod
+    def move_instances(self, moves):
+        """``move_instance`` of several at once: ``moves`` is ``[(uuid,
+        expected_generation, changes)]``, all applied in one transaction or
+        none (Conflict or NotFound naming the first that does not match, and
+        nothing changed). The new Instances, in order. Restore moves a whole
+        dependency level with it: one commit, not one per instance."""
+
     def set_instance_state(self, uuid, state, server_uuid, generation):
         """Record an instance's state, only if ``server_uuid`` owns it at
         ``generation`` (a fenced writer cannot overwrite). Return True if
         written, False if the caller is not the owner."""
+        return self.set_instance_states([(uuid, state, server_uuid, generation)])[0]
+
+    @abstractmethod
+    def set_instance_states(self, updates):
+        """``set_instance_state`` of several in one transaction: ``updates``
+        is ``[(uuid, state, server_uuid, generation)]``; [True/False] in order.
+        An agent writes back a whole pass with it (one commit, not one each)."""
 
     @abstractmethod
     def delete_instance(self, uuid, expected_generation=None):

@@ -68,6 +68,16 @@ def check_instance_change(uuid, changes):
                               hint="nothing was written; fix the caller's change")
 
 
+def check_moves(moves):
+    """``move_instances``' argument: each change checked, each instance once
+    (a caller's bug otherwise: ValueError), before any backend reads."""
+    uuids = [uuid for uuid, _, _ in moves]
+    if len(set(uuids)) != len(uuids):
+        raise ValueError("an instance is moved twice in one move_instances call")
+    for uuid, _, changes in moves:
+        check_instance_change(uuid, changes)
+
+
 def check_generation(kind, uuid, found, expected):
     """The compare of a compare-and-swap on a record's generation, in the
     words every backend uses: NotFound when the record is gone (``found`` is

@@ -26,7 +26,7 @@ from sdcadm.errors import Conflict, LockLost, NotFound, StoreError
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import checks
 from sdcadm.store.base import Store
-from sdcadm.store.etcd_client import EtcdClient, delete, put, same_create, same_mod
+from sdcadm.store.etcd_client import EtcdClient, delete, put, read, same_create, same_mod
 from sdcadm.store.etcd_keys import SCHEMA_VERSION, Keys, decode, encode, record
 from sdcadm.store.etcd_leases import Leases
 
@@ -42,9 +42,19 @@ class _Reads:
         self.client, self.compares = client, []
 
     def get(self, key):
-        kv = self.client.get(key)
-        self.compares.append(same_mod(key, kv["mod_revision"] if kv else 0))
-        return kv
+        return self.get_many([key])[0]
+
+    def get_many(self, keys):
+        """Several keys in one round trip (a read-only transaction)."""
+        if not keys:
+            return []
+        if len(keys) == 1:
+            kvs = [self.client.get(keys[0])]
+        else:
+            kvs = [found[0] if found else None
+                   for found in self.client.txn_read([], [read(k) for k in keys])[2]]
+        self.compares += [same_mod(k, kv["mod_revision"] if kv else 0) for k, kv in zip(keys, kvs)]
+        return kvs
 
 
 class EtcdStore(Leases, Store):
@@ -178,6 +188,22 @@ class EtcdStore(Leases, Store):
                    for s in self._all(Server, "servers")]
         return sorted(servers, key=lambda s: s.hostname)
 
+    def assignment(self, server_uuid):
+        _, _, (server, beat, instances, revision) = self.client.txn_read([], [
+            read(self.keys.server(server_uuid)), read(self.keys.heartbeat(server_uuid)),
+            read(self.keys.dir("instances"), prefix=True), read(self.keys.revision)])
+        server = server and self._with_heartbeat(record(Server, server[0]), beat and beat[0])
+        return (server, self._assigned(instances, server_uuid),
+                decode(revision[0]) if revision else 0)
+
+    @staticmethod
+    def _assigned(instance_kvs, server_uuid):
+        """The instances of ``server_uuid`` among key-values of instances, in
+        ``list_instances``' order."""
+        mine = [i for i in (record(Instance, kv) for kv in instance_kvs)
+                if i.server_uuid == server_uuid]
+        return sorted(mine, key=lambda i: (i.service, i.alias))
+
     def set_fenced(self, server_uuid, fenced, expected_generation):
         def decide(reads):
             kv = reads.get(self.keys.server(server_uuid))
@@ -240,37 +266,42 @@ class EtcdStore(Leases, Store):
                  and (server_uuid is None or i.server_uuid == server_uuid)]
         return sorted(found, key=lambda i: (i.service, i.alias))
 
-    def move_instance(self, uuid, expected_generation, **changes):
-        checks.check_instance_change(uuid, changes)
+    def move_instances(self, moves):
+        checks.check_moves(moves)
 
         def decide(reads):
-            kv = reads.get(self.keys.instance(uuid))
-            old = kv and record(Instance, kv)
-            checks.check_generation("instance", uuid, old and old.generation, expected_generation)
-            new = Instance.from_dict({**old.to_dict(), **changes,
-                                      "generation": old.generation + 1})
-            ops = [put(kv["key"], encode(new.to_dict()))]
-            if new.alias != old.alias:
-                if reads.get(self.keys.alias(new.alias)):
-                    raise Conflict(f"an instance with alias {new.alias!r} already exists")
-                ops += [delete(self.keys.alias(old.alias)),
-                        put(self.keys.alias(new.alias), encode(uuid))]
-            return ops, new
+            ops, moved = [], []
+            kvs = reads.get_many([self.keys.instance(uuid) for uuid, _, _ in moves])
+            for (uuid, expected_generation, changes), kv in zip(moves, kvs):
+                old = kv and record(Instance, kv)
+                checks.check_generation("instance", uuid, old and old.generation,
+                                        expected_generation)
+                new = Instance.from_dict({**old.to_dict(), **changes,
+                                          "generation": old.generation + 1})
+                ops.append(put(kv["key"], encode(new.to_dict())))
+                if new.alias != old.alias:
+                    if reads.get(self.keys.alias(new.alias)):
+                        raise Conflict(f"an instance with alias {new.alias!r} already exists")
+                    ops += [delete(self.keys.alias(old.alias)),
+                            put(self.keys.alias(new.alias), encode(uuid))]
+                moved.append(new)
+            return ops, moved
 
         return self._write(decide)
 
-    def set_instance_state(self, uuid, state, server_uuid, generation):
+    def set_instance_states(self, updates):
         def decide(reads):
-            kv = reads.get(self.keys.instance(uuid))
-            if kv is None:
-                return None, False
-            inst = record(Instance, kv)
-            if (inst.server_uuid, inst.generation) != (server_uuid, generation):
-                return None, False  # not the owner (any more): a fenced writer
-            if inst.state == state:
-                return None, True
-            inst.state = state
-            return [put(kv["key"], encode(inst.to_dict()))], True
+            ops, owned = [], []
+            kvs = reads.get_many([self.keys.instance(uuid) for uuid, _, _, _ in updates])
+            for (uuid, state, server_uuid, generation), kv in zip(updates, kvs):
+                inst = kv and record(Instance, kv)
+                # not the owner (any more): a fenced writer writes nothing
+                owned.append(bool(inst) and (inst.server_uuid, inst.generation)
+                             == (server_uuid, generation))
+                if owned[-1] and inst.state != state:
+                    inst.state = state
+                    ops.append(put(kv["key"], encode(inst.to_dict())))
+            return ops or None, owned
 
         return self._write(decide)
 

@@ -388,32 +388,43 @@ class SqliteStore(Store):
                              for raw, uuid in zip(out["params"], out["uuid"])]
         return {name: out[name] for name in fields}
 
-    def move_instance(self, uuid, expected_generation, **changes):
-        checks.check_instance_change(uuid, changes)
+    def move_instances(self, moves):
+        checks.check_moves(moves)
+        moves = [(uuid, gen, self._encoded(changes)) for uuid, gen, changes in moves]
+        with self._tx() as c:
+            for uuid, expected_generation, changes in moves:
+                sets = "".join(f", {k} = ?" for k in changes)
+                cur = c.execute(f"UPDATE instances SET generation = generation + 1{sets} "
+                                "WHERE uuid = ? AND generation = ?",
+                                (*changes.values(), uuid, expected_generation))
+                if cur.rowcount == 0:
+                    row = c.execute("SELECT generation FROM instances WHERE uuid = ?",
+                                    (uuid,)).fetchone()
+                    checks.check_generation("instance", uuid, row and row[0], expected_generation)
+            self._bump(c)
+        return [self.get_instance(uuid) for uuid, _, _ in moves]
+
+    @staticmethod
+    def _encoded(changes):
+        changes = dict(changes)
         if "params" in changes:
             changes["params"] = json.dumps(changes["params"], sort_keys=True)
-        sets = "".join(f", {k} = ?" for k in changes)
-        with self._tx() as c:
-            cur = c.execute(f"UPDATE instances SET generation = generation + 1{sets} "
-                            "WHERE uuid = ? AND generation = ?",
-                            (*changes.values(), uuid, expected_generation))
-            if cur.rowcount == 0:
-                row = c.execute("SELECT generation FROM instances WHERE uuid = ?", (uuid,)).fetchone()
-                checks.check_generation("instance", uuid, row and row[0], expected_generation)
-            self._bump(c)
-        return self.get_instance(uuid)
+        return changes
 
-    def set_instance_state(self, uuid, state, server_uuid, generation):
+    def set_instance_states(self, updates):
+        owned, changed = [], False
         with self._tx() as c:
-            cur = c.execute("UPDATE instances SET state = ? WHERE uuid = ? AND server_uuid = ? "
-                            "AND generation = ? AND state != ?",
-                            (state, uuid, server_uuid, generation, state))
-            if cur.rowcount:
+            for uuid, state, server_uuid, generation in updates:
+                cur = c.execute("UPDATE instances SET state = ? WHERE uuid = ? AND server_uuid = ? "
+                                "AND generation = ? AND state != ?",
+                                (state, uuid, server_uuid, generation, state))
+                changed = changed or cur.rowcount > 0
+                owned.append(cur.rowcount > 0 or c.execute(
+                    "SELECT 1 FROM instances WHERE uuid = ? AND server_uuid = ? AND generation = ?",
+                    (uuid, server_uuid, generation)).fetchone() is not None)
+            if changed:
                 self._bump(c)
-                return True
-            row = c.execute("SELECT 1 FROM instances WHERE uuid = ? AND server_uuid = ? "
-                            "AND generation = ?", (uuid, server_uuid, generation)).fetchone()
-            return row is not None
+        return owned
 
     def delete_instance(self, uuid, expected_generation=None):
         with self._tx() as c:

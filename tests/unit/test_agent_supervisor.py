@@ -49,10 +49,15 @@ class FakeStore:
         self._check()
         return 1
 
-    def set_instance_state(self, *args):
+    def assignment(self, server_uuid):
         self._check()
-        self.writes.append(args)
-        return True
+        return (self.server if self.known else None, self.list_instances(server_uuid=server_uuid),
+                self.revision())
+
+    def set_instance_states(self, updates):
+        self._check()
+        self.writes += updates
+        return [True] * len(updates)
 
 
 class Handle:

@@ -111,6 +111,52 @@ def test_heartbeat_is_the_stores_time_and_not_a_model_change(dc, clock):
         dc.heartbeat(S3)
 
 
+def test_beat_is_a_heartbeat_that_reads_the_server_and_what_it_owns(dc, clock):
+    dc.put_image(Image(IMG, "sapi", "1.0.0", "0" * 64))
+    dc.create_instance(inst())
+    dc.create_instance(inst(uuid=I2, alias="moray0", service="moray", server_uuid=S2,
+                            admin_ip="127.0.0.11"))
+    rev = dc.revision()
+    clock.advance(3.0)
+    server, owned = dc.beat(S1)
+    assert server.uuid == S1 and server.hostname == "hn1" and not server.fenced
+    assert server.last_heartbeat == clock() == dc.get_server(S1).last_heartbeat
+    assert [i.uuid for i in owned] == [I1] and owned[0] == dc.get_instance(I1)
+    server, owned = dc.beat(S2)
+    assert [i.alias for i in owned] == ["moray0"]
+    dc.move_instance(I2, 1, server_uuid=S1)
+    assert sorted(i.alias for i in dc.beat(S1)[1]) == ["moray0", "sapi0"]
+    assert dc.beat(S2)[1] == []
+    assert dc.revision() == rev + 1  # the move; beats change no model
+    with pytest.raises(NotFound):
+        dc.beat(S3)
+    assert dc.get_server(S1).generation == 1
+
+
+def test_move_instances_moves_all_in_one_commit_or_none(dc):
+    dc.create_instance(inst())
+    dc.create_instance(inst(uuid=I2, alias="moray0", service="moray", admin_ip="127.0.0.11"))
+    rev = dc.revision()
+    moved = dc.move_instances([(I1, 1, {"server_uuid": S2, "state": "provisioning"}),
+                               (I2, 1, {"server_uuid": S2, "admin_ip": "127.0.0.12"})])
+    assert [(i.uuid, i.server_uuid, i.generation) for i in moved] == [(I1, S2, 2), (I2, S2, 2)]
+    assert moved == [dc.get_instance(I1), dc.get_instance(I2)]
+    assert moved[0].state == "provisioning" and moved[1].admin_ip == "127.0.0.12"
+    assert dc.revision() > rev
+    rev = dc.revision()
+    # I2 is at generation 2, not 1: nothing moves, I1 included, and the error names I2
+    with pytest.raises(Conflict, match=I2):
+        dc.move_instances([(I1, 2, {"server_uuid": S1}), (I2, 1, {"server_uuid": S1})])
+    with pytest.raises(NotFound):
+        dc.move_instances([(I1, 2, {"server_uuid": S1}), (T1, 1, {"server_uuid": S1})])
+    with pytest.raises(ValueError, match="twice"):
+        dc.move_instances([(I1, 2, {"server_uuid": S1}), (I1, 2, {"server_uuid": S1})])
+    with pytest.raises(ValidationError):
+        dc.move_instances([(I1, 2, {"server_uuid": S1}), (I2, 2, {"admin_ip": None})])
+    assert [dc.get_instance(u).server_uuid for u in (I1, I2)] == [S2, S2]
+    assert dc.revision() == rev
+
+
 def test_put_server_keeps_the_heartbeat_and_bumps_the_generation(dc, clock):
     dc.heartbeat(S1)
     before = dc.get_server(S1)
@@ -243,6 +289,22 @@ def test_state_write_is_fenced_by_owner_and_generation(dc):
     assert dc.set_instance_state(I1, "failed", S2, 1) is False
     assert dc.get_instance(I1).state == "running"
     assert dc.set_instance_state(I1, "stopped", S2, 2) is True
+
+
+def test_states_of_a_pass_are_written_together_each_fenced_on_its_own(dc):
+    dc.create_instance(inst())
+    dc.create_instance(inst(uuid=I2, alias="moray0", service="moray", admin_ip="127.0.0.11"))
+    dc.move_instance(I2, 1, server_uuid=S2)
+    rev = dc.revision()
+    # I2 is S2's now: S1's write of it is refused, I1's is written
+    assert dc.set_instance_states([(I1, "running", S1, 1), (I2, "failed", S1, 1),
+                                   (T1, "running", S1, 1)]) == [True, False, False]
+    assert dc.get_instance(I1).state == "running" and dc.get_instance(I2).state != "failed"
+    assert dc.revision() > rev
+    rev = dc.revision()
+    assert dc.set_instance_states([(I1, "running", S1, 1)]) == [True]  # unchanged: no write
+    assert dc.set_instance_states([]) == []
+    assert dc.revision() == rev
 
 
 def test_duplicate_instance_conflicts(dc):
