@@ -23,6 +23,7 @@ from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
+from sdcadm.agent.watch import AssignmentWatcher
 from sdcadm.config import read_restore_key, read_token
 from sdcadm.errors import AgentError, ConfigError, StoreError
 from sdcadm.config import shown
@@ -75,6 +76,7 @@ class Agent:
         from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
         self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)
+        self.watcher = AssignmentWatcher(self.me, self.stores, self.supervisor.wake)
         try:
             self.api = make_server(config.agent.listen, config.agent.port, self, token)
         except OSError as e:
@@ -167,6 +169,7 @@ class Agent:
             ("heartbeat", self.heartbeat.run, (self._stop,)),
             ("supervisor", self.supervisor.run, (self._stop, agent.reconcile_interval)),
             ("lease-keeper", self.supervisor.leases.run, (self._stop,)),
+            ("watch", self.watcher.run, (self._stop,)),
             ("api", self.api.serve_forever, (0.2,)),
             ("restore-data", self.restore_data.run, (self._stop,)),
         ):
@@ -179,6 +182,7 @@ class Agent:
     def stop(self):
         """Stop serving and supervising; instances keep running."""
         self._stop.set()
+        self.watcher.cancel()
         self.supervisor.wake.set()
         self.api.shutdown()
         self.api.server_close()

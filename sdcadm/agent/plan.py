@@ -191,3 +191,23 @@ def state_updates(desired, local, me):
         if d.server_uuid == me and here is not None and here.state != d.state:
             out.append(SetState(d, here.state))
     return out
+
+
+def concurrent_steps(actions):
+    """``actions`` (plan()'s, in order) as steps to take one after the other;
+    each step is a list of units, one instance's actions each, that may run
+    at the same time: a run of instances to provision (and start) is one
+    step, every other action a step of its own. A restore moves a whole level
+    here at once: its instances are provisioned side by side, not in turn."""
+    steps, run = [], {}
+    for action in actions:
+        if isinstance(action, Provision) or (isinstance(action, Start) and action.instance.uuid in run):
+            run.setdefault(action.instance.uuid, []).append(action)
+            continue
+        if run:
+            steps.append(list(run.values()))
+            run = {}
+        steps.append([[action]])
+    if run:
+        steps.append(list(run.values()))
+    return steps

@@ -16,6 +16,7 @@ fails with that reason (the instance is ``failed``, the procedure says why).
 """
 
 import logging
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,16 @@ class Seeder:
         # made under it, so later syncs find it where they look); dir: None.
         self.dataset_name = dataset_name or (lambda uuid: None)
         self._data = None
+        self._lock = threading.Lock()  # a pass seeds several instances at once
 
     @property
     def data(self):
-        if self._data is None:
-            from sdcadm.restore_data.access import RestoreData
+        with self._lock:
+            if self._data is None:
+                from sdcadm.restore_data.access import RestoreData
 
-            self._data = RestoreData(self.config)
-        return self._data
+                self._data = RestoreData(self.config)
+            return self._data
 
     def prepare(self, instance):
         """Install the image chain and clone the dataset of ``instance``'s seed,

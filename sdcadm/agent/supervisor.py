@@ -3,7 +3,8 @@
 Every pass: gather facts (the store's instances for this server, or the cached
 copy when the store cannot be reached), reap processes that died, ask the
 pure ``plan()`` what to do, have ``actions.py`` do it, and write changed
-states back. Only this thread mutates the slots; the API reads the snapshot
+states back. Only this thread mutates the slots (and its provisioning pool, each
+worker the slot of its own instance); the API reads the snapshot
 published after each step.
 
 Fencing: nothing is provisioned or started unless the store confirmed, less
@@ -28,6 +29,7 @@ starts no singleton while the lease is not held.
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from sdcadm import instance_lease
 from sdcadm.agent import process, provision
@@ -36,11 +38,15 @@ from sdcadm.agent.backoff import after_exit
 from sdcadm.agent.delegate_datasets import DirDelegateDatasets
 from sdcadm.agent.leases import LeaseKeeper
 from sdcadm.agent.log import Throttled
-from sdcadm.agent.plan import plan, state_updates
+from sdcadm.agent.plan import concurrent_steps, plan, state_updates
 from sdcadm.agent.slot import Slot
 from sdcadm.errors import NotFound, StoreError
 
 log = logging.getLogger(__name__)
+
+# Instances provisioned at once in a pass: the image copy, its sha256, the
+# unpacking and a seed's clone wait on disk and on zfs as much as on a CPU.
+PROVISION_WORKERS = 4
 
 
 class Supervisor:
@@ -76,6 +82,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._published = []
         self._problems = Throttled(log)
+        self._workers = None         # provisions side by side (concurrent_steps)
 
     # -- start-up ----------------------------------------------------------------
     def load(self):
@@ -127,10 +134,14 @@ class Supervisor:
         fenced = self.server is not None and self.server.fenced
         lease_lost = self.confirmed_at is not None and (
             now - self.confirmed_at > self.lease or self.leases.ending())
-        for action in plan(desired, views, self.me, now=now, elsewhere=elsewhere,
-                           may_start=may_start, fenced=fenced, lease_lost=lease_lost,
-                           lease_held=self.leases.held(), singletons=self.singletons):
-            self.actions.do(action, self.slots, self.images, self.clock())
+        actions = plan(desired, views, self.me, now=now, elsewhere=elsewhere,
+                       may_start=may_start, fenced=fenced, lease_lost=lease_lost,
+                       lease_held=self.leases.held(), singletons=self.singletons)
+        for step in concurrent_steps(actions):
+            if len(step) == 1:
+                self._do(step[0])
+            else:
+                list(self._pool().map(self._do, step))
             self._publish()
         views = {u: s.view() for u, s in self.slots.items()}
         if self.store_ok:
@@ -138,6 +149,17 @@ class Supervisor:
         self.passes += 1
         self.metrics.reconciles.inc()
         self._publish()
+
+    def _do(self, unit):
+        """One instance's actions, in order (from this thread or the pool's:
+        each touches only its own slot; Actions.do raises nothing)."""
+        for action in unit:
+            self.actions.do(action, self.slots, self.images, self.clock())
+
+    def _pool(self):
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(PROVISION_WORKERS, thread_name_prefix="provision")
+        return self._workers
 
     def may_start(self, now):
         if self.server is None or self.server.fenced or self.confirmed_at is None:

@@ -102,6 +102,14 @@ class Store(ABC):
             server = None
         return server, self.list_instances(server_uuid=server_uuid), self.revision()
 
+    def watch_assignment(self, server_uuid, on_change):
+        """A watch calling ``on_change()`` soon after anything assigned to
+        ``server_uuid`` changes (an instance moved to or from it, changed,
+        deleted), and whenever changes may have been missed: an object with
+        ``run()`` (blocks until cancelled) and ``cancel()``. None when the
+        backend cannot watch: the agent then only polls (it polls anyway)."""
+        return None
+
     @abstractmethod
     def set_fenced(self, server_uuid, fenced, expected_generation):
         """Compare-and-swap: mark a server fenced (or not) only if its stored

@@ -26,7 +26,8 @@ from sdcadm.errors import Conflict, LockLost, NotFound, StoreError
 from sdcadm.model import Image, Instance, Network, RestoreStatus, Server, Service, Task
 from sdcadm.store import checks
 from sdcadm.store.base import Store
-from sdcadm.store.etcd_client import EtcdClient, delete, put, read, same_create, same_mod
+from sdcadm.store.etcd_client import (EtcdClient, Watch, delete, put, read, same_create,
+                                      same_mod)
 from sdcadm.store.etcd_keys import SCHEMA_VERSION, Keys, decode, encode, record
 from sdcadm.store.etcd_leases import Leases
 
@@ -195,6 +196,16 @@ class EtcdStore(Leases, Store):
         server = server and self._with_heartbeat(record(Server, server[0]), beat and beat[0])
         return (server, self._assigned(instances, server_uuid),
                 decode(revision[0]) if revision else 0)
+
+    def watch_assignment(self, server_uuid, on_change):
+        def on_event(kv, prev):
+            if kv is None and prev is None:  # (re)connected, or deleted unseen
+                on_change()
+            elif any(x is not None and decode(x).get("server_uuid") == server_uuid
+                     for x in (kv, prev)):
+                on_change()
+
+        return Watch(self.client, self.keys.dir("instances"), on_event)
 
     @staticmethod
     def _assigned(instance_kvs, server_uuid):

@@ -12,6 +12,7 @@ does not answer is skipped for the next one, and when none answers the call is
 import base64
 import json
 import logging
+import socket
 import threading
 
 from etcd3gw import exceptions as etcd_errors
@@ -178,6 +179,79 @@ class EtcdClient:
             self.post("kv/lease/revoke", {"ID": lease})
         except LeaseGone:
             pass  # already gone: what revoking wanted
+
+
+class Watch:
+    """A watch on every key under a prefix, over the gateway's streaming
+    ``/v3/watch``: ``run()`` calls ``on_event(kv, prev_kv)`` for each
+    change (either None: created, deleted) until ``cancel()``. A dropped or
+    silent stream (``idle`` seconds without a byte: a hung member) is opened
+    again on the next endpoint, and ``on_event(None, None)`` says that
+    changes may have been missed meanwhile. Only ever an accelerator: whoever
+    watches also polls."""
+
+    def __init__(self, client, prefix, on_event, idle=30.0):
+        self.client, self.prefix, self.on_event, self.idle = client, prefix, on_event, idle
+        self._cancelled = threading.Event()
+        self._response = None
+        self._mutex = threading.Lock()
+
+    def cancel(self):
+        self._cancelled.set()
+        with self._mutex:
+            response = self._response
+        if response is not None:
+            _shut(response)
+
+    def run(self):
+        on_event = self.on_event
+        index = self.client.current
+        while not self._cancelled.is_set():
+            client = self.client._clients()[index]
+            try:
+                response = client.session.post(
+                    client.get_url("/watch"), stream=True, timeout=(self.client.timeout, self.idle),
+                    data=json.dumps({"create_request": {**read(self.prefix, prefix=True)["request_range"],
+                                                        "prev_kv": True}}))
+                with self._mutex:
+                    self._response = response
+                if self._cancelled.is_set():
+                    break
+                response.raise_for_status()
+                on_event(None, None)
+                for line in response.iter_lines():
+                    if line.strip():
+                        self._dispatch(json.loads(line), on_event)
+            except Exception as e:  # noqa: BLE001 - any failure: the next endpoint
+                if not self._cancelled.is_set():
+                    log.debug("etcd watch on %s via %s ended: %s", self.prefix,
+                              self.client.endpoints[index], _short(e))
+            finally:
+                with self._mutex:
+                    self._response = None
+            index = (index + 1) % len(self.client.endpoints)
+            self._cancelled.wait(0.2)  # a cluster without a leader: do not spin
+
+    @staticmethod
+    def _dispatch(chunk, on_event):
+        result = chunk.get("result") or {}
+        if "error" in chunk or result.get("canceled"):
+            raise StoreError(f"watch cancelled: {chunk.get('error') or result.get('cancel_reason')}")
+        for event in result.get("events") or []:
+            deleted = event.get("type") == "DELETE"
+            prev = event.get("prev_kv")
+            on_event(None if deleted else kv_of(event["kv"]), kv_of(prev) if prev else None)
+
+
+def _shut(response):
+    """End a streaming response from another thread: its blocking read returns."""
+    try:
+        sock = socket.fromfd(response.raw.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+    except (OSError, AttributeError, ValueError):
+        pass
+    response.close()
 
 
 def _short(error):

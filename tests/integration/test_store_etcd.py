@@ -13,7 +13,7 @@ import requests
 
 from sdcadm.config import config_from
 from sdcadm.errors import LockLost, NotFound, StoreError, StoreUnreachable
-from sdcadm.model import SERVER_UNREACHABLE, Server, Service, status_of
+from sdcadm.model import SERVER_UNREACHABLE, Instance, Server, Service, status_of
 from sdcadm.store import open_store, store_for
 from tests.conftest import free_port, random_address, store_config, store_outage, wait_for
 
@@ -174,3 +174,73 @@ def test_records_of_two_prefixes_do_not_meet(dc, etcd_server, tmp_path):
     other = store_for(store_config(tmp_path / "other", "etcd")).initialize()
     assert other.list_servers() == [] and other.revision() == 0
     assert [s.hostname for s in dc.list_servers()] == ["hn0"]
+
+
+# -- watches ---------------------------------------------------------------------------
+
+S2 = "22222222-2222-4222-8222-222222222222"
+IMG = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+
+
+def instance(n, server):
+    return Instance(uuid=f"aaaaaaaa-aaaa-4aaa-8aaa-{n:012d}", alias=f"sapi{n}", service="sapi",
+                    server_uuid=server, image=IMG, admin_ip=f"127.0.0.{10 + n}", port=80)
+
+
+@contextlib.contextmanager
+def watching(store, server_uuid):
+    """[the calls so far] of a watch on ``server_uuid``'s assignment, running
+    in a thread; the watch must end when cancelled."""
+    calls, seen = [], threading.Condition()
+
+    def on_change():
+        with seen:
+            calls.append(1)
+            seen.notify_all()
+
+    watch = store.watch_assignment(server_uuid, on_change)
+    thread = threading.Thread(target=watch.run, daemon=True)
+    thread.start()
+    try:
+        yield calls
+    finally:
+        watch.cancel()
+        thread.join(10)
+        assert not thread.is_alive(), "a cancelled watch keeps running"
+
+
+def test_a_watch_fires_for_what_is_assigned_to_its_server_and_nothing_else(dc):
+    dc.put_server(Server(S2, "hn1", "127.0.0.3", headnode=True))
+    ours, theirs = instance(1, S1), instance(2, S2)
+    dc.create_instance(theirs)
+    with watching(dc, S1) as calls:
+        wait_for(lambda: len(calls) == 1, 10, "the watch connected (it says changes may be missed)")
+        dc.move_instance(theirs.uuid, 1, state="running")   # hn1's: not ours
+        dc.create_instance(ours)                            # assigned to hn0
+        wait_for(lambda: len(calls) == 2, 10, "a call for the instance assigned to hn0")
+        dc.move_instance(ours.uuid, 1, server_uuid=S2)      # moved away from hn0
+        wait_for(lambda: len(calls) == 3, 10, "a call for the instance taken from hn0")
+        dc.move_instance(theirs.uuid, 2, server_uuid=S1)    # moved to hn0
+        wait_for(lambda: len(calls) == 4, 10, "a call for the instance moved to hn0")
+        dc.delete_instance(theirs.uuid)
+        wait_for(lambda: len(calls) == 5, 10, "a call for hn0's deleted instance")
+        dc.move_instance(ours.uuid, 2, state="stopped")     # hn1's now: not ours
+        dc.put_service(Service("sapi"))                      # not an instance
+        dc.heartbeat(S1)
+        dc.create_instance(instance(3, S1))
+        # In order on one stream: had the others fired, this would be call 7 or later.
+        wait_for(lambda: len(calls) >= 6, 10, "a call for instance 3")
+        assert len(calls) == 6
+
+
+def test_a_watch_fails_over_from_a_dead_endpoint(dc, etcd_server, tmp_path):
+    store = open_store(config_of(tmp_path, [dead_endpoint(), etcd_server.endpoint]))
+    with watching(store, S1) as calls:
+        wait_for(lambda: calls, 10, "the watch connected through the second endpoint")
+        dc.create_instance(instance(1, S1))
+        wait_for(lambda: len(calls) == 2, 10, "a call for the new instance")
+
+
+def test_a_sqlite_store_cannot_watch_and_says_so(tmp_path):
+    store = store_for(store_config(tmp_path, "sqlite")).initialize()
+    assert store.watch_assignment(S1, lambda: None) is None

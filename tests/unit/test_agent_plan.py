@@ -8,6 +8,8 @@ from sdcadm.agent.plan import (
     RecordGeneration,
     SetState,
     Start,
+    StopAll,
+    concurrent_steps,
     plan,
     runtime_key,
     state_updates,
@@ -122,3 +124,21 @@ def test_state_updates_write_only_differences_for_owned_instances():
 def test_runtime_key_accepts_a_dict():
     i = inst(params={"b": 1, "a": 2})
     assert runtime_key(i.to_dict()) == runtime_key(i)
+
+
+def test_instances_to_provision_in_a_row_make_one_concurrent_step():
+    a, b, c = inst(1), inst(2), inst(3)
+    stop_all = StopAll((c,), "fenced")
+    actions = [stop_all, Provision(a), Start(a), Provision(b), Start(b), Provision(c),
+               Start(inst(4)), RecordGeneration(a), Provision(inst(5)), Start(inst(5))]
+    assert concurrent_steps(actions) == [
+        [[stop_all]],
+        [[Provision(a), Start(a)], [Provision(b), Start(b)], [Provision(c)]],
+        [[Start(inst(4))]],                       # a start alone: a step of its own
+        [[RecordGeneration(a)]],
+        [[Provision(inst(5)), Start(inst(5))]],
+    ]
+    assert concurrent_steps([]) == []
+    # nothing is lost or reordered within an instance
+    flat = [x for step in concurrent_steps(actions) for unit in step for x in unit]
+    assert sorted(map(repr, flat)) == sorted(map(repr, actions))

@@ -1,8 +1,12 @@
 """The supervisor's gathering and fencing rules, with a fake store (no processes:
 every case here must end up starting nothing)."""
 
+import threading
+from dataclasses import replace
+
 from sdcadm.agent.cache import StateCache
 from sdcadm.agent.metrics import AgentMetrics
+from sdcadm.agent.plan import Provision
 from sdcadm.agent.provision import Layout
 from sdcadm.agent.slot import Slot
 from sdcadm.agent.supervisor import Supervisor
@@ -166,3 +170,26 @@ def test_a_crash_while_provisioning_fails_that_instance_only(tmp_path, monkeypat
         assert slot.state == "failed"
         assert "internal error (RecursionError: maximum recursion depth exceeded)" in slot.error
     assert sorted(w[0] for w in store.writes) == sorted([INST.uuid, other.uuid])
+
+
+def test_a_level_moved_here_is_provisioned_side_by_side(tmp_path):
+    """Three instances to provision in one pass are provisioned at once: each
+    provisioning waits at a barrier for the other two (done one after the
+    other, the first would wait alone and the barrier would break)."""
+    insts = [replace(INST, uuid=f"00000000-0000-0000-0000-00000000000{n}", alias=f"sapi{n}")
+             for n in (1, 2, 3)]
+    sup = supervisor(tmp_path, FakeStore(insts), [100.0])
+    barrier, done = threading.Barrier(3, timeout=10), []
+
+    class Together:
+        def do(self, action, slots, images, now):
+            if isinstance(action, Provision):
+                barrier.wait()  # BrokenBarrierError if not all three are here
+                done.append(action.instance.uuid)
+
+        def url(self, instance):
+            return None
+
+    sup.actions = Together()
+    sup.run_once()
+    assert sorted(done) == sorted(i.uuid for i in insts) and not barrier.broken
