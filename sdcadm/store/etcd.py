@@ -157,7 +157,12 @@ class EtcdStore(Leases, Store):
 
     # -- servers -------------------------------------------------------------
     def _with_heartbeat(self, server, beat):
-        server.last_heartbeat = decode(beat).get("at", 0.0) if beat else 0.0
+        # While etcd keeps the heartbeat key, the server's lease is alive now:
+        # that, not the age of its last write, is what makes it running (a
+        # leader election can hold writes back for seconds; the new leader
+        # extends every lease, so no agent reads as gone meanwhile). Once etcd
+        # ended the lease, the key is gone: 0, unreachable whatever the clocks.
+        server.last_heartbeat = self.clock() if beat else 0.0
         return server
 
     def put_server(self, server):
