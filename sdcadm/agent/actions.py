@@ -30,8 +30,9 @@ class Actions:
 
     def __init__(self, layout, image_source, datasets, metrics, *, seeder=None,
                  instance_port=8080, stop_timeout=process.STOP_TIMEOUT, max_image_bytes=None,
-                 leases=None, singletons=frozenset(), clock=None):
+                 leases=None, singletons=frozenset(), clock=None, fetch_image=None):
         self.layout, self.image_source = layout, image_source
+        self.fetch_image = fetch_image  # image_fetch.PeerImages.fetch (None: local only)
         self.leases = leases         # agent.leases.LeaseKeeper (None: no instance leases)
         self.singletons = frozenset(singletons)
         self.lease_clock = clock or (leases.clock if leases else time.monotonic)
@@ -107,7 +108,7 @@ class Actions:
                 raise AgentError("this server cannot seed instances from restore data "
                                  "(no restore data configured)")
             payload = provision.provision(self.layout, instance, image, self.image_source,
-                                          max_bytes=self.max_image_bytes)
+                                          max_bytes=self.max_image_bytes, fetch=self.fetch_image)
             if instance.delegate_dataset:
                 # After the image checked out: a bad image leaves nothing under zones/.
                 self.datasets.create(self.layout, instance.uuid)

@@ -11,6 +11,8 @@ are JSON: ``{"error": "<word>", "message": "<what and how to fix>"}``.
     POST /v1/instances/<uuid>/restart  restart one (202; 404 if not supervised)
     POST /v1/reconcile                 run a supervisor pass now (202), e.g. right after a
                                        procedure assigned an instance here
+    GET  /v1/images/<uuid>/file        an image's file, for a server that lacks it
+                                       (agent/image_fetch.py checks its sha256)
     GET  /v1/restore-data              what this headnode holds (per service and instance)
     POST /v1/restore-data/sync         sync now; body {"services": [...], "reseed": false}
                                        (optional); streams NDJSON events, the last a
@@ -21,7 +23,9 @@ are JSON: ``{"error": "<word>", "message": "<what and how to fix>"}``.
 import hmac
 import json
 import logging
+import os
 import re
+import shutil
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +50,7 @@ ROUTES = (
     ("GET", re.compile(r"/v1/instances"), "instances"),
     ("POST", re.compile(rf"/v1/instances/(?P<uuid>{_UUID})/restart"), "restart"),
     ("POST", re.compile(r"/v1/reconcile"), "reconcile"),
+    ("GET", re.compile(rf"/v1/images/(?P<uuid>{_UUID})/file"), "image_file"),
     ("GET", re.compile(r"/v1/restore-data"), "restore_data"),
     ("POST", re.compile(r"/v1/restore-data/sync"), "restore_data_sync"),
     ("GET", re.compile(r"/metrics"), "metrics"),
@@ -199,6 +204,19 @@ class Handler(BaseHTTPRequestHandler):
     def _reconcile(self):
         self.server.agent.reconcile_now()
         self._json(202, {"reconcile": "requested"})
+
+    def _image_file(self, uuid):
+        path = self.server.agent.image_file(uuid)
+        if path is None:
+            raise HttpError(404, "not-found", f"image {uuid} is not on this server")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            if self.command != "HEAD":
+                shutil.copyfileobj(f, self.wfile, 1 << 20)
 
     def _restore_data(self):
         self._json(200, self.server.agent.restore_data_held())

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 from sdcadm import __version__
 from sdcadm.agent.api import make_server
@@ -19,14 +20,15 @@ from sdcadm.agent.cache import StateCache
 from sdcadm.agent.connection import StoreHandle
 from sdcadm.agent.delegate_datasets import for_config as datasets_for_config
 from sdcadm.agent.heartbeat import Heartbeat
+from sdcadm.agent.image_fetch import PeerImages
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
 from sdcadm.agent.watch import AssignmentWatcher
-from sdcadm.config import read_restore_key, read_token
+from sdcadm.config import read_restore_key, read_token, shown
 from sdcadm.errors import AgentError, ConfigError, StoreError
-from sdcadm.config import shown
+from sdcadm.images import MAX_UNPACKED
 from sdcadm.uuids import is_uuid
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class Agent:
         self.stores = StoreHandle(config)
         self.heartbeat = Heartbeat(self.me, self.stores, config.agent.heartbeat_interval,
                                    self.metrics)
-        layout = Layout(os.path.abspath(config.root))
+        layout = self.layout = Layout(os.path.abspath(config.root))
         datasets = datasets_for_config(config)
         # Every server can seed from its own restore data; only headnodes hold any,
         # so elsewhere a seeded instance fails with "no restore data of ...".
@@ -71,7 +73,9 @@ class Agent:
             singletons=_singletons(config), datasets=datasets,
             max_image_bytes=config.agent.max_image_bytes,
             stop_timeout=config.agent.stop_timeout, lease_stop_lead=config.agent.heartbeat_timeout * config.agent.lease_stop_fraction,
-            beat_started=lambda: self.heartbeat.ok_started)
+            beat_started=lambda: self.heartbeat.ok_started,
+            fetch_image=PeerImages(self.me, self.stores, token, config.agent.heartbeat_timeout,
+                                   config.agent.max_image_bytes or MAX_UNPACKED).fetch)
         self.heartbeat.after_beat = self.supervisor.confirm_leases
         from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
@@ -149,6 +153,15 @@ class Agent:
 
     def restart(self, uuid):
         return self.supervisor.request_restart(uuid)
+
+    def image_file(self, uuid):
+        """The path of image ``uuid``'s file on this server (what it imported,
+        or what it installed to run), for another server to fetch; None."""
+        for directory in (Path(self.config.image_source), self.layout.images):
+            path = directory / f"{uuid}.file"
+            if path.is_file():
+                return path
+        return None
 
     def reconcile_now(self):
         self.supervisor.wake.set()

@@ -114,15 +114,19 @@ def read_manifest(layout, uuid):
     return validate("image_manifest", doc, path)
 
 
-def install_image(image, source_dir, images_dir):
+def install_image(image, source_dir, images_dir, fetch=None):
     """Copy ``<image>.file`` from ``source_dir`` into ``images_dir`` (unless a
-    good copy is there already) and check its sha256; return the local path."""
+    good copy is there already) and check its sha256; return the local path.
+    Not in ``source_dir``: ``fetch(image, images_dir)`` gets it from another
+    server (``image_fetch.PeerImages``), when given."""
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
     dest = images_dir / f"{image.uuid}.file"
     if dest.exists() and sha256_file(dest) == image.sha256:
         return dest
     src = Path(source_dir) / f"{image.uuid}.file"
+    if not src.is_file() and fetch is not None:
+        return fetch(image, images_dir)
     if not src.is_file():
         raise ImageError(f"image file {src} does not exist",
                          hint=f"import image {image.uuid} ({image.name}@{image.version}) into {source_dir}")
@@ -145,14 +149,14 @@ def install_image(image, source_dir, images_dir):
     return dest
 
 
-def provision(layout, instance, image, source_dir, max_bytes=None):
+def provision(layout, instance, image, source_dir, max_bytes=None, fetch=None):
     """Lay out zones/<uuid> for ``instance`` from ``image``; return the payload.
 
     The image is checked and unpacked into a staging directory first, so a bad
     image leaves ``zones/`` untouched. An existing ``data/`` is kept.
     """
     payload = make_payload(instance, image, payload_env(instance))
-    image_file = install_image(image, source_dir, layout.images)
+    image_file = install_image(image, source_dir, layout.images, fetch)
     layout.zones.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{instance.uuid}-", dir=layout.zones))
     try:

@@ -54,7 +54,7 @@ class Supervisor:
                  instance_port=8080, stop_timeout=process.STOP_TIMEOUT, clock=time.time,
                  seeder=None, singletons=frozenset(), datasets=None,
                  max_image_bytes=None, lease_stop_lead=None, beat_started=None,
-                 lease_clock=instance_lease.now):
+                 lease_clock=instance_lease.now, fetch_image=None):
         self.me, self.layout = me, layout
         self.singletons = frozenset(singletons)  # services stopped when the lease is lost
         self.leases = LeaseKeeper(layout, lease,
@@ -65,7 +65,8 @@ class Supervisor:
         self.actions = Actions(layout, image_source, datasets or DirDelegateDatasets(), metrics,
                                seeder=seeder, instance_port=instance_port,
                                stop_timeout=stop_timeout, max_image_bytes=max_image_bytes,
-                               leases=self.leases, singletons=self.singletons)
+                               leases=self.leases, singletons=self.singletons,
+                               fetch_image=fetch_image)
         self.stores, self.cache, self.metrics = stores, cache, metrics
         self.lease = lease
         self.clock = clock

@@ -166,12 +166,16 @@ def _copy_images(state, hostname, images):
 
 
 def add_image(state, service, version="1.0.0"):
-    """Build the workload image of ``service`` and give every server (powered
-    on) a copy; return the Image (the caller puts it into the store)."""
+    """Build the workload image of ``service`` and import it on the first
+    headnode powered on (as an operator imports one); every other server
+    fetches it from there over the network when it needs it
+    (agent/image_fetch.py). Return the Image (the caller puts it into the store)."""
     image = build_workload_image(state.images_dir, service, version)
-    for s in state.servers:
-        if not state.powered_off(s["hostname"]):
-            _copy_images(state, s["hostname"], [image])
+    on = [s for s in state.headnodes if not state.powered_off(s["hostname"])]
+    if not on:
+        raise LabError("no headnode is powered on to import the image on",
+                       hint="start one: sdcadm lab start --dir DIR hn0")
+    _copy_images(state, on[0]["hostname"], [image])
     return image
 
 
@@ -221,7 +225,8 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
 
     # Each server's root holds everything it uses: its copies of the DC's
     # secrets (the agent token; the restore-data key, as `head -c 32
-    # /dev/urandom | base64` makes it), its images, its SSH key, its config.
+    # /dev/urandom | base64` makes it), its SSH key, its config; the first
+    # headnode also the images.
     token = secrets.token_hex(32) + "\n"
     restore_key = base64.b64encode(secrets.token_bytes(32)).decode() + "\n"
     for s in servers:
@@ -231,7 +236,10 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
             (root / sub).mkdir(parents=True, exist_ok=True)
         _write_private(state.token_path(host), token)
         _write_private(state.restore_key_path(host), restore_key)
-        _copy_images(state, host, images.values())
+        if host == state.headnodes[0]["hostname"]:
+            # The images enter the DC on its first headnode; the other servers
+            # fetch what they run from an agent that has it (image_fetch.py).
+            _copy_images(state, host, images.values())
     _sshd(state).setup()
     for s in servers:
         _write_private(state.config_path(s["hostname"]),

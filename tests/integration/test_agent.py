@@ -334,6 +334,16 @@ def test_api_refuses_missing_and_wrong_tokens(dc):
     after = dc.listing()[sapi.uuid]
     assert (after["pid"], after["restarts"]) == (before["pid"], before["restarts"])
 
+    # An image's file, for a server that lacks it: the token first, then only
+    # an image this server has, byte for byte.
+    image = f"/v1/images/{sapi.image}/file"
+    assert dc.api(image, token=None).status_code == 401
+    assert dc.api(image, token="wrong").status_code == 401
+    r = dc.api(image)
+    assert r.status_code == 200 and r.content == (dc.images / f"{sapi.image}.file").read_bytes()
+    r = dc.api("/v1/images/00000000-0000-4000-8000-000000000000/file")
+    assert r.status_code == 404 and r.json()["error"] == "not-found"
+
     # Unknown routes and methods answer JSON errors.
     assert dc.api("/v1/nonexistent").status_code == 404
     r = dc.api("/v1/instances", "DELETE")

@@ -7,6 +7,7 @@ lab.json, the files earlier labs shared: dc.sqlite, token, restore-data.key).
 Processes are judged from outside, through /proc: the command line, the
 working directory, the environment and every open file."""
 
+import hashlib
 import json
 import os
 import re
@@ -214,3 +215,22 @@ def test_a_killed_server_is_out_of_reach_until_started(lab):
     wait_for(lambda: run("sdcadm", "check-health", "-q", env=env, check=False).returncode == 0,
              60, "hn2's instances back")
     assert config_violations(lab) == [] and process_violations(lab) == []
+
+
+def test_images_reach_the_other_servers_over_the_network(lab):
+    """Only the first headnode was given the images (as an operator imports
+    them there); every other server fetched what it runs from another agent,
+    and kept only copies of the sha256 the store names."""
+    for host in ("hn1", "hn2", "cn0"):
+        log = lab.server_root(host) / "var" / "log" / "sdcadm-agent.log"
+        fetched = {json.loads(line)["image"] for line in log.read_text().splitlines()
+                   if '"image-fetched"' in line}
+        images = lab.server_images(host)
+        have = {p.name[:-len(".file")] for p in images.glob("*.file")} if images.exists() else set()
+        assert have == fetched, f"{host} has images it did not fetch: {have - fetched}"
+        if host != "cn0":  # the headnodes run manatee; the compute node runs nothing
+            assert fetched, f"{host} fetched no image"
+        for image in fetched:
+            body = (images / f"{image}.file").read_bytes()
+            record = json.loads((images / f"{image}.json").read_text())
+            assert hashlib.sha256(body).hexdigest() == record["sha256"]

@@ -677,7 +677,7 @@ def add_nat(lab):
     from sdcadm.uuids import new_uuid
 
     state = load_state(lab.dir)
-    image = add_image(state, "nat")  # a copy in every server's own image directory
+    image = add_image(state, "nat")  # imported on hn0; other servers fetch it from there
     uuid = new_uuid()
     with state.dc_store().open() as store:
         store.put_image(image)

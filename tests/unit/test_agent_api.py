@@ -42,6 +42,17 @@ def test_routes():
     assert route("HEAD", "/v1/status") == ("status", {})
     assert route("POST", f"/v1/instances/{UUID}/restart") == ("restart", {"uuid": UUID})
     assert route("GET", "/metrics") == ("metrics", {})
+    assert route("GET", f"/v1/images/{UUID}/file") == ("image_file", {"uuid": UUID})
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/images/../../etc/passwd/file", f"/v1/images/{UUID}/../../token/file",
+    f"/v1/images/{UUID.upper()}/file", "/v1/images/%2e%2e%2fetc/file", f"/v1/images/{UUID}",
+])
+def test_an_image_is_named_only_by_its_uuid(path):
+    with pytest.raises(HttpError) as e:
+        route("GET", path)
+    assert e.value.status == 404
 
 
 def test_unknown_path_is_404_and_wrong_method_405():
