@@ -18,7 +18,7 @@ import yaml
 
 from sdcadm.lab import procs
 from tests.conftest import lab_factory, needs_sshd, wait_for
-from tests.integration.test_restore_migrate import Lab, get, put
+from tests.integration.test_restore_migrate import Invariants, Lab, get, put
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
 
@@ -85,8 +85,17 @@ def test_restore_seeds_from_the_headnode_with_the_newest_copy(lab_of):
     assert copy_holds(lab, "hn2", "fresh") and not copy_holds(lab, "hn1", "fresh")
     lab.lab("kill", "hn0")
 
-    done = lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "-y")
-    lab.wait_healthy(("sapi", "napi"))
+    # Probed from outside every 50 ms throughout (scenario 7 of issue 8): no
+    # singleton answers from two servers, and sapi's acknowledged writes are
+    # all read back from the copy restore chose.
+    urls = [i["url"] for i in lab.insts().values() if i["service"] in ("sapi", "napi")]
+    with Invariants(lab, urls, stateful=("sapi", "napi")) as watch:
+        done = lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "-y")
+        lab.wait_healthy(("sapi", "napi"))
+        watch.sample()
+    assert watch.violations == [], watch.violations
+    for url in urls:
+        assert watch.answers.get(url, set()) <= {"hn1"}, (url, watch.answers)
     after = lab.insts()
     assert (after["sapi0"]["hostname"], after["sapi0"]["uuid"]) == ("hn1", sapi["uuid"])
     assert get(after["sapi0"]["url"], "fresh") == b"only hn2's copy has this"
