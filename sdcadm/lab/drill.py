@@ -52,6 +52,7 @@ class DrillResult:
     fencing_verified: bool = False
     fencing: dict = field(default_factory=dict)
     services: dict = field(default_factory=dict)   # alias -> measurements
+    rto_parts: dict = field(default_factory=dict)  # where the restore's time went (rto_parts())
     availability: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
 
@@ -211,9 +212,30 @@ def _collect_restore(result, task, killed_at, elapsed):
             if r.get("data_as_of"):
                 oldest = r["data_as_of"] if oldest is None else min(oldest, r["data_as_of"])
     result.services_restored = len(result.services)
+    result.rto_parts = rto_parts(task.steps, task.started)
     result.rto_from_kill_s = round(max((r["rto_s"] for r in result.services.values()), default=0)
                                    + (task.started - killed_at if task.started else 0), 3)
     result.rpo_s = round(killed_at - oldest, 3) if oldest else 0.0
+
+
+def rto_parts(steps, started):
+    """Where a restore's time went, from its task record: each step's own
+    time (fence, pulls, each dependency level: its moves, the agent's
+    provisioning and the wait for the first healthy answer), and the time
+    between steps (the runner's bookkeeping: the task record written, the
+    DC lock checked). ``started``: the task's start (store clock). Pure."""
+    parts, between, last = [], 0.0, started
+    for step in steps:
+        if step.get("started") is None:
+            continue
+        if last is not None:
+            between += max(0.0, step["started"] - last)
+        slowest = max(((step.get("result") or {}).get("instances") or {}).values(),
+                      key=lambda r: r.get("level_s", 0), default=None)
+        parts.append({"step": step["name"], "s": step.get("elapsed_s"),
+                      **({"slowest_healthy_s": slowest["level_s"]} if slowest else {})})
+        last = step.get("finished", last)
+    return {"steps": parts, "between_steps_s": round(between, 3)}
 
 
 def _check_fencing(state, store, dead, moved, timeout):
@@ -268,6 +290,10 @@ def render(result):
         f"services restored:              {result.services_restored}",
         f"restore time (RTO):             {result.rto_s:.2f}s (from the kill: {result.rto_from_kill_s:.2f}s)",
         f"data-loss window (RPO):         {result.rpo_s:.2f}s",
+        "where the restore's time went:  " + ", ".join(
+            f"{p['step']} {p['s']:.2f}s" for p in (result.rto_parts or {}).get("steps", [])
+            if p.get("s") is not None)
+        + f"; between steps {(result.rto_parts or {}).get('between_steps_s', 0):.2f}s",
         f"canaries verified:              {result.canaries_verified}/{result.canaries_written_before_sync}"
         " (written before the last sync)",
         f"canaries lost after last sync:  {result.canaries_lost_after_last_sync}/"
