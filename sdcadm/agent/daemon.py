@@ -21,6 +21,7 @@ from sdcadm.agent.delegate_datasets import for_config as datasets_for_config
 from sdcadm.agent.heartbeat import Heartbeat
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
+from sdcadm.agent.register import Registration
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
 from sdcadm.agent.watch import AssignmentWatcher
@@ -73,6 +74,8 @@ class Agent:
             stop_timeout=config.agent.stop_timeout, lease_stop_lead=config.agent.heartbeat_timeout * config.agent.lease_stop_fraction,
             beat_started=lambda: self.heartbeat.ok_started)
         self.heartbeat.after_beat = self.supervisor.confirm_leases
+        self.registration = Registration(config, self.stores, self.hostname,
+                                         config.agent.heartbeat_interval)
         from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
         self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)
@@ -140,6 +143,8 @@ class Agent:
             "store_error": self.heartbeat.last_error or self.supervisor.last_error,
             "ownership_confirmed": self.supervisor.may_start(time.time()),
             "fenced": bool(server and server.fenced),
+            "setup": bool(server and server.setup),
+            "registration": self.registration.state,
             "reconcile_passes": self.supervisor.passes,
             "instances": counts,
         }
@@ -166,6 +171,7 @@ class Agent:
         self.supervisor.load()
         agent = self.config.agent
         for name, target, args in (
+            ("register", self.registration.run, (self._stop,)),  # until the store knows us
             ("heartbeat", self.heartbeat.run, (self._stop,)),
             ("supervisor", self.supervisor.run, (self._stop, agent.reconcile_interval)),
             ("lease-keeper", self.supervisor.leases.run, (self._stop,)),

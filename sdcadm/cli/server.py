@@ -10,7 +10,8 @@ from sdcadm.cli.output import format_time, output_options, render
 from sdcadm.model import server_flags, status_of
 
 # More `server` subcommands living in their own modules: name -> "module:attribute".
-SUBCOMMANDS = {"delete": "sdcadm.cli.server_admin:delete",
+SUBCOMMANDS = {"setup": "sdcadm.cli.server_admin:setup",
+               "delete": "sdcadm.cli.server_admin:delete",
                "unfence": "sdcadm.cli.server_admin:unfence"}
 
 SERVER_FIELDS = [

@@ -1,4 +1,4 @@
-"""`sdcadm server delete` and `sdcadm server unfence` (registered lazily by cli/server.py)."""
+"""`sdcadm server setup|headnode-setup|delete|unfence` (registered lazily by cli/server.py)."""
 
 import click
 
@@ -43,3 +43,24 @@ def unfence(state, ref, run_options):
     from sdcadm.procedures.server_admin import UnfenceServer
 
     run(state, [UnfenceServer(ref)], run_options)
+
+
+@click.command("setup")
+@click.argument("ref", metavar="SERVER")
+@procedure_options
+@pass_state
+def setup(state, ref, run_options):
+    """Set up SERVER (hostname or UUID), a server its agent registered.
+
+    RFD 67's cn-setup. A new server's agent registers it in the DC store on
+    its own (its UUID, hostname and admin address; `server ls` shows it
+    without flag S) and runs nothing until it is set up. This checks that
+    SERVER is alive (fresh heartbeat, not fenced, its agent answering with
+    its UUID), marks it set up and waits until its agent has seen it; then
+    `sdcadm create SERVICE --server SERVER` may place instances on it.
+    Already set up: nothing to do. Refused, with nothing changed, for an
+    unknown, fenced or unreachable server.
+    """
+    from sdcadm.procedures.server_setup import SetupServer
+
+    run(state, [SetupServer(ref)], run_options)

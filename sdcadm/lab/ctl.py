@@ -6,6 +6,7 @@ root, one sshd for the lab, and the catalog's services as real processes.
 """
 
 import base64
+import ipaddress
 import logging
 import os
 import secrets
@@ -176,12 +177,18 @@ def add_image(state, service, version="1.0.0"):
 
 
 def create(directory, net, headnodes, computenodes, services=None, ports=None,
-           heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None, store=None):
+           heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None, store=None,
+           unregistered=0):
     """Write a new lab (images, configs, lab.json), start its etcd members and
-    build its store through the store's API; start no agent."""
+    build its store through the store's API; start no agent. The last
+    ``unregistered`` compute nodes are left out of the store: their agents
+    register them (not set up), as a new server's agent does."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
         raise LabError(f"a lab already exists at {directory}")
+    if not 0 <= unregistered <= computenodes:
+        raise LabError(f"--unregistered {unregistered}: the lab has {computenodes} compute "
+                       "node(s)", hint="leave out of the store at most every compute node")
     catalog = load_catalog()
     plan = plan_lab(net, headnodes, computenodes, catalog, services)
     store = choose_store(store, len(plan.servers), observer)
@@ -240,7 +247,9 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
     try:
         if store == "etcd":
             _start_members(state, [s["hostname"] for s in state.headnodes], observer)
-        _populate(state, plan, catalog, images, observer)
+        cns = [s["hostname"] for s in servers if not s["headnode"]]
+        _populate(state, plan, catalog, images, observer,
+                  left_out=set(cns[len(cns) - unregistered:]))
     except BaseException:
         _stop_members(state)
         raise
@@ -248,14 +257,17 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
     return state
 
 
-def _populate(state, plan, catalog, images, observer):
+def _populate(state, plan, catalog, images, observer, left_out=frozenset()):
     """Build the DC in its store, through the store's API (etcd: over the
-    network, as any operator tool reaches it)."""
+    network, as any operator tool reaches it). Servers in ``left_out`` are
+    not put in: their agents register them."""
     store = state.dc_store().initialize()  # the lab creates its DC: the one place it is made
     try:
         store.put_network(Network(ADMIN_NETWORK, plan.net))
         by_host = {}
         for s in state.servers:
+            if s["hostname"] in left_out:
+                continue
             store.allocate_ip(ADMIN_NETWORK, s["uuid"], s["admin_ip"])
             store.put_server(Server(uuid=s["uuid"], hostname=s["hostname"], admin_ip=s["admin_ip"],
                                     headnode=s["headnode"], boot_platform="lab-1",
@@ -266,9 +278,13 @@ def _populate(state, plan, catalog, images, observer):
             spec = catalog.get(name)
             store.put_service(Service(name, image.uuid, {"ha": spec.ha,
                                                          "delegate_dataset": spec.delegate_dataset}))
+        # Instances take addresses no lab server has: a left-out server's
+        # agent registers its own address later.
+        taken = {s["admin_ip"] for s in state.servers}
+        free = (str(a) for a in ipaddress.ip_network(plan.net).hosts() if str(a) not in taken)
         for n, planned in enumerate(plan.instances, 1):
             uuid = new_uuid()
-            ip = store.allocate_ip(ADMIN_NETWORK, uuid)
+            ip = store.allocate_ip(ADMIN_NETWORK, uuid, next(free))
             store.create_instance(Instance(
                 uuid=uuid, alias=planned.alias, service=planned.service,
                 server_uuid=by_host[planned.hostname]["uuid"], image=images[planned.service].uuid,
@@ -309,7 +325,7 @@ def _stop_members(state, sig=None):
 
 def up(directory, net, headnodes, computenodes, services=None, ports=None,
        heartbeat_interval=1.0, timeout=120.0, observer=None, backend="dir", pool_size=None,
-       store=None):
+       store=None, unregistered=0):
     """Build the lab if needed, start everything, wait until every instance is healthy."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
@@ -327,7 +343,7 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
         notify(observer, Progress("lab", f"reusing the lab at {directory}"))
     else:
         state = create(directory, net, headnodes, computenodes, services, ports,
-                       heartbeat_interval, observer, backend, pool_size, store)
+                       heartbeat_interval, observer, backend, pool_size, store, unregistered)
     start_all(state, observer)
     wait_ready(state, timeout, observer)
     return state
