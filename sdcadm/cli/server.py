@@ -11,6 +11,7 @@ from sdcadm.model import server_flags, status_of
 
 # More `server` subcommands living in their own modules: name -> "module:attribute".
 SUBCOMMANDS = {"setup": "sdcadm.cli.server_admin:setup",
+               "headnode-setup": "sdcadm.cli.server_admin:headnode_setup",
                "delete": "sdcadm.cli.server_admin:delete",
                "unfence": "sdcadm.cli.server_admin:unfence"}
 

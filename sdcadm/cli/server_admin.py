@@ -3,6 +3,7 @@
 import click
 
 from sdcadm.cli.context import pass_state
+from sdcadm.cli.options import Seconds
 from sdcadm.cli.procedure import procedure_options, run
 
 
@@ -64,3 +65,38 @@ def setup(state, ref, run_options):
     from sdcadm.procedures.server_setup import SetupServer
 
     run(state, [SetupServer(ref)], run_options)
+
+
+@click.command("headnode-setup")
+@click.argument("refs", metavar="SERVER...", nargs=-1, required=True)
+@click.option("--many-headnodes", "many", is_flag=True,
+              help="Go on although the DC would have more than five headnodes (each one pulls "
+                   "the restore data of every other server).")
+@click.option("--timeout", default=300.0, show_default=True, type=Seconds(1), metavar="SECONDS",
+              help="How long to wait for the first restore data to arrive on each server.")
+@procedure_options
+@pass_state
+def headnode_setup(state, refs, many, timeout, run_options):
+    """Make each SERVER (hostname or UUID) a secondary headnode.
+
+    RFD 67's "Setting up secondary headnodes". Each SERVER must exist, be set
+    up (sdcadm server setup), be running with its agent answering, and not
+    be a headnode yet; its agent must be recent enough. Instances of
+    services outside the core catalog on it are warned about. All of that
+    is checked for every SERVER before anything changes.
+
+    Then: build the headnode bundle of this headnode's usbkey directory,
+    send it to each SERVER over SSH (host keys checked), seed its usbkey
+    directory from it (checked member by member, swapped in atomically),
+    mark it a headnode (its agent starts pulling restore data), reserve one
+    recovery admin address per single-instance service (saying so when the
+    admin network has no room), run a first restore-data sync there and
+    verify that a good copy of every instance it must hold arrived.
+
+    Not done yet: the SERVER's etcd member. The DC store keeps the members
+    it was built with; a new headnode reaches the store as a client.
+    Re-running the same command after a failure resumes it.
+    """
+    from sdcadm.procedures.headnode_setup import HeadnodeSetup
+
+    run(state, [HeadnodeSetup(refs, many=many, timeout=timeout)], run_options)

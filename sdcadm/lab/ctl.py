@@ -166,6 +166,30 @@ def _copy_images(state, hostname, images):
                 os.replace(dest / f".{name}.tmp", dest / name)
 
 
+def _write_usbkey(state, hostname, images):
+    """A headnode's usbkey directory (<root>/usbkey, config usbkey_dir's
+    default under its root): what `headnode-setup` bundles and sends to a new
+    headnode (sdcadm/usbkey/bundle.py PARTS says why each part is there)."""
+    from importlib import resources
+
+    key = state.server_root(hostname) / "usbkey"
+    for image in images:
+        for suffix in (".file", ".json"):
+            dest = key / "images" / f"{image.uuid}{suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(state.images_dir / dest.name, dest)
+    (key / "catalog").mkdir(parents=True, exist_ok=True)
+    (key / "catalog" / "core-services.yaml").write_bytes(
+        resources.files("sdcadm.catalog").joinpath("core-services.yaml").read_bytes())
+    _write_private(key / "secrets" / "agent-token", state.token_path(hostname).read_text())
+    _write_private(key / "secrets" / "restore-data.key",
+                   state.restore_key_path(hostname).read_text())
+    # DC-wide settings only: never a server's UUID or hostname
+    (key / "config").mkdir(parents=True, exist_ok=True)
+    (key / "config" / "dc.yaml").write_text(yaml.safe_dump(
+        {"store": state.store_config(), "ssh": {"port": state.ports["ssh"]}}, sort_keys=False))
+
+
 def add_image(state, service, version="1.0.0"):
     """Build the workload image of ``service`` and give every server (powered
     on) a copy; return the Image (the caller puts it into the store)."""
@@ -239,6 +263,8 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         _write_private(state.token_path(host), token)
         _write_private(state.restore_key_path(host), restore_key)
         _copy_images(state, host, images.values())
+        if s["headnode"]:
+            _write_usbkey(state, host, images.values())
     _sshd(state).setup()
     for s in servers:
         _write_private(state.config_path(s["hostname"]),
