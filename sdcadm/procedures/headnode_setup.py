@@ -95,11 +95,12 @@ class HeadnodeSetup(Procedure):
                             hint="name servers as `sdcadm server ls` shows them")
         ctx.agents.check()
         answers = {s.uuid: ask_agent(ctx, s, "status") for s in asked}
+        pullers = {s.uuid: ask_agent(ctx, s, "restore_data") for s in asked}
         servers = store.list_servers()
         self.plan = plan_headnode_setup(
             asked, servers, store.list_instances(), answers, set(ctx.catalog.services),
             now=ctx.now(), heartbeat_timeout=ctx.config.agent.heartbeat_timeout,
-            resuming=ctx.previous_task is not None, many=self.many)
+            resuming=ctx.previous_task is not None, many=self.many, pullers=pullers)
         self._check_usbkey(ctx)
         self._prepared_at = ctx.now()
         self._singles = single_instance_services(store.list_services(), ctx.catalog.services)

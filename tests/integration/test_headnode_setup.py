@@ -35,7 +35,7 @@ def dc_facts(directory):
 
 def test_headnode_setup_of_a_compute_node(tmp_path):
     with lab_factory(tmp_path) as up:
-        check(up("--headnodes", "1", "--computenodes", "2", "--unregistered", "1",
+        check(up("--headnodes", "2", "--computenodes", "2", "--unregistered", "1",
                  "--services", "sapi,assets", "--heartbeat-interval", "0.5"))
 
 
@@ -63,14 +63,30 @@ def check(directory):
     dry = sdcadm(directory, "server", "headnode-setup", "cn0", "-n")
     assert dry.returncode == 0, dry.stderr
     assert "make cn0" in dry.stdout and "reserve 2 recovery admin address(es)" in dry.stdout
+    assert "the DC will have 3 headnodes" in dry.stdout
     assert "etcd" in dry.stdout  # says what it does not do
     assert dc_facts(directory)[:2] == before[:2]
 
+    # A failure half-way (cn0 does not know hn0's host key: its first pull
+    # fails) leaves cn0 a headnode and the task failed; once fixed, the same
+    # command resumes that task and finishes it.
+    known = lab.ssh_client_dir("cn0") / "known_hosts"
+    saved = known.read_text()
+    known.write_text("")
+    failed = sdcadm(directory, "server", "headnode-setup", "cn0", "-y")
+    assert failed.returncode != 0, failed.stdout
+    assert "first restore-data sync on cn0 failed" in failed.stderr, failed.stderr
+    assert "run the same command again" in failed.stderr
+    assert servers(directory)["cn0"]["flags"] == "SH---"
+    known.write_text(saved)
+
     done = sdcadm(directory, "server", "headnode-setup", "cn0", "-y", "-j")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["state"] == "succeeded"
+    result = json.loads(done.stdout)
+    assert result["state"] == "succeeded" and result["resumed"] is True
     listed = servers(directory)
     assert listed["cn0"]["flags"] == "SH---" and listed["hn0"]["flags"].startswith("SHP")
+    assert listed["cn1"]["flags"] == "-----"  # untouched by the refusals
 
     # cn0's usbkey is hn0's, file for file
     assert scan(lab.server_root("cn0") / "usbkey")[0] == scan(lab.server_root("hn0") / "usbkey")[0]

@@ -68,6 +68,13 @@ def test_the_agent_must_answer_as_that_server_and_be_recent(answer, reason):
         plan([cn], answers={CN: answer})
 
 
+def test_a_server_whose_agent_does_not_pull_restore_data_is_refused():
+    cn = server(CN, "cn0")
+    with pytest.raises(NotViable, match="restore_data.enabled is false"):
+        plan([cn], pullers={CN: {"enabled": False, "headnode": False}})
+    assert plan([cn], pullers={CN: {"enabled": True}}).servers == (cn,)
+
+
 def test_more_than_five_headnodes_needs_the_operators_word():
     hns = [server(f"00000000-0000-4000-8000-0000000001{n:02d}", f"hn{n}", headnode=True)
            for n in range(5)]

@@ -44,12 +44,14 @@ def version_tuple(text):
 
 
 def plan_headnode_setup(asked, servers, instances, answers, core_services, *, now,
-                        heartbeat_timeout, resuming=False, many=False):
+                        heartbeat_timeout, resuming=False, many=False, pullers=None):
     """A HeadnodePlan, or NotViable listing every reason it is refused.
 
     ``asked``: Server records (looked up already, duplicates dropped);
     ``answers``: {uuid: the agent's /v1/status document, or the error text};
-    ``core_services``: the catalog's service names; ``resuming``: this runs
+    ``core_services``: the catalog's service names; ``pullers``: {uuid: the
+    agent's /v1/restore-data document}, whose ``enabled`` false refuses the
+    server (it would never pull restore data); ``resuming``: this runs
     the unfinished Task of the same command again (a server it already made
     a headnode is finished, not refused)."""
     problems = []
@@ -67,6 +69,11 @@ def plan_headnode_setup(asked, servers, instances, answers, core_services, *, no
                 problems.append(f"{host}'s agent is version {answer.get('version')!r}: a "
                                 f"headnode needs {MIN_AGENT_VERSION} or later (upgrade sdcadm "
                                 f"there)")
+            puller = (pullers or {}).get(server.uuid)
+            if isinstance(puller, dict) and puller.get("enabled") is False:
+                problems.append(f"{host}'s agent does not pull restore data (restore_data."
+                                f"enabled is false in its configuration: set it true and "
+                                f"restart that agent)")
     if problems:
         names = ", ".join(s.hostname for s in asked)
         raise NotViable(f"cannot make {names} a headnode:\n  - " + "\n  - ".join(problems),
