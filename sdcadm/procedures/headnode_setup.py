@@ -84,15 +84,17 @@ class HeadnodeSetup(Procedure):
     # -- viability -----------------------------------------------------------------
     def prepare(self, ctx):
         store = ctx.store
-        asked, unknown = [], []
+        asked, unknown = {}, []
         for ref in self.refs:
             try:
-                asked.append(store.find_server(ref))
+                server = store.find_server(ref)
+                asked.setdefault(server.uuid, server)  # named twice (name and UUID): once
             except NotFound as e:
                 unknown.append(f"{e.message} ({e.hint})" if e.hint else e.message)
         if unknown:
             raise NotViable("cannot make them headnodes:\n  - " + "\n  - ".join(unknown),
                             hint="name servers as `sdcadm server ls` shows them")
+        asked = list(asked.values())
         ctx.agents.check()
         answers = {s.uuid: ask_agent(ctx, s, "status") for s in asked}
         pullers = {s.uuid: ask_agent(ctx, s, "restore_data") for s in asked}
@@ -174,10 +176,11 @@ class HeadnodeSetup(Procedure):
             tmp = remote.with_name(f".{remote.name}.tmp")
             with self._transport(ctx, server) as t:
                 t.run(["mkdir", "-p", str(remote.parent)])
+                # mode 0600 before a byte is written: the bundle holds the DC's secrets
+                t.run(["install", "-m", "600", "/dev/null", str(tmp)])
                 with open(self.bundle, "rb") as f:
                     t.run_bytes(["dd", f"of={tmp}", "bs=1M", "status=none"], input=f,
                                 timeout=SEND_TIMEOUT)
-                t.run(["chmod", "600", str(tmp)])
                 got = t.run(["sha256sum", str(tmp)]).stdout.split()[:1]
                 if got != [want]:
                     raise HeadnodeSetupFailed(
