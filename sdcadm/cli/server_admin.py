@@ -81,7 +81,9 @@ def headnode_setup(state, refs, many, timeout, run_options):
 
     RFD 67's "Setting up secondary headnodes". Each SERVER must exist, be set
     up (sdcadm server setup), be running with its agent answering, and not
-    be a headnode yet; its agent must be recent enough. Instances of
+    be a headnode yet; its agent must be recent enough and pull restore
+    data. More than five headnodes afterwards is asked again at a terminal
+    (refused with -y or without one, unless --many-headnodes). Instances of
     services outside the core catalog on it are warned about. All of that
     is checked for every SERVER before anything changes.
 
@@ -97,6 +99,16 @@ def headnode_setup(state, refs, many, timeout, run_options):
     it was built with; a new headnode reaches the store as a client.
     Re-running the same command after a failure resumes it.
     """
-    from sdcadm.procedures.headnode_setup import HeadnodeSetup
+    import sys
 
-    run(state, [HeadnodeSetup(refs, many=many, timeout=timeout)], run_options)
+    from sdcadm.procedures.headnode_setup import HeadnodeSetup
+    from sdcadm.procedures.planning.headnode_plan import TooManyHeadnodes
+
+    try:
+        run(state, [HeadnodeSetup(refs, many=many, timeout=timeout)], run_options)
+    except TooManyHeadnodes as e:
+        # Asked again, at a terminal only: -y (or no terminal) never goes past it unsaid.
+        if run_options.yes or not sys.stdin.isatty():
+            raise
+        click.confirm(f"{e.message}. Go on?", abort=True, err=True)
+        run(state, [HeadnodeSetup(refs, many=True, timeout=timeout)], run_options)

@@ -5,7 +5,7 @@ import pytest
 from sdcadm.catalog import load_catalog
 from sdcadm.model import Instance, Network, Server, Service
 from sdcadm.procedures.planning.common import NotViable
-from sdcadm.procedures.planning.headnode_plan import plan_headnode_setup, plan_reservations, \
+from sdcadm.procedures.planning.headnode_plan import TooManyHeadnodes, plan_headnode_setup, plan_reservations, \
     reservation_lines, single_instance_services, version_tuple
 
 NOW = 1000.0
@@ -79,7 +79,7 @@ def test_more_than_five_headnodes_needs_the_operators_word():
     hns = [server(f"00000000-0000-4000-8000-0000000001{n:02d}", f"hn{n}", headnode=True)
            for n in range(5)]
     cn = server(CN, "cn0")
-    with pytest.raises(NotViable, match="6 headnodes") as exc:
+    with pytest.raises(TooManyHeadnodes, match="6 headnodes") as exc:  # the CLI asks again
         plan([cn], hns + [cn])
     assert "--many-headnodes" in exc.value.hint
     assert plan([cn], hns + [cn], many=True).headnodes_after == 6

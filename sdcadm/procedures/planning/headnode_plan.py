@@ -28,6 +28,10 @@ MIN_AGENT_VERSION = "0.1.0"
 RESERVATION_PREFIX = "recovery:"
 
 
+class TooManyHeadnodes(NotViable):
+    """More than MANY_HEADNODES headnodes afterwards, not confirmed."""
+
+
 @dataclass(frozen=True)
 class HeadnodePlan:
     servers: tuple          # Server records to make headnodes, in the order asked
@@ -82,7 +86,7 @@ def plan_headnode_setup(asked, servers, instances, answers, core_services, *, no
     new = {s.uuid for s in asked if not s.headnode}
     after = sum(1 for s in servers if s.headnode) + len(new)
     if after > MANY_HEADNODES and not many:
-        raise NotViable(f"the DC would have {after} headnodes, more than {MANY_HEADNODES}: "
+        raise TooManyHeadnodes(f"the DC would have {after} headnodes, more than {MANY_HEADNODES}: "
                         "each one pulls the restore data of every other server",
                         hint="if that is what you want, confirm it with --many-headnodes")
     warnings = []
