@@ -83,7 +83,8 @@ def ls(state, output):
 
     STATUS is running while the server's agent heartbeat is younger than
     agent.heartbeat_timeout, else unreachable. FLAGS, one letter each or '-':
-    S set up, H headnode, P primary (the headnode hosting the sapi instance;
+    S set up (a new server's agent registers it without S: it runs nothing
+    until `sdcadm server setup`), H headnode, P primary (the headnode hosting the sapi instance;
     without one, the first headnode by hostname), B boot platform differs
     from the current one, F fenced (declared dead; it must not run what it
     no longer owns).
