@@ -75,8 +75,8 @@ def _setup(facts):
             f"{len(headnodes)} headnode(s) ({', '.join(headnodes) or 'none'}): losing one "
             f"{'loses' if len(headnodes) < 2 else 'may lose'} the DC's HA services and restore "
             f"data; {HA_PEERS} are needed",
-            "set up another headnode (`sdcadm server headnode-setup` is not built yet: "
-            "see docs/operator-guide.md when it is)"))
+            "make a set-up compute node a headnode: `sdcadm server headnode-setup SERVER` "
+            "(docs/operator-guide.md, \"Setting up secondary headnodes\")"))
     servers = {s.uuid: s for s in facts.servers}
     ha = {}
     for name in _ha(facts):

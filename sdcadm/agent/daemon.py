@@ -23,6 +23,7 @@ from sdcadm.agent.heartbeat import Heartbeat
 from sdcadm.agent.image_fetch import PeerImages
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
+from sdcadm.agent.register import Registration
 from sdcadm.agent.seed import Seeder
 from sdcadm.agent.supervisor import Supervisor
 from sdcadm.agent.watch import AssignmentWatcher
@@ -77,6 +78,8 @@ class Agent:
             fetch_image=PeerImages(self.me, self.stores, token, config.agent.heartbeat_timeout,
                                    config.agent.max_image_bytes or MAX_UNPACKED).fetch)
         self.heartbeat.after_beat = self.supervisor.confirm_leases
+        self.registration = Registration(config, self.stores, self.hostname,
+                                         config.agent.heartbeat_interval)
         from sdcadm.restore_data.scheduler import RestoreDataScheduler
 
         self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)
@@ -144,6 +147,8 @@ class Agent:
             "store_error": self.heartbeat.last_error or self.supervisor.last_error,
             "ownership_confirmed": self.supervisor.may_start(time.time()),
             "fenced": bool(server and server.fenced),
+            "setup": bool(server and server.setup),
+            "registration": self.registration.state,
             "reconcile_passes": self.supervisor.passes,
             "instances": counts,
         }
@@ -179,6 +184,7 @@ class Agent:
         self.supervisor.load()
         agent = self.config.agent
         for name, target, args in (
+            ("register", self.registration.run, (self._stop,)),  # until the store knows us
             ("heartbeat", self.heartbeat.run, (self._stop,)),
             ("supervisor", self.supervisor.run, (self._stop, agent.reconcile_interval)),
             ("lease-keeper", self.supervisor.leases.run, (self._stop,)),

@@ -163,7 +163,7 @@ class Supervisor:
         return self._workers
 
     def may_start(self, now):
-        if self.server is None or self.server.fenced or self.confirmed_at is None:
+        if self.server is None or self.server.fenced or not self.server.setup or self.confirmed_at is None:
             return False
         return now - self.confirmed_at <= self.lease
 

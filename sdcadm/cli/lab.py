@@ -68,9 +68,13 @@ def lab():
               help="Seconds to wait for every instance to become healthy.")
 @click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
               help="Size of each server's pool file (zfs backend).")
+@click.option("--unregistered", default=0, show_default=True, type=count(0, 64), metavar="N",
+              help="Leave the last N compute nodes out of the DC store when building the lab: "
+                   "their agents register them, not set up, as a new server's agent does "
+                   "(then `sdcadm server setup cnX`).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
 def up_cmd(directory, headnodes, computenodes, net, services, backend, store, heartbeat_interval,
-           timeout, zfs_size, as_json):
+           timeout, zfs_size, unregistered, as_json):
     """Build the lab (or revive an existing one) and wait until it is healthy.
 
     Each server's root (<dir>/<hostname>) holds everything it uses: its
@@ -85,7 +89,7 @@ def up_cmd(directory, headnodes, computenodes, net, services, backend, store, he
     state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
                    heartbeat_interval=heartbeat_interval, timeout=timeout,
                    observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size,
-                   store=store)
+                   store=store, unregistered=unregistered)
     if as_json:
         click.echo(json.dumps(state.to_dict(), indent=2))
         return

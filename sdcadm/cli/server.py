@@ -10,7 +10,9 @@ from sdcadm.cli.output import format_time, output_options, render
 from sdcadm.model import server_flags, status_of
 
 # More `server` subcommands living in their own modules: name -> "module:attribute".
-SUBCOMMANDS = {"delete": "sdcadm.cli.server_admin:delete",
+SUBCOMMANDS = {"setup": "sdcadm.cli.server_admin:setup",
+               "headnode-setup": "sdcadm.cli.server_admin:headnode_setup",
+               "delete": "sdcadm.cli.server_admin:delete",
                "unfence": "sdcadm.cli.server_admin:unfence"}
 
 SERVER_FIELDS = [
@@ -81,7 +83,8 @@ def ls(state, output):
 
     STATUS is running while the server's agent heartbeat is younger than
     agent.heartbeat_timeout, else unreachable. FLAGS, one letter each or '-':
-    S set up, H headnode, P primary (the headnode hosting the sapi instance;
+    S set up (a new server's agent registers it without S: it runs nothing
+    until `sdcadm server setup`), H headnode, P primary (the headnode hosting the sapi instance;
     without one, the first headnode by hostname), B boot platform differs
     from the current one, F fenced (declared dead; it must not run what it
     no longer owns).

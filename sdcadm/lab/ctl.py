@@ -6,6 +6,7 @@ root, one sshd for the lab, and the catalog's services as real processes.
 """
 
 import base64
+import ipaddress
 import logging
 import os
 import secrets
@@ -165,6 +166,30 @@ def _copy_images(state, hostname, images):
                 os.replace(dest / f".{name}.tmp", dest / name)
 
 
+def _write_usbkey(state, hostname, images):
+    """A headnode's usbkey directory (<root>/usbkey, config usbkey_dir's
+    default under its root): what `headnode-setup` bundles and sends to a new
+    headnode (sdcadm/usbkey/bundle.py PARTS says why each part is there)."""
+    from importlib import resources
+
+    key = state.server_root(hostname) / "usbkey"
+    for image in images:
+        for suffix in (".file", ".json"):
+            dest = key / "images" / f"{image.uuid}{suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(state.images_dir / dest.name, dest)
+    (key / "catalog").mkdir(parents=True, exist_ok=True)
+    (key / "catalog" / "core-services.yaml").write_bytes(
+        resources.files("sdcadm.catalog").joinpath("core-services.yaml").read_bytes())
+    _write_private(key / "secrets" / "agent-token", state.token_path(hostname).read_text())
+    _write_private(key / "secrets" / "restore-data.key",
+                   state.restore_key_path(hostname).read_text())
+    # DC-wide settings only: never a server's UUID or hostname
+    (key / "config").mkdir(parents=True, exist_ok=True)
+    (key / "config" / "dc.yaml").write_text(yaml.safe_dump(
+        {"store": state.store_config(), "ssh": {"port": state.ports["ssh"]}}, sort_keys=False))
+
+
 def add_image(state, service, version="1.0.0"):
     """Build the workload image of ``service`` and import it on the first
     headnode powered on (as an operator imports one); every other server
@@ -180,12 +205,18 @@ def add_image(state, service, version="1.0.0"):
 
 
 def create(directory, net, headnodes, computenodes, services=None, ports=None,
-           heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None, store=None):
+           heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None, store=None,
+           unregistered=0):
     """Write a new lab (images, configs, lab.json), start its etcd members and
-    build its store through the store's API; start no agent."""
+    build its store through the store's API; start no agent. The last
+    ``unregistered`` compute nodes are left out of the store: their agents
+    register them (not set up), as a new server's agent does."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
         raise LabError(f"a lab already exists at {directory}")
+    if not 0 <= unregistered <= computenodes:
+        raise LabError(f"--unregistered {unregistered}: the lab has {computenodes} compute "
+                       "node(s)", hint="leave out of the store at most every compute node")
     catalog = load_catalog()
     plan = plan_lab(net, headnodes, computenodes, catalog, services)
     store = choose_store(store, len(plan.servers), observer)
@@ -240,6 +271,8 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
             # The images enter the DC on its first headnode; the other servers
             # fetch what they run from an agent that has it (image_fetch.py).
             _copy_images(state, host, images.values())
+        if s["headnode"]:
+            _write_usbkey(state, host, images.values())
     _sshd(state).setup()
     for s in servers:
         _write_private(state.config_path(s["hostname"]),
@@ -248,7 +281,9 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
     try:
         if store == "etcd":
             _start_members(state, [s["hostname"] for s in state.headnodes], observer)
-        _populate(state, plan, catalog, images, observer)
+        cns = [s["hostname"] for s in servers if not s["headnode"]]
+        _populate(state, plan, catalog, images, observer,
+                  left_out=set(cns[len(cns) - unregistered:]))
     except BaseException:
         _stop_members(state)
         raise
@@ -256,14 +291,17 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
     return state
 
 
-def _populate(state, plan, catalog, images, observer):
+def _populate(state, plan, catalog, images, observer, left_out=frozenset()):
     """Build the DC in its store, through the store's API (etcd: over the
-    network, as any operator tool reaches it)."""
+    network, as any operator tool reaches it). Servers in ``left_out`` are
+    not put in: their agents register them."""
     store = state.dc_store().initialize()  # the lab creates its DC: the one place it is made
     try:
         store.put_network(Network(ADMIN_NETWORK, plan.net))
         by_host = {}
         for s in state.servers:
+            if s["hostname"] in left_out:
+                continue
             store.allocate_ip(ADMIN_NETWORK, s["uuid"], s["admin_ip"])
             store.put_server(Server(uuid=s["uuid"], hostname=s["hostname"], admin_ip=s["admin_ip"],
                                     headnode=s["headnode"], boot_platform="lab-1",
@@ -274,9 +312,13 @@ def _populate(state, plan, catalog, images, observer):
             spec = catalog.get(name)
             store.put_service(Service(name, image.uuid, {"ha": spec.ha,
                                                          "delegate_dataset": spec.delegate_dataset}))
+        # Instances take addresses no lab server has: a left-out server's
+        # agent registers its own address later.
+        taken = {s["admin_ip"] for s in state.servers}
+        free = (str(a) for a in ipaddress.ip_network(plan.net).hosts() if str(a) not in taken)
         for n, planned in enumerate(plan.instances, 1):
             uuid = new_uuid()
-            ip = store.allocate_ip(ADMIN_NETWORK, uuid)
+            ip = store.allocate_ip(ADMIN_NETWORK, uuid, next(free))
             store.create_instance(Instance(
                 uuid=uuid, alias=planned.alias, service=planned.service,
                 server_uuid=by_host[planned.hostname]["uuid"], image=images[planned.service].uuid,
@@ -317,7 +359,7 @@ def _stop_members(state, sig=None):
 
 def up(directory, net, headnodes, computenodes, services=None, ports=None,
        heartbeat_interval=1.0, timeout=120.0, observer=None, backend="dir", pool_size=None,
-       store=None):
+       store=None, unregistered=0):
     """Build the lab if needed, start everything, wait until every instance is healthy."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
@@ -335,7 +377,7 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
         notify(observer, Progress("lab", f"reusing the lab at {directory}"))
     else:
         state = create(directory, net, headnodes, computenodes, services, ports,
-                       heartbeat_interval, observer, backend, pool_size, store)
+                       heartbeat_interval, observer, backend, pool_size, store, unregistered)
     start_all(state, observer)
     wait_ready(state, timeout, observer)
     return state

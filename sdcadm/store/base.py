@@ -68,6 +68,12 @@ class Store(ABC):
         bumped). Conflict if another server has the same hostname."""
 
     @abstractmethod
+    def register_server(self, server):
+        """Create a server record only if none has its UUID (an agent
+        registering its own server must never overwrite what an operator
+        made of it). Conflict if the UUID or the hostname is taken."""
+
+    @abstractmethod
     def get_server(self, uuid):
         """The server with this UUID; NotFound otherwise."""
 

@@ -44,6 +44,17 @@ def check_server(server):
     _refuse("server", server, _missing("server", server))
 
 
+def refuse_registration(server, uuid, hostname):
+    """Conflict: ``server`` cannot be registered next to the record (``uuid``,
+    ``hostname``) already in the store."""
+    if uuid == server.uuid:
+        raise Conflict(f"server {server.uuid} is already registered (as {hostname!r})",
+                       hint="nothing to register: see `sdcadm server ls`")
+    raise Conflict(f"a server named {server.hostname!r} already exists ({uuid})",
+                   hint="give this server another hostname, or delete that server first "
+                        "(sdcadm server delete)")
+
+
 def check_instance(instance):
     problems = _missing("instance", instance)
     if not isinstance(instance.generation, int) or instance.generation < 1:

@@ -184,6 +184,22 @@ class EtcdStore(Leases, Store):
 
         self._write(decide)
 
+    def register_server(self, server):
+        checks.check_server(server)
+
+        def decide(reads):
+            # meta/revision is compared: nobody registers the UUID or takes the
+            # hostname between this scan and the commit.
+            for other in self._all(Server, "servers"):
+                if other.uuid == server.uuid or other.hostname == server.hostname:
+                    checks.refuse_registration(server, other.uuid, other.hostname)
+            value = server.to_dict()
+            value.pop("last_heartbeat")
+            value["generation"] = 1
+            return [put(self.keys.server(server.uuid), encode(value))], None
+
+        self._write(decide)
+
     def get_server(self, uuid):
         server = self._one(Server, self.keys.server(uuid), f"no server with UUID {uuid}")
         return self._with_heartbeat(server, self.client.get(self.keys.heartbeat(uuid)))

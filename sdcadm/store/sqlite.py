@@ -276,6 +276,21 @@ class SqliteStore(Store):
                  v["boot_platform"], v["current_platform"], int(v["fenced"]), v["agent_port"]))
             self._bump(c)
 
+    def register_server(self, server):
+        checks.check_server(server)
+        v = server.to_dict()
+        with self._tx() as c:
+            row = c.execute("SELECT uuid, hostname FROM servers WHERE uuid = ? OR hostname = ?",
+                            (server.uuid, server.hostname)).fetchone()
+            if row:
+                checks.refuse_registration(server, row[0], row[1])
+            c.execute(
+                "INSERT INTO servers (uuid, hostname, admin_ip, headnode, setup, boot_platform,"
+                " current_platform, fenced, agent_port) VALUES (?,?,?,?,?,?,?,?,?)",
+                (v["uuid"], v["hostname"], v["admin_ip"], int(v["headnode"]), int(v["setup"]),
+                 v["boot_platform"], v["current_platform"], int(v["fenced"]), v["agent_port"]))
+            self._bump(c)
+
     def get_server(self, uuid):
         rows = self._query(f"SELECT {', '.join(_SERVER_COLS)} FROM servers WHERE uuid = ?", (uuid,))
         if not rows:

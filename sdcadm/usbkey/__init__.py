@@ -1,4 +1,4 @@
 """USB key / boot media helpers for headnodes.
 
-Not built yet: needed by `server headnode-setup` (a later issue).
+The headnode bundle (``bundle.py``): built, sent and seeded by `server headnode-setup`.
 """

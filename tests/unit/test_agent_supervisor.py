@@ -94,6 +94,19 @@ def test_an_unregistered_server_provisions_nothing(tmp_path):
     assert sup.slots == {} and sup.store_ok
 
 
+def test_a_server_not_set_up_provisions_nothing(tmp_path):
+    # registered by its agent, not yet taken into the DC by `sdcadm server setup`
+    store = FakeStore([INST])
+    store.server.setup = False
+    sup = supervisor(tmp_path, store, [100.0])
+    sup.run_once()
+    assert not sup.may_start(100.0) and sup.store_ok
+    assert sup.slots == {} and not (tmp_path / "root" / "zones").exists()
+    store.server.setup = True  # set up: the same pass now provisions (may_start)
+    sup.run_once()
+    assert sup.may_start(100.0)
+
+
 def test_ownership_lapses_after_the_lease_without_the_store(tmp_path):
     clock = [100.0]
     store = FakeStore([])

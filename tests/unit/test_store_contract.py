@@ -194,6 +194,40 @@ def test_concurrent_servers_with_one_hostname_exactly_one_wins(store, other):
     assert [s.hostname for s in store.list_servers()] == ["hn9"]
 
 
+def test_register_server_creates_only_and_never_overwrites(dc):
+    dc.register_server(Server(S3, "cn0", "127.0.0.4", setup=False))
+    got = dc.get_server(S3)
+    assert (got.hostname, got.setup, got.headnode, got.generation) == ("cn0", False, False, 1)
+    dc.put_server(Server(S3, "cn0", "127.0.0.4", setup=True))  # an operator set it up
+    rev = dc.revision()
+    with pytest.raises(Conflict, match="already registered"):
+        dc.register_server(Server(S3, "cn0", "127.0.0.4", setup=False))
+    with pytest.raises(Conflict, match="hn0") as exc:
+        dc.register_server(Server("44444444-4444-4444-8444-444444444444", "hn0", "127.0.0.5"))
+    assert "hostname" in exc.value.hint
+    assert dc.revision() == rev and dc.get_server(S3).setup is True
+    assert len(dc.list_servers()) == 3
+
+
+def test_concurrent_registrations_of_one_server_exactly_one_wins(store, other):
+    results = []
+
+    def attempt(n):
+        try:
+            other().register_server(Server(S3, "cn0", "127.0.0.4", setup=False))
+            results.append("won")
+        except Conflict:
+            results.append("lost")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["lost"] * 5 + ["won"]
+    assert store.get_server(S3).generation == 1
+
+
 def test_a_server_record_without_a_hostname_is_refused_before_the_write(dc):
     rev = dc.revision()
     with pytest.raises(ValidationError, match="hostname is required"):

@@ -1,0 +1,297 @@
+"""``sdcadm server headnode-setup SERVER...``: make set-up servers secondary headnodes.
+
+RFD 67's "Setting up secondary headnodes" and "What does it mean to be a
+headnode?". Viability first (``planning/headnode_plan.py``), then, every step
+idempotent (a re-run resumes the unfinished Task):
+
+1. build the headnode bundle (``usbkey-base.tgz``) of this headnode's usbkey
+   directory (``sdcadm/usbkey/bundle.py``);
+2. send it to each server over SSH (``ssh.*``: host keys checked against
+   known_hosts, never accepted blindly), and check its sha256 there;
+3. seed each server's usbkey directory from it with the safe seed, run there
+   (``sdcadm usbkey seed``: every member checked, swapped in atomically);
+4. mark each server a headnode: its agent sees that on its next restore-data
+   cycle and starts pulling (the puller runs on headnodes only);
+5. reserve one recovery admin address per single-instance service (RFD 67
+   M0), saying so when the admin network cannot hold them all;
+6. run a first restore-data sync on each new headnode and verify that a good
+   copy of every instance it must hold arrived (the DC store's restore-data
+   statuses).
+
+Not done here: the server's etcd member. A headnode of the etcd store runs a
+member, but this procedure does not add one to the cluster yet (member add
+through the API, then a member started there with the cluster's initial
+state ``existing``): the store keeps the members it was built with. Nor does
+a restore take its address from the recovery reservations yet.
+
+Paths on the server are its root as the restore-data puller reaches it
+(``restore_data.source_root_template``: ``/`` on real servers) joined with
+the same ``usbkey_dir``; ``sdcadm`` there is the one installed at this
+sdcadm's path (every server runs sdcadm-agent from the same package).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from sdcadm.errors import Conflict, NotFound, SdcadmError
+from sdcadm.model import ADMIN_NETWORK
+from sdcadm.procedures.base import Procedure, Step
+from sdcadm.procedures.planning.common import NotViable
+from sdcadm.procedures.planning.headnode_plan import plan_headnode_setup, plan_reservations, \
+    reservation_lines, single_instance_services
+from sdcadm.procedures.server_setup import ask_agent
+from sdcadm.procedures.waits import wait_for
+
+DEFAULT_TIMEOUT = 300.0
+SEND_TIMEOUT = 600.0
+
+
+class HeadnodeSetupFailed(SdcadmError):
+    """A step of headnode-setup could not be carried out."""
+
+
+def remote_sdcadm():
+    """The ``sdcadm`` command on another server: at this one's path."""
+    return str(Path(sys.executable).parent / "sdcadm")
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class HeadnodeSetup(Procedure):
+    name = "headnode-setup"
+
+    def __init__(self, refs, many=False, timeout=DEFAULT_TIMEOUT, transports=None):
+        self.refs = tuple(dict.fromkeys(refs))
+        self.many, self.timeout = many, timeout
+        self._transports = transports   # host -> transport (tests); default: ssh.* config
+        self.plan = None
+        self.bundle = None
+
+    def key(self):
+        return " ".join(self.refs)
+
+    # -- viability -----------------------------------------------------------------
+    def prepare(self, ctx):
+        store = ctx.store
+        asked, unknown = {}, []
+        for ref in self.refs:
+            try:
+                server = store.find_server(ref)
+                asked.setdefault(server.uuid, server)  # named twice (name and UUID): once
+            except NotFound as e:
+                unknown.append(f"{e.message} ({e.hint})" if e.hint else e.message)
+        if unknown:
+            raise NotViable("cannot make them headnodes:\n  - " + "\n  - ".join(unknown),
+                            hint="name servers as `sdcadm server ls` shows them")
+        asked = list(asked.values())
+        ctx.agents.check()
+        answers = {s.uuid: ask_agent(ctx, s, "status") for s in asked}
+        pullers = {s.uuid: ask_agent(ctx, s, "restore_data") for s in asked}
+        servers = store.list_servers()
+        self.plan = plan_headnode_setup(
+            asked, servers, store.list_instances(), answers, set(ctx.catalog.services),
+            now=ctx.now(), heartbeat_timeout=ctx.config.agent.heartbeat_timeout,
+            resuming=ctx.previous_task is not None, many=self.many, pullers=pullers)
+        self._check_usbkey(ctx)
+        self._prepared_at = ctx.now()
+        self._singles = single_instance_services(store.list_services(), ctx.catalog.services)
+        try:
+            self._network = store.get_network(ADMIN_NETWORK)
+        except NotFound:
+            raise NotViable("the DC store has no admin network",
+                            hint="create the DC first: sdcadm dc init") from None
+        return True
+
+    def _check_usbkey(self, ctx):
+        self.usbkey = Path(ctx.config.under_root(ctx.config.usbkey_dir))
+        if not self.usbkey.is_dir():
+            raise NotViable(f"this headnode has no usbkey directory ({self.usbkey}): there is "
+                            "nothing to make a headnode bundle of",
+                            hint="run headnode-setup on a headnode that has one (usbkey_dir "
+                                 "in the configuration)")
+        self.bundle = Path(ctx.config.under_root("/var/sdcadm/usbkey-base.tgz"))
+
+    def summarize(self):
+        lines = [f"build the headnode bundle of {self.usbkey}"]
+        for s in self.plan.servers:
+            lines.append(f"make {s.hostname} ({s.admin_ip}) a headnode: send the bundle over "
+                         "SSH, seed its usbkey, mark it a headnode, pull restore data there")
+        lines += reservation_lines(self._network, self._singles, self._prepared_at)
+        lines.append(f"the DC will have {self.plan.headnodes_after} headnodes; their etcd "
+                     "members are not changed (headnode-setup does not add one yet)")
+        return lines + list(self.plan.warnings)
+
+    def steps(self):
+        steps = [Step("build the headnode bundle", self._build)]
+        for s in self.plan.servers:
+            steps.append(Step(f"send the bundle to {s.hostname}", self._send(s)))
+            steps.append(Step(f"seed {s.hostname}'s usbkey", self._seed(s)))
+            steps.append(Step(f"mark {s.hostname} a headnode", self._mark(s)))
+        steps.append(Step("reserve recovery addresses", self._reserve))
+        for s in self.plan.servers:
+            steps.append(Step(f"first restore-data sync on {s.hostname}", self._sync(s)))
+            steps.append(Step(f"verify the restore data on {s.hostname}", self._verify(s)))
+        return steps
+
+    # -- steps -----------------------------------------------------------------------
+    def _transport(self, ctx, server):
+        if self._transports is not None:
+            return self._transports(server.admin_ip)
+        from sdcadm.restore_data.peer_copy import ssh_transport
+
+        return ssh_transport(ctx.config, server.admin_ip)
+
+    def _remote_paths(self, ctx, server):
+        from sdcadm.restore_data.sources import source_root
+
+        root = Path(source_root(ctx.config, server))
+        return (root / "var" / "sdcadm" / self.bundle.name,
+                root / ctx.config.usbkey_dir.lstrip("/"))
+
+    def _build(self, ctx):
+        from sdcadm.usbkey.bundle import build
+
+        self.bundle.parent.mkdir(parents=True, exist_ok=True)
+        manifest, left_out = build(self.usbkey, self.bundle,
+                                   source=ctx.config.hostname or socket.gethostname())
+        ctx.progress(f"built {self.bundle}: {len(manifest['files'])} file(s)")
+        return {"bundle": str(self.bundle), "files": len(manifest["files"]),
+                "sha256": _sha256(self.bundle), "left_out": left_out}
+
+    def _send(self, server):
+        def send(ctx):
+            remote, _ = self._remote_paths(ctx, server)
+            want = _sha256(self.bundle)
+            tmp = remote.with_name(f".{remote.name}.tmp")
+            with self._transport(ctx, server) as t:
+                t.run(["mkdir", "-p", str(remote.parent)])
+                # mode 0600 before a byte is written: the bundle holds the DC's secrets
+                t.run(["install", "-m", "600", "/dev/null", str(tmp)])
+                with open(self.bundle, "rb") as f:
+                    t.run_bytes(["dd", f"of={tmp}", "bs=1M", "status=none"], input=f,
+                                timeout=SEND_TIMEOUT)
+                got = t.run(["sha256sum", str(tmp)]).stdout.split()[:1]
+                if got != [want]:
+                    raise HeadnodeSetupFailed(
+                        f"the bundle sent to {server.hostname} has sha256 {got}, not {want}",
+                        hint="check the disk of that server and run the same command again")
+                t.run(["mv", "-f", str(tmp), str(remote)])
+            ctx.progress(f"sent {os.path.getsize(self.bundle)} bytes to {server.hostname}")
+            return {"path": str(remote), "sha256": want}
+
+        return send
+
+    def _seed(self, server):
+        def seed(ctx):
+            remote, usbkey = self._remote_paths(ctx, server)
+            with self._transport(ctx, server) as t:
+                out = t.run([remote_sdcadm(), "usbkey", "seed", str(remote), "--dir", str(usbkey),
+                             "-y", "-j"], timeout=SEND_TIMEOUT).stdout
+            try:
+                files = len(json.loads(out)["manifest"]["files"])
+            except (ValueError, KeyError, TypeError):
+                raise HeadnodeSetupFailed(f"`sdcadm usbkey seed` on {server.hostname} answered "
+                                          f"{out[:200]!r}", hint="check sdcadm there") from None
+            ctx.progress(f"seeded {server.hostname}:{usbkey} ({files} file(s))")
+            return {"dir": str(usbkey), "files": files}
+
+        return seed
+
+    def _mark(self, server):
+        def mark(ctx):
+            current = ctx.store.get_server(server.uuid)
+            if not current.headnode:
+                ctx.store.put_server(dataclasses.replace(current, headnode=True))
+            held = ctx.agents.client(current.agent_url).restore_data()
+            if not (isinstance(held, dict) and held.get("enabled")):
+                raise HeadnodeSetupFailed(
+                    f"{server.hostname}'s agent does not pull restore data "
+                    "(restore_data.enabled is false there)",
+                    hint="set restore_data.enabled: true in its configuration, restart its "
+                         "agent and run the same command again")
+            ctx.progress(f"{server.hostname} is a headnode")
+            return {"headnode": True}
+
+        return mark
+
+    def _reserve(self, ctx):
+        for _ in range(5):
+            network = ctx.store.get_network(ADMIN_NETWORK)
+            add, short = plan_reservations(network, self._singles, ctx.store.now())
+            if not add:
+                break
+            network.reservations = {**network.reservations, **add}
+            try:
+                ctx.store.put_network(network, expected_revision=network.revision)
+                break
+            except Conflict:
+                continue  # an address was taken meanwhile: plan again
+        else:
+            raise HeadnodeSetupFailed("the admin network kept changing while reserving "
+                                      "recovery addresses", hint="run the same command again")
+        if short:
+            ctx.progress(f"no room on the admin network for a recovery address of "
+                         f"{', '.join(short)}")
+        return {"reserved": sorted(add), "no_room": short}
+
+    def _sync(self, server):
+        def sync(ctx):
+            from sdcadm.restore_data.client import sync_one
+
+            current = ctx.store.get_server(server.uuid)
+            from sdcadm.restore_data.events import ServiceResult
+
+            def shown(host, event):
+                if isinstance(event, ServiceResult):
+                    ctx.progress(f"{host}: {event.service} {event.status}")
+
+            result = sync_one(current, ctx.agents.token, observer=shown)
+            if not result.ok:
+                raise HeadnodeSetupFailed(
+                    f"the first restore-data sync on {server.hostname} failed: "
+                    + "; ".join(text for _, text in result.problems),
+                    hint="see its agent log; then run the same command again (or `sdcadm "
+                         "service sync-restore-data` and `sdcadm restore-data ls`)")
+            return {"services": sorted(result.services)}
+
+        return sync
+
+    def _verify(self, server):
+        def verify(ctx):
+            from sdcadm.restore_data.plan import plan_pulls
+
+            store = ctx.store
+            pulls = plan_pulls(server.uuid, store.list_servers(), store.list_services(),
+                               store.list_instances(), ctx.catalog.services, now=ctx.now(),
+                               heartbeat_timeout=ctx.config.agent.heartbeat_timeout)
+            want = {item.instance.uuid: item.instance.alias
+                    for items in pulls.values() for item in items if item.reachable}
+
+            def missing():
+                ok = {r.instance for r in store.list_restore_status(receiver=server.uuid)
+                      if r.status == "ok" and r.last_success}
+                return sorted(alias for uuid, alias in want.items() if uuid not in ok)
+
+            wait_for(lambda: not missing(), self.timeout,
+                     f"restore data of {', '.join(missing()) or 'every instance'} on "
+                     f"{server.hostname}")
+            ctx.progress(f"{server.hostname} holds good copies of {len(want)} instance(s)")
+            return {"instances": len(want)}
+
+        return verify
+
+    def report(self, results):
+        hosts = ", ".join(s.hostname for s in self.plan.servers)
+        return [f"{hosts}: headnode(s) now (flag H in `sdcadm server ls`), pulling restore data",
+                "not done: their etcd members (the store keeps the members it was built with)"]

@@ -1,0 +1,104 @@
+"""`sdcadm server headnode-setup` on a real lab: the bundle goes over the lab's
+sshd (host keys checked), cn0's usbkey is seeded, cn0 shows flag H, restore
+data arrives on it, recovery addresses are reserved; bad input is refused
+with the reason and changes nothing."""
+
+import json
+
+import pytest
+
+from sdcadm.lab.state import load_state
+from sdcadm.model import ADMIN_NETWORK
+from sdcadm.usbkey.bundle import scan
+from tests.conftest import env_of, lab_factory, lab_store_config, needs_sshd, run, wait_for
+
+pytestmark = [pytest.mark.integration, needs_sshd]
+
+
+def sdcadm(directory, *argv):
+    return run("sdcadm", *argv, env=env_of(directory, "hn0"), check=False, timeout=400)
+
+
+def servers(directory):
+    out = run("sdcadm", "server", "ls", "-j", env=env_of(directory, "hn0")).stdout
+    return {s["hostname"]: s for s in json.loads(out)}
+
+
+def dc_facts(directory):
+    from sdcadm.store import open_store
+
+    with open_store(lab_store_config(directory)) as store:
+        return ({s.hostname: (s.setup, s.headnode, s.generation) for s in store.list_servers()},
+                store.get_network(ADMIN_NETWORK).reservations,
+                store.list_restore_status())
+
+
+def test_headnode_setup_of_a_compute_node(tmp_path):
+    with lab_factory(tmp_path) as up:
+        check(up("--headnodes", "2", "--computenodes", "2", "--unregistered", "1",
+                 "--services", "sapi,assets", "--heartbeat-interval", "0.5"))
+
+
+def check(directory):
+    lab = load_state(directory)
+    before = dc_facts(directory)
+
+    # -- refused, with the reason, nothing changed ------------------------------------
+    for argv, reason in ((["nosuch"], "no server named 'nosuch'"),
+                         (["hn0"], "hn0 is already a headnode"),
+                         (["cn1"], "cn1 is not set up (sdcadm server setup cn1 first)"),
+                         # one bad server refuses the whole command: cn0 is left alone
+                         (["cn0", "cn1"], "cn1 is not set up")):
+        refused = sdcadm(directory, "server", "headnode-setup", *argv, "-y")
+        assert refused.returncode == 1 and reason in refused.stderr, (argv, refused.stderr)
+    run("sdcadm", "lab", "kill", "--dir", str(directory), "cn1")
+    wait_for(lambda: servers(directory)["cn1"]["status"] == "unreachable", 30,
+             "cn1 to be unreachable")
+    refused = sdcadm(directory, "server", "headnode-setup", "cn1", "-y")
+    assert refused.returncode == 1 and "cn1 is unreachable" in refused.stderr, refused.stderr
+    assert dc_facts(directory)[:2] == before[:2]
+    assert not (lab.server_root("cn0") / "usbkey").exists()
+
+    # -- the plan, then the real thing ------------------------------------------------------
+    dry = sdcadm(directory, "server", "headnode-setup", "cn0", "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert "make cn0" in dry.stdout and "reserve 2 recovery admin address(es)" in dry.stdout
+    assert "the DC will have 3 headnodes" in dry.stdout
+    assert "etcd" in dry.stdout  # says what it does not do
+    assert dc_facts(directory)[:2] == before[:2]
+
+    # A failure half-way (cn0 does not know hn0's host key: its first pull
+    # fails) leaves cn0 a headnode and the task failed; once fixed, the same
+    # command resumes that task and finishes it.
+    known = lab.ssh_client_dir("cn0") / "known_hosts"
+    saved = known.read_text()
+    known.write_text("")
+    failed = sdcadm(directory, "server", "headnode-setup", "cn0", "-y")
+    assert failed.returncode != 0, failed.stdout
+    assert "first restore-data sync on cn0 failed" in failed.stderr, failed.stderr
+    assert "run the same command again" in failed.stderr
+    assert servers(directory)["cn0"]["flags"] == "SH---"
+    known.write_text(saved)
+
+    done = sdcadm(directory, "server", "headnode-setup", "cn0", "-y", "-j")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "succeeded" and result["resumed"] is True
+    listed = servers(directory)
+    assert listed["cn0"]["flags"] == "SH---" and listed["hn0"]["flags"].startswith("SHP")
+    assert listed["cn1"]["flags"] == "-----"  # untouched by the refusals
+
+    # cn0's usbkey is hn0's, file for file
+    assert scan(lab.server_root("cn0") / "usbkey")[0] == scan(lab.server_root("hn0") / "usbkey")[0]
+    # restore data arrived on cn0: a good copy of each of hn0's single instances
+    servers_now, reservations, statuses = dc_facts(directory)
+    cn0 = lab.server("cn0")["uuid"]
+    good = {s.alias for s in statuses if s.receiver == cn0 and s.status == "ok"}
+    assert good == {"sapi0", "assets0"}
+    assert (lab.server_root("cn0") / "var" / "sdcadm" / "svc-restore-data" / "svc-sapi").is_dir()
+    assert sorted(reservations.values()) == ["recovery:assets", "recovery:sapi"]
+
+    # again: cn0 is a headnode now; nothing changes
+    again = sdcadm(directory, "server", "headnode-setup", "cn0", "-y")
+    assert again.returncode == 1 and "cn0 is already a headnode" in again.stderr
+    assert dc_facts(directory)[:2] == (servers_now, reservations)
