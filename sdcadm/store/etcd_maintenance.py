@@ -58,7 +58,10 @@ def _post(endpoint, path, body, timeout):
 
 def _short(error):
     text = " ".join(str(error).split())
-    return text[-160:] if len(text) > 160 else text
+    for marker in ("Connection refused", "timed out", "No route to host", "Name or service"):
+        if marker in text:
+            return marker.lower()
+    return text[:160]
 
 
 def member_status(endpoint, timeout=2.0):
