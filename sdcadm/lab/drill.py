@@ -36,14 +36,13 @@ from sdcadm.config import load_config
 from sdcadm.errors import LabError, SdcadmError
 from sdcadm.health import http_open
 from sdcadm.lab import ctl
+# A lab whose store was recovered by a --lose drill is never started again, only rebuilt.
+from sdcadm.lab.etcd import RECOVERED_MARK
 from sdcadm.lab.state import load_state
 from sdcadm.progress import Progress, notify
 from sdcadm.store import open_store
 
 CANARIES = 3
-# A lab whose store was recovered by a --lose drill: its lost headnodes keep
-# members of the old cluster, so it is never started again, only rebuilt.
-RECOVERED_MARK = ".store-recovered"
 
 
 @dataclass

@@ -25,6 +25,11 @@ import requests
 from sdcadm.errors import LabError
 from sdcadm.lab import procs
 
+# Written by a drill that recovered the store on one headnode (`store recover`):
+# the others' members belong to the old cluster, and two of them started
+# together would form its quorum again -- a second store. They are refused.
+RECOVERED_MARK = ".store-recovered"
+
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
 
@@ -96,6 +101,12 @@ def start_member(state, hostname):
     pid = member_pid(state, hostname)
     if pid:
         return pid
+    mark = state.path / RECOVERED_MARK
+    if mark.exists() and mark.read_text().strip() != hostname:
+        raise LabError(f"the lab's store was recovered on {mark.read_text().strip()} "
+                       f"(`store recover`): {hostname}'s etcd member belongs to the old cluster "
+                       "and is not started", hint="rebuild the lab: `sdcadm lab destroy` then "
+                                                  "`sdcadm lab up` (docs/store.md)")
     program = etcd_program()
     if program is None:
         raise LabError("etcd is not installed; the lab's store needs it",
