@@ -29,17 +29,10 @@ def status(state, as_json):
     store recover` would choose from. Works without a quorum. Exit status 1
     when the store has no quorum. With the sqlite backend: says what applies.
     """
-    from sdcadm.errors import ReportedFailure, StoreError
+    from sdcadm.errors import ReportedFailure
     from sdcadm.procedures.store_recover import store_status
 
-    config = state.config
-    store_ = None
-    if config.store.backend == "etcd":
-        try:
-            store_ = state.store
-        except StoreError:
-            store_ = None     # no quorum: the headnodes come from dc.json
-    doc = store_status(config, store_, context.now())
+    doc = store_status(state.config, lambda: state.store, context.now())
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:

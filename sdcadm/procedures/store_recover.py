@@ -123,11 +123,16 @@ def peer_candidate(config, peer, transports=None):
 
 def gather_candidates(config, headnodes, transports=None):
     """This headnode's snapshot, then every other headnode's (by hostname)."""
-    out = [local_candidate(config)]
-    for peer in sorted(headnodes, key=lambda s: s.hostname):
-        if peer.uuid != config.server_uuid:
-            out.append(peer_candidate(config, peer, transports))
-    return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    peers = [p for p in sorted(headnodes, key=lambda s: s.hostname)
+             if p.uuid != config.server_uuid]
+    if not peers:
+        return [local_candidate(config)]
+    # At once: a powered-off headnode costs its SSH connect timeout, not one per peer.
+    with ThreadPoolExecutor(min(8, len(peers)), thread_name_prefix="store-snapshots") as pool:
+        found = list(pool.map(lambda p: peer_candidate(config, p, transports), peers))
+    return [local_candidate(config)] + found
 
 
 def fetch_peer_snapshot(config, candidate, peer, transports=None):
@@ -224,8 +229,11 @@ def health(config, timeout=2.0):
 
 # -- store status ---------------------------------------------------------------------
 
-def store_status(config, store=None, now=None, transports=None):
-    """What `sdcadm store status` shows (a JSON-able dict)."""
+def store_status(config, open_store=None, now=None, transports=None):
+    """What `sdcadm store status` shows (a JSON-able dict). ``open_store()``
+    gives the DC store, asked only when a member has a leader (without a
+    quorum it would only time out): the list of headnodes comes from it, else
+    from this headnode's ``dc.json``."""
     now = time.time() if now is None else now
     if config.store.backend != "etcd":
         return {"backend": config.store.backend, "path": config.store.path,
@@ -260,13 +268,19 @@ def store_status(config, store=None, now=None, transports=None):
     leaders = {r["leader"] for r in rows if r.get("leader")}
     leader = next((m["name"] for m in out_members if m["id"] in leaders), None)
     revision = max((r.get("revision", 0) for r in rows), default=0) or None
+    quorum = any(r["healthy"] for r in rows)
+    store = None
+    if quorum and open_store is not None:
+        try:
+            store = open_store()
+        except StoreError:
+            store = None
     candidates = gather_candidates(config, known_headnodes(config, store), transports)
     snapshots = [{"headnode": c.headnode, "revision": c.revision,
                   "age_s": round(now - c.taken, 3) if c.taken is not None else None,
                   "cluster_id": c.manifest["cluster_id"] if c.manifest else None,
                   "bytes": c.manifest["bytes"] if c.manifest else None,
                   "ok": c.problem is None, "problem": c.problem} for c in candidates]
-    quorum = any(r["healthy"] for r in rows)
     return {"backend": "etcd", "cluster_id": cluster, "quorum": quorum, "leader": leader,
             "revision": revision,
             "db_size": max((r.get("db_size", 0) for r in rows), default=0) or None,

@@ -14,7 +14,8 @@ from sdcadm.procedures.planning.common import NotViable
 from sdcadm.restore_data.layout import restore_layout
 from sdcadm.restore_data.store_snapshot import (MANIFEST, StoreSnapshotter, read_store_manifest,
                                                 store_dir)
-from tests.conftest import env_of, free_port, needs_sshd, random_address, random_net, run
+from tests.conftest import (env_of, free_port, lab_factory, needs_sshd, random_address,
+                            random_net, run)
 from tests.etcd_server import ETCD, NO_ETCD, EtcdServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.etcd,
@@ -116,6 +117,39 @@ def test_recover_refuses_a_tampered_snapshot_even_forced(tmp_path, member):
     assert (tmp_path / "d").exists() is False      # the member's data dir was never touched
 
 
+def test_recover_refuses_a_snapshot_of_another_cluster(tmp_path, member):
+    """A snapshot signed with this DC's key but of another etcd cluster than
+    this headnode's member (e.g. one taken before an earlier recovery)."""
+    from sdcadm.fsutil import canonical_json
+    from sdcadm.procedures.store_recover import StoreRecover
+    from sdcadm.restore_data.store_snapshot import seal_store_manifest
+
+    config = config_for(tmp_path, [member.endpoint])
+    layout = restore_layout(config)
+    assert StoreSnapshotter(config, layout).take().status == "ok"
+    doc = read_store_manifest(layout)
+    other = "1" if doc["cluster_id"] != "1" else "2"
+    doc = seal_store_manifest(dict(doc, cluster_id=other), KEY)
+    (store_dir(layout) / MANIFEST).write_text(canonical_json(doc))
+    with pytest.raises(NotViable, match=f"snapshot of etcd cluster {other}, not of this "
+                                        "headnode's cluster"):
+        StoreRecover(config, force=True).prepare()
+
+
+def test_recover_from_a_snapshot_without_its_manifest_is_refused(tmp_path, member):
+    from sdcadm.procedures.store_recover import StoreRecover
+
+    config = config_for(tmp_path, [member.endpoint])
+    layout = restore_layout(config)
+    assert StoreSnapshotter(config, layout).take().status == "ok"
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    snap = store_dir(layout) / read_store_manifest(layout)["file"]
+    shutil.copy(snap, loose / "copy.db")
+    with pytest.raises(NotViable, match="no manifest.json next to it"):
+        StoreRecover(config, from_snapshot=str(loose / "copy.db"), force=True).prepare()
+
+
 def test_recover_refuses_a_snapshot_older_than_the_limit(tmp_path, member):
     from sdcadm.procedures.store_recover import StoreRecover
 
@@ -179,3 +213,47 @@ def test_drill_losing_two_headnodes_recovers_the_store_on_the_third(lab3):
     # The lost headnodes' members belong to the old cluster: never started again.
     back = run("sdcadm", "lab", "start", "--dir", str(lab3), "hn0", check=False)
     assert back.returncode != 0 and "old cluster" in back.stderr
+
+
+@needs_sshd
+@pytest.mark.slow
+def test_status_and_recover_read_the_other_headnodes_snapshots_over_ssh(tmp_path):
+    """Every headnode's snapshot is seen by `store status`; with none of its
+    own, `store recover` fetches a peer's over SSH and checks it (a dry run:
+    the fetched copy is removed, nothing else changes)."""
+    with lab_factory(tmp_path) as up:
+        lab = up("--headnodes", "3", "--computenodes", "0", "--services", "sapi")
+        check_peer_snapshots(lab, tmp_path)
+
+
+def check_peer_snapshots(lab, tmp_path):
+    run("sdcadm", "service", "sync-restore-data", env=env_of(lab, "hn2"))
+    doc = json.loads(run("sdcadm", "store", "status", "-j", env=env_of(lab, "hn2")).stdout)
+    assert doc["quorum"] is True and len(doc["members"]) == 3
+    assert sorted(s["headnode"] for s in doc["snapshots"] if s["ok"]) == ["hn0", "hn1", "hn2"], \
+        doc["snapshots"]
+    assert {s["cluster_id"] for s in doc["snapshots"]} == {doc["cluster_id"]}
+
+    # hn2 as if it had lost its own snapshot: its agent frozen (so that no sync
+    # makes a new one meanwhile), its store/ moved away; only the peers' are left.
+    import signal
+
+    from sdcadm.lab import ctl
+    from sdcadm.lab.state import load_state
+
+    agent = ctl.agent_pid(load_state(lab), "hn2")
+    own = lab / "hn2" / "var" / "sdcadm" / "svc-restore-data" / "store"
+    os.killpg(agent, signal.SIGSTOP)
+    try:
+        os.rename(own, tmp_path / "hn2-store")
+        done = run("sdcadm", "store", "recover", "-n", "--force", "-j", env=env_of(lab, "hn2"))
+        plan = json.loads(done.stdout)
+        assert plan["state"] == "dry-run"
+        assert plan["snapshot"]["headnode"] in ("hn0", "hn1")
+        assert plan["refused"][0]["headnode"] == "hn2"
+        assert "no snapshot" in plan["refused"][0]["reason"]
+        assert [p.name for p in own.iterdir()] == []      # the fetched copy is gone
+    finally:
+        os.killpg(agent, signal.SIGCONT)
+    assert json.loads(run("sdcadm", "store", "status", "-j",
+                          env=env_of(lab, "hn2")).stdout)["quorum"] is True
