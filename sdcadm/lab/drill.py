@@ -60,6 +60,7 @@ class DrillResult:
     store_recovery_s: float | None = None   # --lose a quorum: `store recover` on the survivor
     store_revision_lost: int | None = None   # writes after the snapshot recovered from
     store_recovered_revision: int | None = None
+    store_recovery_steps: dict = field(default_factory=dict)   # seconds per step of the recovery
     services_restored: int = 0
     canaries_written_before_sync: int = 0
     canaries_verified: int = 0
@@ -301,6 +302,7 @@ def _recover_store(state, survivor, result, observer):
         proc.discard()
     result.store_recovery_s = round(time.monotonic() - started, 3)
     result.store_recovered_revision = done["revision"]
+    result.store_recovery_steps = done["timings"]
     result.store_revision_lost = max(0, applied - done["revision"])
     config = load_config(state.config_path(host), environ={})   # its endpoints: the new member
     store = open_store(config)

@@ -301,6 +301,15 @@ class StoreRecover:
         self._shell = shell
         self.chosen = self.member = self.old_data_dir = None
         self.refused = []
+        self.timings = {}     # step -> seconds, reported with the result
+        self._mark = None
+
+    def _lap(self, step):
+        """Record the seconds since the previous lap as ``step``'s."""
+        now = time.monotonic()
+        if self._mark is not None:
+            self.timings[step] = round(now - self._mark, 3)
+        self._mark = now
 
     @property
     def shell(self):
@@ -314,6 +323,7 @@ class StoreRecover:
         """Decide; change nothing (a peer's snapshot is fetched into a scratch
         file of this headnode's restore data, removed if refused)."""
         config = self.config
+        self._lap("start")
         if config.store.backend != "etcd":
             raise NotViable("this DC's store is a single sqlite file: there is no cluster to "
                             "recover (restore the file from a backup)",
@@ -326,6 +336,7 @@ class StoreRecover:
         notify(observer, Progress("store-recover", "checking whether the store has a quorum"))
         quorum_problem(health(config), self.force)
         cluster_id = self._local_cluster_id()
+        self._lap("quorum_check")
         now = self.clock()
         if self.from_snapshot:
             candidates = [from_path_candidate(config, self.from_snapshot)]
@@ -334,6 +345,7 @@ class StoreRecover:
             heads = {s.hostname: s for s in known_headnodes(config)}
             candidates = gather_candidates(config, heads.values(), self.transports)
         chosen = choose_snapshot(candidates, now, self.max_age, self.force, cluster_id)
+        self._lap("find_snapshots")
         if not chosen.local:
             peer = {s.hostname: s for s in known_headnodes(config)}[chosen.headnode]
             notify(observer, Progress("store-recover", f"fetching {chosen.headnode}'s snapshot"))
@@ -345,6 +357,7 @@ class StoreRecover:
                                 hint="its other copies: `sdcadm store status`; name a good "
                                      "one with --from-snapshot PATH")
             chosen = fetched
+            self._lap("fetch_snapshot")
         _, self.refused = usable([c for c in candidates if c is not chosen], cluster_id)
         self.chosen = chosen
         self.old_data_dir = f"{self.member['data_dir']}.pre-recover-{int(now)}"
@@ -387,6 +400,7 @@ class StoreRecover:
         from sdcadm.store.etcd_maintenance import member_status
 
         started = time.monotonic()
+        self._mark = started
         member, m = self.member, self.chosen.manifest
         client = endpoint_of(member["client_url"])
         notify(observer, Progress("store-recover", f"stopping the etcd member {member['name']}"))
@@ -394,6 +408,7 @@ class StoreRecover:
         self._wait(lambda: not _answers(client), STOP_WAIT,
                    f"the etcd member at {client} still answers after its stop command",
                    "stop it by hand (store.member.stop_command) and run this again")
+        self._lap("stop_member")
         data_dir = Path(member["data_dir"])
         new_dir = Path(f"{data_dir}.recovering")
         if new_dir.exists():
@@ -409,12 +424,14 @@ class StoreRecover:
         if data_dir.exists():
             os.rename(data_dir, self.old_data_dir)
         os.rename(new_dir, data_dir)
+        self._lap("restore_snapshot")
         notify(observer, Progress("store-recover", f"starting the etcd member {member['name']}"))
         self.shell.run(member["start_command"], timeout=START_WAIT)
         status = self._wait(lambda: _leading(client), START_WAIT,
                             f"the recovered etcd member at {client} did not come up with a "
                             "leader", f"see its log; its data directory is {data_dir}, the "
                                       f"one before is {self.old_data_dir}")
+        self._lap("start_member")
         if status["revision"] < m["revision"]:
             raise StoreError(f"the recovered member answers at revision {status['revision']}, "
                              f"below the snapshot's {m['revision']}",
@@ -429,7 +446,8 @@ class StoreRecover:
         if fetched.name.startswith(".fetched-"):
             fetched.unlink(missing_ok=True)
         after = member_status(client)
-        return {"revision": m["revision"], "revision_now": after["revision"],
+        self._lap("verify")
+        return {"timings": dict(self.timings),"revision": m["revision"], "revision_now": after["revision"],
                 "cluster_id": after["cluster_id"], "members": count,
                 "snapshot_headnode": self.chosen.headnode,
                 "snapshot_age_s": round(self.clock() - m["taken"], 3),

@@ -182,7 +182,7 @@ def test_drill_losing_two_headnodes_recovers_the_store_on_the_third(lab3):
     result = json.loads(done.stdout)
     print(f"drill --lose hn0,hn1: store recovered in {result['store_recovery_s']}s at revision "
           f"{result['store_recovered_revision']}, {result['store_revision_lost']} write(s) lost; "
-          f"RTO {result['rto_s']}s")
+          f"RTO {result['rto_s']}s; steps {result['store_recovery_steps']}")
     assert result["ok"] is True, result["problems"]
     assert result["lost"] == ["hn0", "hn1"] and result["restored_on"] == "hn2"
     assert result["dead_disk_gone"] and result["dead_member_gone"]
@@ -207,9 +207,22 @@ def test_drill_losing_two_headnodes_recovers_the_store_on_the_third(lab3):
     mine = next(s for s in doc["snapshots"] if s["headnode"] == "hn2")
     assert mine["cluster_id"] == doc["cluster_id"] and mine["revision"] >= \
         result["store_recovered_revision"]
-    # A recovered store is refused a second recovery while it has its quorum.
+    # A recovered store is refused a second recovery while it has its quorum...
     again = run("sdcadm", "store", "recover", "-y", env=env_of(lab3, "hn2"), check=False)
     assert again.returncode == 1 and "still has a quorum" in again.stderr
+    # ... unless forced: the command itself, end to end, from hn2's newest snapshot.
+    forced = json.loads(run("sdcadm", "store", "recover", "-y", "--force", "-j",
+                            env=env_of(lab3, "hn2")).stdout)
+    assert forced["state"] == "succeeded" and forced["snapshot"]["headnode"] == "hn2"
+    assert forced["result"]["members"] == 1
+    assert forced["result"]["revision_now"] >= forced["result"]["revision"] == mine["revision"]
+    assert os.path.isdir(forced["old_data_dir"])                 # kept, never deleted
+    import yaml
+
+    config = yaml.safe_load((lab3 / "hn2" / "etc" / "sdcadm.yaml").read_text())
+    assert config["store"]["etcd_endpoints"] == [forced["member"]["client_url"].split("//")[1]]
+    assert json.loads(run("sdcadm", "store", "status", "-j",
+                          env=env_of(lab3, "hn2")).stdout)["quorum"] is True
     # The lost headnodes' members belong to the old cluster: never started again.
     back = run("sdcadm", "lab", "start", "--dir", str(lab3), "hn0", check=False)
     assert back.returncode != 0 and "old cluster" in back.stderr
