@@ -474,6 +474,7 @@ class StoreRecover:
         if not path or not Path(str(path)).is_file():
             return None
         path = Path(str(path))
+        mode = os.stat(path).st_mode & 0o777      # atomic writes make 0600 files
         raw = path.read_bytes()
         doc = safe_yaml(raw.decode()) or {}
         store = doc.setdefault("store", {})
@@ -482,9 +483,10 @@ class StoreRecover:
         backup = path.with_name(path.name + ".pre-recover")
         if not backup.exists():
             write_bytes_atomic(backup, raw)
+            os.chmod(backup, mode)
         store["etcd_endpoints"] = [client]
         write_bytes_atomic(path, yaml.safe_dump(doc, sort_keys=False).encode())
-        os.chmod(path, os.stat(backup).st_mode & 0o777)
+        os.chmod(path, mode)
         return str(path)
 
     def _check_store(self, client):

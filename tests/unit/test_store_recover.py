@@ -314,3 +314,30 @@ def test_lab_headnodes_say_how_their_member_starts_and_stops(tmp_path):
     assert member["stop_command"][-2:] == ["stop", "hn1"]
     assert "member" not in ctl.server_config(state, state.server("cn0"))["store"]
     config_from(ctl.server_config(state, state.server("hn1")), "lab hn1")  # a valid config
+
+
+def test_recover_points_this_headnodes_config_at_the_new_member_and_keeps_the_old_file(tmp_path):
+    import yaml
+
+    from sdcadm.config import load_config
+    from sdcadm.procedures.store_recover import StoreRecover
+
+    path = tmp_path / "sdcadm.yaml"
+    doc = {"hostname": "hn2", "store": {"backend": "etcd", "etcd_endpoints": ["a:1", "b:1", "c:1"],
+                                        "member": {"peer_url": "http://c:2"}},
+           "agent": {"port": 5310}}
+    path.write_text(yaml.safe_dump(doc))
+    os.chmod(path, 0o640)
+    before = path.read_bytes()
+    proc = StoreRecover(load_config(str(path), environ={}))
+    assert proc._point_config_at("c:1") == str(path)
+    got = yaml.safe_load(path.read_text())
+    assert got["store"]["etcd_endpoints"] == ["c:1"]
+    assert got["agent"] == {"port": 5310} and got["store"]["member"] == {"peer_url": "http://c:2"}
+    assert (tmp_path / "sdcadm.yaml.pre-recover").read_bytes() == before
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    after = path.read_bytes()
+    proc._point_config_at("c:1")          # again: nothing changes, the first backup stays
+    assert path.read_bytes() == after
+    assert (tmp_path / "sdcadm.yaml.pre-recover").read_bytes() == before
+    assert load_config(str(path), environ={}).store.etcd_endpoints == ["c:1"]
