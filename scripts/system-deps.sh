@@ -10,6 +10,7 @@ declare -A NEED=(
   [ssh-keygen]=openssh-client
   [rsync]=rsync
   [etcd]=etcd-server   # the HA DC store's backend (tests start a real one)
+  [etcdctl]=etcd-client  # `store recover` restores a snapshot with `etcdctl snapshot restore`
 )
 # zfs-fuse needs root to be useful (FUSE mounts of pools): only then is it wanted.
 [ "$(id -u)" -eq 0 ] && NEED[zfs-fuse]=zfs-fuse

@@ -79,6 +79,21 @@ SPEC = {
                                      "http://host:port, tried in order"),
         "etcd_prefix": (str, "/sdcadm/", "etcd: the prefix of every key of this DC"),
         "timeout": ((int, float), 5.0, "seconds to wait for the store"),
+        "max_snapshot_age": ((int, float), 900.0,
+                             "seconds: `store recover` refuses a snapshot older than this "
+                             "unless --force (every write since it is lost)"),
+        "member": {
+            "name": (_OPT_STR, None, "etcd: this headnode's member name (default: hostname)"),
+            "peer_url": (_OPT_STR, None, "etcd: this member's peer URL (http://ADDRESS:2380)"),
+            "client_url": (_OPT_STR, None, "etcd: this member's client URL (default: the first "
+                                           "of store.etcd_endpoints)"),
+            "data_dir": (str, "/var/lib/etcd", "etcd: this member's data directory"),
+            "start_command": ((list, str), ["systemctl", "start", "etcd"],
+                              "etcd: starts this headnode's member (with its data directory "
+                              "as it finds it)"),
+            "stop_command": ((list, str), ["systemctl", "stop", "etcd"],
+                             "etcd: stops this headnode's member"),
+        },
     },
     "agent": {
         "listen": (str, "127.0.0.1", "address the agent's HTTP API binds to"),
@@ -130,6 +145,7 @@ RANGES = {
     "restore_data.prune_grace": (0, 365 * DAY, True),
     "restore.max_data_age": (1, 365 * DAY, True),
     "store.timeout": (0, 3600, False),
+    "store.max_snapshot_age": (1, 365 * DAY, True),
     "agent.port": (1, 65535, True),
     "agent.heartbeat_interval": (0, 3600, False),
     "agent.heartbeat_timeout": (0, DAY, False),

@@ -267,9 +267,14 @@ def watch_cmd(directory, services, interval, duration, as_json):
               help="Seconds to wait for the lab and for each restored instance.")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="Print one JSON object (store_backend, rto_s, rpo_s, services_restored, "
-                   "canaries_verified, canaries_lost_after_last_sync, fencing_verified, ...).")
+                   "canaries_verified, canaries_lost_after_last_sync, fencing_verified, "
+                   "store_recovery_s, store_revision_lost, ...).")
+@click.option("--lose", metavar="HN,...", default=None,
+              help="Headnodes to kill (default: hn0). Losing a majority (--lose hn0,hn1 of 3) "
+                   "loses the etcd store's quorum: `sdcadm store recover` then rebuilds it on "
+                   "the survivor before the restore.")
 def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout,
-              as_json):
+              as_json, lose):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
@@ -281,6 +286,11 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     Prints the restore time of each service and in total, the data-loss
     window, the canaries verified and whether fencing held. Exit 1 if any
     check failed. The lab keeps running afterwards (`sdcadm lab down`).
+
+    With --lose hn0,hn1 the store loses its quorum: both are killed, the
+    store is recovered on hn2 from the snapshots the headnodes kept
+    (`sdcadm store recover`), and everything is restored there; the lost
+    headnodes stay off (their etcd members belong to the old cluster).
     """
     from sdcadm.errors import SdcadmError
     from sdcadm.lab import drill
@@ -288,7 +298,8 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     services = _services(services)
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
                              observer=printer(quiet=as_json), timeout=timeout, backend=backend,
-                             store=store)
+                             store=store, lose=[h.strip() for h in lose.split(",") if h.strip()]
+                             if lose else None)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")

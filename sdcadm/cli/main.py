@@ -42,6 +42,7 @@ COMMANDS = {
     "create": "sdcadm.cli.create:create",
     "post-setup": "sdcadm.cli.post_setup:post_setup",
     "dc": "sdcadm.cli.dc:dc",
+    "store": "sdcadm.cli.store:store",
 }
 
 EXIT_INTERRUPTED = 130

@@ -58,7 +58,7 @@ def server_config(state, server):
         "restore_data": {"source_root_template": ".",
                          "key_file": str(state.restore_key_path(host))},
         "image_source": str(state.server_images(host)),
-        "store": state.store_config(host),
+        "store": _store_config(state, server),
         "agent": {
             "listen": server["admin_ip"],
             "port": state.ports["agent"],
@@ -80,6 +80,15 @@ def server_config(state, server):
             "connect_timeout": 5.0,
         },
     }
+
+
+def _store_config(state, server):
+    doc = state.store_config(server["hostname"])
+    if state.store == "etcd" and server["headnode"]:
+        from sdcadm.lab.etcd import member_config
+
+        doc["member"] = member_config(state, server["hostname"])
+    return doc
 
 
 def _datasets_config(state, server):

@@ -13,6 +13,16 @@
 7. bring the dead headnode back and check it stays fenced: it runs none of
    the moved instances, keeps their zones (data untouched), shows flag F.
 
+``--lose hn0,hn1`` loses a quorum of the etcd store instead: both are killed
+(members and disks), `sdcadm store recover` rebuilds the store on the
+survivor from the newest snapshot the headnodes kept (its own restore data
+first), then step 5 restores every service of both there. It measures
+``store_recovery_s`` and ``store_revision_lost`` (the store's writes after the
+snapshot, as the survivor's member had applied them when the others died).
+Step 7 is not run then: the lost headnodes' etcd members belong to the old
+cluster, and two of them powered on would form its quorum again (a second
+store); the lab is rebuilt by the next drill (docs/store.md).
+
 Everything measured goes into one result (``DrillResult.to_dict()``).
 """
 
@@ -26,6 +36,8 @@ from sdcadm.config import load_config
 from sdcadm.errors import LabError, SdcadmError
 from sdcadm.health import http_open
 from sdcadm.lab import ctl
+# A lab whose store was recovered by a --lose drill is never started again, only rebuilt.
+from sdcadm.lab.etcd import RECOVERED_MARK
 from sdcadm.lab.state import load_state
 from sdcadm.progress import Progress, notify
 from sdcadm.store import open_store
@@ -38,18 +50,24 @@ class DrillResult:
     lab: str
     dead: str
     restored_on: str
+    lost: list = field(default_factory=list)   # every headnode killed (--lose)
     store_backend: str = "sqlite"        # where the DC store lived (etcd: hn0's member died too)
     dead_member_gone: bool = False       # etcd: the dead headnode's member no longer answered
     dead_disk_gone: bool = False         # its root was out of reach during the restore
     rto_s: float = 0.0                   # restore start -> every restored instance healthy
     rto_from_kill_s: float = 0.0         # the kill -> every restored instance healthy
     rpo_s: float = 0.0                   # the kill - the oldest data restored (loss window)
+    store_recovery_s: float | None = None   # --lose a quorum: `store recover` on the survivor
+    store_revision_lost: int | None = None   # writes after the snapshot recovered from
+    store_recovered_revision: int | None = None
+    store_recovery_steps: dict = field(default_factory=dict)   # seconds per step of the recovery
     services_restored: int = 0
     canaries_written_before_sync: int = 0
     canaries_verified: int = 0
     canaries_written_after_sync: int = 0
     canaries_lost_after_last_sync: int = 0
     fencing_verified: bool = False
+    fencing_checked: bool = True          # False when the lost headnodes stay off (--lose a quorum)
     fencing: dict = field(default_factory=dict)
     services: dict = field(default_factory=dict)   # alias -> measurements
     rto_parts: dict = field(default_factory=dict)  # where the restore's time went (rto_parts())
@@ -58,7 +76,7 @@ class DrillResult:
 
     @property
     def ok(self):
-        return (not self.problems and self.fencing_verified
+        return (not self.problems and (self.fencing_verified or not self.fencing_checked)
                 and self.canaries_verified == self.canaries_written_before_sync)
 
     def to_dict(self):
@@ -88,8 +106,33 @@ def _pristine(state):
                    for i in store.list_instances())
 
 
+def check_lose(lose, headnodes):
+    """The headnodes a drill kills (default hn0), checked before anything is
+    built; LabError naming what is wrong."""
+    names = [f"hn{i}" for i in range(headnodes)]
+    lose = list(dict.fromkeys(lose or ["hn0"]))
+    unknown = [h for h in lose if h not in names]
+    if unknown:
+        raise LabError(f"--lose {','.join(unknown)}: not a headnode of a lab of {headnodes} "
+                       f"headnodes ({', '.join(names)})",
+                       hint="name headnodes only: compute nodes hold no store and no restore data")
+    if len(lose) >= headnodes:
+        raise LabError(f"--lose {','.join(lose)} leaves no headnode to restore on",
+                       hint=f"keep at least one of {', '.join(names)}")
+    return lose
+
+
+def quorum_lost(lose, headnodes):
+    """True when losing ``lose`` leaves fewer than a majority of the members."""
+    return headnodes - len(lose) <= headnodes // 2
+
+
 def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
                 backend="dir", store=None):
+    if (directory / RECOVERED_MARK).exists():
+        notify(observer, Progress("drill", "the lab's store was recovered by an earlier "
+                                           "--lose drill: rebuilding it"))
+        ctl.destroy(directory)
     if headnodes < 2:
         raise LabError("the drill needs at least 2 headnodes (one to lose, one to restore on)")
     if headnodes < 3 and ctl.choose_store(store, headnodes + computenodes) == "etcd":
@@ -108,25 +151,32 @@ def prepare_lab(directory, net, headnodes, computenodes, services, observer, tim
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0, backend="dir", store=None):
+              timeout=120.0, backend="dir", store=None, lose=None):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
     from sdcadm.procedures.restore import RestoreServices
     from sdcadm.restore_data.client import sync_headnodes
 
+    lose = check_lose(lose, headnodes)
     state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
                         backend, store)
-    dead, survivor = state.servers[0], next(s for s in state.servers[1:] if s["headnode"])
+    recover = quorum_lost(lose, len(state.headnodes))
+    if recover and state.store != "etcd":
+        raise LabError(f"--lose {','.join(lose)}: only an etcd store can be recovered")
+    lost = [state.server(h) for h in lose]
+    dead = lost[0]
+    survivor = next(s for s in state.headnodes if s["hostname"] not in lose)
     result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"],
-                         store_backend=state.store)
+                         store_backend=state.store, lost=list(lose))
     config = load_config(state.config_path(survivor["hostname"]), environ={})
     store = open_store(config)  # as the survivor reaches it
     ctx = ProcedureContext.for_config(config, store)
     catalog, token = ctx.catalog, ctx.agents.token
+    lost_uuids = {s["uuid"] for s in lost}
     try:
-        on_dead = [i for i in store.list_instances(server_uuid=dead["uuid"])
-                   if not catalog.get(i.service).ha]
+        on_dead = [i for i in store.list_instances()
+                   if i.server_uuid in lost_uuids and not catalog.get(i.service).ha]
         stateful = [i for i in on_dead if i.delegate_dataset]
 
         def write(phase):
@@ -151,31 +201,42 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         result.canaries_written_before_sync = len(before)
         result.canaries_written_after_sync = len(after)
 
-        watcher = Watcher(store, sorted({i.service for i in on_dead}), interval=0.1)
-        watcher.start()
+        watched = sorted({i.service for i in on_dead})
+        watcher = Watcher(store, watched, interval=0.1) if not recover else None
+        if watcher:
+            watcher.start()
         try:
-            notify(observer, Progress("drill", f"killing {dead['hostname']} (SIGKILL, no warning)"))
+            notify(observer, Progress("drill", f"killing {', '.join(lose)} (SIGKILL, no warning)"))
             killed_at = time.time()
-            ctl.kill(state, dead["hostname"])
-            result.dead_disk_gone = not state.server_root(dead["hostname"]).exists()
+            for server in lost:
+                ctl.kill(state, server["hostname"])
+            result.dead_disk_gone = all(not state.server_root(s["hostname"]).exists()
+                                        for s in lost)
             if state.store == "etcd":
                 from sdcadm.lab import etcd
 
-                result.dead_member_gone = not etcd.healthy(state, dead["hostname"])
+                result.dead_member_gone = not any(etcd.healthy(state, s["hostname"])
+                                                  for s in lost)
             else:
                 result.dead_member_gone = True  # no member to lose
+            if recover:
+                store.close()
+                store, ctx = _recover_store(state, survivor, result, observer)
+                watcher = Watcher(store, watched, interval=0.1)
+                watcher.start()
 
             notify(observer, Progress("drill", f"restoring every service on {survivor['hostname']}"))
-            run = run_procedures([RestoreServices(all_services=True, dead=[dead["hostname"]],
+            run = run_procedures([RestoreServices(all_services=True, dead=list(lose),
                                                   timeout=timeout)],
                                  ctx, yes=True, observer=observer,
                                  console=Console(info_to_stderr=True))
             task = store.get_task(run.task)
         finally:
-            watcher.stop()
+            if watcher:
+                watcher.stop()
         _collect_restore(result, task, killed_at, run.elapsed_s)
         if not (result.dead_disk_gone and result.dead_member_gone):
-            result.problems.append(f"{dead['hostname']} was not lost whole: disk gone "
+            result.problems.append(f"{', '.join(lose)} not lost whole: disk gone "
                                    f"{result.dead_disk_gone}, store member gone "
                                    f"{result.dead_member_gone}")
         result.availability = watcher.summary()
@@ -192,6 +253,11 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         result.canaries_lost_after_last_sync = sum(
             _get(f"{by_uuid[uuid].url}/data/{key}") != body for uuid, key, body in after)
 
+        if recover:
+            result.fencing_checked = False
+            result.fencing = {"skipped": f"{', '.join(lose)} stay off: their etcd members belong "
+                                         "to the store's old cluster (docs/store.md)"}
+            return result
         notify(observer, Progress("drill", f"bringing {dead['hostname']} back: it must stay fenced"))
         result.fencing = _check_fencing(state, store, dead, on_dead, timeout)
         result.fencing_verified = all(result.fencing.get(k) for k in
@@ -201,6 +267,46 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     finally:
         store.close()
     return result
+
+
+def _recover_store(state, survivor, result, observer):
+    """`sdcadm store recover -y` on the survivor (the real procedure, as its
+    operator runs it); return the store and a procedure context reopened
+    through its rewritten configuration."""
+    from sdcadm.procedures import ProcedureContext
+    from sdcadm.procedures.store_recover import StoreRecover
+    from sdcadm.store.etcd_maintenance import member_status
+
+    from sdcadm.lab import etcd
+
+    host = survivor["hostname"]
+    # A leader notices it lost its quorum after an election timeout: until then
+    # the survivor may still say it has one (and `store recover` refuses).
+    deadline = time.monotonic() + 30
+    while etcd.healthy(state, host):
+        if time.monotonic() > deadline:
+            raise LabError(f"{host}'s etcd member still has a leader 30s after the others died")
+        time.sleep(0.2)
+    # What the survivor's member had applied when the others died: the writes
+    # a recovery from the snapshot gives up are those after the snapshot's revision.
+    applied = member_status(state.etcd_endpoint(host))["revision"]
+    (state.path / RECOVERED_MARK).write_text(f"{host}\n")
+    config = load_config(state.config_path(host), environ={})
+    notify(observer, Progress("drill", f"the store lost its quorum: `store recover` on {host}"))
+    started = time.monotonic()
+    proc = StoreRecover(config)
+    proc.prepare(observer=observer)
+    try:
+        done = proc.execute(observer=observer)
+    finally:
+        proc.discard()
+    result.store_recovery_s = round(time.monotonic() - started, 3)
+    result.store_recovered_revision = done["revision"]
+    result.store_recovery_steps = done["timings"]
+    result.store_revision_lost = max(0, applied - done["revision"])
+    config = load_config(state.config_path(host), environ={})   # its endpoints: the new member
+    store = open_store(config)
+    return store, ProcedureContext.for_config(config, store)
 
 
 def _collect_restore(result, task, killed_at, elapsed):
@@ -276,7 +382,8 @@ def _check_fencing(state, store, dead, moved, timeout):
 
 def render(result):
     """Lines for people."""
-    lines = [f"Drill on {result.lab}: {result.dead} killed, services restored on {result.restored_on}",
+    lost = ", ".join(result.lost or [result.dead])
+    lines = [f"Drill on {result.lab}: {lost} killed, services restored on {result.restored_on}",
              "", f"{'INSTANCE':<12} {'SERVICE':<10} {'RTO':>7} {'DATA AGE':>9}  DOWNTIME(watch)"]
     avail = (result.availability or {}).get("services", {})
     for alias, r in sorted(result.services.items(), key=lambda ar: ar[1]["rto_s"]):
@@ -298,8 +405,13 @@ def render(result):
         " (written before the last sync)",
         f"canaries lost after last sync:  {result.canaries_lost_after_last_sync}/"
         f"{result.canaries_written_after_sync}",
-        f"fencing verified:               {str(result.fencing_verified).lower()}",
+        f"fencing verified:               {str(result.fencing_verified).lower()}"
+        + ("" if result.fencing_checked else " (not checked: " + result.fencing["skipped"] + ")"),
     ]
+    if result.store_recovery_s is not None:
+        lines.insert(-6, f"store recovered:                {result.store_recovery_s:.2f}s, at "
+                         f"revision {result.store_recovered_revision} "
+                         f"({result.store_revision_lost} write(s) after the snapshot lost)")
     lines += [f"PROBLEM: {p}" for p in result.problems]
     return lines
 

@@ -25,6 +25,11 @@ import requests
 from sdcadm.errors import LabError
 from sdcadm.lab import procs
 
+# Written by a drill that recovered the store on one headnode (`store recover`):
+# the others' members belong to the old cluster, and two of them started
+# together would form its quorum again -- a second store. They are refused.
+RECOVERED_MARK = ".store-recovered"
+
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
 
@@ -69,6 +74,21 @@ def member_argv(state, hostname, program=None):
             "--logger", "zap", "--log-outputs", str(state.etcd_log(hostname))]
 
 
+def member_config(state, hostname):
+    """The ``store.member`` section of a headnode's configuration: who its
+    member is, and how `store recover` stops and starts it (through this
+    module, as the lab runs members)."""
+    import sys
+
+    server = state.server(hostname)
+    directory = str(state.path).replace("{", "{{").replace("}", "}}")
+    command = [sys.executable, "-m", "sdcadm.lab.etcd", "--dir", directory]
+    return {"name": hostname, "peer_url": _peer_url(state, server),
+            "client_url": _client_url(state, server), "data_dir": str(state.etcd_dir(hostname)),
+            "start_command": command + ["start", hostname],
+            "stop_command": command + ["stop", hostname]}
+
+
 def member_pid(state, hostname):
     """The pid of ``hostname``'s running member, or None."""
     pid = procs.read_pid(state.etcd_pidfile(hostname))
@@ -81,6 +101,12 @@ def start_member(state, hostname):
     pid = member_pid(state, hostname)
     if pid:
         return pid
+    mark = state.path / RECOVERED_MARK
+    if mark.exists() and mark.read_text().strip() != hostname:
+        raise LabError(f"the lab's store was recovered on {mark.read_text().strip()} "
+                       f"(`store recover`): {hostname}'s etcd member belongs to the old cluster "
+                       "and is not started", hint="rebuild the lab: `sdcadm lab destroy` then "
+                                                  "`sdcadm lab up` (docs/store.md)")
     program = etcd_program()
     if program is None:
         raise LabError("etcd is not installed; the lab's store needs it",
@@ -129,3 +155,40 @@ def stop_member(state, hostname, sig=signal.SIGTERM, grace=10.0):
         procs.send(pid, sig)
         procs.terminate([pid], grace=grace)
     return pid
+
+
+def main(argv=None):
+    """``python -m sdcadm.lab.etcd --dir D start|stop HOST``: what the lab writes
+    into each headnode's ``store.member.start_command``/``stop_command`` (as a
+    real headnode's are ``systemctl start|stop etcd``), so that `sdcadm store
+    recover` starts and stops the member as the lab runs it."""
+    import argparse
+    import sys
+
+    from sdcadm.errors import SdcadmError
+    from sdcadm.lab.state import load_state
+
+    parser = argparse.ArgumentParser(prog="python -m sdcadm.lab.etcd",
+                                     description="Start or stop a lab headnode's etcd member.")
+    parser.add_argument("--dir", required=True, help="the lab directory")
+    parser.add_argument("action", choices=("start", "stop"))
+    parser.add_argument("server", help="hostname of the headnode")
+    args = parser.parse_args(argv)
+    try:
+        state = load_state(args.dir)
+        state.server(args.server)
+        if args.action == "start":
+            pid = start_member(state, args.server)
+            print(f"{args.server}: etcd member running (pid {pid})")
+        else:
+            pid = stop_member(state, args.server)
+            print(f"{args.server}: etcd member stopped" + (f" (pid {pid})" if pid else
+                                                            " (it was not running)"))
+    except SdcadmError as e:
+        print(f"etcd {args.action} {args.server}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

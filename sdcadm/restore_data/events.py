@@ -57,3 +57,4 @@ class SyncSummary(Event):
     started: float = 0.0
     finished: float = 0.0
     error: str | None = None
+    store: dict | None = None   # the store snapshot of this cycle (StoreSnapshotResult.to_dict())

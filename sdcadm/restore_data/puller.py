@@ -4,7 +4,8 @@
 observer=None)``:
 
 1. read the DC model from the store (``sources.Facts``) and write ``dc.json``
-   (when its revision changed);
+   (when its revision changed); take a snapshot of the store itself into
+   ``store/`` (etcd: ``store_snapshot``);
 2. plan (``sources.plan_cycle``): the instances of non-HA services on other
    servers, grouped by service;
 3. sync up to ``restore_data.concurrency`` services at once
@@ -35,6 +36,7 @@ from sdcadm.restore_data.reporting import StatusReporter
 from sdcadm.restore_data.service_sync import ServiceSync
 from sdcadm.restore_data.sources import Facts, plan_cycle
 from sdcadm.restore_data.staging import InstanceStager
+from sdcadm.restore_data.store_snapshot import StoreSnapshotter
 
 
 class Puller:
@@ -57,6 +59,7 @@ class Puller:
         self.service_sync = ServiceSync(self.layout, self.me, self.hostname, instances, datasets,
                                     reporter, clock)
         self.pruner = Pruner(config, self.layout, self._get_backend, reporter, clock)
+        self.store_snapshots = StoreSnapshotter(config, self.layout, clock)
 
     # -- collaborators, made on first use (not every server pulls) -------------------
     def _get_backend(self):
@@ -98,6 +101,11 @@ class Puller:
             return summary
         hostname = facts.hostname(self.me, self.hostname)
         self._write_dc_json(facts)
+        store = self.store_snapshots.take(facts.revision)
+        if store.status != "skipped":
+            notify(observer, Progress("restore-data", f"{hostname}: store snapshot {store.status}"
+                                      + (f" at revision {store.revision}" if store.revision
+                                         else f": {store.error}")))
         full, wanted = plan_cycle(self.me, facts, self.catalog, started,
                                   self.config.agent.heartbeat_timeout, services)
         notify(observer, Progress("restore-data", f"{hostname}: {len(wanted)} service(s) to sync",
@@ -113,8 +121,11 @@ class Puller:
                 notify(observer, results[name])
         pruned = self.pruner.prune(full, facts, observer)
         statuses = {name: r.status for name, r in results.items()}
-        summary = SyncSummary(self.me, hostname, all(s == "ok" for s in statuses.values()),
-                              statuses, tuple(pruned), started, self.clock())
+        # A headnode that cannot keep the store is not ok: the store is what a
+        # lone survivor needs first (`sdcadm store recover`).
+        ok = all(s == "ok" for s in statuses.values()) and store.status != "failed"
+        summary = SyncSummary(self.me, hostname, ok, statuses, tuple(pruned), started,
+                              self.clock(), store=store.to_dict())
         notify(observer, summary)
         return summary
 
