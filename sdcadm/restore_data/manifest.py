@@ -110,7 +110,10 @@ def read_manifest(path, key):
     return parse_manifest(raw, key, path)
 
 
-def parse_manifest(raw, key, path="manifest.json"):
+def parse_manifest(raw, key, path="manifest.json", check=None):
+    """The validated manifest in ``raw``, signed with ``key``: not empty, JSON,
+    an object, valid (``check(doc)`` -> problems; the service manifest's
+    schema by default), its checksum and signature right. ManifestError."""
     if not raw.strip():
         raise ManifestError(path, "is empty (truncated)")
     try:
@@ -125,7 +128,7 @@ def parse_manifest(raw, key, path="manifest.json"):
                                   f"{len(raw)} bytes)") from None
     if not isinstance(doc, dict):
         raise ManifestError(path, f"is not a JSON object (got {type(doc).__name__})")
-    found = problems_of(doc)
+    found = (check or problems_of)(doc)
     if found:
         raise ManifestError(path, "is invalid:\n    " + "\n    ".join(found))
     if checksum(doc) != doc["checksum"]:

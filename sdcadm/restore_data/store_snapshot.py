@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sdcadm.errors import RestoreDataBroken, SdcadmError, StoreError, TransportError
 from sdcadm.fsutil import canonical_json, fsync_dir, sha256_file, which, write_bytes_atomic
-from sdcadm.restore_data.manifest import ManifestError, check_signature, checksum, signature
+from sdcadm.restore_data.manifest import ManifestError, checksum, parse_manifest, signature
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +72,7 @@ def parse_store_manifest(raw, key, path):
 
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError(path, f"is over {MAX_MANIFEST_BYTES} bytes: not a store manifest")
-    if not raw.strip():
-        raise ManifestError(path, "is empty (truncated)")
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
-        truncated = raw.lstrip().startswith(b"{") and not raw.rstrip().endswith(b"}")
-        raise ManifestError(path, "is truncated" if truncated else f"is not valid JSON ({e})") \
-            from None
-    if not isinstance(doc, dict):
-        raise ManifestError(path, f"is not a JSON object (got {type(doc).__name__})")
-    found = problems("store_manifest", doc)
-    if found:
-        raise ManifestError(path, "is invalid:\n    " + "\n    ".join(found))
-    if checksum(doc) != doc["checksum"]:
-        raise ManifestError(path, "was modified after it was written (its checksum does not "
-                                  "match its content)")
-    check_signature(doc, key, path)
-    return doc
+    return parse_manifest(raw, key, path, check=lambda doc: problems("store_manifest", doc))
 
 
 def read_store_manifest(layout):

@@ -25,6 +25,16 @@ from sdcadm.store.migrations import MIGRATIONS
 
 _SERVER_COLS = ("uuid", "hostname", "admin_ip", "headnode", "setup", "boot_platform",
                 "current_platform", "last_heartbeat", "fenced", "agent_port", "generation")
+# A server record as written (generation and heartbeat are the store's own).
+_SERVER_INSERT = ("INSERT INTO servers (uuid, hostname, admin_ip, headnode, setup, boot_platform,"
+                  " current_platform, fenced, agent_port) VALUES (?,?,?,?,?,?,?,?,?)")
+
+
+def _server_values(v):
+    return (v["uuid"], v["hostname"], v["admin_ip"], int(v["headnode"]), int(v["setup"]),
+            v["boot_platform"], v["current_platform"], int(v["fenced"]), v["agent_port"])
+
+
 _INSTANCE_COLS = ("uuid", "alias", "service", "server_uuid", "image", "admin_ip", "port",
                   "generation", "delegate_dataset", "state", "params")
 
@@ -265,15 +275,11 @@ class SqliteStore(Store):
                 raise Conflict(f"a server named {server.hostname!r} already exists ({row[0]})",
                                hint="choose another hostname, or delete that server first")
             c.execute(
-                "INSERT INTO servers (uuid, hostname, admin_ip, headnode, setup, boot_platform,"
-                " current_platform, fenced, agent_port) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(uuid) DO UPDATE SET hostname=excluded.hostname,"
+                _SERVER_INSERT + " ON CONFLICT(uuid) DO UPDATE SET hostname=excluded.hostname,"
                 " admin_ip=excluded.admin_ip, headnode=excluded.headnode, setup=excluded.setup,"
                 " boot_platform=excluded.boot_platform, current_platform=excluded.current_platform,"
                 " fenced=excluded.fenced, agent_port=excluded.agent_port,"
-                " generation=generation + 1",
-                (v["uuid"], v["hostname"], v["admin_ip"], int(v["headnode"]), int(v["setup"]),
-                 v["boot_platform"], v["current_platform"], int(v["fenced"]), v["agent_port"]))
+                " generation=generation + 1", _server_values(v))
             self._bump(c)
 
     def register_server(self, server):
@@ -284,11 +290,7 @@ class SqliteStore(Store):
                             (server.uuid, server.hostname)).fetchone()
             if row:
                 checks.refuse_registration(server, row[0], row[1])
-            c.execute(
-                "INSERT INTO servers (uuid, hostname, admin_ip, headnode, setup, boot_platform,"
-                " current_platform, fenced, agent_port) VALUES (?,?,?,?,?,?,?,?,?)",
-                (v["uuid"], v["hostname"], v["admin_ip"], int(v["headnode"]), int(v["setup"]),
-                 v["boot_platform"], v["current_platform"], int(v["fenced"]), v["agent_port"]))
+            c.execute(_SERVER_INSERT, _server_values(v))
             self._bump(c)
 
     def get_server(self, uuid):
