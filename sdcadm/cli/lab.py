@@ -68,9 +68,16 @@ def lab():
               help="Seconds to wait for every instance to become healthy.")
 @click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
               help="Size of each server's pool file (zfs backend).")
+@click.option("--isolation", type=click.Choice(["loopback", "netns"]), default=None,
+              help="How servers are kept apart: loopback (the default), every server on its "
+                   "own loopback address of --net; or netns (root), every server in its own "
+                   "network namespace on a private network (127.A.B.0/N of --net becomes "
+                   "10.A.B.0/N), joined by a bridge the host has a leg on, so that `lab "
+                   "partition`, `heal` and `degrade` can cut and slow its network. An existing "
+                   "lab keeps its own.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
 def up_cmd(directory, headnodes, computenodes, net, services, backend, store, heartbeat_interval,
-           timeout, zfs_size, as_json):
+           timeout, zfs_size, isolation, as_json):
     """Build the lab (or revive an existing one) and wait until it is healthy.
 
     Each server's root (<dir>/<hostname>) holds everything it uses: its
@@ -85,7 +92,7 @@ def up_cmd(directory, headnodes, computenodes, net, services, backend, store, he
     state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
                    heartbeat_interval=heartbeat_interval, timeout=timeout,
                    observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size,
-                   store=store)
+                   store=store, isolation=isolation)
     if as_json:
         click.echo(json.dumps(state.to_dict(), indent=2))
         return
@@ -158,8 +165,7 @@ def start_cmd(directory, server):
     from sdcadm.lab import ctl
 
     state = _state(directory)
-    if not ctl._sshd(state).running():
-        ctl._sshd(state).start()
+    ctl.start_sshd(state, [state.server(server)["hostname"]])
     pid = ctl.start(state, server)
     click.echo(f"{server} agent running (pid {pid})")
 
@@ -191,7 +197,10 @@ def status_cmd(directory, as_json):
 def env_cmd(directory, server):
     """Print `export SDCADM_CONFIG=...` to act as if on SERVER (default hn0).
 
-    Use as: eval "$(sdcadm lab env hn1)"
+    Use as: eval "$(sdcadm lab env hn1)". In a netns lab too: the host has a
+    leg on the lab's bridge, so the CLI reaches every server from here (but
+    not a server partitioned from everyone: use `lab exec` to act from
+    inside it).
     """
     state = _state(directory)
     entry = state.server(server)
@@ -288,3 +297,105 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True,
+                                       "allow_interspersed_args": False})
+@dir_option
+@click.argument("server")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_cmd(directory, server, command):
+    """Run COMMAND as if logged in on SERVER: in its network namespace (netns
+    lab), in its root directory, with SDCADM_CONFIG naming its config.
+
+    Example: sdcadm lab exec hn0 -- sdcadm server ls. Exits with COMMAND's
+    status. Works on a partitioned server (that is what it is for: to see
+    the partition from its side), not on a powered-off one.
+    """
+    import os
+
+    from sdcadm.lab.ctl import exec_argv
+
+    argv, env, cwd = exec_argv(_state(directory), server, command)
+    os.chdir(cwd)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        from sdcadm.errors import LabError
+
+        raise LabError(f"cannot run {command[0]!r} on {server}: {e.strerror}",
+                       hint="give a command on PATH, or its full path") from None
+
+
+@lab.command("partition")
+@dir_option
+@click.argument("server")
+@click.option("--from", "peers", default=None, metavar="SERVER,...",
+              help="Cut SERVER off from these servers only (both directions); the others, "
+                   "and the host, still reach it. Default: from everyone, the host included.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
+def partition_cmd(directory, server, peers, as_json):
+    """Cut SERVER's network (netns lab only): its processes keep running.
+
+    Frames to and from its port on the lab's bridge are dropped (nftables,
+    in the lab's own namespace), so its agent, etcd member, sshd and
+    instances run on, each reaching only what is inside its namespace.
+    Recorded in lab.json: `lab heal SERVER` undoes it, `lab down` too.
+    """
+    from sdcadm.lab import faults
+
+    peer_list = _services(peers) if peers is not None else None
+    if peers is not None and not peer_list:
+        from sdcadm.errors import UsageError
+
+        raise UsageError("--from names no server", hint="--from hn1,hn2")
+    state = _state(directory)
+    fault = faults.partition(state, server, peer_list)
+    _print_fault(state, server, fault, as_json)
+
+
+@lab.command("heal")
+@dir_option
+@click.argument("server")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
+def heal_cmd(directory, server, as_json):
+    """Undo every network fault of SERVER (partition and degradation)."""
+    from sdcadm.lab import faults
+
+    state = _state(directory)
+    faults.heal(state, server)
+    _print_fault(state, server, {}, as_json)
+
+
+@lab.command("degrade")
+@dir_option
+@click.argument("server")
+@click.option("--delay", "delay_ms", default=0.0, type=click.FloatRange(0, 60000),
+              metavar="MS", help="Delay every frame to and from SERVER by MS milliseconds "
+                                 "(tc netem on both ends of its link: the RTT grows by "
+                                 "2 x MS; the kernel needs netem).")
+@click.option("--loss", "loss_pct", default=0.0, type=click.FloatRange(0, 100), metavar="PCT",
+              help="Drop PCT percent (whole percents) of the frames to and from SERVER, each "
+                   "direction (nftables).")
+@click.option("--clear", is_flag=True, help="Undo the degradation (a partition stays).")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
+def degrade_cmd(directory, server, delay_ms, loss_pct, clear, as_json):
+    """Slow SERVER's link down and/or make it lose frames (netns lab only).
+
+    Recorded in lab.json; `--clear`, `lab heal SERVER` or `lab down` undo it.
+    """
+    from sdcadm.lab import faults
+
+    state = _state(directory)
+    fault = faults.degrade(state, server, delay_ms, loss_pct, clear)
+    _print_fault(state, server, fault, as_json)
+
+
+def _print_fault(state, server, fault, as_json):
+    from sdcadm.lab.faults import describe
+
+    host = state.server(server)["hostname"]
+    if as_json:
+        click.echo(json.dumps({"server": host, **fault}, indent=2))
+    else:
+        click.echo(f"{host}: {describe(fault)}")

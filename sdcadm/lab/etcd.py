@@ -89,7 +89,8 @@ def start_member(state, hostname):
     state.etcd_dir(hostname).parent.mkdir(parents=True, exist_ok=True)
     state.etcd_pidfile(hostname).parent.mkdir(parents=True, exist_ok=True)
     proc = procs.spawn_daemon(member_argv(state, hostname, program),
-                              state.etcd_log(hostname).with_suffix(".out"))
+                              state.etcd_log(hostname).with_suffix(".out"),
+                              netns=state.namespace(hostname))
     procs.write_pid(state.etcd_pidfile(hostname), proc.pid)
     return proc.pid
 
