@@ -370,12 +370,12 @@ def heal_cmd(directory, server, as_json):
 @lab.command("degrade")
 @dir_option
 @click.argument("server")
-@click.option("--delay", "delay_ms", default=0.0, type=click.FloatRange(0, 60000),
+@click.option("--delay", "delay_ms", default=0, type=click.IntRange(0, 60000),
               metavar="MS", help="Delay every frame to and from SERVER by MS milliseconds "
                                  "(tc netem on both ends of its link: the RTT grows by "
                                  "2 x MS; the kernel needs netem).")
-@click.option("--loss", "loss_pct", default=0.0, type=click.FloatRange(0, 100), metavar="PCT",
-              help="Drop PCT percent (whole percents) of the frames to and from SERVER, each "
+@click.option("--loss", "loss_pct", default=0, type=click.IntRange(0, 100), metavar="PCT",
+              help="Drop PCT percent of the frames to and from SERVER, each "
                    "direction (nftables).")
 @click.option("--clear", is_flag=True, help="Undo the degradation (a partition stays).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
