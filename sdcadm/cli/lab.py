@@ -270,10 +270,16 @@ def watch_cmd(directory, services, interval, duration, as_json):
 @shape_options
 @click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               help="Seconds to wait for the lab and for each restored instance.")
+@click.option("--fault", type=click.Choice(["kill", "partition"]), default="kill",
+              show_default=True,
+              help="How hn0 is lost: kill (a power cut), or partition (root: a netns lab; hn0 "
+                   "cut off the network, its processes running; probes from every namespace "
+                   "measure max_concurrent_singletons).")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="Print one JSON object (store_backend, rto_s, rpo_s, services_restored, "
-                   "canaries_verified, canaries_lost_after_last_sync, fencing_verified, ...).")
-def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout,
+                   "canaries_verified, canaries_lost_after_last_sync, fencing_verified, "
+                   "max_concurrent_singletons, ...).")
+def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout, fault,
               as_json):
     """Rehearse losing the first headnode, and measure the recovery.
 
@@ -284,8 +290,11 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     `sdcadm service restore --all --dead hn0`, checks every canary written
     before the last sync, brings hn0 back and checks that it stays fenced.
     Prints the restore time of each service and in total, the data-loss
-    window, the canaries verified and whether fencing held. Exit 1 if any
-    check failed. The lab keeps running afterwards (`sdcadm lab down`).
+    window, the canaries verified and whether fencing held. With --fault
+    partition, hn0 is cut off instead (its processes keep running) and the
+    drill also reports when its singletons stopped, seen from inside it, and
+    the most copies of one singleton ever seen answering at once from any
+    namespace (must be 1). Exit 1 if any check failed. The lab keeps running afterwards (`sdcadm lab down`).
     """
     from sdcadm.errors import SdcadmError
     from sdcadm.lab import drill
@@ -293,7 +302,7 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     services = _services(services)
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
                              observer=printer(quiet=as_json), timeout=timeout, backend=backend,
-                             store=store)
+                             store=store, fault=fault)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")

@@ -13,11 +13,24 @@
 7. bring the dead headnode back and check it stays fenced: it runs none of
    the moved instances, keeps their zones (data untouched), shows flag F.
 
+With ``fault="partition"`` (a netns lab, docs/lab.md) step 4 cuts the first
+headnode off the network instead (`lab partition`): its processes keep
+running. Every server's namespace and the host run a prober
+(``sdcadm.lab.probe``) of its singletons throughout; the drill waits until
+the second headnode sees it unreachable, then restores as above (its fence
+agent powers it off: out of band, as IPMI reaches a partitioned server), and
+reports when the partitioned side's singletons last answered (seen from
+inside it), whether that was before the restore started, and
+``max_concurrent_singletons``: the most processes seen serving one singleton
+at once, from any side (the promise: 1). Step 7 heals the partition first.
+
 Everything measured goes into one result (``DrillResult.to_dict()``).
 """
 
 import http.client
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -25,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from sdcadm.config import load_config
 from sdcadm.errors import LabError, SdcadmError
 from sdcadm.health import http_open
-from sdcadm.lab import ctl
+from sdcadm.lab import ctl, procs
 from sdcadm.lab.state import load_state
 from sdcadm.progress import Progress, notify
 from sdcadm.store import open_store
@@ -55,11 +68,17 @@ class DrillResult:
     rto_parts: dict = field(default_factory=dict)  # where the restore's time went (rto_parts())
     availability: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
+    fault: str = "kill"                  # or "partition": hn0 cut off, its processes running
+    max_concurrent_singletons: int | None = None   # partition: from probes on every side
+    partitioned_side_stopped_s: float | None = None  # partition -> its singletons' last 2xx inside it
+    stopped_before_restore: bool | None = None
 
     @property
     def ok(self):
         return (not self.problems and self.fencing_verified
-                and self.canaries_verified == self.canaries_written_before_sync)
+                and self.canaries_verified == self.canaries_written_before_sync
+                and self.max_concurrent_singletons in (None, 0, 1)
+                and self.stopped_before_restore is not False)
 
     def to_dict(self):
         return {**asdict(self), "ok": self.ok}
@@ -89,7 +108,7 @@ def _pristine(state):
 
 
 def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                backend="dir", store=None):
+                backend="dir", store=None, isolation=None):
     if headnodes < 2:
         raise LabError("the drill needs at least 2 headnodes (one to lose, one to restore on)")
     if headnodes < 3 and ctl.choose_store(store, headnodes + computenodes) == "etcd":
@@ -100,26 +119,84 @@ def prepare_lab(directory, net, headnodes, computenodes, services, observer, tim
         state = load_state(directory)
         ctl.start_store(state, observer)  # a lab that is down keeps its store in its members
         if not _pristine(state) or state.backend != backend or \
-                (store is not None and state.store != store):
-            notify(observer, Progress("drill", "the lab was restored by an earlier drill: rebuilding it"))
+                (store is not None and state.store != store) or \
+                (isolation is not None and state.isolation != isolation):
+            notify(observer, Progress("drill", "the lab was restored by an earlier drill (or is "
+                                               "of another kind): rebuilding it"))
             ctl.destroy(directory)
     return ctl.up(directory, net, headnodes, computenodes, services, timeout=timeout,
-                  observer=observer, backend=backend, store=store)
+                  observer=observer, backend=backend, store=store, isolation=isolation)
+
+
+FAULTS = ("kill", "partition")
+
+
+class Probers:
+    """``python -m sdcadm.lab.probe`` of ``urls`` in every server's namespace
+    and on the host, each writing its rounds to ``<lab>/drill/probe-<side>.jsonl``."""
+
+    def __init__(self, state, urls):
+        out = state.path / "drill"
+        out.mkdir(exist_ok=True)
+        argv = [sys.executable, "-m", "sdcadm.lab.probe", *urls, "--interval", "0.05"]
+        sides = [(s["hostname"], state.namespace(s["hostname"])) for s in state.servers]
+        self.files, self.procs = {}, []
+        for side, ns in sides + [("host", None)]:
+            self.files[side] = out / f"probe-{side}.jsonl"
+            with open(self.files[side], "w") as f:
+                self.procs.append(subprocess.Popen(procs.in_netns(argv, ns), stdout=f,
+                                                   stdin=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+
+    def rounds(self, side=None):
+        found = []
+        for name, path in self.files.items():
+            if side in (None, name):
+                for line in path.read_text().splitlines():
+                    try:
+                        found.append(json.loads(line))
+                    except ValueError:
+                        pass  # a line being written
+        return found
+
+    def wait_all_answer(self, side, timeout):
+        """Wait until ``side`` saw every URL answer 2xx in one round (so that
+        their stop, later, is seen); False if that never happened in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(all(r["pids"].values()) for r in self.rounds(side)[-5:]):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self):
+        procs.terminate([p.pid for p in self.procs], grace=5.0)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0, backend="dir", store=None):
+              timeout=120.0, backend="dir", store=None, fault="kill"):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
     from sdcadm.procedures.restore import RestoreServices
     from sdcadm.restore_data.client import sync_headnodes
 
+    if fault not in FAULTS:
+        raise LabError(f"unknown fault {fault!r}", hint="--fault kill or partition")
+    if fault == "partition":
+        from sdcadm.lab.netns import require_root
+
+        require_root("the drill with --fault partition (a netns lab)")
     state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                        backend, store)
+                        backend, store, isolation="netns" if fault == "partition" else None)
     dead, survivor = state.servers[0], next(s for s in state.servers[1:] if s["headnode"])
     result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"],
-                         store_backend=state.store)
+                         store_backend=state.store, fault=fault)
     config = load_config(state.config_path(survivor["hostname"]), environ={})
     store = open_store(config)  # as the survivor reaches it
     ctx = ProcedureContext.for_config(config, store)
@@ -152,13 +229,23 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         result.canaries_written_after_sync = len(after)
 
         watcher = Watcher(store, sorted({i.service for i in on_dead}), interval=0.1)
+        singletons = [i.url for i in on_dead if catalog.get(i.service).singleton]
+        probers = Probers(state, singletons) if fault == "partition" else None
         watcher.start()
         try:
-            notify(observer, Progress("drill", f"killing {dead['hostname']} (SIGKILL, no warning)"))
-            killed_at = time.time()
-            ctl.kill(state, dead["hostname"])
+            if fault == "partition":
+                if not probers.wait_all_answer(dead["hostname"], timeout):
+                    result.problems.append(f"{dead['hostname']}'s singletons never all answered "
+                                           f"from inside it before the partition")
+                killed_at, cut_at = _partition(state, store, dead, observer, timeout)
+            else:
+                notify(observer, Progress("drill", f"killing {dead['hostname']} (SIGKILL, no warning)"))
+                killed_at = time.time()
+                ctl.kill(state, dead["hostname"])
             result.dead_disk_gone = not state.server_root(dead["hostname"]).exists()
-            if state.store == "etcd":
+            if fault == "partition":
+                result.dead_member_gone = True  # cut off: the majority goes on without it
+            elif state.store == "etcd":
                 from sdcadm.lab import etcd
 
                 result.dead_member_gone = not etcd.healthy(state, dead["hostname"])
@@ -166,6 +253,7 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
                 result.dead_member_gone = True  # no member to lose
 
             notify(observer, Progress("drill", f"restoring every service on {survivor['hostname']}"))
+            restore_at = time.monotonic()
             run = run_procedures([RestoreServices(all_services=True, dead=[dead["hostname"]],
                                                   timeout=timeout)],
                                  ctx, yes=True, observer=observer,
@@ -173,7 +261,12 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
             task = store.get_task(run.task)
         finally:
             watcher.stop()
+            if probers is not None:
+                probers.stop()
         _collect_restore(result, task, killed_at, run.elapsed_s)
+        if probers is not None:
+            _judge_probes(result, probers, dead["hostname"], cut_at, restore_at)
+            result.dead_disk_gone = True  # not lost: cut off (the fence then powered it off)
         if not (result.dead_disk_gone and result.dead_member_gone):
             result.problems.append(f"{dead['hostname']} was not lost whole: disk gone "
                                    f"{result.dead_disk_gone}, store member gone "
@@ -193,6 +286,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
             _get(f"{by_uuid[uuid].url}/data/{key}") != body for uuid, key, body in after)
 
         notify(observer, Progress("drill", f"bringing {dead['hostname']} back: it must stay fenced"))
+        if fault == "partition":
+            from sdcadm.lab import faults
+
+            faults.heal(state, dead["hostname"])
         result.fencing = _check_fencing(state, store, dead, on_dead, timeout)
         result.fencing_verified = all(result.fencing.get(k) for k in
                                       ("flag_f", "agent_back", "runs_none_of_moved", "zones_kept"))
@@ -201,6 +298,51 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     finally:
         store.close()
     return result
+
+
+def _partition(state, store, dead, observer, timeout):
+    """Cut ``dead`` off and wait until the store (the majority) sees it
+    unreachable: ``(wall time, monotonic time)`` of the cut."""
+    from sdcadm.lab import faults
+    from sdcadm.model import status_of
+
+    notify(observer, Progress("drill", f"partitioning {dead['hostname']} (its processes keep "
+                                       f"running)"))
+    at, cut_at = time.time(), time.monotonic()
+    faults.partition(state, dead["hostname"])
+    lease = state.heartbeat_interval * ctl.HEARTBEAT_TIMEOUT_FACTOR
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server = store.get_server(dead["uuid"])
+            if status_of(server, store.now(), lease) != "running":
+                return at, cut_at
+        except SdcadmError:
+            pass  # the majority elects a leader without hn0's member: ask again
+        if time.monotonic() > deadline:
+            raise LabError(f"{dead['hostname']} still heartbeats {timeout:.0f}s after its "
+                           f"partition", hint=f"see `sdcadm lab exec {dead['hostname']} -- "
+                                              f"ip addr` and lab.json faults")
+        time.sleep(0.2)
+
+
+def _judge_probes(result, probers, dead, cut_at, restore_at):
+    from sdcadm.lab.probe import concurrency, spans
+
+    every = probers.rounds()
+    most = concurrency(every)
+    result.max_concurrent_singletons = max(most.values(), default=0)
+    inside = [r["t"] for r in probers.rounds(dead) if r["t"] >= cut_at and any(r["pids"].values())]
+    last = max(inside, default=cut_at)
+    result.partitioned_side_stopped_s = round(last - cut_at, 3)
+    result.stopped_before_restore = last < restore_at
+    if result.max_concurrent_singletons > 1:
+        twice = sorted(u for u, n in most.items() if n > 1)
+        result.problems.append(f"a singleton answered from two processes at once: {twice} "
+                               f"(spans by pid: {[spans(every)[u] for u in twice]})")
+    if not result.stopped_before_restore:
+        result.problems.append(f"{dead}'s singletons still answered inside it when the restore "
+                               f"started")
 
 
 def _collect_restore(result, task, killed_at, elapsed):
@@ -276,7 +418,8 @@ def _check_fencing(state, store, dead, moved, timeout):
 
 def render(result):
     """Lines for people."""
-    lines = [f"Drill on {result.lab}: {result.dead} killed, services restored on {result.restored_on}",
+    what = "partitioned" if result.fault == "partition" else "killed"
+    lines = [f"Drill on {result.lab}: {result.dead} {what}, services restored on {result.restored_on}",
              "", f"{'INSTANCE':<12} {'SERVICE':<10} {'RTO':>7} {'DATA AGE':>9}  DOWNTIME(watch)"]
     avail = (result.availability or {}).get("services", {})
     for alias, r in sorted(result.services.items(), key=lambda ar: ar[1]["rto_s"]):
@@ -300,6 +443,13 @@ def render(result):
         f"{result.canaries_written_after_sync}",
         f"fencing verified:               {str(result.fencing_verified).lower()}",
     ]
+    if result.fault == "partition":
+        lines += [
+            f"max concurrent singletons:      {result.max_concurrent_singletons} (probes from "
+            "every namespace and the host)",
+            f"partitioned side stopped:       {result.partitioned_side_stopped_s:.2f}s after the "
+            f"cut (before the restore: {str(result.stopped_before_restore).lower()})",
+        ]
     lines += [f"PROBLEM: {p}" for p in result.problems]
     return lines
 
