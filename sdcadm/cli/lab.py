@@ -175,7 +175,8 @@ def start_cmd(directory, server):
 @click.option("-j", "--json", "as_json", is_flag=True, help="JSON array, one object per server.")
 def status_cmd(directory, as_json):
     """What the lab runs: per server, its agent, its etcd member (headnodes),
-    whether it is powered off (`lab kill`) and what the store sees."""
+    whether it is powered off (`lab kill`), what the store sees, and its
+    network faults (`lab partition` / `degrade`; JSON: namespace, faults)."""
     from tabulate import tabulate
 
     from sdcadm.lab import ctl
@@ -184,11 +185,13 @@ def status_cmd(directory, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from sdcadm.lab.faults import describe
+
     table = [[r["hostname"], r["role"], r["admin_ip"], r["agent_pid"] or "-",
               r["etcd_pid"] or "-", "off" if r["powered_off"] else "on", r["status"],
-              f"{r['running']}/{r['instances']}"] for r in rows]
+              f"{r['running']}/{r['instances']}", describe(r["faults"])] for r in rows]
     click.echo(tabulate(table, ["HOSTNAME", "ROLE", "ADMIN-IP", "AGENT-PID", "ETCD-PID", "POWER",
-                                "STATUS", "RUNNING"], tablefmt="plain"))
+                                "STATUS", "RUNNING", "NETWORK"], tablefmt="plain"))
 
 
 @lab.command("env")

@@ -581,6 +581,8 @@ def status(state, now=None, store=None):
             "status": status_of(server, now, timeout) if server else "missing",
             "instances": len(mine),
             "running": sum(i.state == "running" for i in mine),
+            "namespace": state.namespace(s["hostname"]),
+            "faults": state.faults.get(s["hostname"], {}),
         })
     return rows
 

@@ -23,7 +23,7 @@ import pytest
 from sdcadm.lab import netns, procs
 from sdcadm.lab.probe import concurrency, spans
 from sdcadm.lab.state import load_state
-from tests.conftest import BIN, clean_env, lab_factory, needs_sshd, run, wait_for
+from tests.conftest import BIN, clean_env, lab_factory, needs_sshd, random_net, run, wait_for
 
 pytestmark = [
     pytest.mark.integration, needs_sshd,
@@ -115,6 +115,10 @@ def test_netns_lab_servers_exec_partition_and_nothing_left(tmp_path):
         assert connects(directory, "hn0", cn0["admin_ip"], agent_port)
         lab(directory, "partition", "cn0")
         assert load_state(directory).faults == {"cn0": {"partition": {"from": None}}}
+        rows = {r["hostname"]: r for r in json.loads(lab(directory, "status", "-j").stdout)}
+        assert rows["cn0"]["faults"] == {"partition": {"from": None}}
+        assert rows["cn0"]["namespace"] == state.namespace("cn0") and rows["hn0"]["faults"] == {}
+        assert "partitioned from everyone" in lab(directory, "status").stdout
         assert not answers(directory, "cn0", sapi["url"])
         assert not connects(directory, "hn0", cn0["admin_ip"], agent_port)
         assert not connects(directory, None, cn0["admin_ip"], agent_port)
@@ -249,3 +253,25 @@ def test_partitioned_headnode_stops_its_singletons_before_hn1_restores_them(tmp_
             by_pid = spans(every_round)[u]
             later = min(first for pid, (first, _) in by_pid.items() if pid != before[u])
             assert by_pid[before[u]][1] < later, f"{u}: hn0's copy answered after hn1's started"
+
+
+def test_drill_with_hn0_partitioned_never_sees_a_singleton_twice(tmp_path):
+    directory = tmp_path / "drill"
+    try:
+        out = run("sdcadm", "lab", "drill", "--dir", str(directory), "--fault", "partition",
+                  "--headnodes", "3", "--computenodes", "0", "--services", "sapi,ufds,binder",
+                  "--net", random_net(), "-j", check=False, timeout=600)
+        result = json.loads(out.stdout)
+        assert result["fault"] == "partition"
+        assert result["max_concurrent_singletons"] == 1, result
+        assert result["stopped_before_restore"] is True, result
+        assert result["canaries_verified"] == result["canaries_written_before_sync"] > 0
+        assert result["fencing_verified"] and result["services_restored"] == 2
+        assert result["problems"] == [] and out.returncode == 0, out.stderr
+    finally:
+        lid = json.loads((directory / "lab.json").read_text())["netns"]["id"] \
+            if (directory / "lab.json").exists() else None
+        lab(directory, "down", check=False)
+        assert procs.lab_processes(directory) == []
+        if lid:
+            assert leftovers(lid) == ([], [])

@@ -193,3 +193,28 @@ def test_concurrency_counts_processes_whose_answers_overlap():
     late = hn0_side + hn1_side + [{"t": 3.0, "pids": {a: 100, b: None}}]  # 100 still at 3.0
     assert concurrency(late) == {a: 2, b: 1}
     assert concurrency([]) == {}
+
+
+def test_partition_drill_is_ok_only_with_one_copy_at_a_time_and_the_stop_first():
+    from sdcadm.lab.drill import DrillResult, render
+
+    def result(**kw):
+        return DrillResult(lab="/l", dead="hn0", restored_on="hn1", fault="partition",
+                           fencing_verified=True, max_concurrent_singletons=1,
+                           partitioned_side_stopped_s=1.6, stopped_before_restore=True, **kw)
+
+    assert result().ok
+    none_seen = result()
+    none_seen.max_concurrent_singletons = 0  # no singleton to probe: nothing twice
+    assert none_seen.ok
+    twice = result()
+    twice.max_concurrent_singletons = 2
+    assert not twice.ok
+    late = result()
+    late.stopped_before_restore = False
+    assert not late.ok
+    text = "\n".join(render(result()))
+    assert "hn0 partitioned" in text and "max concurrent singletons:      1" in text
+    assert "1.60s after the cut (before the restore: true)" in text
+    kill = DrillResult(lab="/l", dead="hn0", restored_on="hn1", fencing_verified=True)
+    assert kill.ok and "max concurrent" not in "\n".join(render(kill))
