@@ -14,6 +14,8 @@ declare -A NEED=(
 )
 # zfs-fuse needs root to be useful (FUSE mounts of pools): only then is it wanted.
 [ "$(id -u)" -eq 0 ] && NEED[zfs-fuse]=zfs-fuse
+# Partitions of a netns lab (root only) are nftables rules on the lab's bridge.
+[ "$(id -u)" -eq 0 ] && NEED[nft]=nftables
 
 missing=()
 for cmd in "${!NEED[@]}"; do

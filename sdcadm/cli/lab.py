@@ -72,9 +72,16 @@ def lab():
               help="Leave the last N compute nodes out of the DC store when building the lab: "
                    "their agents register them, not set up, as a new server's agent does "
                    "(then `sdcadm server setup cnX`).")
+@click.option("--isolation", type=click.Choice(["loopback", "netns"]), default=None,
+              help="How servers are kept apart: loopback (the default), every server on its "
+                   "own loopback address of --net; or netns (root), every server in its own "
+                   "network namespace on a private network (127.A.B.0/N of --net becomes "
+                   "10.A.B.0/N), joined by a bridge the host has a leg on, so that `lab "
+                   "partition`, `heal` and `degrade` can cut and slow its network. An existing "
+                   "lab keeps its own.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
 def up_cmd(directory, headnodes, computenodes, net, services, backend, store, heartbeat_interval,
-           timeout, zfs_size, unregistered, as_json):
+           timeout, zfs_size, unregistered, isolation, as_json):
     """Build the lab (or revive an existing one) and wait until it is healthy.
 
     Each server's root (<dir>/<hostname>) holds everything it uses: its
@@ -89,7 +96,7 @@ def up_cmd(directory, headnodes, computenodes, net, services, backend, store, he
     state = ctl.up(lab_dir(directory), net, headnodes, computenodes, services,
                    heartbeat_interval=heartbeat_interval, timeout=timeout,
                    observer=printer(quiet=as_json), backend=backend, pool_size=zfs_size,
-                   store=store, unregistered=unregistered)
+                   store=store, unregistered=unregistered, isolation=isolation)
     if as_json:
         click.echo(json.dumps(state.to_dict(), indent=2))
         return
@@ -162,8 +169,7 @@ def start_cmd(directory, server):
     from sdcadm.lab import ctl
 
     state = _state(directory)
-    if not ctl._sshd(state).running():
-        ctl._sshd(state).start()
+    ctl.start_sshd(state, [state.server(server)["hostname"]])
     pid = ctl.start(state, server)
     click.echo(f"{server} agent running (pid {pid})")
 
@@ -173,7 +179,8 @@ def start_cmd(directory, server):
 @click.option("-j", "--json", "as_json", is_flag=True, help="JSON array, one object per server.")
 def status_cmd(directory, as_json):
     """What the lab runs: per server, its agent, its etcd member (headnodes),
-    whether it is powered off (`lab kill`) and what the store sees."""
+    whether it is powered off (`lab kill`), what the store sees, and its
+    network faults (`lab partition` / `degrade`; JSON: namespace, faults)."""
     from tabulate import tabulate
 
     from sdcadm.lab import ctl
@@ -182,11 +189,13 @@ def status_cmd(directory, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from sdcadm.lab.faults import describe
+
     table = [[r["hostname"], r["role"], r["admin_ip"], r["agent_pid"] or "-",
               r["etcd_pid"] or "-", "off" if r["powered_off"] else "on", r["status"],
-              f"{r['running']}/{r['instances']}"] for r in rows]
+              f"{r['running']}/{r['instances']}", describe(r["faults"])] for r in rows]
     click.echo(tabulate(table, ["HOSTNAME", "ROLE", "ADMIN-IP", "AGENT-PID", "ETCD-PID", "POWER",
-                                "STATUS", "RUNNING"], tablefmt="plain"))
+                                "STATUS", "RUNNING", "NETWORK"], tablefmt="plain"))
 
 
 @lab.command("env")
@@ -195,7 +204,10 @@ def status_cmd(directory, as_json):
 def env_cmd(directory, server):
     """Print `export SDCADM_CONFIG=...` to act as if on SERVER (default hn0).
 
-    Use as: eval "$(sdcadm lab env hn1)"
+    Use as: eval "$(sdcadm lab env hn1)". In a netns lab too: the host has a
+    leg on the lab's bridge, so the CLI reaches every server from here (but
+    not a server partitioned from everyone: use `lab exec` to act from
+    inside it).
     """
     state = _state(directory)
     entry = state.server(server)
@@ -265,15 +277,20 @@ def watch_cmd(directory, services, interval, duration, as_json):
 @shape_options
 @click.option("--timeout", default=120.0, show_default=True, type=Seconds(1),
               help="Seconds to wait for the lab and for each restored instance.")
+@click.option("--fault", type=click.Choice(["kill", "partition"]), default="kill",
+              show_default=True,
+              help="How hn0 is lost: kill (a power cut), or partition (root: a netns lab; hn0 "
+                   "cut off the network, its processes running; probes from every namespace "
+                   "measure max_concurrent_singletons).")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="Print one JSON object (store_backend, rto_s, rpo_s, services_restored, "
                    "canaries_verified, canaries_lost_after_last_sync, fencing_verified, "
-                   "store_recovery_s, store_revision_lost, ...).")
+                   "store_recovery_s, store_revision_lost, max_concurrent_singletons, ...).")
 @click.option("--lose", metavar="HN,...", default=None,
               help="Headnodes to kill (default: hn0). Losing a majority (--lose hn0,hn1 of 3) "
                    "loses the etcd store's quorum: `sdcadm store recover` then rebuilds it on "
                    "the survivor before the restore.")
-def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout,
+def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout, fault,
               as_json, lose):
     """Rehearse losing the first headnode, and measure the recovery.
 
@@ -291,6 +308,11 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     store is recovered on hn2 from the snapshots the headnodes kept
     (`sdcadm store recover`), and everything is restored there; the lost
     headnodes stay off (their etcd members belong to the old cluster).
+
+    With --fault partition, hn0 is cut off instead (a netns lab; its
+    processes keep running) and the drill also reports when its singletons
+    stopped, seen from inside it, and the most copies of one singleton ever
+    seen answering at once from any namespace (must be 1).
     """
     from sdcadm.errors import SdcadmError
     from sdcadm.lab import drill
@@ -298,8 +320,111 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     services = _services(services)
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
                              observer=printer(quiet=as_json), timeout=timeout, backend=backend,
-                             store=store, lose=[h.strip() for h in lose.split(",") if h.strip()]
+                             store=store, fault=fault,
+                             lose=[h.strip() for h in lose.split(",") if h.strip()]
                              if lose else None)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True,
+                                       "allow_interspersed_args": False})
+@dir_option
+@click.argument("server")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_cmd(directory, server, command):
+    """Run COMMAND as if logged in on SERVER: in its network namespace (netns
+    lab), in its root directory, with SDCADM_CONFIG naming its config.
+
+    Example: sdcadm lab exec hn0 -- sdcadm server ls. Exits with COMMAND's
+    status. Works on a partitioned server (that is what it is for: to see
+    the partition from its side), not on a powered-off one.
+    """
+    import os
+
+    from sdcadm.lab.ctl import exec_argv
+
+    argv, env, cwd = exec_argv(_state(directory), server, command)
+    os.chdir(cwd)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        from sdcadm.errors import LabError
+
+        raise LabError(f"cannot run {command[0]!r} on {server}: {e.strerror}",
+                       hint="give a command on PATH, or its full path") from None
+
+
+@lab.command("partition")
+@dir_option
+@click.argument("server")
+@click.option("--from", "peers", default=None, metavar="SERVER,...",
+              help="Cut SERVER off from these servers only (both directions); the others, "
+                   "and the host, still reach it. Default: from everyone, the host included.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
+def partition_cmd(directory, server, peers, as_json):
+    """Cut SERVER's network (netns lab only): its processes keep running.
+
+    Frames to and from its port on the lab's bridge are dropped (nftables,
+    in the lab's own namespace), so its agent, etcd member, sshd and
+    instances run on, each reaching only what is inside its namespace.
+    Recorded in lab.json: `lab heal SERVER` undoes it, `lab down` too.
+    """
+    from sdcadm.lab import faults
+
+    peer_list = _services(peers) if peers is not None else None
+    if peers is not None and not peer_list:
+        from sdcadm.errors import UsageError
+
+        raise UsageError("--from names no server", hint="--from hn1,hn2")
+    state = _state(directory)
+    fault = faults.partition(state, server, peer_list)
+    _print_fault(state, server, fault, as_json)
+
+
+@lab.command("heal")
+@dir_option
+@click.argument("server")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
+def heal_cmd(directory, server, as_json):
+    """Undo every network fault of SERVER (partition and degradation)."""
+    from sdcadm.lab import faults
+
+    state = _state(directory)
+    faults.heal(state, server)
+    _print_fault(state, server, {}, as_json)
+
+
+@lab.command("degrade")
+@dir_option
+@click.argument("server")
+@click.option("--delay", "delay_ms", default=0, type=click.IntRange(0, 60000),
+              metavar="MS", help="Delay every frame to and from SERVER by MS milliseconds "
+                                 "(tc netem on both ends of its link: the RTT grows by "
+                                 "2 x MS; the kernel needs netem).")
+@click.option("--loss", "loss_pct", default=0, type=click.IntRange(0, 100), metavar="PCT",
+              help="Drop PCT percent of the frames to and from SERVER, each "
+                   "direction (nftables).")
+@click.option("--clear", is_flag=True, help="Undo the degradation (a partition stays).")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
+def degrade_cmd(directory, server, delay_ms, loss_pct, clear, as_json):
+    """Slow SERVER's link down and/or make it lose frames (netns lab only).
+
+    Recorded in lab.json; `--clear`, `lab heal SERVER` or `lab down` undo it.
+    """
+    from sdcadm.lab import faults
+
+    state = _state(directory)
+    fault = faults.degrade(state, server, delay_ms, loss_pct, clear)
+    _print_fault(state, server, fault, as_json)
+
+
+def _print_fault(state, server, fault, as_json):
+    from sdcadm.lab.faults import describe
+
+    host = state.server(server)["hostname"]
+    if as_json:
+        click.echo(json.dumps({"server": host, **fault}, indent=2))
+    else:
+        click.echo(f"{host}: {describe(fault)}")

@@ -20,7 +20,7 @@ import yaml
 from sdcadm.catalog import load_catalog
 from sdcadm.errors import LabError
 from sdcadm.health import probe_many
-from sdcadm.lab import procs
+from sdcadm.lab import netns, procs
 from sdcadm.lab.fence import command_for, power_off
 from sdcadm.lab.images import build_workload_image
 from sdcadm.lab.layout import plan_lab
@@ -45,7 +45,7 @@ HEARTBEAT_TIMEOUT_FACTOR = 4.0
 def server_config(state, server):
     host = server["hostname"]
     root = state.server_root(host)
-    sshd = _sshd(state)
+    sshd = _sshds(state)[0]
     return {
         "server_uuid": server["uuid"],
         "hostname": host,
@@ -121,13 +121,39 @@ def _check_free(ip, port):
                                 " or pick another network with --net") from None
 
 
-def _sshd(state):
+def _sshds(state):
+    """The lab's sshd: one on every address of a loopback lab; in a netns lab
+    one per server, inside its namespace (the same keys for all)."""
     from sdcadm.lab.sshd import LabSshd
 
     ips = [s["admin_ip"] for s in state.servers]
-    return LabSshd(state.ssh_dir, ips, state.ports["ssh"],
-                   roots={s["admin_ip"]: state.server_root(s["hostname"]) for s in state.servers},
-                   clients=[state.ssh_client_dir(s["hostname"]) for s in state.servers])
+    roots = {s["admin_ip"]: state.server_root(s["hostname"]) for s in state.servers}
+    clients = [state.ssh_client_dir(s["hostname"]) for s in state.servers]
+    if state.isolation != "netns":
+        return [LabSshd(state.ssh_dir, ips, state.ports["ssh"], roots=roots, clients=clients)]
+    return [LabSshd(state.ssh_dir, [s["admin_ip"]], state.ports["ssh"],
+                    roots={s["admin_ip"]: roots[s["admin_ip"]]}, clients=clients,
+                    name=s["hostname"], netns=state.namespace(s["hostname"]),
+                    known_addresses=ips)
+            for s in state.servers]
+
+
+def start_sshd(state, hostnames=None, observer=None):
+    """Start the lab's sshd (netns: of ``hostnames``, default every server) unless it runs."""
+    for sshd in _sshds(state):
+        if sshd.name is None or hostnames is None or sshd.name in hostnames:
+            if not sshd.running():
+                notify(observer, Progress("sshd", f"starting sshd{' of ' + sshd.name if sshd.name else ''} "
+                                                  f"on port {state.ports['ssh']}"))
+                sshd.start()
+
+
+def stop_sshd(state):
+    for sshd in _sshds(state):
+        try:
+            sshd.stop()
+        except LabError as e:
+            log.warning("stopping the lab sshd: %s", e)
 
 
 def choose_store(store, n_servers, observer=None):
@@ -215,7 +241,7 @@ def add_image(state, service, version="1.0.0"):
 
 def create(directory, net, headnodes, computenodes, services=None, ports=None,
            heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None, store=None,
-           unregistered=0):
+           unregistered=0, isolation="loopback"):
     """Write a new lab (images, configs, lab.json), start its etcd members and
     build its store through the store's API; start no agent. The last
     ``unregistered`` compute nodes are left out of the store: their agents
@@ -227,10 +253,14 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         raise LabError(f"--unregistered {unregistered}: the lab has {computenodes} compute "
                        "node(s)", hint="leave out of the store at most every compute node")
     catalog = load_catalog()
-    plan = plan_lab(net, headnodes, computenodes, catalog, services)
+    if isolation not in netns.ISOLATIONS:
+        raise LabError(f"unknown isolation {isolation!r}", hint="--isolation loopback or netns")
+    if isolation == "netns":
+        netns.require_root()
+    plan = plan_lab(net, headnodes, computenodes, catalog, services, isolation)
     store = choose_store(store, len(plan.servers), observer)
     ports = {**DEFAULT_PORTS, **(ports or {})}
-    for server in plan.servers:
+    for server in plan.servers if isolation == "loopback" else ():  # new namespaces are empty
         _check_free(server.admin_ip, ports["agent"])
         if store == "etcd" and server.headnode:
             _check_free(server.admin_ip, ports["etcd_client"])
@@ -250,7 +280,9 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
         labzfs.require_root()
     state = LabState(dir=str(directory), net=plan.net, servers=servers, ports=ports,
                      heartbeat_interval=float(heartbeat_interval), created=time.time(),
-                     backend=backend, store=store)
+                     backend=backend, store=store, isolation=isolation)
+    if isolation == "netns":
+        state.netns = {"id": netns.lab_id(state.dir, state.created)}
     if backend == "zfs":
         state.zfs = {"pools": labzfs.plan_pools(directory, [s["hostname"] for s in servers]),
                      "pool_size": pool_size or labzfs.DEFAULT_POOL_SIZE, "daemon_pid": None}
@@ -282,12 +314,14 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
             _copy_images(state, host, images.values())
         if s["headnode"]:
             _write_usbkey(state, host, images.values())
-    _sshd(state).setup()
+    for sshd in _sshds(state):
+        sshd.setup()
     for s in servers:
         _write_private(state.config_path(s["hostname"]),
                        yaml.safe_dump(server_config(state, s), sort_keys=False))
 
     try:
+        ensure_network(state, observer)
         if store == "etcd":
             _start_members(state, [s["hostname"] for s in state.headnodes], observer)
         cns = [s["hostname"] for s in servers if not s["headnode"]]
@@ -295,6 +329,7 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
                   left_out=set(cns[len(cns) - unregistered:]))
     except BaseException:
         _stop_members(state)
+        remove_network(state)
         raise
     save_state(state)
     return state
@@ -308,6 +343,9 @@ def _populate(state, plan, catalog, images, observer, left_out=frozenset()):
     try:
         store.put_network(Network(ADMIN_NETWORK, plan.net))
         by_host = {}
+        topo = netns.topology_of(state)
+        if topo is not None:  # the host's leg on the lab network: never an instance's
+            store.allocate_ip(ADMIN_NETWORK, new_uuid(), topo.host_ip)
         for s in state.servers:
             if s["hostname"] in left_out:
                 continue
@@ -368,7 +406,7 @@ def _stop_members(state, sig=None):
 
 def up(directory, net, headnodes, computenodes, services=None, ports=None,
        heartbeat_interval=1.0, timeout=120.0, observer=None, backend="dir", pool_size=None,
-       store=None, unregistered=0):
+       store=None, unregistered=0, isolation=None):
     """Build the lab if needed, start everything, wait until every instance is healthy."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
@@ -383,10 +421,16 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
             raise LabError(f"the lab at {directory} keeps its store in {state.store}, not {store}",
                            hint="use it as it is, or rebuild it: `sdcadm lab destroy` then "
                                 "`sdcadm lab up`")
+        if isolation is not None and isolation != state.isolation:
+            raise LabError(f"the lab at {directory} was built with --isolation "
+                           f"{state.isolation}, not {isolation}",
+                           hint="use it as it is, or rebuild it: `sdcadm lab destroy` then "
+                                "`sdcadm lab up`")
         notify(observer, Progress("lab", f"reusing the lab at {directory}"))
     else:
         state = create(directory, net, headnodes, computenodes, services, ports,
-                       heartbeat_interval, observer, backend, pool_size, store, unregistered)
+                       heartbeat_interval, observer, backend, pool_size, store, unregistered,
+                       isolation or "loopback")
     start_all(state, observer)
     wait_ready(state, timeout, observer)
     return state
@@ -395,6 +439,7 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
 def start_store(state, observer=None):
     """Bring the lab's store within reach (etcd: the headnodes' members, their
     roots back in place), without starting any agent."""
+    ensure_network(state, observer)
     if state.store != "etcd":
         _power_on(state, state.servers[0]["hostname"])
         return
@@ -411,10 +456,8 @@ def start_all(state, observer=None):
         save_state(state)
     for s in state.servers:
         _power_on(state, s["hostname"])
-    sshd = _sshd(state)
-    if not sshd.running():
-        notify(observer, Progress("sshd", f"starting sshd on port {state.ports['ssh']}"))
-        sshd.start()
+    ensure_network(state, observer)
+    start_sshd(state, observer=observer)
     _start_members(state, [s["hostname"] for s in state.headnodes], observer)
     for s in state.servers:
         start(state, s["hostname"], observer)
@@ -439,10 +482,13 @@ def start(state, hostname, observer=None):
     pid = agent_pid(state, hostname)
     if pid:
         return pid
+    if state.isolation == "netns":  # its sshd went with its power (lab kill)
+        ensure_network(state, observer)
+        start_sshd(state, [state.server(hostname)["hostname"]], observer)
     _start_members(state, [hostname], observer)
     notify(observer, Progress("agents", f"starting the agent of {hostname}"))
     proc = procs.start_agent(state.config_path(hostname), state.agent_log(hostname),
-                             state.agent_pidfile(hostname))
+                             state.agent_pidfile(hostname), netns=state.namespace(hostname))
     return proc.pid
 
 
@@ -479,10 +525,7 @@ def down(directory, observer=None):
         members = _stop_members(state)  # after the agents: they leave through the store
         if members:
             notify(observer, Progress("down", f"stopped the etcd members of {', '.join(members)}"))
-        try:
-            _sshd(state).stop()
-        except LabError as e:
-            log.warning("stopping the lab sshd: %s", e)
+        stop_sshd(state)
         if state.backend == "zfs":
             from sdcadm.lab import zfs as labzfs
 
@@ -490,7 +533,58 @@ def down(directory, observer=None):
             save_state(state)
     leftovers = procs.lab_processes(directory)
     procs.terminate(leftovers, grace=5.0)
+    if (directory / "lab.json").exists() and state.isolation == "netns":
+        removed = remove_network(state)
+        if removed:
+            notify(observer, Progress("down", f"removed the lab network ({removed} namespaces "
+                                              f"and links)"))
     return len(stopped) + len(leftovers)
+
+
+def exec_argv(state, hostname, command):
+    """``(argv, env, cwd)`` running ``command`` as if logged in on
+    ``hostname``: in its namespace, its root, its config."""
+    host = state.server(hostname)["hostname"]
+    if state.powered_off(host):
+        raise LabError(f"{host} is powered off (`lab kill`): nothing can run on it",
+                       hint=f"power it on first: `sdcadm lab start {host}`")
+    ns = state.namespace(host)
+    if ns is not None and ns not in netns.namespaces():
+        raise LabError(f"{host}'s network namespace {ns} does not exist (the lab is down)",
+                       hint="bring the lab up first: `sdcadm lab up`")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
+    env["SDCADM_CONFIG"] = str(state.config_path(host))
+    return procs.in_netns(list(command), ns), env, str(state.server_root(host))
+
+
+# -- the network (netns labs) -------------------------------------------------------
+def ensure_network(state, observer=None):
+    """Build a netns lab's namespaces, bridge and links unless they exist
+    (a loopback lab has nothing to build)."""
+    topo = netns.topology_of(state)
+    if topo is None or netns.exists(topo):
+        return
+    notify(observer, Progress("network", f"creating {len(topo.namespaces())} network "
+                                         f"namespaces on {topo.net}"))
+    netns.create(topo)
+    if state.faults:  # a fault outlives nothing that made it: down undid it
+        state.faults = {}
+        if (state.path / "lab.json").exists():
+            save_state(state)
+
+
+def remove_network(state):
+    """Remove every namespace, link and bridge of a netns lab; the faults
+    made on them go with them. Returns how many were removed."""
+    topo = netns.topology_of(state)
+    if topo is None:
+        return 0
+    removed = netns.destroy(topo)
+    if state.faults:
+        state.faults = {}
+        if (state.path / "lab.json").exists():
+            save_state(state)
+    return removed
 
 
 def destroy(directory, observer=None):
@@ -537,6 +631,8 @@ def status(state, now=None, store=None):
             "status": status_of(server, now, timeout) if server else "missing",
             "instances": len(mine),
             "running": sum(i.state == "running" for i in mine),
+            "namespace": state.namespace(s["hostname"]),
+            "faults": state.faults.get(s["hostname"], {}),
         })
     return rows
 

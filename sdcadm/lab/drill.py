@@ -23,11 +23,24 @@ Step 7 is not run then: the lost headnodes' etcd members belong to the old
 cluster, and two of them powered on would form its quorum again (a second
 store); the lab is rebuilt by the next drill (docs/store.md).
 
+With ``fault="partition"`` (a netns lab, docs/lab.md) step 4 cuts the first
+headnode off the network instead (`lab partition`): its processes keep
+running. Every server's namespace and the host run a prober
+(``sdcadm.lab.probe``) of its singletons throughout; the drill waits until
+the second headnode sees it unreachable, then restores as above (its fence
+agent powers it off: out of band, as IPMI reaches a partitioned server), and
+reports when the partitioned side's singletons last answered (seen from
+inside it), whether that was before the restore started, and
+``max_concurrent_singletons``: the most processes seen serving one singleton
+at once, from any side (the promise: 1). Step 7 heals the partition first.
+
 Everything measured goes into one result (``DrillResult.to_dict()``).
 """
 
 import http.client
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -35,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from sdcadm.config import load_config
 from sdcadm.errors import LabError, SdcadmError
 from sdcadm.health import http_open
-from sdcadm.lab import ctl
+from sdcadm.lab import ctl, procs
 # A lab whose store was recovered by a --lose drill is never started again, only rebuilt.
 from sdcadm.lab.etcd import RECOVERED_MARK
 from sdcadm.lab.state import load_state
@@ -73,11 +86,17 @@ class DrillResult:
     rto_parts: dict = field(default_factory=dict)  # where the restore's time went (rto_parts())
     availability: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
+    fault: str = "kill"                  # or "partition": hn0 cut off, its processes running
+    max_concurrent_singletons: int | None = None   # partition: from probes on every side
+    partitioned_side_stopped_s: float | None = None  # partition -> its singletons' last 2xx inside it
+    stopped_before_restore: bool | None = None
 
     @property
     def ok(self):
         return (not self.problems and (self.fencing_verified or not self.fencing_checked)
-                and self.canaries_verified == self.canaries_written_before_sync)
+                and self.canaries_verified == self.canaries_written_before_sync
+                and self.max_concurrent_singletons in (None, 0, 1)
+                and self.stopped_before_restore is not False)
 
     def to_dict(self):
         return {**asdict(self), "ok": self.ok}
@@ -128,7 +147,7 @@ def quorum_lost(lose, headnodes):
 
 
 def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                backend="dir", store=None):
+                backend="dir", store=None, isolation=None):
     if (directory / RECOVERED_MARK).exists():
         notify(observer, Progress("drill", "the lab's store was recovered by an earlier "
                                            "--lose drill: rebuilding it"))
@@ -143,24 +162,85 @@ def prepare_lab(directory, net, headnodes, computenodes, services, observer, tim
         state = load_state(directory)
         ctl.start_store(state, observer)  # a lab that is down keeps its store in its members
         if not _pristine(state) or state.backend != backend or \
-                (store is not None and state.store != store):
-            notify(observer, Progress("drill", "the lab was restored by an earlier drill: rebuilding it"))
+                (store is not None and state.store != store) or \
+                (isolation is not None and state.isolation != isolation):
+            notify(observer, Progress("drill", "the lab was restored by an earlier drill (or is "
+                                               "of another kind): rebuilding it"))
             ctl.destroy(directory)
     return ctl.up(directory, net, headnodes, computenodes, services, timeout=timeout,
-                  observer=observer, backend=backend, store=store)
+                  observer=observer, backend=backend, store=store, isolation=isolation)
+
+
+FAULTS = ("kill", "partition")
+
+
+class Probers:
+    """``python -m sdcadm.lab.probe`` of ``urls`` in every server's namespace
+    and on the host, each writing its rounds to ``<lab>/drill/probe-<side>.jsonl``."""
+
+    def __init__(self, state, urls):
+        out = state.path / "drill"
+        out.mkdir(exist_ok=True)
+        argv = [sys.executable, "-m", "sdcadm.lab.probe", *urls, "--interval", "0.05"]
+        sides = [(s["hostname"], state.namespace(s["hostname"])) for s in state.servers]
+        self.files, self.procs = {}, []
+        for side, ns in sides + [("host", None)]:
+            self.files[side] = out / f"probe-{side}.jsonl"
+            with open(self.files[side], "w") as f:
+                self.procs.append(subprocess.Popen(procs.in_netns(argv, ns), stdout=f,
+                                                   stdin=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+
+    def rounds(self, side=None):
+        found = []
+        for name, path in self.files.items():
+            if side in (None, name):
+                for line in path.read_text().splitlines():
+                    try:
+                        found.append(json.loads(line))
+                    except ValueError:
+                        pass  # a line being written
+        return found
+
+    def wait_all_answer(self, side, timeout):
+        """Wait until ``side`` saw every URL answer 2xx in one round (so that
+        their stop, later, is seen); False if that never happened in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(all(r["pids"].values()) for r in self.rounds(side)[-5:]):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self):
+        procs.terminate([p.pid for p in self.procs], grace=5.0)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0, backend="dir", store=None, lose=None):
+              timeout=120.0, backend="dir", store=None, lose=None, fault="kill"):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
     from sdcadm.procedures.restore import RestoreServices
     from sdcadm.restore_data.client import sync_headnodes
 
+    if fault not in FAULTS:
+        raise LabError(f"unknown fault {fault!r}", hint="--fault kill or partition")
     lose = check_lose(lose, headnodes)
+    if fault == "partition":
+        from sdcadm.lab.netns import require_root
+
+        if len(lose) > 1:
+            raise LabError("--fault partition cuts one headnode off; --lose names several",
+                           hint="name one of them, or drop --fault partition")
+        require_root("the drill with --fault partition (a netns lab)")
     state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                        backend, store)
+                        backend, store, isolation="netns" if fault == "partition" else None)
     recover = quorum_lost(lose, len(state.headnodes))
     if recover and state.store != "etcd":
         raise LabError(f"--lose {','.join(lose)}: only an etcd store can be recovered")
@@ -168,7 +248,7 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     dead = lost[0]
     survivor = next(s for s in state.headnodes if s["hostname"] not in lose)
     result = DrillResult(lab=str(state.path), dead=dead["hostname"], restored_on=survivor["hostname"],
-                         store_backend=state.store, lost=list(lose))
+                         store_backend=state.store, lost=list(lose), fault=fault)
     config = load_config(state.config_path(survivor["hostname"]), environ={})
     store = open_store(config)  # as the survivor reaches it
     ctx = ProcedureContext.for_config(config, store)
@@ -203,16 +283,26 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
 
         watched = sorted({i.service for i in on_dead})
         watcher = Watcher(store, watched, interval=0.1) if not recover else None
+        singletons = [i.url for i in on_dead if catalog.get(i.service).singleton]
+        probers = Probers(state, singletons) if fault == "partition" else None
         if watcher:
             watcher.start()
         try:
-            notify(observer, Progress("drill", f"killing {', '.join(lose)} (SIGKILL, no warning)"))
-            killed_at = time.time()
-            for server in lost:
-                ctl.kill(state, server["hostname"])
+            if fault == "partition":
+                if not probers.wait_all_answer(dead["hostname"], timeout):
+                    result.problems.append(f"{dead['hostname']}'s singletons never all answered "
+                                           f"from inside it before the partition")
+                killed_at, cut_at = _partition(state, store, dead, observer, timeout)
+            else:
+                notify(observer, Progress("drill", f"killing {', '.join(lose)} (SIGKILL, no warning)"))
+                killed_at = time.time()
+                for server in lost:
+                    ctl.kill(state, server["hostname"])
             result.dead_disk_gone = all(not state.server_root(s["hostname"]).exists()
                                         for s in lost)
-            if state.store == "etcd":
+            if fault == "partition":
+                result.dead_member_gone = True  # cut off: the majority goes on without it
+            elif state.store == "etcd":
                 from sdcadm.lab import etcd
 
                 result.dead_member_gone = not any(etcd.healthy(state, s["hostname"])
@@ -226,6 +316,7 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
                 watcher.start()
 
             notify(observer, Progress("drill", f"restoring every service on {survivor['hostname']}"))
+            restore_at = time.monotonic()
             run = run_procedures([RestoreServices(all_services=True, dead=list(lose),
                                                   timeout=timeout)],
                                  ctx, yes=True, observer=observer,
@@ -234,7 +325,12 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         finally:
             if watcher:
                 watcher.stop()
+            if probers is not None:
+                probers.stop()
         _collect_restore(result, task, killed_at, run.elapsed_s)
+        if probers is not None:
+            _judge_probes(result, probers, dead["hostname"], cut_at, restore_at)
+            result.dead_disk_gone = True  # not lost: cut off (the fence then powered it off)
         if not (result.dead_disk_gone and result.dead_member_gone):
             result.problems.append(f"{', '.join(lose)} not lost whole: disk gone "
                                    f"{result.dead_disk_gone}, store member gone "
@@ -259,6 +355,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
                                          "to the store's old cluster (docs/store.md)"}
             return result
         notify(observer, Progress("drill", f"bringing {dead['hostname']} back: it must stay fenced"))
+        if fault == "partition":
+            from sdcadm.lab import faults
+
+            faults.heal(state, dead["hostname"])
         result.fencing = _check_fencing(state, store, dead, on_dead, timeout)
         result.fencing_verified = all(result.fencing.get(k) for k in
                                       ("flag_f", "agent_back", "runs_none_of_moved", "zones_kept"))
@@ -307,6 +407,51 @@ def _recover_store(state, survivor, result, observer):
     config = load_config(state.config_path(host), environ={})   # its endpoints: the new member
     store = open_store(config)
     return store, ProcedureContext.for_config(config, store)
+
+
+def _partition(state, store, dead, observer, timeout):
+    """Cut ``dead`` off and wait until the store (the majority) sees it
+    unreachable: ``(wall time, monotonic time)`` of the cut."""
+    from sdcadm.lab import faults
+    from sdcadm.model import status_of
+
+    notify(observer, Progress("drill", f"partitioning {dead['hostname']} (its processes keep "
+                                       f"running)"))
+    at, cut_at = time.time(), time.monotonic()
+    faults.partition(state, dead["hostname"])
+    lease = state.heartbeat_interval * ctl.HEARTBEAT_TIMEOUT_FACTOR
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server = store.get_server(dead["uuid"])
+            if status_of(server, store.now(), lease) != "running":
+                return at, cut_at
+        except SdcadmError:
+            pass  # the majority elects a leader without hn0's member: ask again
+        if time.monotonic() > deadline:
+            raise LabError(f"{dead['hostname']} still heartbeats {timeout:.0f}s after its "
+                           f"partition", hint=f"see `sdcadm lab exec {dead['hostname']} -- "
+                                              f"ip addr` and lab.json faults")
+        time.sleep(0.2)
+
+
+def _judge_probes(result, probers, dead, cut_at, restore_at):
+    from sdcadm.lab.probe import concurrency, spans
+
+    every = probers.rounds()
+    most = concurrency(every)
+    result.max_concurrent_singletons = max(most.values(), default=0)
+    inside = [r["t"] for r in probers.rounds(dead) if r["t"] >= cut_at and any(r["pids"].values())]
+    last = max(inside, default=cut_at)
+    result.partitioned_side_stopped_s = round(last - cut_at, 3)
+    result.stopped_before_restore = last < restore_at
+    if result.max_concurrent_singletons > 1:
+        twice = sorted(u for u, n in most.items() if n > 1)
+        result.problems.append(f"a singleton answered from two processes at once: {twice} "
+                               f"(spans by pid: {[spans(every)[u] for u in twice]})")
+    if not result.stopped_before_restore:
+        result.problems.append(f"{dead}'s singletons still answered inside it when the restore "
+                               f"started")
 
 
 def _collect_restore(result, task, killed_at, elapsed):
@@ -383,7 +528,8 @@ def _check_fencing(state, store, dead, moved, timeout):
 def render(result):
     """Lines for people."""
     lost = ", ".join(result.lost or [result.dead])
-    lines = [f"Drill on {result.lab}: {lost} killed, services restored on {result.restored_on}",
+    what = "partitioned" if result.fault == "partition" else "killed"
+    lines = [f"Drill on {result.lab}: {lost} {what}, services restored on {result.restored_on}",
              "", f"{'INSTANCE':<12} {'SERVICE':<10} {'RTO':>7} {'DATA AGE':>9}  DOWNTIME(watch)"]
     avail = (result.availability or {}).get("services", {})
     for alias, r in sorted(result.services.items(), key=lambda ar: ar[1]["rto_s"]):
@@ -412,6 +558,14 @@ def render(result):
         lines.insert(-6, f"store recovered:                {result.store_recovery_s:.2f}s, at "
                          f"revision {result.store_recovered_revision} "
                          f"({result.store_revision_lost} write(s) after the snapshot lost)")
+
+    if result.fault == "partition":
+        lines += [
+            f"max concurrent singletons:      {result.max_concurrent_singletons} (probes from "
+            "every namespace and the host)",
+            f"partitioned side stopped:       {result.partitioned_side_stopped_s:.2f}s after the "
+            f"cut (before the restore: {str(result.stopped_before_restore).lower()})",
+        ]
     lines += [f"PROBLEM: {p}" for p in result.problems]
     return lines
 

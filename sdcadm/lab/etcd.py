@@ -8,6 +8,9 @@ server (``lab start``/``kill``/``down``). A member restarted with its data
 directory rejoins the cluster it was part of (etcd ignores the initial
 cluster flags then).
 
+Members run with ``--pre-vote`` (etcd 3.5's default): a member healed from
+a partition rejoins without deposing the leader of the majority.
+
 The timings are etcd's defaults (heartbeat 100 ms, election 1 s): the lab
 shares a few CPUs with its instances and tests, and a shorter election made
 leaders change under load. etcd's shortest lease is then 2 s, so agents keep
@@ -71,6 +74,10 @@ def member_argv(state, hostname, program=None):
             "--initial-cluster", initial_cluster(state),
             "--initial-cluster-state", "new", "--initial-cluster-token", cluster_token(state),
             "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
+            # A member cut off by a partition keeps campaigning, raising its
+            # term; without pre-vote its return forces an election that stalls
+            # the store for every agent (their singletons' leases then lapse).
+            "--pre-vote",
             "--logger", "zap", "--log-outputs", str(state.etcd_log(hostname))]
 
 
@@ -115,7 +122,8 @@ def start_member(state, hostname):
     state.etcd_dir(hostname).parent.mkdir(parents=True, exist_ok=True)
     state.etcd_pidfile(hostname).parent.mkdir(parents=True, exist_ok=True)
     proc = procs.spawn_daemon(member_argv(state, hostname, program),
-                              state.etcd_log(hostname).with_suffix(".out"))
+                              state.etcd_log(hostname).with_suffix(".out"),
+                              netns=state.namespace(hostname))
     procs.write_pid(state.etcd_pidfile(hostname), proc.pid)
     return proc.pid
 

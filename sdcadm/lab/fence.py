@@ -3,8 +3,10 @@
 ``sdcadm lab power-off SERVER`` (or ``python -m sdcadm.lab.fence --dir D
 SERVER``, what the lab writes into every server's ``fencing.command``)
 SIGKILLs every process of SERVER: its agent's process group and anything
-else running under its root (instances, their children), frozen (SIGSTOPped)
-ones included -- SIGKILL needs no cooperation. It exits 0 only once none is
+else running under its root (instances, their children), and in a netns lab
+everything in its network namespace (its sshd), frozen (SIGSTOPped) ones
+included -- SIGKILL needs no cooperation; in a netns lab the addresses its
+instances held go too. It exits 0 only once none is
 left, so a restore that trusts it never meets a process of the old server.
 It works from any other server's point of view: it needs the lab directory
 only, never the server's own agent.
@@ -30,6 +32,11 @@ def command_for(state):
 
 def _server_processes(state, hostname):
     pids = set(procs.lab_processes(state.server_root(hostname)))
+    ns = state.namespace(hostname)
+    if ns is not None:  # netns lab: everything running in the server's namespace (its sshd too)
+        from sdcadm.lab.netns import pids_in
+
+        pids.update(pids_in(ns))
     agent = procs.agent_pid(state.config_path(hostname), state.agent_pidfile(hostname))
     if agent:
         pids.add(agent)
@@ -60,6 +67,10 @@ def power_off(state, hostname, timeout=POWER_OFF_TIMEOUT):
         procs.wait_until(lambda: all(procs.gone(p) for p in left), 1.0, interval=0.01)
     if agent:
         killed.add(agent)
+    if state.namespace(hostname) is not None:  # its power gone, nothing answers for its instances
+        from sdcadm.lab.netns import flush_instance_addresses
+
+        flush_instance_addresses(state.namespace(hostname))
     return sorted(killed)
 
 

@@ -35,13 +35,22 @@ class LabPlan:
     instances: list = field(default_factory=list)
 
 
-def check_net(net):
-    """The lab network must be an IPv4 loopback network with room to work."""
+def check_net(net, isolation="loopback"):
+    """The lab network must be an IPv4 loopback network with room to work;
+    with ``isolation`` netns, the private network the loopback one maps to
+    (or a private network given as it is: ``netns.lab_network``)."""
     try:
         network = ipaddress.ip_network(net, strict=True)
     except ValueError as e:
         raise UsageError(f"--net {net!r} is not a network: {e}",
                          hint="use the form 127.99.99.0/24") from None
+    if isolation == "netns" and network.version == 4:
+        from sdcadm.lab.netns import lab_network
+
+        network = lab_network(net)
+        if network.num_addresses < 64:
+            raise UsageError(f"--net {net} is too small; use a /26 or larger")
+        return network
     loopback = ipaddress.ip_network("127.0.0.0/8")
     if network.version != 4 or not network.subnet_of(loopback):
         raise UsageError(f"--net {net} is not inside 127.0.0.0/8",
@@ -51,9 +60,9 @@ def check_net(net):
     return network
 
 
-def plan_lab(net, headnodes, computenodes, catalog, services=None):
+def plan_lab(net, headnodes, computenodes, catalog, services=None, isolation="loopback"):
     """Plan servers and instances. ``services``: restrict to these (default: every lab service)."""
-    network = check_net(net)
+    network = check_net(net, isolation)
     if headnodes < 1:
         raise UsageError("a lab needs at least one headnode (--headnodes 1 or more)")
     if computenodes < 0:

@@ -138,9 +138,21 @@ def _clean_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
 
 
-def spawn_daemon(argv, log_path, *, env=None, subreaper=False):
+def in_netns(argv, netns):
+    """``argv`` run inside network namespace ``netns`` (None: as it is).
+    nsenter execs the command, so the pid and command line stay its own."""
+    if netns is None:
+        return list(argv)
+    from sdcadm.lab.netns import enter_argv
+
+    return enter_argv(netns) + list(argv)
+
+
+def spawn_daemon(argv, log_path, *, env=None, subreaper=False, netns=None):
     """Start ``argv`` in a session of its own (no terminal signal reaches it),
-    stdin closed, stdout and stderr appended to ``log_path``."""
+    stdin closed, stdout and stderr appended to ``log_path``; with ``netns``,
+    inside that network namespace."""
+    argv = in_netns(argv, netns)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
@@ -165,10 +177,10 @@ def _subreaper_preexec():
     return lambda: prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def start_agent(config_path, log_path, pidfile):
+def start_agent(config_path, log_path, pidfile, netns=None):
     Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
     proc = spawn_daemon([sys.executable, "-m", "sdcadm.agent.main", "--config", str(config_path)],
-                        log_path, env=_clean_env())
+                        log_path, env=_clean_env(), netns=netns)
     write_pid(pidfile, proc.pid)
     return proc
 

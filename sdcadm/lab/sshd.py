@@ -135,7 +135,7 @@ class LabSshd:
     """The lab's sshd in ``dir``, listening on ``port`` of every address."""
 
     def __init__(self, dir, listen_addresses, port, *, log_level="VERBOSE", start_timeout=10.0,
-                 roots=None, clients=()):
+                 roots=None, clients=(), name=None, netns=None, known_addresses=None):
         if isinstance(listen_addresses, str):
             listen_addresses = [listen_addresses]
         try:
@@ -152,6 +152,16 @@ class LabSshd:
         self._proc = None  # set when this process started sshd
         self.roots = {str(ipaddress.ip_address(a)): str(r) for a, r in (roots or {}).items()}
         self.clients = [Path(c) for c in clients]
+        # A netns lab runs one sshd per server, inside its namespace: ``name``
+        # (the server) tells their config, pid and log files apart; they
+        # share the lab's keys, and every client knows every address.
+        self.name = name
+        self.netns = netns
+        self.known_addresses = [str(ipaddress.ip_address(a))
+                                for a in (known_addresses or self.listen_addresses)]
+
+    def _file(self, base):
+        return self.dir / (base if self.name is None else f"{base}.{self.name}")
 
     # -- what clients need ---------------------------------------------------
     @property
@@ -176,15 +186,15 @@ class LabSshd:
 
     @property
     def config_path(self):
-        return self.dir / CONFIG
+        return self._file(CONFIG)
 
     @property
     def log_path(self):
-        return self.dir / LOG_FILE
+        return self._file(LOG_FILE)
 
     @property
     def pid_path(self):
-        return self.dir / PID_FILE
+        return self._file(PID_FILE)
 
     def transport(self, host=None, **options):
         """An SSHTransport to ``host`` (default: the first listen address)."""
@@ -204,7 +214,7 @@ class LabSshd:
         authorized = [_read_public_key(self.dir / f"{CLIENT_KEY}.pub")]
         host_type, host_key = _read_public_key(self.dir / f"{HOST_KEY}.pub")
         known = "".join(known_hosts_line(a, self.port, host_type, host_key)
-                        for a in self.listen_addresses)
+                        for a in self.known_addresses)
         _write(self.known_hosts, known, mode=0o644)
         for client in self.clients:
             if not client.parent.is_dir():
@@ -282,13 +292,14 @@ class LabSshd:
             raise LabError(f"sshd rejects {self.config_path}: {why}",
                            hint="fix the cause above (for a missing privilege separation user: "
                                 "reinstall openssh-server)")
-        self._check_ports_free()
+        if self.netns is None:  # a new namespace has nothing listening yet
+            self._check_ports_free()
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         # A subreaper: sshd processes orphaned by a dropped connection (sshd
         # leaves some) are reaped by the listener, and stop() finds them under it.
         self._proc = procs.spawn_daemon(
             [sshd, "-D", "-f", str(self.config_path), "-E", str(self.log_path)],
-            self.log_path, subreaper=True)
+            self.log_path, subreaper=True, netns=self.netns)
         procs.write_pid(self.pid_path, self._proc.pid)
         try:
             self._wait_ready(log_offset)

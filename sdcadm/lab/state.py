@@ -39,6 +39,11 @@ class LabState:
     created: float = 0.0
     version: int = 1
     zfs: dict | None = None    # backend zfs: {"pools": {hostname: pool}, "pool_size", "daemon_pid"}
+    isolation: str = "loopback"  # or "netns": each server in its own network namespace
+    netns: dict | None = None  # isolation netns: {"id": six hex digits naming its namespaces}
+    # Faults made by `lab partition` / `lab degrade`, undone by `heal` and `down`:
+    # {hostname: {"partition": {"from": [hostname, ...] | null}, "degrade": {...}}}
+    faults: dict = field(default_factory=dict)
 
     # -- paths ---------------------------------------------------------------
     # Everything a server uses lies under its root: nothing of the lab is
@@ -97,6 +102,15 @@ class LabState:
 
     def etcd_log(self, hostname):
         return self.server_root(hostname) / "var" / "log" / "etcd.log"
+
+    def namespace(self, hostname):
+        """The network namespace ``hostname`` lives in (None: the host's, in a
+        loopback lab)."""
+        if self.isolation != "netns":
+            return None
+        from sdcadm.lab.netns import server_ns
+
+        return server_ns(self.netns["id"], self.server(hostname)["hostname"])
 
     @property
     def headnodes(self):
@@ -160,6 +174,11 @@ class LabState:
                "servers": self.servers}
         if self.zfs is not None:
             doc["zfs"] = self.zfs
+        if self.isolation != "loopback":
+            doc["isolation"] = self.isolation
+            doc["netns"] = self.netns
+        if self.faults:
+            doc["faults"] = self.faults
         return doc
 
 

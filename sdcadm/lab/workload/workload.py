@@ -14,6 +14,13 @@ before answering, and on every request; once the lease is not valid it answers
 503 and exits (so does a watch thread when no request comes), whatever the
 request, /ping included: a fenced singleton must not look alive.
 
+Address: in a loopback lab every 127/8 address can be bound. In a netns lab
+(docs/lab.md) the instance's address is not on its server yet: the workload
+adds it to ``lo`` in its server's network namespace (the kernel then answers
+ARP for it on the server's link), announces it with a gratuitous ARP (peers
+that knew the old server's MAC for it learn the new one at once), and removes
+it when it stops, fenced or not.
+
 For tests only: SIGUSR1 makes the process ignore SIGTERM from then on (a slow
 stop, the case the agent's SIGKILL exists for); /ping then shows
 ``"ignores_sigterm": true``.
@@ -27,11 +34,16 @@ file, fsync, rename, fsync of the directory) before answering 201; GET
 stateful one.
 """
 
+import errno
 import itertools
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import struct
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,11 +66,65 @@ FENCED = threading.Event()
 IGNORES_SIGTERM = threading.Event()
 
 
+CLAIMED = []  # the address this process added to its namespace, if it did
+
+
+def _ip_command():
+    return shutil.which("ip", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "ip"
+
+
+def claim(ip):
+    """Add ``ip`` to ``lo`` in this network namespace and announce it."""
+    proc = subprocess.run([_ip_command(), "addr", "add", f"{ip}/32", "dev", "lo"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 and "File exists" not in proc.stderr:
+        raise OSError(errno.EADDRNOTAVAIL, f"cannot add {ip} to lo: {proc.stderr.strip()}")
+    CLAIMED.append(ip)
+    announce(ip)
+
+
+def release():
+    for ip in CLAIMED:
+        subprocess.run([_ip_command(), "addr", "del", f"{ip}/32", "dev", "lo"],
+                       capture_output=True)
+    CLAIMED.clear()
+
+
+def announce(ip):
+    """A gratuitous ARP for ``ip`` on every Ethernet link of this namespace."""
+    out = subprocess.run([_ip_command(), "-j", "link", "show"], capture_output=True,
+                         text=True).stdout
+    for link in json.loads(out or "[]"):
+        if link.get("link_type") != "ether" or not link.get("address"):
+            continue
+        mac = bytes.fromhex(link["address"].replace(":", ""))
+        addr = socket.inet_aton(ip)
+        frame = (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+                 + mac + addr + b"\x00" * 6 + addr)
+        try:
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+                s.bind((link["ifname"], 0))
+                s.send(frame)
+        except OSError as e:
+            print(f"gratuitous ARP for {ip} on {link['ifname']}: {e}", flush=True)
+
+
+def make_server(ip, port):
+    try:
+        return ThreadingHTTPServer((ip, port), Handler)
+    except OSError as e:
+        if e.errno != errno.EADDRNOTAVAIL:
+            raise
+    claim(ip)
+    return ThreadingHTTPServer((ip, port), Handler)
+
+
 def fence(reason):
     """The lease is gone: never answer 2xx again, and exit (from any thread)."""
     if not FENCED.is_set():
         FENCED.set()
         print(f"instance lease not valid ({reason}): stopping", flush=True)
+        release()
         os._exit(75)  # os._exit: no handler, no thread may answer once it runs
 
 
@@ -151,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    server = ThreadingHTTPServer((ENV["ip"] or "127.0.0.1", int(ENV["port"] or 8080)), Handler)
+    server = make_server(ENV["ip"] or "127.0.0.1", int(ENV["port"] or 8080))
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: None if IGNORES_SIGTERM.is_set() else sys.exit(0))
     signal.signal(signal.SIGUSR1, lambda *_: IGNORES_SIGTERM.set())
@@ -162,6 +228,7 @@ def main():
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+        release()
 
 
 if __name__ == "__main__":
