@@ -67,7 +67,7 @@ class Agent:
         # Every server can seed from its own restore data; only headnodes hold any,
         # so elsewhere a seeded instance fails with "no restore data of ...".
         self.supervisor = Supervisor(
-            self.me, layout, config.image_source, self.stores,
+            self.me, layout, self.image_sources(), self.stores,
             StateCache(cache_path(config)), self.metrics,
             lease=config.agent.heartbeat_timeout, instance_port=config.agent.instance_port,
             seeder=Seeder(config, layout, datasets.dataset_name),
@@ -159,10 +159,16 @@ class Agent:
     def restart(self, uuid):
         return self.supervisor.request_restart(uuid)
 
+    def image_sources(self):
+        """Where this server finds images without asking another: its image
+        source, then (a headnode) the images of its usbkey directory."""
+        return [Path(self.config.image_source),
+                Path(self.config.under_root(self.config.usbkey_dir)) / "images"]
+
     def image_file(self, uuid):
         """The path of image ``uuid``'s file on this server (what it imported,
         or what it installed to run), for another server to fetch; None."""
-        for directory in (Path(self.config.image_source), self.layout.images):
+        for directory in (*self.image_sources(), self.layout.images):
             path = directory / f"{uuid}.file"
             if path.is_file():
                 return path

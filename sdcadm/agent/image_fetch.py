@@ -38,7 +38,7 @@ def peers(servers, me, now, heartbeat_timeout):
 
 
 class PeerImages:
-    def __init__(self, me, stores, token, heartbeat_timeout, max_bytes, timeout=30.0):
+    def __init__(self, me, stores, token, heartbeat_timeout, max_bytes, timeout=10.0):
         self.me, self.stores, self.token = me, stores, token
         self.heartbeat_timeout, self.max_bytes, self.timeout = heartbeat_timeout, max_bytes, timeout
 

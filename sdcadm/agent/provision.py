@@ -115,16 +115,22 @@ def read_manifest(layout, uuid):
 
 
 def install_image(image, source_dir, images_dir, fetch=None):
-    """Copy ``<image>.file`` from ``source_dir`` into ``images_dir`` (unless a
-    good copy is there already) and check its sha256; return the local path.
-    Not in ``source_dir``: ``fetch(image, images_dir)`` gets it from another
-    server (``image_fetch.PeerImages``), when given."""
+    """Copy ``<image>.file`` from ``source_dir`` (a directory, or a list of
+    them tried in order: a headnode's image source, then its usbkey's images)
+    into ``images_dir`` (unless a good copy is there already) and check its
+    sha256; return the local path. In none of them: ``fetch(image,
+    images_dir)`` gets it from another server (``image_fetch.PeerImages``),
+    when given."""
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
     dest = images_dir / f"{image.uuid}.file"
     if dest.exists() and sha256_file(dest) == image.sha256:
         return dest
-    src = Path(source_dir) / f"{image.uuid}.file"
+    sources = [Path(d) for d in (source_dir if isinstance(source_dir, (list, tuple))
+                                 else [source_dir])]
+    source_dir = sources[0]
+    src = next((d / dest.name for d in sources if (d / dest.name).is_file()),
+               source_dir / dest.name)
     if not src.is_file() and fetch is not None:
         return fetch(image, images_dir)
     if not src.is_file():

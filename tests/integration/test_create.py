@@ -57,3 +57,6 @@ def test_create_then_again_then_refusals(tmp_path):
         assert sorted(i["hostname"] for i in morays.values()) == ["cn0", "hn0", "hn1", "hn2"]
         (added,) = [i for i in morays.values() if i["hostname"] == "cn0"]
         assert probe(added["url"] + "/ping") is None
+        # cn0 had no image of moray: its agent fetched it from a headnode's agent.
+        log = (directory / "cn0" / "var" / "log" / "sdcadm-agent.log").read_text()
+        assert '"image-fetched"' in log and '"peer": "hn' in log
