@@ -102,10 +102,25 @@ class DrillResult:
         return {**asdict(self), "ok": self.ok}
 
 
-def _put(url, body, timeout=5.0):
-    req = urllib.request.Request(url, data=body, method="PUT")
-    with http_open(req, timeout) as resp:
-        return resp.status
+def _put(url, body, timeout=5.0, within=30.0):
+    """PUT a canary; only a 201 counts. An instance restarting (its lease
+    lapsed on a loaded machine, it exits and its agent starts it again at
+    once) refuses or answers 503 for a moment: retried for ``within``
+    seconds, then a LabError saying which instance never acknowledged."""
+    deadline = time.monotonic() + within
+    while True:
+        req = urllib.request.Request(url, data=body, method="PUT")
+        try:
+            with http_open(req, timeout) as resp:
+                if resp.status == 201:
+                    return resp.status
+                last = f"HTTP {resp.status}"
+        except (OSError, http.client.HTTPException) as e:
+            last = str(e)
+        if time.monotonic() > deadline:
+            raise LabError(f"a canary PUT to {url} was not acknowledged within {within:.0f}s "
+                           f"(last: {last})", hint="see `sdcadm lab status` and the agent's log")
+        time.sleep(0.1)
 
 
 def _get(url, timeout=5.0):
