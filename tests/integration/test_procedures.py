@@ -134,9 +134,12 @@ def test_instance_on_unreachable_server_is_refused(lab):
 def test_watch_sees_the_outage_of_a_killed_server_only_where_it_hurts(lab):
     directory, env = lab
     sapi0, binder1 = instance(env, "sapi0"), instance(env, "binder1")
+    # As started at a terminal: a suite run as a background job (`cmd &` in a
+    # script) inherits SIGINT ignored, and Ctrl-C would then never reach it.
     watch = subprocess.Popen(
         [str(BIN / "sdcadm"), "lab", "watch", "--dir", str(directory), "-j"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         pinged_by_others(sapi0["url"], 2, "the watch probing sapi0 while it runs")
         run("sdcadm", "lab", "kill", "--dir", str(directory), "hn0")

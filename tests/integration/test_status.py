@@ -41,8 +41,14 @@ def test_status_is_ok_then_names_a_lost_headnode(tmp_path):
         # The operator's RPO target here is 2 s (restore.max_data_age): the
         # copies of sapi0 go stale within seconds of their source's loss.
         fast = {"SDCADM_RESTORE_MAX_DATA_AGE": "2"}
-        wait_for(lambda: any("STALE" in p for p in problems(status(directory, **fast))), 60,
-                 "sapi0's copies to be reported stale")
+        # On etcd hn0 reads unreachable once etcd ended its heartbeat lease (a
+        # new leader, if hn0's member led, extends every lease by its TTL first).
+        def stale_and_gone():
+            found = problems(status(directory, **fast))
+            return (any("STALE" in p for p in found)
+                    and any(p.startswith("hn0 is unreachable") for p in found))
+
+        wait_for(stale_and_gone, 60, "sapi0's copies reported stale and hn0 unreachable")
         found = problems(status(directory, **fast))
         assert any(p.startswith("hn0 is unreachable") for p in found), found
         assert any(p.startswith("sapi0 (sapi) is not healthy") for p in found), found
