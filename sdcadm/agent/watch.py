@@ -21,10 +21,8 @@ class AssignmentWatcher:
         self.me, self.stores, self.wake, self.retry = me, stores, wake, retry
         self._watch = None
         self._mutex = threading.Lock()
-        self._stop = None
 
     def run(self, stop):
-        self._stop = stop
         while not stop.is_set():
             try:
                 watch = self.stores.get().watch_assignment(self.me, self.wake.set)

@@ -36,6 +36,11 @@ from sdcadm.store.etcd_leases import Leases
 _ATTEMPTS = 200
 
 
+def _listed(instances):
+    """Instances in ``list_instances``' order: by service, then alias."""
+    return sorted(instances, key=lambda i: (i.service, i.alias))
+
+
 class _Reads:
     """What one attempt read, to compare at commit."""
 
@@ -232,9 +237,8 @@ class EtcdStore(Leases, Store):
     def _assigned(instance_kvs, server_uuid):
         """The instances of ``server_uuid`` among key-values of instances, in
         ``list_instances``' order."""
-        mine = [i for i in (record(Instance, kv) for kv in instance_kvs)
-                if i.server_uuid == server_uuid]
-        return sorted(mine, key=lambda i: (i.service, i.alias))
+        return _listed(i for i in (record(Instance, kv) for kv in instance_kvs)
+                       if i.server_uuid == server_uuid)
 
     def set_fenced(self, server_uuid, fenced, expected_generation):
         def decide(reads):
@@ -293,10 +297,9 @@ class EtcdStore(Leases, Store):
         return self._one(Instance, self.keys.instance(uuid), f"no instance with UUID {uuid}")
 
     def list_instances(self, service=None, server_uuid=None):
-        found = [i for i in self._all(Instance, "instances")
-                 if (service is None or i.service == service)
-                 and (server_uuid is None or i.server_uuid == server_uuid)]
-        return sorted(found, key=lambda i: (i.service, i.alias))
+        return _listed(i for i in self._all(Instance, "instances")
+                       if (service is None or i.service == service)
+                       and (server_uuid is None or i.server_uuid == server_uuid))
 
     def move_instances(self, moves):
         checks.check_moves(moves)
