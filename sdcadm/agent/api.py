@@ -9,6 +9,8 @@ are JSON: ``{"error": "<word>", "message": "<what and how to fix>"}``.
     GET  /v1/status                    uptime, heartbeat, store, counts by state
     GET  /v1/instances                 the instances this agent supervises
     POST /v1/instances/<uuid>/restart  restart one (202; 404 if not supervised)
+    POST /v1/instances/stage           provision, never start, what a restore is about to
+                                       move here (202; agent/stage_request.py)
     POST /v1/reconcile                 run a supervisor pass now (202), e.g. right after a
                                        procedure assigned an instance here
     GET  /v1/images/<uuid>/file        an image's file, for a server that lacks it
@@ -49,6 +51,7 @@ ROUTES = (
     ("GET", re.compile(r"/v1/status"), "status"),
     ("GET", re.compile(r"/v1/instances"), "instances"),
     ("POST", re.compile(rf"/v1/instances/(?P<uuid>{_UUID})/restart"), "restart"),
+    ("POST", re.compile(r"/v1/instances/stage"), "stage"),
     ("POST", re.compile(r"/v1/reconcile"), "reconcile"),
     ("GET", re.compile(rf"/v1/images/(?P<uuid>{_UUID})/file"), "image_file"),
     ("GET", re.compile(r"/v1/restore-data"), "restore_data"),
@@ -200,6 +203,13 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.agent.restart(uuid):
             raise HttpError(404, "not-found", f"instance {uuid} is not supervised by this agent")
         self._json(202, {"uuid": uuid, "restart": "requested"})
+
+    def _stage(self):
+        from sdcadm.agent.stage_request import parse_stage_request
+
+        instances = parse_stage_request(self.body, self.server.agent.me)
+        self.server.agent.stage(instances)
+        self._json(202, {"staging": [i.uuid for i in instances]})
 
     def _reconcile(self):
         self.server.agent.reconcile_now()

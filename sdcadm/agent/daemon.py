@@ -174,6 +174,9 @@ class Agent:
                 return path
         return None
 
+    def stage(self, instances):
+        self.supervisor.request_stage(instances)
+
     def reconcile_now(self):
         self.supervisor.wake.set()
 

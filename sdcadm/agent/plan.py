@@ -29,6 +29,9 @@ class LocalInstance:
     state: str = "provisioning"
     # backoff: do not provision or start before this time
     not_before: float = 0.0
+    # provisioned ahead of a move here (a restore's next level), never started:
+    # left alone until then while the store still places it elsewhere, destroyed after
+    staged_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,9 @@ def plan(desired, local, me, *, now, elsewhere=None, may_start=True, fenced=Fals
             continue
         if where is None:
             first.append(Destroy(uuid))
+        elif local[uuid].staged_until is not None and not local[uuid].alive:
+            if now >= local[uuid].staged_until:  # the move never came; it never ran here
+                first.append(Destroy(uuid))
         elif where.server_uuid != me:
             first.append(Depose(uuid, where.server_uuid, where.generation))
     for d in desired:
@@ -193,15 +199,24 @@ def state_updates(desired, local, me):
     return out
 
 
+def staging(requested, local, me):
+    """Provision, never start, the instances a restore is about to move here
+    (``requested``: their records as they will be once moved), so that the
+    move only has to start them: one ``Provision`` each for those meant for
+    ``me`` that this server does not hold yet."""
+    return [Provision(d) for d in requested if d.server_uuid == me and d.uuid not in local]
+
+
 def concurrent_steps(actions):
     """``actions`` (plan()'s, in order) as steps to take one after the other;
     each step is a list of units, one instance's actions each, that may run
-    at the same time: a run of instances to provision (and start) is one
-    step, every other action a step of its own. A restore moves a whole level
-    here at once: its instances are provisioned side by side, not in turn."""
+    at the same time: a run of instances to provision, record and start is
+    one step, every other action (a stop, a destroy) a step of its own. A
+    restore moves a whole level here at once: its instances are provisioned
+    (or, staged ahead, started) side by side, not in turn."""
     steps, run = [], {}
     for action in actions:
-        if isinstance(action, Provision) or (isinstance(action, Start) and action.instance.uuid in run):
+        if isinstance(action, (Provision, RecordGeneration, Start)):
             run.setdefault(action.instance.uuid, []).append(action)
             continue
         if run:

@@ -25,6 +25,7 @@ class Slot:
         self.failures = 0          # consecutive failed starts / deaths (backoff)
         self.not_before = 0.0
         self.restart_pending = False
+        self.staged_until = None   # provisioned ahead of its move here (plan.LocalInstance)
 
     @property
     def pid(self):
@@ -46,4 +47,5 @@ class Slot:
             child=self.proc is not None,
             state=self.state,
             not_before=self.not_before,
+            staged_until=self.staged_until,
         )

@@ -38,7 +38,7 @@ from sdcadm.agent.backoff import after_exit
 from sdcadm.agent.delegate_datasets import DirDelegateDatasets
 from sdcadm.agent.leases import LeaseKeeper
 from sdcadm.agent.log import Throttled
-from sdcadm.agent.plan import concurrent_steps, plan, state_updates
+from sdcadm.agent.plan import concurrent_steps, plan, staging, state_updates
 from sdcadm.agent.slot import Slot
 from sdcadm.errors import NotFound, StoreError
 
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # Instances provisioned at once in a pass: the image copy, its sha256, the
 # unpacking and a seed's clone wait on disk and on zfs as much as on a CPU.
 PROVISION_WORKERS = 4
+# How long an instance provisioned ahead of its move (``request_stage``) waits
+# for it; then, never started here, it is destroyed.
+STAGE_WAIT = 600.0
 
 
 class Supervisor:
@@ -80,6 +83,7 @@ class Supervisor:
         self.passes = 0
         self.wake = threading.Event()
         self._requests = set()
+        self._stage_requests = []    # Instances a restore will move here next (request_stage)
         self._lock = threading.Lock()
         self._published = []
         self._problems = Throttled(log)
@@ -125,6 +129,15 @@ class Supervisor:
         self.wake.set()
         return True
 
+    def request_stage(self, instances):
+        """Provision ``instances`` (their records as they will be once moved
+        here) ahead of the move, without starting them: a restore asks for
+        its next dependency level while it waits for the current one, so
+        that the move only has to start them (from the API thread)."""
+        with self._lock:
+            self._stage_requests.extend(instances)
+        self.wake.set()
+
     def run_once(self):
         now = self.clock()
         desired, elsewhere = self._gather(now)
@@ -147,8 +160,40 @@ class Supervisor:
         views = {u: s.view() for u, s in self.slots.items()}
         if self.store_ok:
             self._set_states(state_updates(desired, views, self.me))
+        self._stage(now)  # after this pass's starts: they are what a restore waits for now
         self.passes += 1
         self.metrics.reconciles.inc()
+        self._publish()
+
+    def _stage(self, now):
+        with self._lock:
+            requested, self._stage_requests = self._stage_requests, []
+        if not requested or not self.store_ok or self.server is None or self.server.fenced:
+            return  # staging only saves time: the move provisions them anyway
+        actions = staging(requested, {u: s.view() for u, s in self.slots.items()}, self.me)
+        if not actions:
+            return
+        missing = {a.instance.image for a in actions} - set(self.images)
+        if missing:
+            try:
+                self.images.update({i.uuid: i for i in self.stores.get().list_images()
+                                    if i.uuid in missing})
+            except StoreError as e:
+                log.debug("not staging: cannot read images: %s", e)
+                return
+        list(self._pool().map(self._do, [[a] for a in actions]))
+        for action in actions:
+            slot = self.slots.get(action.instance.uuid)
+            if slot is None:
+                continue
+            slot.staged_until = now + STAGE_WAIT
+            # A failure here is told (seed_refusal reads slot.failure) but
+            # must not hold back the provision that the move itself asks for.
+            slot.failures, slot.not_before = 0, 0.0
+        log.info("provisioned %d instance(s) ahead of their move here: %s", len(actions),
+                 ", ".join(a.instance.alias for a in actions),
+                 extra={"event": "instances-staged",
+                        "instances": [a.instance.uuid for a in actions]})
         self._publish()
 
     def _do(self, unit):
@@ -175,8 +220,13 @@ class Supervisor:
             server, desired, revision = store.assignment(self.me)
             self._server_known(server)
             known = {d.uuid for d in desired}
+            for d in desired:  # moved here: staged no more
+                if d.uuid in self.slots and d.server_uuid == self.me:
+                    self.slots[d.uuid].staged_until = None
             elsewhere = {}
-            for uuid in self.slots:
+            for uuid, slot in self.slots.items():
+                if slot.staged_until is not None and now < slot.staged_until:
+                    continue  # waiting for its move: no read per pass (plan leaves it alone)
                 if uuid not in known:
                     try:
                         elsewhere[uuid] = store.get_instance(uuid)

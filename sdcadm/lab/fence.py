@@ -81,7 +81,7 @@ def main(argv=None):
     parser.add_argument("server", help="hostname of the server to power off")
     args = parser.parse_args(argv)
     try:
-        killed = power_off(load_state(args.dir), args.server)
+        killed = power_off(load_state(args.dir, schema=False), args.server)
     except SdcadmError as e:
         print(f"power-off {args.server}: {e}", file=sys.stderr)
         return 1

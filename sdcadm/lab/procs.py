@@ -10,7 +10,6 @@ Everything reads /proc, so a pid is only ever signalled after checking what
 runs under it: a stale pid file must never get another process killed.
 """
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -171,6 +170,8 @@ def _subreaper_preexec():
     parent: the child only makes the call.
     """
     try:
+        import ctypes  # here: the fence agent imports this module and needs none of it
+
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from sdcadm.errors import Conflict, FenceFailed, NotFound, RestoreDataBroken, SdcadmError
-from sdcadm.model import ADMIN_NETWORK
+from sdcadm.model import ADMIN_NETWORK, Instance
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning import (
     REFUSED_HINT,
@@ -171,7 +171,7 @@ class RestoreServices(Procedure):
                        self._finish_step(f)) for f in self.plan.finish]
         for n, level in enumerate(self.plan.levels, 1):
             steps.append(Step(f"restore level {n}: {', '.join(level)}",
-                              self._level_step(level_targets(self.plan, level))))
+                              self._level_step(n, level_targets(self.plan, level))))
         if self.plan.refused:
             names = ", ".join(r.alias for r in self.plan.refused)
             steps.append(Step(f"refuse {names}: restore data does not match its manifest",
@@ -259,6 +259,9 @@ class RestoreServices(Procedure):
         def fence(ctx):
             if self.started is None:
                 self.started = time.monotonic()
+            # While the fence agent runs, this server's agent provisions the
+            # first level (started only once moved here, after the fence).
+            self._stage(ctx, 0)
             if method.confirmed:
                 how = "confirmed powered off by the operator"
             else:
@@ -310,7 +313,22 @@ class RestoreServices(Procedure):
 
         return finish_migrate
 
-    def _level_step(self, level):
+    def _stage(self, ctx, n):
+        """Ask this server's agent to provision dependency level ``n`` (from 0)
+        ahead of its move: each level's move then only starts what is ready,
+        and the next level is provisioned while this one comes up. Only those
+        keeping their address (a recovery address is allocated at the move);
+        best effort: what is not staged is provisioned by the move."""
+        if n >= len(self.plan.levels):
+            return
+        me = self.plan.me
+        ahead = [Instance.from_dict({**t.instance.to_dict(), **self._changes(ctx.store, t)})
+                 for t in level_targets(self.plan, self.plan.levels[n])
+                 if t.reuse_ip and not t.moved and t.instance.uuid not in self.dropped
+                 and t.instance.server_uuid != me.uuid]
+        ctx.agents.stage(me.agent_url, ahead)
+
+    def _level_step(self, n, level):
         def restore_level(ctx):
             if self.started is None:
                 self.started = time.monotonic()
@@ -318,6 +336,7 @@ class RestoreServices(Procedure):
             targets = [t for t in level if t.instance.uuid not in self.dropped]
             moved = self._move_level(ctx, [t for t in targets if not t.moved])
             ctx.agents.wake(self.plan.me.agent_url)
+            self._stage(ctx, n + 1)
             results, refused, services = {}, [], set()
             for t in targets:
                 inst = moved.get(t.instance.uuid) or ctx.store.get_instance(t.instance.uuid)

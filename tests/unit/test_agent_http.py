@@ -26,7 +26,11 @@ class FakeAgent:
         self.gate.set()
         self.pinged = threading.Semaphore(0)
         self.syncs = []
+        self.staged = []
         self.restore_data = self
+
+    def stage(self, instances):
+        self.staged.append(instances)
 
     def ping(self):
         self.pinged.release()
@@ -178,3 +182,43 @@ def test_clients_that_hang_up_leave_json_lines_and_no_tracebacks(server, log_lin
     assert request(server, b"GET /v1/ping HTTP/1.0\r\n" + auth() + b"\r\n")[0] == 200
     lines = [json.loads(line) for line in log_lines()]
     assert not [r for r in lines if "exc" in r], "a hang-up is not an error with a traceback"
+
+
+# -- POST /v1/instances/stage: records a restore will move here --------------------------
+
+def staged_record(**changes):
+    return {"uuid": "00000000-0000-4000-8000-000000000001", "alias": "sapi0", "service": "sapi",
+            "server_uuid": FakeAgent.me, "image": "33333333-3333-4333-8333-333333333333",
+            "admin_ip": "127.0.0.15", "port": 4380, "generation": 1, "delegate_dataset": True,
+            "state": "provisioning", "params": {}, **changes}
+
+
+def post_stage(srv, body):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return request(srv, b"POST /v1/instances/stage HTTP/1.0\r\n" + auth() +
+                   f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+
+
+def test_stage_takes_records_meant_for_this_server(server):
+    status, doc = post_stage(server, {"instances": [staged_record()]})
+    assert status == 202 and doc == {"staging": [staged_record()["uuid"]]}
+    [[inst]] = server.agent.staged
+    assert (inst.alias, inst.server_uuid) == ("sapi0", FakeAgent.me)
+
+
+@pytest.mark.parametrize("body, says", [
+    (b"not json", "not JSON"),
+    ({"instances": []}, "1 to 1000"),
+    ({"instances": [staged_record()] * 1001}, "1 to 1000"),
+    ([staged_record()], "expected"),
+    ({"instances": [staged_record()], "start": True}, "expected"),
+    ({"instances": [staged_record(alias=7)]}, "instances[0] is not an instance record"),
+    ({"instances": [staged_record(uuid="../../etc")]}, "instances[0] is not an instance record"),
+    ({"instances": [staged_record(), staged_record(server_uuid="22222222-2222-4222-8222-"
+                                                                "222222222222")]},
+     "not this one"),
+])
+def test_a_bad_stage_request_is_refused_whole_and_stages_nothing(server, body, says):
+    status, doc = post_stage(server, body)
+    assert status == 400 and says in doc["message"], doc
+    assert server.agent.staged == []

@@ -8,10 +8,12 @@ from sdcadm.agent.plan import (
     RecordGeneration,
     SetState,
     Start,
+    Stop,
     StopAll,
     concurrent_steps,
     plan,
     runtime_key,
+    staging,
     state_updates,
 )
 from sdcadm.model import Instance
@@ -126,19 +128,68 @@ def test_runtime_key_accepts_a_dict():
     assert runtime_key(i.to_dict()) == runtime_key(i)
 
 
-def test_instances_to_provision_in_a_row_make_one_concurrent_step():
-    a, b, c = inst(1), inst(2), inst(3)
+def test_instances_to_provision_or_start_in_a_row_make_one_concurrent_step():
+    a, b, c, d, e = inst(1), inst(2), inst(3), inst(4), inst(5)
     stop_all = StopAll((c,), "fenced")
     actions = [stop_all, Provision(a), Start(a), Provision(b), Start(b), Provision(c),
-               Start(inst(4)), RecordGeneration(a), Provision(inst(5)), Start(inst(5))]
+               RecordGeneration(d), Start(d), Stop(inst(6)), Provision(e), Start(e)]
     assert concurrent_steps(actions) == [
         [[stop_all]],
-        [[Provision(a), Start(a)], [Provision(b), Start(b)], [Provision(c)]],
-        [[Start(inst(4))]],                       # a start alone: a step of its own
-        [[RecordGeneration(a)]],
-        [[Provision(inst(5)), Start(inst(5))]],
+        # staged ahead (d): recorded and started beside those provisioned now
+        [[Provision(a), Start(a)], [Provision(b), Start(b)], [Provision(c)],
+         [RecordGeneration(d), Start(d)]],
+        [[Stop(inst(6))]],                        # a stop: a step of its own, a run ends
+        [[Provision(e), Start(e)]],
     ]
     assert concurrent_steps([]) == []
     # nothing is lost or reordered within an instance
     flat = [x for step in concurrent_steps(actions) for unit in step for x in unit]
     assert sorted(map(repr, flat)) == sorted(map(repr, actions))
+
+
+# -- staging: provisioned ahead of a restore's move, started only once moved --
+
+def staged(i, until=100.0, **kw):
+    return here(i, alive=False, child=False, state="provisioning", staged_until=until, **kw)
+
+
+def test_staging_provisions_only_what_is_meant_here_and_not_held_yet():
+    a, b, c = inst(1), inst(2), inst(3, server=OTHER)
+    assert staging([a, b, c], {b.uuid: here(b)}, ME) == [Provision(a)]
+    assert staging([], {}, ME) == []
+
+
+def test_a_staged_instance_still_placed_elsewhere_is_left_alone_until_its_wait_ends():
+    i = inst(1)
+    there = replace(i, server_uuid=OTHER)
+    local = {i.uuid: staged(i, until=100.0)}
+    # not asked about (the supervisor reads nothing for it while it waits) ...
+    assert plan([], local, ME, now=50.0) == []
+    # ... and even when known to be elsewhere: not deposed, not started
+    assert plan([], local, ME, now=50.0, elsewhere={i.uuid: there}) == []
+    # the move never came: it never ran here, so it goes
+    assert plan([], local, ME, now=100.0, elsewhere={i.uuid: there}) == [Destroy(i.uuid)]
+    assert plan([], local, ME, now=50.0, elsewhere={i.uuid: None}) == [Destroy(i.uuid)]
+
+
+def test_a_staged_instance_moved_here_is_started_without_provisioning_again():
+    i = inst(1)
+    moved = replace(i, generation=2, state="provisioning")
+    assert plan([moved], {i.uuid: staged(i)}, ME, now=0) == [RecordGeneration(moved), Start(moved)]
+    # unless the move changed what it runs (another address): provisioned again
+    other_ip = replace(moved, admin_ip="127.99.99.99")
+    assert plan([other_ip], {i.uuid: staged(i)}, ME, now=0) == [Provision(other_ip), Start(other_ip)]
+    # and never before ownership is confirmed
+    assert plan([moved], {i.uuid: staged(i)}, ME, now=0, may_start=False) == [RecordGeneration(moved)]
+
+
+def test_an_instance_that_ran_here_is_deposed_not_destroyed_when_moved_away():
+    i = inst(1)
+    there = replace(i, server_uuid=OTHER, generation=2)
+    ran = here(i, staged_until=None)
+    assert plan([], {i.uuid: ran}, ME, now=0, elsewhere={i.uuid: there}) == [
+        Depose(i.uuid, OTHER, 2)]
+    # a staged record whose process is alive (it ran) is never destroyed for being staged
+    alive = here(i, staged_until=1.0)
+    assert plan([], {i.uuid: alive}, ME, now=50.0, elsewhere={i.uuid: there}) == [
+        Depose(i.uuid, OTHER, 2)]

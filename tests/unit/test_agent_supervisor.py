@@ -206,3 +206,75 @@ def test_a_level_moved_here_is_provisioned_side_by_side(tmp_path):
     sup.actions = Together()
     sup.run_once()
     assert sorted(done) == sorted(i.uuid for i in insts) and not barrier.broken
+
+
+class Recording:
+    """Actions that only record what they are asked, laying out a slot as a
+    real provisioning would (its payload), so that the next plan sees it."""
+
+    def __init__(self):
+        self.done = []
+
+    def do(self, action, slots, images, now):
+        from sdcadm.agent.plan import Destroy, Start
+
+        self.done.append((type(action).__name__, getattr(action, "uuid", None)
+                          or action.instance.alias))
+        if isinstance(action, Provision):
+            slot = slots.setdefault(action.instance.uuid, Slot(action.instance.uuid))
+            slot.instance, slot.payload = action.instance, {"instance": action.instance.to_dict()}
+        elif isinstance(action, Start):
+            slots[action.instance.uuid].staged_until = None
+            slots[action.instance.uuid].state = "running"
+        elif isinstance(action, Destroy):
+            del slots[action.uuid]
+
+    def url(self, instance):
+        return None
+
+
+def test_a_staged_instance_is_provisioned_not_started_then_started_by_its_move(tmp_path):
+    from sdcadm.model import Image
+
+    clock = [100.0]
+    elsewhere = replace(INST, server_uuid="22222222-2222-2222-2222-222222222222")
+    store = FakeStore([elsewhere])
+    store.list_images = lambda: [Image(uuid=IMG, name="sapi", version="1", sha256="0" * 64)]
+    store.get_instance = lambda uuid: (_ for _ in ()).throw(AssertionError("read while staged"))
+    sup = supervisor(tmp_path, store, clock)
+    sup.actions = Recording()
+    sup.request_stage([replace(INST, generation=1)])
+    assert sup.wake.is_set()
+    sup.run_once()
+    assert sup.actions.done == [("Provision", "sapi0")]
+    sup.run_once()  # waiting for its move: neither deposed, started nor read about
+    assert sup.actions.done == [("Provision", "sapi0")]
+    store.instances[INST.uuid] = replace(INST, generation=2)  # the restore's move
+    sup.run_once()
+    assert sup.actions.done[1:] == [("RecordGeneration", "sapi0"), ("Start", "sapi0")]
+
+
+def test_a_staged_instance_whose_move_never_comes_is_destroyed(tmp_path):
+    from sdcadm.agent.supervisor import STAGE_WAIT
+    from sdcadm.model import Image
+
+    clock = [100.0]
+    store = FakeStore([replace(INST, server_uuid="22222222-2222-2222-2222-222222222222")])
+    store.list_images = lambda: [Image(uuid=IMG, name="sapi", version="1", sha256="0" * 64)]
+    sup = supervisor(tmp_path, store, clock)
+    sup.actions = Recording()
+    sup.request_stage([INST])
+    sup.run_once()
+    clock[0] = 100.0 + STAGE_WAIT
+    sup.run_once()
+    assert sup.actions.done == [("Provision", "sapi0"), ("Destroy", INST.uuid)]
+    assert sup.slots == {}
+
+
+def test_a_fenced_server_stages_nothing(tmp_path):
+    store = FakeStore([], fenced=True)
+    sup = supervisor(tmp_path, store, [100.0])
+    sup.actions = Recording()
+    sup.request_stage([INST])
+    sup.run_once()
+    assert sup.actions.done == [] and sup.slots == {}

@@ -219,10 +219,19 @@ class FenceStore:
 class Ctx:
     def __init__(self, fencer, prober):
         self.fencer, self.prober, self.store = fencer, prober, FenceStore()
+        self.agents = FakeAgents()
         self.messages = []
 
     def progress(self, message, *a):
         self.messages.append(message)
+
+
+class FakeAgents:
+    def __init__(self):
+        self.staged = []
+
+    def stage(self, url, instances):
+        self.staged.append((url, instances))
 
 
 def _restore_with(method, targets_on_hn0=("http://127.0.1.1:8080",)):
@@ -230,8 +239,10 @@ def _restore_with(method, targets_on_hn0=("http://127.0.1.1:8080",)):
     old = inst(1, "sapi", HN0)
 
     class Plan:
+        me = HN1
         targets = [type("T", (), {"dead": HN0, "reuse_ip": True, "moved": False,
-                                  "instance": old})()]
+                                  "instance": old, "service": "sapi"})()]
+        levels = [["sapi"]]
         finish = ()
     proc.plan = Plan()
     return proc._fence_step(method)
@@ -257,6 +268,20 @@ def test_an_address_that_still_answers_after_fencing_refuses():
               FakeProber(["http://127.0.1.1:8080/ping"]))
     with pytest.raises(FenceFailed, match="still answers at http://127.0.1.1:8080"):
         _restore_with(FenceMethod(HN0, ("off", "hn0"), 9.0))(ctx)
+
+
+def test_the_first_level_is_staged_here_while_the_fence_agent_runs_and_nothing_moves():
+    # Staging provisions, never starts: even a fence that then fails has
+    # moved nothing in the store (the agent destroys what waited in vain).
+    ctx = Ctx(FakeFencer(FenceOutcome(("off",), 1, 0.2, stderr="no power")), FakeProber())
+    with pytest.raises(FenceFailed):
+        _restore_with(FenceMethod(HN0, ("off", "hn0"), 9.0))(ctx)
+    [(url, [ahead])] = ctx.agents.staged
+    assert url == HN1.agent_url and ctx.store.fenced == []
+    old = inst(1, "sapi", HN0)
+    assert (ahead.uuid, ahead.server_uuid, ahead.admin_ip, ahead.generation) == (
+        old.uuid, HN1.uuid, old.admin_ip, old.generation)
+    assert ahead.params["seed_from"] == {"instance": old.uuid, "service": "sapi"}
 
 
 def test_confirmed_off_runs_no_fence_command():
