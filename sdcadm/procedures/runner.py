@@ -317,7 +317,10 @@ def _run_step(proc, step, record, ctx, counter, path):
     elapsed = time.monotonic() - t0
     record.update(state="succeeded", finished=ctx.now(), elapsed_s=round(elapsed, 3),
                   result=result, error=None, verified=verified)
-    ctx.store.put_task(task)
+    # Not written here: the next write of the task carries it (the next step's
+    # start, or the run's end, or its failure), one store round trip fewer
+    # between two steps. Until then the store shows this step running: a
+    # resumed run does it again, as every step is idempotent.
     ctx.log.event("step-end", procedure=proc.title, step=step.name, result=result,
                   verified=verified, elapsed_s=round(elapsed, 3))
     how = "verified (done by an earlier run)" if verified else f"done in {elapsed:.1f}s"
