@@ -166,21 +166,28 @@ class Supervisor:
         self._publish()
 
     def _stage(self, now):
-        with self._lock:
-            requested, self._stage_requests = self._stage_requests, []
-        if not requested or not self.store_ok or self.server is None or self.server.fenced:
-            return  # staging only saves time: the move provisions them anyway
-        actions = staging(requested, {u: s.view() for u, s in self.slots.items()}, self.me)
-        if not actions:
+        if self.server is not None and self.server.fenced:
+            with self._lock:
+                self._stage_requests = []  # a fenced server prepares nothing
             return
+        if not self.store_ok or self.server is None:
+            return  # kept for a pass that reaches the store
+        with self._lock:
+            requested = list(self._stage_requests)
+        actions = staging(requested, {u: s.view() for u, s in self.slots.items()}, self.me)
         missing = {a.instance.image for a in actions} - set(self.images)
         if missing:
             try:
                 self.images.update({i.uuid: i for i in self.stores.get().list_images()
                                     if i.uuid in missing})
             except StoreError as e:
-                log.debug("not staging: cannot read images: %s", e)
-                return
+                log.info("staging waits for the store (images): %s", e,
+                         extra={"event": "staging-deferred"})
+                return  # kept for the next pass
+        with self._lock:
+            self._stage_requests = self._stage_requests[len(requested):]
+        if not actions:
+            return
         list(self._pool().map(self._do, [[a] for a in actions]))
         for action in actions:
             slot = self.slots.get(action.instance.uuid)

@@ -171,7 +171,7 @@ class RestoreServices(Procedure):
                        self._finish_step(f)) for f in self.plan.finish]
         for n, level in enumerate(self.plan.levels, 1):
             steps.append(Step(f"restore level {n}: {', '.join(level)}",
-                              self._level_step(n, level_targets(self.plan, level))))
+                              self._level_step(n - 1, level_targets(self.plan, level))))
         if self.plan.refused:
             names = ", ".join(r.alias for r in self.plan.refused)
             steps.append(Step(f"refuse {names}: restore data does not match its manifest",
@@ -329,6 +329,8 @@ class RestoreServices(Procedure):
         ctx.agents.stage(me.agent_url, ahead)
 
     def _level_step(self, n, level):
+        """Level ``n`` (from 0) of the plan, its ``level`` targets."""
+
         def restore_level(ctx):
             if self.started is None:
                 self.started = time.monotonic()

@@ -278,3 +278,20 @@ def test_a_fenced_server_stages_nothing(tmp_path):
     sup.request_stage([INST])
     sup.run_once()
     assert sup.actions.done == [] and sup.slots == {}
+
+
+def test_a_stage_request_waits_for_a_pass_that_reaches_the_store(tmp_path):
+    from sdcadm.model import Image
+
+    store = FakeStore([replace(INST, server_uuid="22222222-2222-2222-2222-222222222222")])
+    store.list_images = lambda: [Image(uuid=IMG, name="sapi", version="1", sha256="0" * 64)]
+    sup = supervisor(tmp_path, store, [100.0])
+    sup.actions = Recording()
+    sup.run_once()
+    store.down = True
+    sup.request_stage([INST])
+    sup.run_once()
+    assert sup.actions.done == []
+    store.down = False
+    sup.run_once()
+    assert sup.actions.done == [("Provision", "sapi0")]

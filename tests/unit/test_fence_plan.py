@@ -27,7 +27,7 @@ from sdcadm.procedures.planning import (
     restore_summary,
     restored_params,
 )
-from sdcadm.procedures.planning.restore_plan import CopyFacts
+from sdcadm.procedures.planning.restore_plan import CopyFacts, InstanceToRestore
 from sdcadm.procedures.restore import RestoreServices
 from sdcadm.transport.fence import CommandFencer, FenceOutcome
 
@@ -312,3 +312,46 @@ def test_command_fencer_kills_a_hung_command_and_what_it_started(tmp_path):
 def test_command_fencer_reports_a_missing_program():
     out = CommandFencer().run(["/nonexistent/fence-agent"], 5)
     assert not out.ok and out.error == "cannot run /nonexistent/fence-agent: No such file or directory"
+
+
+def test_each_level_stages_the_next_one_while_it_comes_up():
+    """Level 1 is staged by the fence; then level k's step, right after its
+    move, asks for level k+1 (never itself, never one further on)."""
+    proc = RestoreServices(all_services=True, dead=["hn0"])
+    olds = {name: inst(n, name, HN0) for n, name in enumerate(("sapi", "imgapi", "vmapi"), 1)}
+
+    def target(i):
+        return InstanceToRestore(i.service, i, HN0, None, reuse_ip=True)
+
+    class Plan:
+        me = HN1
+        targets = [target(i) for i in olds.values()]
+        levels = [["sapi"], ["imgapi"], ["vmapi"]]
+        finish = refused = ()
+
+    class Store:
+        def move_instances(self, moves):
+            return [replace(olds_by_uuid[u], server_uuid=HN1.uuid, generation=g + 1, **{
+                k: v for k, v in c.items() if k != "server_uuid"}) for u, g, c in moves]
+
+        def move_instance(self, uuid, generation, **changes):
+            return self.move_instances([(uuid, generation, changes)])[0]
+
+    olds_by_uuid = {i.uuid: i for i in olds.values()}
+    proc.plan, proc.choices, proc.fence = Plan(), [], []
+    ctx = Ctx(FakeFencer(None), FakeProber())
+    ctx.store = Store()
+    ctx.agents.wake = lambda url: None
+    ctx.agents.client = lambda url, timeout: type("A", (), {"seed_refusal": lambda self, u: None})()
+    ctx.prober.probe = lambda url, timeout: None      # every instance answers at once
+    ctx.now = lambda: 0.0
+    ctx.log = type("L", (), {"info": lambda self, *a, **k: None})()
+    steps = proc.steps()
+    assert [s.name.split(":")[0] for s in steps] == [
+        "restore level 1", "restore level 2", "restore level 3"]
+    staged = []
+    for step in steps:
+        before = len(ctx.agents.staged)
+        step.fn(ctx)
+        staged.append([i.service for _, batch in ctx.agents.staged[before:] for i in batch])
+    assert staged == [["imgapi"], ["vmapi"], []]
