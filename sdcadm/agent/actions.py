@@ -150,6 +150,7 @@ class Actions:
             self.failed(slot, f"start failed: {_reason(e)}", now, "start-failed")
             return
         slot.proc, slot.state, slot.error = proc, "running", None
+        slot.spawned_at = time.time()
         slot.staged_until = None  # it ran here: from now on a move away deposes it, data kept
         if slot.restart_pending:
             slot.restarts += 1

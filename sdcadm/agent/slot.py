@@ -26,6 +26,7 @@ class Slot:
         self.not_before = 0.0
         self.restart_pending = False
         self.staged_until = None   # provisioned ahead of its move here (plan.LocalInstance)
+        self.spawned_at = None     # wall clock of its last process start (time.time())
 
     @property
     def pid(self):

@@ -366,7 +366,7 @@ class Supervisor:
         for slot in self.slots.values():
             seen.add(slot.uuid)
             rows.append(self._row(slot.instance, slot.uuid, slot.state, slot.pid, slot.restarts,
-                                  slot.error, slot.failure))
+                                  slot.error, slot.failure, slot.spawned_at))
         for d in self.desired:
             if d.uuid not in seen:
                 rows.append(self._row(d, d.uuid, d.state, None, 0, None))
@@ -378,7 +378,7 @@ class Supervisor:
         with self._lock:
             self._published = rows
 
-    def _row(self, instance, uuid, state, pid, restarts, error, failure=None):
+    def _row(self, instance, uuid, state, pid, restarts, error, failure=None, spawned_at=None):
         return {
             "uuid": uuid,
             "alias": instance.alias if instance else None,
@@ -391,6 +391,9 @@ class Supervisor:
             "error": error,
             # the event of the failure when failed, e.g. provision-failed, restore-data-refused
             "failure": failure if state == "failed" else None,
+            # when its process was last started (this server's wall clock;
+            # a restore run here splits its time with it)
+            "spawned_at": spawned_at,
         }
 
     def instances(self):

@@ -51,6 +51,7 @@ from sdcadm.health import http_open
 from sdcadm.lab import ctl, procs
 # A lab whose store was recovered by a --lose drill is never started again, only rebuilt.
 from sdcadm.lab.etcd import RECOVERED_MARK
+from sdcadm.lab.floor import floor_s
 from sdcadm.lab.state import load_state
 from sdcadm.progress import Progress, notify
 from sdcadm.store import open_store
@@ -343,6 +344,9 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
             if probers is not None:
                 probers.stop()
         _collect_restore(result, task, killed_at, run.elapsed_s)
+        notify(observer, Progress("drill", "timing one lab workload's start to its first "
+                                           "answer (the floor of a level)"))
+        result.rto_parts["floor_s"] = floor_s()
         if probers is not None:
             _judge_probes(result, probers, dead["hostname"], cut_at, restore_at)
             result.dead_disk_gone = True  # not lost: cut off (the fence then powered it off)
@@ -484,12 +488,16 @@ def _collect_restore(result, task, killed_at, elapsed):
     result.rpo_s = round(killed_at - oldest, 3) if oldest else 0.0
 
 
+LEVEL_PARTS = ("move_s", "agent_s", "answer_s")
+
+
 def rto_parts(steps, started):
     """Where a restore's time went, from its task record: each step's own
-    time (fence, pulls, each dependency level: its moves, the agent's
-    provisioning and the wait for the first healthy answer), and the time
-    between steps (the runner's bookkeeping: the task record written, the
-    DC lock checked). ``started``: the task's start (store clock). Pure."""
+    time (fence, pulls, each dependency level: its moves ``move_s``, the
+    agent's pass until the last process started ``agent_s``, and from there
+    to the last first healthy answer ``answer_s``), and the time between
+    steps (the runner's bookkeeping: the task record written). ``started``:
+    the task's start (store clock). Pure."""
     parts, between, last = [], 0.0, started
     for step in steps:
         if step.get("started") is None:
@@ -498,8 +506,10 @@ def rto_parts(steps, started):
             between += max(0.0, step["started"] - last)
         slowest = max(((step.get("result") or {}).get("instances") or {}).values(),
                       key=lambda r: r.get("level_s", 0), default=None)
+        split = (step.get("result") or {}).get("parts") or {}
         parts.append({"step": step["name"], "s": step.get("elapsed_s"),
-                      **({"slowest_healthy_s": slowest["level_s"]} if slowest else {})})
+                      **({"slowest_healthy_s": slowest["level_s"]} if slowest else {}),
+                      **{k: v for k, v in split.items() if k in LEVEL_PARTS}})
         last = step.get("finished", last)
     return {"steps": parts, "between_steps_s": round(between, 3)}
 
@@ -561,7 +571,10 @@ def render(result):
         "where the restore's time went:  " + ", ".join(
             f"{p['step']} {p['s']:.2f}s" for p in (result.rto_parts or {}).get("steps", [])
             if p.get("s") is not None)
-        + f"; between steps {(result.rto_parts or {}).get('between_steps_s', 0):.2f}s",
+        + f"; between steps {(result.rto_parts or {}).get('between_steps_s', 0):.2f}s"
+        + (f"; floor (one process start to its first answer) "
+           f"{result.rto_parts['floor_s']:.2f}s" if (result.rto_parts or {}).get("floor_s")
+           else ""),
         f"canaries verified:              {result.canaries_verified}/{result.canaries_written_before_sync}"
         " (written before the last sync)",
         f"canaries lost after last sync:  {result.canaries_lost_after_last_sync}/"

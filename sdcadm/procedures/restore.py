@@ -60,6 +60,7 @@ from sdcadm.procedures.planning import (
     copy_problem,
     freshest_summary,
     ip_owned_by,
+    level_parts,
     level_targets,
     plan_restore_run,
     read_holdings,
@@ -334,9 +335,10 @@ class RestoreServices(Procedure):
         def restore_level(ctx):
             if self.started is None:
                 self.started = time.monotonic()
-            level_start = time.monotonic()
+            level_start, wall_start = time.monotonic(), time.time()
             targets = [t for t in level if t.instance.uuid not in self.dropped]
             moved = self._move_level(ctx, [t for t in targets if not t.moved])
+            moved_at = time.time()
             ctx.agents.wake(self.plan.me.agent_url)
             self._stage(ctx, n + 1)
             results, refused, services = {}, [], set()
@@ -359,9 +361,23 @@ class RestoreServices(Procedure):
                     f"{self.plan.me.hostname}'s agent refused to seed from its restore data "
                     "(it no longer matches its manifest):\n" + "\n".join(refused),
                     hint=REFUSED_HINT.replace("SERVICE", " ".join(sorted(services))))
-            return {"instances": results}
+            healthy_at = time.time()
+            return {"instances": results,
+                    "parts": level_parts(wall_start, moved_at, self._spawned(ctx, moved),
+                                         healthy_at) if moved else None}
 
         return restore_level
+
+    def _spawned(self, ctx, moved):
+        """When this server's agent started each of ``moved`` (None when it
+        does not say): for the report only, so no answer is no error."""
+        try:
+            rows = ctx.agents.client(self.plan.me.agent_url, timeout=2.0).instances()
+        except SdcadmError:
+            return []
+        at = {r.get("uuid"): r.get("spawned_at") for r in rows if isinstance(r, dict)}
+        return [at.get(uuid) if isinstance(at.get(uuid), (int, float)) else None
+                for uuid in moved]
 
     def _wait_restored(self, ctx, inst):
         """Wait until ``inst`` answers its health check; None then. The reason

@@ -342,7 +342,8 @@ def test_each_level_stages_the_next_one_while_it_comes_up():
     ctx = Ctx(FakeFencer(None), FakeProber())
     ctx.store = Store()
     ctx.agents.wake = lambda url: None
-    ctx.agents.client = lambda url, timeout: type("A", (), {"seed_refusal": lambda self, u: None})()
+    ctx.agents.client = lambda url, timeout: type("A", (), {"seed_refusal": lambda self, u: None,
+                                                            "instances": lambda self: []})()
     ctx.prober.probe = lambda url, timeout: None      # every instance answers at once
     ctx.now = lambda: 0.0
     ctx.log = type("L", (), {"info": lambda self, *a, **k: None})()
@@ -355,3 +356,15 @@ def test_each_level_stages_the_next_one_while_it_comes_up():
         step.fn(ctx)
         staged.append([i.service for _, batch in ctx.agents.staged[before:] for i in batch])
     assert staged == [["imgapi"], ["vmapi"], []]
+
+
+def test_a_level_s_time_is_split_into_move_agent_and_first_answer():
+    from sdcadm.procedures.planning import level_parts
+
+    assert level_parts(10.0, 10.05, [10.1, 10.3], 10.75) == {
+        "move_s": 0.05, "agent_s": 0.25, "answer_s": 0.45}
+    # an instance the agent says nothing of, or started before this move (an
+    # earlier run): no split, rather than a wrong one
+    assert level_parts(10.0, 10.05, [10.1, None], 10.75) == {"move_s": 0.05}
+    assert level_parts(10.0, 10.05, [9.0, 10.3], 10.75) == {"move_s": 0.05}
+    assert level_parts(10.0, 10.05, [], 10.75) == {"move_s": 0.05}

@@ -371,6 +371,23 @@ def addresses_to_take_over(plan, server_uuid):
             + [f.old.url + "/ping" for f in plan.finish if f.old.server_uuid == server_uuid])
 
 
+def level_parts(started, moved, spawned, healthy):
+    """Where a dependency level's time went, for the report (one wall clock:
+    the restore runs on the server its instances start on). ``started``: the
+    level's start; ``moved``: its move committed; ``spawned``: the process
+    start the agent reports for each instance moved (None: unknown);
+    ``healthy``: when the last answered. ``move_s`` is the compare-and-swap;
+    ``agent_s`` the move until the agent started the last process (its pass,
+    and a provisioning that was not staged ahead); ``answer_s`` that start
+    until the last first answer: a process start and a health probe, the
+    floor, paid side by side by the whole level."""
+    parts = {"move_s": round(moved - started, 3)}
+    if spawned and all(s is not None and s >= moved for s in spawned):
+        last = max(spawned)
+        parts.update(agent_s=round(last - moved, 3), answer_s=round(max(0.0, healthy - last), 3))
+    return parts
+
+
 def restored_result(target, inst, level_s, rto_s, now):
     """The result recorded for one restored instance (RTO, and RPO: the age of
     the data it came back with)."""
