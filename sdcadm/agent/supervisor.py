@@ -365,7 +365,10 @@ class Supervisor:
         rows, seen = [], set()
         for slot in self.slots.values():
             seen.add(slot.uuid)
-            rows.append(self._row(slot.instance, slot.uuid, slot.state, slot.pid, slot.restarts,
+            # provisioned ahead of a restore's move here, not this server's yet
+            state = ("staged" if slot.staged_until is not None and slot.state == "provisioning"
+                     else slot.state)
+            rows.append(self._row(slot.instance, slot.uuid, state, slot.pid, slot.restarts,
                                   slot.error, slot.failure, slot.spawned_at))
         for d in self.desired:
             if d.uuid not in seen:

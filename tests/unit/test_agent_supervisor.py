@@ -247,6 +247,7 @@ def test_a_staged_instance_is_provisioned_not_started_then_started_by_its_move(t
     assert sup.wake.is_set()
     sup.run_once()
     assert sup.actions.done == [("Provision", "sapi0")]
+    assert [(r["alias"], r["state"]) for r in sup.instances()] == [("sapi0", "staged")]
     sup.run_once()  # waiting for its move: neither deposed, started nor read about
     assert sup.actions.done == [("Provision", "sapi0")]
     store.instances[INST.uuid] = replace(INST, generation=2)  # the restore's move
