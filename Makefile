@@ -33,7 +33,7 @@ test-unit: venv
 # service), lose hn0 abruptly, restore everything on hn1, and print what was
 # measured (RTO, RPO, canaries, fencing). Then show the DC as it is now.
 drill: deps venv
-	$(BIN)/sdcadm lab drill --dir $(LAB)
+	$(BIN)/sdcadm lab drill --heal --dir $(LAB)
 	@echo
 	eval "$$($(BIN)/sdcadm lab env --dir $(LAB) hn1)" && \
 	  $(BIN)/sdcadm server ls && echo && \

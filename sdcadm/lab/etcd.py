@@ -31,6 +31,9 @@ from sdcadm.store.etcd_member import ELECTION_MS, HEARTBEAT_MS, etcd_program  # 
 # the others' members belong to the old cluster, and two of them started
 # together would form its quorum again -- a second store. They are refused.
 RECOVERED_MARK = ".store-recovered"
+# Written by a drill that healed the DC (`lab drill --heal`): the headnodes it
+# deleted (`server delete`) left the store's cluster; their members are refused.
+HEALED_MARK = ".store-healed"
 
 
 def runs_member(state, hostname):
@@ -115,6 +118,11 @@ def start_member(state, hostname):
                        f"(`store recover`): {hostname}'s etcd member belongs to the old cluster "
                        "and is not started", hint="rebuild the lab: `sdcadm lab destroy` then "
                                                   "`sdcadm lab up` (docs/store.md)")
+    healed = state.path / HEALED_MARK
+    if healed.exists() and hostname in healed.read_text().split():
+        raise LabError(f"{hostname}'s etcd member was removed from the store's cluster "
+                       "(`server delete` in `lab drill --heal`) and is not started",
+                       hint="rebuild the lab: `sdcadm lab destroy` then `sdcadm lab up`")
     program = etcd_program()
     if program is None:
         raise LabError("etcd is not installed; the lab's store needs it",
