@@ -615,6 +615,8 @@ def render(result):
         from sdcadm.lab.heal import render as render_heal
 
         lines += render_heal(result.heal)
+    elif result.heal.get("skipped"):
+        lines += ["", f"heal: skipped ({result.heal['skipped']})"]
     lines += [f"PROBLEM: {p}" for p in result.problems]
     return lines
 

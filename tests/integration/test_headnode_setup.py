@@ -141,6 +141,24 @@ def check(directory):
     assert (lab.server_root("cn0") / "var" / "sdcadm" / "svc-restore-data" / "svc-sapi").is_dir()
     assert sorted(reservations.values()) == ["recovery:assets", "recovery:sapi"]
 
+    # every headnode's usbkey matches hn0's; a drift on cn0 is listed file by file
+    status = sdcadm(directory, "usbkey", "status", "-j")
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert {r["headnode"]: r["state"] for r in doc["headnodes"]} == \
+        {"hn1": "ok", "hn2": "ok", "cn0": "ok"}
+    catalog = lab.server_root("cn0") / "usbkey" / "catalog" / "core-services.yaml"
+    saved = catalog.read_bytes()
+    catalog.write_bytes(saved + b"# edited by hand\n")
+    (lab.server_root("cn0") / "usbkey" / "images" / "stray.json").write_text("{}")
+    drifted = sdcadm(directory, "usbkey", "status")
+    assert drifted.returncode == 1 and "the usbkey of cn0 does not match" in drifted.stderr
+    assert "cn0        DRIFT: 2 file(s)" in drifted.stdout
+    assert "changed  catalog/core-services.yaml" in drifted.stdout
+    assert "extra    images/stray.json" in drifted.stdout
+    catalog.write_bytes(saved)
+    (lab.server_root("cn0") / "usbkey" / "images" / "stray.json").unlink()
+
     # again: cn0 is a headnode now; nothing changes
     again = sdcadm(directory, "server", "headnode-setup", "cn0", "-y")
     assert again.returncode == 1 and "cn0 is already a headnode" in again.stderr
