@@ -152,7 +152,7 @@ def check(directory):
     catalog.write_bytes(saved + b"# edited by hand\n")
     (lab.server_root("cn0") / "usbkey" / "images" / "stray.json").write_text("{}")
     drifted = sdcadm(directory, "usbkey", "status")
-    assert drifted.returncode == 1 and "the usbkey of cn0 does not match" in drifted.stderr
+    assert drifted.returncode == 1, drifted.stdout
     assert "cn0        DRIFT: 2 file(s)" in drifted.stdout
     assert "changed  catalog/core-services.yaml" in drifted.stdout
     assert "extra    images/stray.json" in drifted.stdout
