@@ -132,9 +132,11 @@ class EtcdClient:
             places = learned_places(self.configured, urls)
             if places != self.places:
                 endpoints = [f"{p}://{h}:{port}" for p, h, port in places]
+                using = self.places[self.current % len(self.places)]
                 self.places = places
                 self.endpoints = self.configured_endpoints + endpoints[len(self.configured):]
-                self.current = 0
+                # keep using the member that answered (a dead one tried first costs a timeout)
+                self.current = places.index(using) if using in places else 0
                 self._version += 1
                 log.info("etcd store: endpoints now %s", ", ".join(self.endpoints))
         except Exception as e:  # noqa: BLE001 - learning is an extra, never a failure
@@ -155,6 +157,9 @@ class EtcdClient:
         Refused connections and 503 answers (a member without a leader) are
         not applied and move on at once."""
         failures, clients = [], self._clients()
+        endpoints = self.endpoints   # the names of these clients (learn_members may change both)
+        if len(endpoints) != len(clients):
+            endpoints = [f"{c.host}:{c.port}" for c in clients]
         for step in range(len(clients)):
             index = (self.current + step) % len(clients)
             client = clients[index]
@@ -164,28 +169,28 @@ class EtcdClient:
                 if once:
                     self.current = (index + 1) % len(clients)
                     log.warning("etcd store: %s did not answer; next request to %s",
-                                self.endpoints[index], self.endpoints[self.current])
+                                endpoints[index], endpoints[self.current % len(endpoints)])
                     raise StoreUnreachable(
-                        f"etcd at {self.endpoints[index]} did not answer a write within "
+                        f"etcd at {endpoints[index]} did not answer a write within "
                         f"{self.timeout:g}s; it may or may not have been applied",
                         hint="re-read the records before retrying; " + UNREACHABLE_HINT) from None
-                failures.append(f"{self.endpoints[index]}: no answer within {self.timeout:g}s")
+                failures.append(f"{endpoints[index]}: no answer within {self.timeout:g}s")
                 continue
             except etcd_errors.ConnectionFailedError as e:
-                failures.append(f"{self.endpoints[index]}: {_short(e)}")
+                failures.append(f"{endpoints[index]}: {_short(e)}")
                 continue
             except etcd_errors.Etcd3Exception as e:
                 text = _short(e)
                 if "lease not found" in text:
                     raise LeaseGone(text) from None
-                raise StoreError(f"etcd at {self.endpoints[index]} refused {path}: {text}",
+                raise StoreError(f"etcd at {endpoints[index]} refused {path}: {text}",
                                  hint="check the etcd member's log; the request was not applied")\
                     from None
             except (ValueError, OSError) as e:  # a non-JSON answer, a broken socket
-                failures.append(f"{self.endpoints[index]}: {_short(e)}")
+                failures.append(f"{endpoints[index]}: {_short(e)}")
                 continue
             if index != self.current:
-                log.warning("etcd store: now using %s (%s)", self.endpoints[index],
+                log.warning("etcd store: now using %s (%s)", endpoints[index],
                             "; ".join(failures))
                 self.current = index
             self.learn_members(client)

@@ -91,3 +91,34 @@ def test_clients_learn_members_not_configured_and_keep_the_configured():
     assert learned_places(configured, urls) == configured + [("http", "10.0.0.9", 2379)]
     # hn0 removed from the cluster: still configured, still tried
     assert learned_places(configured, ["http://10.0.0.2:2379"]) == configured
+
+
+class MemberList:
+    """Stands in for the etcd3gw client that just answered: its member list."""
+
+    def __init__(self, urls):
+        self.urls, self.calls = urls, 0
+
+    def get_url(self, path):
+        return path
+
+    def post(self, url, data):
+        self.calls += 1
+        return {"members": [{"clientURLs": [u]} for u in self.urls]}
+
+
+def test_a_client_adds_learned_members_and_keeps_using_the_one_that_answered():
+    from sdcadm.store.etcd_client import DISCOVER_EVERY, EtcdClient
+
+    client = EtcdClient(["10.0.0.1:2379", "10.0.0.2:2379"], timeout=1.0)
+    client.current = 1
+    answered = MemberList(["http://10.0.0.2:2379", "http://10.0.0.9:2379"])
+    client.learn_members(answered, clock=lambda: 100.0)
+    assert client.endpoints == ["10.0.0.1:2379", "10.0.0.2:2379", "http://10.0.0.9:2379"]
+    assert client.current == 1 and len(client._clients()) == 3
+    # not again before DISCOVER_EVERY; then the list follows the cluster
+    answered.urls = ["http://10.0.0.2:2379"]
+    client.learn_members(answered, clock=lambda: 100.0 + DISCOVER_EVERY / 2)
+    assert answered.calls == 1
+    client.learn_members(answered, clock=lambda: 100.0 + DISCOVER_EVERY)
+    assert client.endpoints == ["10.0.0.1:2379", "10.0.0.2:2379"] and client.current == 1
