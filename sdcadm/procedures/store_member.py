@@ -16,12 +16,16 @@ peer URL on its address); nothing when there is none.
 """
 
 import json
+import time
 from pathlib import Path
 
 from sdcadm.errors import SdcadmError, StoreError
 from sdcadm.procedures.planning.member_plan import host_of, initial_cluster, \
     member_of_server, plan_joins, ports_of
 from sdcadm.procedures.waits import wait_for
+
+
+UNHEALTHY_WAIT = 15.0   # seconds "unhealthy cluster" is asked again (etcd's HealthInterval: 5)
 
 
 class MemberFailed(SdcadmError):
@@ -52,19 +56,29 @@ def server_path(config, root, path):
     return Path(root) / rel
 
 
-def add(config, join, progress):
+def add(config, join, progress, wait=UNHEALTHY_WAIT):
     """``member add`` unless the member is already in the cluster; the members after."""
     from sdcadm.store.etcd_maintenance import add_member, cluster_members, refusal
 
     members = cluster_members(config.store.etcd_endpoints)
     if member_of_server(members, join.name, _ip(join)) is not None:
         return members, False
-    try:
-        added = add_member(config.store.etcd_endpoints, join.peer_url)
-    except StoreError as e:
-        raise MemberFailed(f"the store's cluster refused {join.name}'s member: {refusal(e)}",
-                           hint="`sdcadm store status` shows which member is wrong; start it "
-                                "again or remove it, then run the same command again") from None
+    # etcd also says "unhealthy cluster" for a few seconds after a member
+    # (re)connected (its leader wants every member connected for 5 s): with
+    # every member answering, that passes; asked again for ``wait`` seconds.
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            added = add_member(config.store.etcd_endpoints, join.peer_url)
+            break
+        except StoreError as e:
+            why = refusal(e)
+            if "unhealthy cluster" not in why or time.monotonic() > deadline:
+                raise MemberFailed(
+                    f"the store's cluster refused {join.name}'s member: {why}",
+                    hint="`sdcadm store status` shows which member is wrong; start it again "
+                         "or remove it, then run the same command again") from None
+        time.sleep(0.5)
     progress(f"etcd member {join.name} added ({join.peer_url}, id {added['id']})")
     return added["members"], True
 

@@ -7,10 +7,11 @@ between servers) for the file table of its own usbkey directory
 (``sdcadm usbkey ls -j`` run there: names, sizes, modes and sha256); the
 differences are listed file by file (``bundle.drift``: missing, extra,
 changed, mode). A headnode that cannot be asked is said so, with the reason.
-Nothing is changed.
+Nothing is changed. The headnodes are asked at once (one SSH login each).
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sdcadm.errors import SdcadmError
@@ -57,10 +58,11 @@ def usbkey_status(config, store, transport_for, remote_sdcadm):
     here = Path(config.under_root(config.usbkey_dir))
     reference = scan(here)[0]
     me = config.server_uuid
-    tables = {}
-    for server in store.list_servers():
-        if server.headnode and server.uuid != me:
-            tables[server.hostname] = remote_table(config, server, transport_for, remote_sdcadm)
+    others = [s for s in store.list_servers() if s.headnode and s.uuid != me]
+    # Every headnode at once: each answer is an SSH login and a scan there.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(others)))) as pool:
+        tables = dict(zip((s.hostname for s in others), pool.map(
+            lambda s: remote_table(config, s, transport_for, remote_sdcadm), others)))
     rows = compare(reference, tables)
     return {"reference": {"headnode": config.hostname, "dir": str(here),
                           "files": len(reference)},
