@@ -6,7 +6,8 @@ returns. Each section says OK, or lists its problems, each with what is
 wrong and the command that fixes it:
 
 * setup: enough headnodes, every HA service at three instances on three
-  distinct headnodes, a store that survives a headnode;
+  distinct headnodes, a store that survives a headnode (etcd: one member per
+  headnode, each answering, none on a server that is no headnode);
 * servers: unreachable or fenced ones;
 * restore data: for every instance of a non-HA service, on every headnode
   but its own, the age of the last good copy against the RPO target
@@ -40,6 +41,9 @@ class StatusFacts:
     rpo_target: float                 # seconds: a copy older than this is STALE
     store_backend: str = "sqlite"
     ha_services: frozenset = field(default_factory=frozenset)  # HA by the catalog
+    # etcd: the cluster's members, [{"name", "peer_urls", "reachable"}]; None
+    # when the store is not etcd (or its member list could not be read)
+    store_members: list | None = None
 
 
 def problem(what, fix):
@@ -95,8 +99,50 @@ def _setup(facts):
             f"the DC store is one sqlite file for {len(facts.servers)} servers: the loss of "
             "the headnode holding it stops the DC",
             "move the store to etcd (store.backend: etcd, one member per headnode)"))
+    members = None
+    if facts.store_members is not None:
+        members = [dict(m) for m in facts.store_members]
+        problems += _member_problems(facts, members)
     return {"headnodes": headnodes, "ha_services": ha, "store_backend": facts.store_backend,
-            "problems": problems}
+            "store_members": members, "problems": problems}
+
+
+def _member_problems(facts, members):
+    """A store member that does not answer or belongs to no headnode, a
+    headnode without a member: each weighs on the store's quorum."""
+    from urllib.parse import urlsplit
+
+    def host_of(url):
+        return urlsplit(url if "://" in url else f"http://{url}").hostname
+
+    found, problems = set(), []
+    heads = [s for s in facts.servers if s.headnode]
+    for m in members:
+        server = next((s for s in heads if m["name"] == s.hostname or
+                       any(host_of(u) == s.admin_ip for u in m["peer_urls"])), None)
+        name = m["name"] or ", ".join(m["peer_urls"])
+        m["headnode"] = server.hostname if server else None
+        if server is not None:
+            found.add(server.uuid)
+        else:
+            problems.append(problem(
+                f"the store's etcd member {name} is on no headnode of the DC: it counts "
+                f"against the quorum", "remove it (`etcdctl member remove ID`; `sdcadm store "
+                                       "status` shows its ID)"))
+            continue
+        if not m["reachable"]:
+            problems.append(problem(
+                f"the store's etcd member {name} does not answer: one more loss and the store "
+                "may lose its quorum", f"check etcd on {server.hostname}; if {server.hostname} "
+                                       f"is lost: sdcadm server delete {server.hostname} "
+                                       "(removes its member)"))
+    for s in heads:
+        if s.uuid not in found:
+            problems.append(problem(
+                f"headnode {s.hostname} runs no etcd member of the store",
+                "a headnode set up with `sdcadm server headnode-setup` joins the store; "
+                "see docs/store.md, \"Adding and removing members\""))
+    return problems
 
 
 def _servers(facts):

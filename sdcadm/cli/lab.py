@@ -290,8 +290,13 @@ def watch_cmd(directory, services, interval, duration, as_json):
               help="Headnodes to kill (default: hn0). Losing a majority (--lose hn0,hn1 of 3) "
                    "loses the etcd store's quorum: `sdcadm store recover` then rebuilds it on "
                    "the survivor before the restore.")
+@click.option("--heal", is_flag=True,
+              help="After the restore, heal back to three headnodes with the operator's "
+                   "commands: hn0 powered off for good, `server delete hn0 --force`, "
+                   "`server headnode-setup cn0`, `post-setup ha-*`, a restore-data sync, then "
+                   "`check-health` and `status` until both exit 0 (each step timed; JSON: heal).")
 def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout, fault,
-              as_json, lose):
+              as_json, lose, heal):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
@@ -313,6 +318,11 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     processes keep running) and the drill also reports when its singletons
     stopped, seen from inside it, and the most copies of one singleton ever
     seen answering at once from any namespace (must be 1).
+
+    With --heal (a kill of hn0, a lab with a compute node) the drill goes on
+    to heal the DC as an operator would (docs/recovery.md, "Healing"): hn0 is
+    deleted (with its etcd member), cn0 becomes a headnode, the HA services
+    get their third peer on it, and `sdcadm status` must exit 0.
     """
     from sdcadm.errors import SdcadmError
     from sdcadm.lab import drill
@@ -322,7 +332,7 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
                              observer=printer(quiet=as_json), timeout=timeout, backend=backend,
                              store=store, fault=fault,
                              lose=[h.strip() for h in lose.split(",") if h.strip()]
-                             if lose else None)
+                             if lose else None, heal=heal)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
     if not result.ok:
         raise SdcadmError("the drill found problems (see above)")

@@ -38,15 +38,34 @@ def gather(state):
         health={r["uuid"]: (None if r["healthy"] else r["error"]) for r in rows},
         now=now, heartbeat_timeout=config.agent.heartbeat_timeout,
         # The RPO limit restore refuses beyond: a copy older is STALE.
-        rpo_target=float(config.restore.max_data_age), store_backend=store.backend, ha_services=ha)
+        rpo_target=float(config.restore.max_data_age), store_backend=store.backend, ha_services=ha,
+        store_members=_members(config))
+
+
+def _members(config):
+    """etcd: the cluster's members, each asked whether it answers; else None."""
+    if config.store.backend != "etcd":
+        return None
+    from sdcadm.errors import StoreError
+    from sdcadm.store.etcd_maintenance import cluster_members, healthy
+
+    try:
+        members = cluster_members(config.store.etcd_endpoints)
+    except StoreError:
+        return None
+    return [{"name": m["name"], "peer_urls": m["peer_urls"],
+             "reachable": any(healthy(u, timeout=2.0) for u in m["client_urls"])}
+            for m in members]
 
 
 def summary(name, section):
     """One line of detail per section."""
     if name == "setup":
         ha = ", ".join(f"{svc} {len(v['headnodes'])}/3" for svc, v in section["ha_services"].items())
+        members = section.get("store_members")
         return (f"{len(section['headnodes'])} headnode(s); HA: {ha or 'none'}; store "
-                f"{section['store_backend']}")
+                f"{section['store_backend']}"
+                + (f" ({len(members)} members)" if members is not None else ""))
     if name == "servers":
         return ", ".join(f"{n} {k}" for k, n in section["counts"].items() if n) or "none"
     if name == "restore_data":

@@ -1,5 +1,6 @@
-"""`sdcadm store status|recover`: the DC store's members and snapshots, and
-rebuilding it from a lone surviving headnode (docs/store.md)."""
+"""`sdcadm store status|recover|start-member`: the DC store's members and
+snapshots, rebuilding it from a lone surviving headnode, and starting a new
+headnode's member (docs/store.md)."""
 
 import json
 
@@ -77,6 +78,42 @@ def status_lines(doc):
         else:
             lines.append(f"  {s['headnode']:<10} -- {s['problem']}")
     return lines
+
+
+@store.command("start-member")
+@click.option("--name", required=True, help="The member's name (the server's hostname).")
+@click.option("--peer-url", "peer_url", required=True, metavar="URL",
+              help="This member's peer URL, on this server's admin address (http://IP:2380).")
+@click.option("--client-url", "client_url", required=True, metavar="URL",
+              help="This member's client URL (http://IP:2379).")
+@click.option("--initial-cluster", "initial_cluster", required=True, metavar="NAME=URL,...",
+              help="The cluster's members with this one added, as `member add` answered.")
+@click.option("--data-dir", "data_dir", required=True, metavar="DIR",
+              help="The member's data directory, on this server's own disk.")
+@click.option("--pid-file", "pid_file", required=True, metavar="FILE", help="Where its pid goes.")
+@click.option("--log", "log", required=True, metavar="FILE", help="etcd's log file.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def start_member_cmd(name, peer_url, client_url, initial_cluster, data_dir, pid_file, log,
+                     as_json):
+    """Start this server's etcd member, joining a running cluster.
+
+    Run on the new member's server, after the cluster agreed to the member
+    (`server headnode-setup` runs it there over SSH, having added the member
+    through etcd's API). etcd starts with --initial-cluster-state existing on
+    the data directory given; a member already running on it is left as it
+    is, and one whose data directory exists resumes from it (etcd ignores the
+    initial-cluster flags then). It keeps running once this command returns.
+    """
+    from sdcadm.store.etcd_member import start_member
+
+    pid, started = start_member(name, data_dir, peer_url, client_url, initial_cluster,
+                                pid_file, log)
+    doc = {"name": name, "pid": pid, "started": started, "data_dir": data_dir}
+    if as_json:
+        click.echo(json.dumps(doc, sort_keys=True))
+    else:
+        click.echo(f"etcd member {name} {'started' if started else 'already running'} "
+                   f"(pid {pid}, data in {data_dir})")
 
 
 @store.command("recover")

@@ -127,3 +127,50 @@ def diff_cmd(state, bundle_file, directory, as_json):
            or [f"{target} matches {bundle_file}"])
     if changes:
         raise ReportedFailure(f"{len(changes)} file(s) differ")
+
+
+@usbkey.command("ls")
+@_DIR_OPTION
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print the file table as JSON.")
+@pass_state
+def ls_cmd(state, directory, as_json):
+    """The files of this server's usbkey directory: size, mode and sha256 of each.
+
+    Only what a headnode bundle carries is listed (the rest is said to be left
+    out). `usbkey status` on another headnode runs it here over SSH.
+    """
+    from sdcadm.usbkey.bundle import scan
+
+    target = _usbkey_dir(state, directory)
+    files, left_out = scan(target)
+    _print({"dir": target, "files": files, "left_out": left_out}, as_json,
+           [f"{e['sha256'][:16]}  {e['mode']:o}  {e['size']:>10}  {name}"
+            for name, e in files.items()]
+           + ([f"(left out: {', '.join(left_out)})"] if left_out else []))
+
+
+@usbkey.command("status")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_state
+def status_cmd(state, as_json):
+    """Whether every headnode's usbkey matches this headnode's, file by file.
+
+    Every other headnode of the DC is asked over SSH (host keys checked) for
+    the files of its usbkey directory; each difference is listed: missing
+    (here, not there), extra (there only), changed (content) or mode. A
+    headnode that cannot be asked is UNREACHABLE, with the reason. Changes
+    nothing. Exit 1 on any drift or unreachable headnode; to repair one,
+    seed it again: `sdcadm usbkey build`, copy the bundle, `sdcadm usbkey
+    seed` there (docs/usbkey.md).
+    """
+    from sdcadm.procedures.headnode_setup import remote_sdcadm
+    from sdcadm.procedures.usbkey_status import status_lines, usbkey_status
+    from sdcadm.restore_data.peer_copy import ssh_transport
+
+    config = state.config
+    doc = usbkey_status(config, state.store,
+                        lambda server: ssh_transport(config, server.admin_ip), remote_sdcadm())
+    _print(doc, as_json, status_lines(doc))
+    if not doc["ok"]:
+        bad = [r["headnode"] for r in doc["headnodes"] if r["state"] != "ok"]
+        raise ReportedFailure(f"the usbkey of {', '.join(bad)} does not match")

@@ -380,7 +380,7 @@ def _populate(state, plan, catalog, images, observer, left_out=frozenset()):
 def _start_members(state, hostnames, observer=None, timeout=60.0):
     from sdcadm.lab import etcd
 
-    hostnames = [h for h in hostnames if state.server(h)["headnode"]]
+    hostnames = [h for h in hostnames if etcd.runs_member(state, h)]
     if state.store != "etcd" or not hostnames:
         return
     for h in hostnames:
@@ -398,7 +398,7 @@ def _stop_members(state, sig=None):
     if state.store != "etcd":
         return []
     stopped = []
-    for s in state.headnodes:
+    for s in state.servers:   # a compute node made a headnode runs one too
         if etcd.stop_member(state, s["hostname"], sig or signal.SIGTERM):
             stopped.append(s["hostname"])
     return stopped
@@ -443,9 +443,11 @@ def start_store(state, observer=None):
     if state.store != "etcd":
         _power_on(state, state.servers[0]["hostname"])
         return
-    for s in state.headnodes:
-        _power_on(state, s["hostname"])
-    _start_members(state, [s["hostname"] for s in state.headnodes], observer)
+    from sdcadm.lab.etcd import member_hosts
+
+    for h in member_hosts(state):
+        _power_on(state, h)
+    _start_members(state, member_hosts(state), observer)
 
 
 def start_all(state, observer=None):
@@ -458,7 +460,9 @@ def start_all(state, observer=None):
         _power_on(state, s["hostname"])
     ensure_network(state, observer)
     start_sshd(state, observer=observer)
-    _start_members(state, [s["hostname"] for s in state.headnodes], observer)
+    from sdcadm.lab.etcd import member_hosts
+
+    _start_members(state, member_hosts(state), observer)
     for s in state.servers:
         start(state, s["hostname"], observer)
 
@@ -638,10 +642,10 @@ def status(state, now=None, store=None):
 
 
 def _member_pid(state, server):
-    if state.store != "etcd" or not server["headnode"]:
-        return None
     from sdcadm.lab import etcd
 
+    if state.store != "etcd" or not etcd.runs_member(state, server["hostname"]):
+        return None
     return etcd.member_pid(state, server["hostname"])
 
 

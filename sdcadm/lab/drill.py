@@ -34,6 +34,13 @@ inside it), whether that was before the restore started, and
 ``max_concurrent_singletons``: the most processes seen serving one singleton
 at once, from any side (the promise: 1). Step 7 heals the partition first.
 
+``heal=True`` (``--heal``, a kill of one headnode) goes on after step 7
+back to three headnodes with the operator's own commands (``lab/heal.py``):
+hn0 powered off for good, `server delete hn0 --force` (its etcd member with
+it), `server headnode-setup cn0`, `post-setup ha-*`, a restore-data sync,
+then `check-health` and `sdcadm status` until both exit 0. The result's
+``heal`` has each step's seconds, the HA placement and the store's members.
+
 Everything measured goes into one result (``DrillResult.to_dict()``).
 """
 
@@ -91,6 +98,7 @@ class DrillResult:
     max_concurrent_singletons: int | None = None   # partition: from probes on every side
     partitioned_side_stopped_s: float | None = None  # partition -> its singletons' last 2xx inside it
     stopped_before_restore: bool | None = None
+    heal: dict = field(default_factory=dict)   # --heal: lab/heal.py's report
 
     @property
     def ok(self):
@@ -164,9 +172,11 @@ def quorum_lost(lose, headnodes):
 
 def prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
                 backend="dir", store=None, isolation=None):
-    if (directory / RECOVERED_MARK).exists():
-        notify(observer, Progress("drill", "the lab's store was recovered by an earlier "
-                                           "--lose drill: rebuilding it"))
+    from sdcadm.lab.heal import HEALED_MARK
+
+    if (directory / RECOVERED_MARK).exists() or (directory / HEALED_MARK).exists():
+        notify(observer, Progress("drill", "the lab's store was recovered or healed by an "
+                                           "earlier drill (--lose, --heal): rebuilding it"))
         ctl.destroy(directory)
     if headnodes < 2:
         raise LabError("the drill needs at least 2 headnodes (one to lose, one to restore on)")
@@ -238,7 +248,7 @@ class Probers:
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0, backend="dir", store=None, lose=None, fault="kill"):
+              timeout=120.0, backend="dir", store=None, lose=None, fault="kill", heal=False):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
@@ -248,6 +258,10 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
     if fault not in FAULTS:
         raise LabError(f"unknown fault {fault!r}", hint="--fault kill or partition")
     lose = check_lose(lose, headnodes)
+    if heal:
+        from sdcadm.lab.heal import check_heal
+
+        check_heal(fault, lose, computenodes)
     if fault == "partition":
         from sdcadm.lab.netns import require_root
 
@@ -383,9 +397,25 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
                                       ("flag_f", "agent_back", "runs_none_of_moved", "zones_kept"))
         if not result.fencing_verified:
             result.problems.append(f"fencing not verified: {result.fencing}")
+        if heal:
+            _heal(state, store, result, survivor, dead, timeout, observer)
     finally:
         store.close()
     return result
+
+
+def _heal(state, store, result, survivor, dead, timeout, observer):
+    from sdcadm.lab.heal import heal
+
+    if result.problems:
+        result.heal = {"skipped": "the drill found problems before the heal"}
+        return
+    new = next(s["hostname"] for s in state.servers if not s["headnode"])
+    result.heal = heal(state, survivor["hostname"], dead["hostname"], new, store, timeout,
+                       observer)
+    result.problems += result.heal["problems"]
+    if not result.heal["status_ok"] and not result.heal["problems"]:
+        result.problems.append("heal: `sdcadm status` did not exit 0")
 
 
 def _recover_store(state, survivor, result, observer):
@@ -594,6 +624,12 @@ def render(result):
             f"partitioned side stopped:       {result.partitioned_side_stopped_s:.2f}s after the "
             f"cut (before the restore: {str(result.stopped_before_restore).lower()})",
         ]
+    if result.heal.get("steps"):
+        from sdcadm.lab.heal import render as render_heal
+
+        lines += render_heal(result.heal)
+    elif result.heal.get("skipped"):
+        lines += ["", f"heal: skipped ({result.heal['skipped']})"]
     lines += [f"PROBLEM: {p}" for p in result.problems]
     return lines
 

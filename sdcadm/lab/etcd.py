@@ -18,31 +18,35 @@ heartbeat leases of at least that.
 """
 
 import hashlib
-import shutil
 import signal
 import time
-from pathlib import Path
 
 import requests
 
 from sdcadm.errors import LabError
 from sdcadm.lab import procs
+from sdcadm.store.etcd_member import ELECTION_MS, HEARTBEAT_MS, etcd_program  # noqa: F401
 
 # Written by a drill that recovered the store on one headnode (`store recover`):
 # the others' members belong to the old cluster, and two of them started
 # together would form its quorum again -- a second store. They are refused.
 RECOVERED_MARK = ".store-recovered"
+# Written by a drill that healed the DC (`lab drill --heal`): the headnodes it
+# deleted (`server delete`) left the store's cluster; their members are refused.
+HEALED_MARK = ".store-healed"
 
-HEARTBEAT_MS = 100
-ELECTION_MS = 1000
+
+def runs_member(state, hostname):
+    """Whether ``hostname`` runs a member: a headnode of the lab as built, or
+    a server that `server headnode-setup` made one (its member's data lies
+    in its root, where `sdcadm store start-member` put it)."""
+    server = state.server(hostname)
+    return server["headnode"] or state.etcd_dir(server["hostname"]).is_dir() or \
+        state.powered_off_root(server["hostname"]).joinpath("var", "etcd").is_dir()
 
 
-def etcd_program():
-    """The etcd binary, or None when it is not installed."""
-    found = shutil.which("etcd")
-    if found:
-        return found
-    return "/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None
+def member_hosts(state):
+    return [s["hostname"] for s in state.servers if runs_member(state, s["hostname"])]
 
 
 def _peer_url(state, server):
@@ -64,7 +68,7 @@ def cluster_token(state):
 
 def member_argv(state, hostname, program=None):
     server = state.server(hostname)
-    if not server["headnode"]:
+    if not runs_member(state, hostname):
         raise LabError(f"{hostname} is a compute node: only headnodes run an etcd member")
     client, peer = _client_url(state, server), _peer_url(state, server)
     return [program or etcd_program() or "etcd", "--name", hostname,
@@ -114,6 +118,11 @@ def start_member(state, hostname):
                        f"(`store recover`): {hostname}'s etcd member belongs to the old cluster "
                        "and is not started", hint="rebuild the lab: `sdcadm lab destroy` then "
                                                   "`sdcadm lab up` (docs/store.md)")
+    healed = state.path / HEALED_MARK
+    if healed.exists() and hostname in healed.read_text().split():
+        raise LabError(f"{hostname}'s etcd member was removed from the store's cluster "
+                       "(`server delete` in `lab drill --heal`) and is not started",
+                       hint="rebuild the lab: `sdcadm lab destroy` then `sdcadm lab up`")
     program = etcd_program()
     if program is None:
         raise LabError("etcd is not installed; the lab's store needs it",

@@ -10,19 +10,27 @@ idempotent (a re-run resumes the unfinished Task):
    known_hosts, never accepted blindly), and check its sha256 there;
 3. seed each server's usbkey directory from it with the safe seed, run there
    (``sdcadm usbkey seed``: every member checked, swapped in atomically);
-4. mark each server a headnode: its agent sees that on its next restore-data
+4. start each server's etcd member, joining the store's cluster (etcd
+   store only; ``procedures/store_member.py``): ``member add`` through the
+   cluster's API, then ``sdcadm store start-member`` run on that server over
+   SSH (``--initial-cluster-state existing``, its data directory on its own
+   disk), waited for until it answers with a leader and the cluster lists it
+   started. Refused before anything changes while a member of the cluster
+   does not answer (etcd refuses a new member then): a lost headnode's
+   member goes first, with ``server delete``. Clients learn the new member
+   from the cluster's member list (``store/etcd_client.py``);
+5. mark each server a headnode: its agent sees that on its next restore-data
    cycle and starts pulling (the puller runs on headnodes only);
-5. reserve one recovery admin address per single-instance service (RFD 67
+6. reserve one recovery admin address per single-instance service (RFD 67
    M0), saying so when the admin network cannot hold them all;
-6. run a first restore-data sync on each new headnode and verify that a good
+7. run a first restore-data sync on each new headnode and verify that a good
    copy of every instance it must hold arrived (the DC store's restore-data
    statuses).
 
-Not done here: the server's etcd member. A headnode of the etcd store runs a
-member, but this procedure does not add one to the cluster yet (member add
-through the API, then a member started there with the cluster's initial
-state ``existing``): the store keeps the members it was built with. Nor does
-a restore take its address from the recovery reservations yet.
+The new headnode's own configuration is not rewritten: its agent reaches
+the store through the endpoints it has (and those it learns), and it has no
+``store.member`` section for `store recover` (docs/store.md). A restore
+does not take its address from the recovery reservations yet.
 
 Paths on the server are its root as the restore-data puller reaches it
 (``restore_data.source_root_template``: ``/`` on real servers) joined with
@@ -40,6 +48,7 @@ from pathlib import Path
 
 from sdcadm.errors import Conflict, NotFound, SdcadmError
 from sdcadm.model import ADMIN_NETWORK
+from sdcadm.procedures import store_member
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning.common import NotViable
 from sdcadm.procedures.planning.headnode_plan import plan_headnode_setup, plan_reservations, \
@@ -104,6 +113,10 @@ class HeadnodeSetup(Procedure):
             now=ctx.now(), heartbeat_timeout=ctx.config.agent.heartbeat_timeout,
             resuming=ctx.previous_task is not None, many=self.many, pullers=pullers)
         self._check_usbkey(ctx)
+        self._joins = {}
+        if store_member.etcd_store(ctx.config):
+            self._joins = {j.name: j for j in store_member.joins_for(ctx.config,
+                                                                    self.plan.servers)}
         self._prepared_at = ctx.now()
         self._singles = single_instance_services(store.list_services(), ctx.catalog.services)
         try:
@@ -128,8 +141,11 @@ class HeadnodeSetup(Procedure):
             lines.append(f"make {s.hostname} ({s.admin_ip}) a headnode: send the bundle over "
                          "SSH, seed its usbkey, mark it a headnode, pull restore data there")
         lines += reservation_lines(self._network, self._singles, self._prepared_at)
-        lines.append(f"the DC will have {self.plan.headnodes_after} headnodes; their etcd "
-                     "members are not changed (headnode-setup does not add one yet)")
+        for j in self._joins.values():
+            lines.append(f"{j.name}'s etcd member: " + (
+                "already in the store's cluster" if j.existing else
+                f"add it to the store's cluster ({j.peer_url}) and start it there"))
+        lines.append(f"the DC will have {self.plan.headnodes_after} headnodes")
         return lines + list(self.plan.warnings)
 
     def steps(self):
@@ -137,6 +153,8 @@ class HeadnodeSetup(Procedure):
         for s in self.plan.servers:
             steps.append(Step(f"send the bundle to {s.hostname}", self._send(s)))
             steps.append(Step(f"seed {s.hostname}'s usbkey", self._seed(s)))
+            if s.hostname in self._joins:
+                steps.append(Step(f"start {s.hostname}'s etcd member", self._member(s)))
             steps.append(Step(f"mark {s.hostname} a headnode", self._mark(s)))
         steps.append(Step("reserve recovery addresses", self._reserve))
         for s in self.plan.servers:
@@ -207,6 +225,24 @@ class HeadnodeSetup(Procedure):
             return {"dir": str(usbkey), "files": files}
 
         return seed
+
+    def _member(self, server):
+        def member(ctx):
+            join = self._joins[server.hostname]
+            members, added = store_member.add(ctx.config, join, ctx.progress)
+            from sdcadm.restore_data.sources import source_root
+
+            with self._transport(ctx, server) as t:
+                started = store_member.start_remote(t, remote_sdcadm(), ctx.config,
+                                                    source_root(ctx.config, server), join,
+                                                    members)
+            members = store_member.wait_started(ctx.config, join, self.timeout)
+            ctx.progress(f"{server.hostname}'s etcd member answers; the cluster has "
+                         f"{len(members)} members")
+            return {"added": added, "pid": started.get("pid"),
+                    "members": sorted(m["name"] for m in members)}
+
+        return member
 
     def _mark(self, server):
         def mark(ctx):
@@ -293,5 +329,7 @@ class HeadnodeSetup(Procedure):
 
     def report(self, results):
         hosts = ", ".join(s.hostname for s in self.plan.servers)
-        return [f"{hosts}: headnode(s) now (flag H in `sdcadm server ls`), pulling restore data",
-                "not done: their etcd members (the store keeps the members it was built with)"]
+        lines = [f"{hosts}: headnode(s) now (flag H in `sdcadm server ls`), pulling restore data"]
+        if self._joins:
+            lines.append(f"{hosts}: etcd member(s) of the store's cluster")
+        return lines

@@ -6,13 +6,18 @@ the server record itself by compare-and-swap on its generation (so a server
 that changed since the plan, e.g. was unfenced meanwhile, is not deleted).
 ``planning/server_plan.py`` decides what is allowed.
 
+On the etcd store, the server's member (named after it, or with a peer URL
+on its address) is removed from the cluster before the server record goes:
+a lost headnode's member would otherwise count against the quorum for good,
+and etcd refuses a new member (``headnode-setup``) while it does not answer.
+
 Each step is idempotent: a re-run after a crash finds records already gone
-and goes on. The server's etcd member is not removed here yet (issue 9's
-``store`` commands own the members).
+and goes on.
 """
 
 from sdcadm.errors import NotFound
 from sdcadm.model import ADMIN_NETWORK
+from sdcadm.procedures import store_member
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning.server_plan import check_unfence, delete_summary, \
     plan_server_delete
@@ -23,7 +28,7 @@ class DeleteServer(Procedure):
 
     def __init__(self, ref, force=False):
         self.ref, self.force = ref, force
-        self.plan = None
+        self.plan = self.member = None
 
     def key(self):
         return self.ref
@@ -43,10 +48,21 @@ class DeleteServer(Procedure):
             server, store.list_servers(), store.list_instances(), _networks(store),
             store.list_restore_status(), is_ha, now=ctx.now(),
             heartbeat_timeout=ctx.config.agent.heartbeat_timeout, force=self.force)
+        self.member = None
+        if store_member.etcd_store(ctx.config):
+            from sdcadm.procedures.planning.member_plan import member_of_server
+            from sdcadm.store.etcd_maintenance import cluster_members
+
+            self.member = member_of_server(cluster_members(ctx.config.store.etcd_endpoints),
+                                           server.hostname, server.admin_ip)
         return True
 
     def summarize(self):
-        return delete_summary(self.plan)
+        lines = delete_summary(self.plan)
+        if self.member is not None:
+            lines.append(f"remove its etcd member {self.member['name'] or self.member['id']} "
+                         f"({', '.join(self.member['peer_urls'])}) from the store's cluster")
+        return lines
 
     def steps(self):
         plan = self.plan
@@ -55,6 +71,8 @@ class DeleteServer(Procedure):
             steps.append(Step("release addresses", self._release))
         if plan.statuses:
             steps.append(Step("drop restore-data statuses", self._drop_statuses))
+        if self.member is not None:
+            steps.append(Step("remove its etcd member", self._remove_member))
         steps.append(Step(f"delete {plan.server.hostname}", self._delete_server,
                           lambda ctx, previous: _gone(ctx.store, plan.server.uuid)))
         return steps
@@ -75,6 +93,11 @@ class DeleteServer(Procedure):
         for receiver, instance in self.plan.statuses:
             ctx.store.delete_restore_status(receiver, instance)
 
+    def _remove_member(self, ctx):
+        server = self.plan.server
+        return {"removed": store_member.remove(ctx.config, server.hostname, server.admin_ip,
+                                               ctx.progress)}
+
     def _delete_server(self, ctx):
         server = self.plan.server
         if _gone(ctx.store, server.uuid):
@@ -84,7 +107,8 @@ class DeleteServer(Procedure):
         return {"server": server.hostname}
 
     def report(self, results):
-        return [f"server {self.plan.server.hostname} deleted"]
+        return [f"server {self.plan.server.hostname} deleted"
+                + (" (and its etcd member)" if self.member is not None else "")]
 
 
 class UnfenceServer(Procedure):

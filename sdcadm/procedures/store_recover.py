@@ -36,6 +36,7 @@ import shutil
 import time
 from pathlib import Path
 
+from sdcadm.config import parse_endpoint
 from sdcadm.errors import ConfigError, SdcadmError, StoreError, TransportError
 from sdcadm.fsutil import sha256_bytes, which, write_bytes_atomic
 from sdcadm.procedures.planning.common import NotViable
@@ -243,8 +244,12 @@ def store_status(config, open_store=None, now=None, transports=None):
                         "are about"}
     from sdcadm.store.etcd_maintenance import healthy, member_status, members
 
+    from sdcadm.store.etcd_client import learned_places
+
     rows, listed, cluster = [], None, None
-    for endpoint in config.store.etcd_endpoints:
+
+    def ask(endpoint):
+        nonlocal listed, cluster
         row = {"endpoint": endpoint, "reachable": False, "healthy": False}
         try:
             st = member_status(endpoint)
@@ -258,6 +263,15 @@ def store_status(config, open_store=None, now=None, transports=None):
         except StoreError as e:
             row["error"] = e.message
         rows.append(row)
+
+    for endpoint in config.store.etcd_endpoints:
+        ask(endpoint)
+    # Members not configured here (added by headnode-setup): asked too, as
+    # the store's clients learn them.
+    configured = [parse_endpoint(e) for e in config.store.etcd_endpoints]
+    for protocol, host, port in learned_places(configured, [
+            u for m in listed or [] for u in m["client_urls"]])[len(configured):]:
+        ask(f"{host}:{port}" if protocol == "http" else f"{protocol}://{host}:{port}")
     by_id = {r.get("member_id"): r for r in rows if r.get("member_id")}
     out_members = []
     for m in listed or []:

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import threading
+import time
 
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
@@ -56,8 +57,31 @@ class LeaseGone(StoreError):
     """A lease expired or was revoked (internal: the store grants a new one)."""
 
 
+# Seconds between two reads of the cluster's member list (a member added by
+# `server headnode-setup` is then tried too, without any configuration change).
+DISCOVER_EVERY = 30.0
+
+
+def learned_places(configured, client_urls):
+    """The places (protocol, host, port) to try: the configured ones in their
+    order, then every member's client URL not configured (pure). A member
+    removed from the cluster drops out of the learned ones; a configured
+    endpoint stays (it may be the only way in after a store recovery)."""
+    places = list(configured)
+    for text in client_urls:
+        try:
+            place = parse_endpoint(text)
+        except ValueError:
+            continue
+        if place not in places:
+            places.append(place)
+    return places
+
+
 class EtcdClient:
-    """Endpoints tried in order, starting with the last one that answered."""
+    """Endpoints tried in order, starting with the last one that answered;
+    every ``DISCOVER_EVERY`` seconds the cluster's member list adds the client
+    URLs of members not configured (``learned_places``)."""
 
     def __init__(self, endpoints, timeout):
         if not endpoints:
@@ -73,19 +97,52 @@ class EtcdClient:
                 raise StoreError(f"bad etcd endpoint: {e}",
                                  hint="fix store.etcd_endpoints (host:port, ...)") from None
             self.places.append((protocol, host, port))
+        self.configured, self.configured_endpoints = list(self.places), list(self.endpoints)
         self.timeout = timeout
         self.current = 0
         self._local = threading.local()
+        self._version = 0
+        self._learned_at = None
+        self._learning = threading.Lock()
 
     def _clients(self):
         # One HTTP session per thread: a requests.Session is not meant to be
         # shared by threads (agents call the store from several).
         clients = getattr(self._local, "clients", None)
-        if clients is None:
+        if clients is None or self._local.version != self._version:
+            places, self._local.version = list(self.places), self._version
             clients = self._local.clients = [
                 Etcd3Client(host=host, port=port, protocol=protocol, timeout=self.timeout,
-                            api_path=API_PATH) for protocol, host, port in self.places]
+                            api_path=API_PATH) for protocol, host, port in places]
         return clients
+
+    def learn_members(self, client, clock=time.monotonic):
+        """Read the member list through ``client`` (one that just answered) when
+        ``DISCOVER_EVERY`` passed; add the members' client URLs. Never fails:
+        the configured endpoints are enough to go on."""
+        now = clock()
+        if self._learned_at is not None and now - self._learned_at < DISCOVER_EVERY:
+            return
+        if not self._learning.acquire(blocking=False):
+            return
+        try:
+            self._learned_at = now
+            answer = client.post(client.get_url("cluster/member/list"), data="{}")
+            urls = [u for m in answer.get("members") or [] for u in m.get("clientURLs") or []]
+            places = learned_places(self.configured, urls)
+            if places != self.places:
+                endpoints = [f"{p}://{h}:{port}" for p, h, port in places]
+                using = self.places[self.current % len(self.places)]
+                self.places = places
+                self.endpoints = self.configured_endpoints + endpoints[len(self.configured):]
+                # keep using the member that answered (a dead one tried first costs a timeout)
+                self.current = places.index(using) if using in places else 0
+                self._version += 1
+                log.info("etcd store: endpoints now %s", ", ".join(self.endpoints))
+        except Exception as e:  # noqa: BLE001 - learning is an extra, never a failure
+            log.debug("etcd store: reading the member list: %s", _short(e))
+        finally:
+            self._learning.release()
 
     def describe(self):
         return ", ".join(self.endpoints)
@@ -100,6 +157,9 @@ class EtcdClient:
         Refused connections and 503 answers (a member without a leader) are
         not applied and move on at once."""
         failures, clients = [], self._clients()
+        endpoints = self.endpoints   # the names of these clients (learn_members may change both)
+        if len(endpoints) != len(clients):
+            endpoints = [f"{c.host}:{c.port}" for c in clients]
         for step in range(len(clients)):
             index = (self.current + step) % len(clients)
             client = clients[index]
@@ -109,30 +169,31 @@ class EtcdClient:
                 if once:
                     self.current = (index + 1) % len(clients)
                     log.warning("etcd store: %s did not answer; next request to %s",
-                                self.endpoints[index], self.endpoints[self.current])
+                                endpoints[index], endpoints[self.current % len(endpoints)])
                     raise StoreUnreachable(
-                        f"etcd at {self.endpoints[index]} did not answer a write within "
+                        f"etcd at {endpoints[index]} did not answer a write within "
                         f"{self.timeout:g}s; it may or may not have been applied",
                         hint="re-read the records before retrying; " + UNREACHABLE_HINT) from None
-                failures.append(f"{self.endpoints[index]}: no answer within {self.timeout:g}s")
+                failures.append(f"{endpoints[index]}: no answer within {self.timeout:g}s")
                 continue
             except etcd_errors.ConnectionFailedError as e:
-                failures.append(f"{self.endpoints[index]}: {_short(e)}")
+                failures.append(f"{endpoints[index]}: {_short(e)}")
                 continue
             except etcd_errors.Etcd3Exception as e:
                 text = _short(e)
                 if "lease not found" in text:
                     raise LeaseGone(text) from None
-                raise StoreError(f"etcd at {self.endpoints[index]} refused {path}: {text}",
+                raise StoreError(f"etcd at {endpoints[index]} refused {path}: {text}",
                                  hint="check the etcd member's log; the request was not applied")\
                     from None
             except (ValueError, OSError) as e:  # a non-JSON answer, a broken socket
-                failures.append(f"{self.endpoints[index]}: {_short(e)}")
+                failures.append(f"{endpoints[index]}: {_short(e)}")
                 continue
             if index != self.current:
-                log.warning("etcd store: now using %s (%s)", self.endpoints[index],
+                log.warning("etcd store: now using %s (%s)", endpoints[index],
                             "; ".join(failures))
                 self.current = index
+            self.learn_members(client)
             return answer
         raise StoreUnreachable("no etcd endpoint of the DC store answers: " + "; ".join(failures),
                                hint=UNREACHABLE_HINT)
@@ -207,7 +268,9 @@ class Watch:
         on_event = self.on_event
         index = self.client.current
         while not self._cancelled.is_set():
-            client = self.client._clients()[index]
+            clients = self.client._clients()
+            index %= len(clients)
+            client = clients[index]
             try:
                 response = client.session.post(
                     client.get_url("/watch"), stream=True, timeout=(self.client.timeout, self.idle),
@@ -225,11 +288,11 @@ class Watch:
             except Exception as e:  # noqa: BLE001 - any failure: the next endpoint
                 if not self._cancelled.is_set():
                     log.debug("etcd watch on %s via %s ended: %s", self.prefix,
-                              self.client.endpoints[index], _short(e))
+                              f"{client.host}:{client.port}", _short(e))
             finally:
                 with self._mutex:
                     self._response = None
-            index = (index + 1) % len(self.client.endpoints)
+            index += 1
             self._cancelled.wait(0.2)  # a cluster without a leader: do not spin
 
     @staticmethod

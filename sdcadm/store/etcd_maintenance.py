@@ -81,7 +81,15 @@ def member_status(endpoint, timeout=2.0):
 
 def members(endpoint, timeout=2.0):
     """[{"id", "name", "peer_urls", "client_urls"}] of the cluster, as ``endpoint`` knows it."""
-    doc = _post(endpoint, "cluster/member/list", {}, timeout)
+    return _members_of(_post(endpoint, "cluster/member/list", {}, timeout))
+
+
+def cluster_members(endpoints, timeout=2.0):
+    """``members()`` as the first of ``endpoints`` that answers knows them."""
+    return _members_of(_first_answer(endpoints, "cluster/member/list", {}, timeout))
+
+
+def _members_of(doc):
     return [{"id": _hex(m.get("ID")), "name": m.get("name") or "",
              "peer_urls": list(m.get("peerURLs") or []),
              "client_urls": list(m.get("clientURLs") or [])} for m in doc.get("members") or []]
@@ -202,3 +210,50 @@ def check_snapshot_bytes(path):
         return [f"{path}: its database does not match the sha256 etcd appended to it "
                 "(truncated or damaged)"]
     return []
+
+
+# -- membership ----------------------------------------------------------------------
+
+def _first_answer(endpoints, path, body, timeout):
+    """The answer of the first of ``endpoints`` that answers ``path``: a refusal
+    (a StoreError other than StoreUnreachable) is the cluster's answer and is
+    raised at once; StoreUnreachable when none answers."""
+    failures = []
+    for endpoint in endpoints:
+        try:
+            return _post(endpoint, path, body, timeout)
+        except StoreUnreachable as e:
+            failures.append(e.message)
+    raise StoreUnreachable("no etcd member answers: " + "; ".join(failures),
+                           hint="check the members with `sdcadm store status`")
+
+
+def refusal(error):
+    """etcd's own reason in a refused call's StoreError text (its JSON
+    ``error``/``message``), else the text as it is."""
+    text = error.message if hasattr(error, "message") else str(error)
+    start = text.find("{")
+    if start >= 0:
+        try:
+            doc = json.loads(text[start:])
+            return str(doc.get("error") or doc.get("message") or text)
+        except ValueError:
+            pass
+    return text
+
+
+def add_member(endpoints, peer_url, timeout=10.0):
+    """Add a member with ``peer_url`` to the cluster (etcd's MemberAdd, through
+    the gateway's ``/v3/cluster/member/add``); return ``{"id", "members"}``
+    (``members`` as ``members()`` lists them, the new one with no name until
+    it starts). StoreError with etcd's reason when the cluster refuses (e.g.
+    "etcdserver: unhealthy cluster": a member does not answer)."""
+    doc = _first_answer(endpoints, "cluster/member/add", {"peerURLs": [peer_url]}, timeout)
+    return {"id": _hex((doc.get("member") or {}).get("ID")), "members": _members_of(doc)}
+
+
+def remove_member(endpoints, member_id, timeout=10.0):
+    """Remove the member ``member_id`` (hex, as ``members()`` gives it) from the
+    cluster (``/v3/cluster/member/remove``). StoreError with etcd's reason
+    when refused."""
+    _first_answer(endpoints, "cluster/member/remove", {"ID": str(int(member_id, 16))}, timeout)

@@ -14,10 +14,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_sshd]
 SERVICES = "sapi,imgapi,vmapi,binder"   # sapi, imgapi, vmapi on hn0; binder HA
 
 
-def drill(directory, net):
+def drill(directory, net, *more, computenodes=0):
     # Three headnodes: on etcd the store keeps its quorum with hn0's member lost.
-    done = run("sdcadm", "lab", "drill", "-j", "--headnodes", "3", "--computenodes", "0",
-               "--services", SERVICES, "--dir", str(directory), "--net", net, "--timeout", "90")
+    done = run("sdcadm", "lab", "drill", "-j", "--headnodes", "3",
+               "--computenodes", str(computenodes),
+               "--services", SERVICES, "--dir", str(directory), "--net", net, "--timeout", "90",
+               *more)
     result = json.loads(done.stdout)
     print(f"drill: RTO {result['rto_s']:.2f}s (from the kill {result['rto_from_kill_s']:.2f}s), "
           f"RPO {result['rpo_s']:.2f}s, canaries {result['canaries_verified']}/"
@@ -51,14 +53,29 @@ def test_drill_passes_and_runs_again_on_the_same_lab(tmp_path):
         check(first)
         servers = json.loads((directory / "lab.json").read_text())["servers"]
 
-        second = drill(directory, net)
+        # Again, healing afterwards (with a compute node to make a headnode).
+        second = drill(directory, net, "--heal", computenodes=1)
         check(second)
         # The restored lab was rebuilt (new servers), not drilled again as it was.
         rebuilt = json.loads((directory / "lab.json").read_text())["servers"]
         assert {s["uuid"] for s in rebuilt}.isdisjoint({s["uuid"] for s in servers})
+        check_heal(second["heal"])
     finally:
         run("sdcadm", "lab", "down", "--dir", str(directory), check=False)
         assert procs.lab_processes(directory) == [], "the drill left processes behind"
+
+
+def check_heal(heal):
+    """Back to three headnodes: hn0 deleted with its etcd member, cn0 a
+    headnode running binder's third peer, `sdcadm status` exit 0."""
+    print("heal: " + ", ".join(f"{s['step']} {s['s']:.1f}s" for s in heal["steps"]))
+    assert heal["problems"] == [] and all(s["ok"] for s in heal["steps"]), heal["steps"]
+    assert [s["step"] for s in heal["steps"]][1:4] == [
+        "sdcadm server delete hn0 --force", "sdcadm server headnode-setup cn0",
+        "sdcadm post-setup ha-binder"]
+    assert heal["ha"] == {"binder": ["cn0", "hn1", "hn2"]}
+    assert heal["members"] == ["cn0", "hn1", "hn2"]
+    assert heal["status_ok"] is True
 
 
 def test_drill_on_etcd_refuses_two_headnodes(tmp_path):

@@ -1,13 +1,22 @@
 """`sdcadm server headnode-setup` on a real lab: the bundle goes over the lab's
-sshd (host keys checked), cn0's usbkey is seeded, cn0 shows flag H, restore
-data arrives on it, recovery addresses are reserved; bad input is refused
-with the reason and changes nothing."""
+sshd (host keys checked), cn0's usbkey is seeded, cn0's etcd member joins the
+store's cluster (started over SSH, its data in cn0's root), cn0 shows flag H,
+restore data arrives on it, recovery addresses are reserved; bad input is
+refused with the reason and changes nothing. (`server delete` removing a
+member: tests/integration/test_drill.py, whose heal deletes hn0.)"""
 
 import json
+import sys
 
 import pytest
 
+from sdcadm.config import load_config
+from sdcadm.lab import etcd
 from sdcadm.lab.state import load_state
+from sdcadm.procedures import store_member
+from sdcadm.procedures.planning.member_plan import MemberJoin
+from sdcadm.procedures.store_member import MemberFailed
+from sdcadm.store.etcd_client import EtcdClient
 from sdcadm.model import ADMIN_NETWORK
 from sdcadm.usbkey.bundle import scan
 from tests.conftest import env_of, lab_factory, lab_store_config, needs_sshd, run, wait_for
@@ -35,13 +44,20 @@ def dc_facts(directory):
 
 def test_headnode_setup_of_a_compute_node(tmp_path):
     with lab_factory(tmp_path) as up:
-        check(up("--headnodes", "2", "--computenodes", "2", "--unregistered", "1",
+        check(up("--headnodes", "3", "--computenodes", "2", "--unregistered", "1",
                  "--services", "sapi,assets", "--heartbeat-interval", "0.5"))
+
+
+def members(lab):
+    from sdcadm.store.etcd_maintenance import cluster_members
+
+    return sorted(m["name"] for m in cluster_members([lab.etcd_endpoint("hn0")]))
 
 
 def check(directory):
     lab = load_state(directory)
     before = dc_facts(directory)
+    assert members(lab) == ["hn0", "hn1", "hn2"]
 
     # -- refused, with the reason, nothing changed ------------------------------------
     for argv, reason in ((["nosuch"], "no server named 'nosuch'"),
@@ -63,9 +79,27 @@ def check(directory):
     dry = sdcadm(directory, "server", "headnode-setup", "cn0", "-n")
     assert dry.returncode == 0, dry.stderr
     assert "make cn0" in dry.stdout and "reserve 2 recovery admin address(es)" in dry.stdout
-    assert "the DC will have 3 headnodes" in dry.stdout
-    assert "etcd" in dry.stdout  # says what it does not do
+    assert "the DC will have 4 headnodes" in dry.stdout
+    assert "cn0's etcd member: add it to the store's cluster (http://" in dry.stdout
     assert dc_facts(directory)[:2] == before[:2]
+
+    # A member of the cluster down: etcd would refuse a new member, so the
+    # command is refused before anything changes; etcd's own refusal, asked
+    # directly, is said as clearly.
+    member_ctl = [sys.executable, "-m", "sdcadm.lab.etcd", "--dir", str(directory)]
+    run(*member_ctl, "stop", "hn2")
+    refused = sdcadm(directory, "server", "headnode-setup", "cn0", "-y")
+    assert refused.returncode == 1, refused.stdout
+    assert "the etcd member hn2 does not answer" in refused.stderr, refused.stderr
+    assert "sdcadm server delete HOST" in refused.stderr
+    config = load_config(lab.config_path("hn0"), environ={})
+    join = MemberJoin("cn0", f"http://{lab.server('cn0')['admin_ip']}:{lab.port('etcd_peer')}",
+                      "unused", None)
+    with pytest.raises(MemberFailed, match="refused cn0's member: etcdserver: unhealthy cluster"):
+        store_member.add(config, join, print, wait=0)
+    run(*member_ctl, "start", "hn2")
+    wait_for(lambda: etcd.healthy(lab, "hn2"), 30, "hn2's member to answer again")
+    assert members(lab) == ["hn0", "hn1", "hn2"] and dc_facts(directory)[:2] == before[:2]
 
     # A failure half-way (cn0 does not know hn0's host key: its first pull
     # fails) leaves cn0 a headnode and the task failed; once fixed, the same
@@ -88,6 +122,15 @@ def check(directory):
     assert listed["cn0"]["flags"] == "SH---" and listed["hn0"]["flags"].startswith("SHP")
     assert listed["cn1"]["flags"] == "-----"  # untouched by the refusals
 
+    # cn0's member: started on cn0 (its data in cn0's root), healthy, in the cluster
+    assert members(lab) == ["cn0", "hn0", "hn1", "hn2"]
+    assert etcd.healthy(lab, "cn0") and etcd.member_pid(lab, "cn0")
+    assert (lab.etcd_dir("cn0") / "member").is_dir()
+    # a client configured with hn0 only learns cn0 from the member list
+    client = EtcdClient([lab.etcd_endpoint("hn0")], timeout=5.0)
+    client.get("/sdcadm/nothing")
+    assert f"http://{lab.etcd_endpoint('cn0')}" in client.endpoints
+
     # cn0's usbkey is hn0's, file for file
     assert scan(lab.server_root("cn0") / "usbkey")[0] == scan(lab.server_root("hn0") / "usbkey")[0]
     # restore data arrived on cn0: a good copy of each of hn0's single instances
@@ -97,6 +140,21 @@ def check(directory):
     assert good == {"sapi0", "assets0"}
     assert (lab.server_root("cn0") / "var" / "sdcadm" / "svc-restore-data" / "svc-sapi").is_dir()
     assert sorted(reservations.values()) == ["recovery:assets", "recovery:sapi"]
+
+    # every headnode's usbkey matches hn0's but cn0's, edited here: its drift
+    # is listed file by file (one run: the headnodes are asked at once)
+    catalog = lab.server_root("cn0") / "usbkey" / "catalog" / "core-services.yaml"
+    saved = catalog.read_bytes()
+    catalog.write_bytes(saved + b"# edited by hand\n")
+    (lab.server_root("cn0") / "usbkey" / "images" / "stray.json").write_text("{}")
+    drifted = sdcadm(directory, "usbkey", "status", "-j")
+    assert drifted.returncode == 1, drifted.stdout
+    rows = {r["headnode"]: r for r in json.loads(drifted.stdout)["headnodes"]}
+    assert {h: r["state"] for h, r in rows.items()} == {"hn1": "ok", "hn2": "ok", "cn0": "drift"}
+    assert rows["cn0"]["drift"] == [{"file": "catalog/core-services.yaml", "change": "changed"},
+                                    {"file": "images/stray.json", "change": "extra"}]
+    catalog.write_bytes(saved)
+    (lab.server_root("cn0") / "usbkey" / "images" / "stray.json").unlink()
 
     # again: cn0 is a headnode now; nothing changes
     again = sdcadm(directory, "server", "headnode-setup", "cn0", "-y")

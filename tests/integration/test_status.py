@@ -36,6 +36,9 @@ def test_status_is_ok_then_names_a_lost_headnode(tmp_path):
             ("sapi0", "hn1", "OK"), ("sapi0", "hn2", "OK")}
         assert report["sections"]["setup"]["ha_services"]["binder"]["headnodes"] == [
             "hn0", "hn1", "hn2"]
+        assert sorted((m["headnode"], m["reachable"])
+                      for m in report["sections"]["setup"]["store_members"]) == [
+            ("hn0", True), ("hn1", True), ("hn2", True)]
 
         run("sdcadm", "lab", "kill", "hn0", "--dir", str(directory))
         # The operator's RPO target here is 2 s (restore.max_data_age): the
@@ -54,3 +57,5 @@ def test_status_is_ok_then_names_a_lost_headnode(tmp_path):
         assert any(p.startswith("sapi0 (sapi) is not healthy") for p in found), found
         assert any(p.startswith("sapi0 (sapi) on hn1: STALE") for p in found), found
         assert any(p.startswith("binder0 (binder) is not healthy") for p in found), found
+        assert any(p.startswith("the store's etcd member hn0 does not answer")
+                   for p in found), found

@@ -28,3 +28,35 @@ def test_each_step_its_time_and_the_bookkeeping_between():
 def test_a_task_not_started_has_no_parts():
     assert rto_parts([{"name": "x", "state": "pending"}], None) == {"steps": [],
                                                                      "between_steps_s": 0.0}
+
+
+def test_heal_is_refused_where_it_cannot_follow():
+    import pytest
+
+    from sdcadm.errors import LabError
+    from sdcadm.lab.heal import check_heal
+
+    check_heal("kill", ["hn0"], 1)
+    for args, why in ((("partition", ["hn0"], 2), "--fault kill"),
+                      (("kill", ["hn0", "hn1"], 2), "--lose names 2"),
+                      (("kill", ["hn0"], 0), "--computenodes 1")):
+        with pytest.raises(LabError) as e:
+            check_heal(*args)
+        assert why in str(e.value)
+
+
+def test_the_heal_report_lists_each_step_with_its_time():
+    from sdcadm.lab.heal import render
+
+    report = {"total_s": 12.5, "deleted": "hn0", "new_headnode": "cn0",
+              "steps": [{"step": "sdcadm server delete hn0 --force", "s": 1.25, "ok": True},
+                        {"step": "sdcadm server headnode-setup cn0", "s": 11.25, "ok": False}],
+              "ha": {"binder": ["cn0", "hn1", "hn2"]}, "members": ["cn0", "hn1", "hn2"],
+              "status_ok": False}
+    assert render(report) == [
+        "", "heal (12.5s): hn0 deleted, cn0 made a headnode",
+        "     1.25s  sdcadm server delete hn0 --force",
+        "    11.25s  sdcadm server headnode-setup cn0  FAILED",
+        "  binder   on cn0, hn1, hn2",
+        "  store members: cn0, hn1, hn2",
+        "  sdcadm status: NOT OK"]

@@ -121,3 +121,32 @@ def test_a_full_admin_network_is_a_problem(facts):
 ])
 def test_copy_state(row, want):
     assert copy_state(row, NOW, 600)[:2] == want
+
+
+def member(name, ip, reachable=True):
+    return {"name": name, "peer_urls": [f"http://{ip}:2380"], "reachable": reachable}
+
+
+def test_the_stores_members_are_one_per_headnode_each_answering(facts):
+    heads = [replace(server(f"hn{k}", HN[k]), admin_ip=f"10.0.0.{k + 1}") for k in range(3)]
+    facts = replace(facts, servers=heads + [server("cn0", CN, headnode=False)],
+                    store_members=[member("hn0", "10.0.0.1"), member("hn1", "10.0.0.2"),
+                                   member("hn2", "10.0.0.3")])
+    report = dc_status(facts)
+    assert report["ok"], problems(report, "setup")
+    assert [m["headnode"] for m in report["sections"]["setup"]["store_members"]] == \
+        ["hn0", "hn1", "hn2"]
+
+    # hn0's member down, a deleted server's member left behind, hn2 without one
+    # (found by its address though renamed: no problem for hn1's "etcd-b")
+    facts = replace(facts, store_members=[member("hn0", "10.0.0.1", reachable=False),
+                                          member("etcd-b", "10.0.0.2"),
+                                          member("old", "10.0.0.77")])
+    found = dc_status(facts)
+    assert problems(found, "setup") == [
+        "the store's etcd member hn0 does not answer: one more loss and the store may lose "
+        "its quorum",
+        "the store's etcd member old is on no headnode of the DC: it counts against the quorum",
+        "headnode hn2 runs no etcd member of the store"]
+    fixes = [p["fix"] for p in found["sections"]["setup"]["problems"]]
+    assert "sdcadm server delete hn0" in fixes[0] and "etcdctl member remove" in fixes[1]
