@@ -27,6 +27,7 @@ starts no singleton while the lease is not held.
 """
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,14 @@ PROVISION_WORKERS = 4
 # How long an instance provisioned ahead of its move (``request_stage``) waits
 # for it; then, never started here, it is destroyed.
 STAGE_WAIT = 600.0
+STAGING_NICE = 19
+
+
+def _lowest_priority():
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STAGING_NICE)
+    except (OSError, AttributeError):
+        pass  # not Linux, or not allowed: staging only runs at the usual priority
 
 
 class Supervisor:
@@ -88,6 +97,7 @@ class Supervisor:
         self._published = []
         self._problems = Throttled(log)
         self._workers = None         # provisions side by side (concurrent_steps)
+        self._stagers = None         # provisions ahead of a move, at low CPU priority
 
     # -- start-up ----------------------------------------------------------------
     def load(self):
@@ -188,7 +198,7 @@ class Supervisor:
             self._stage_requests = self._stage_requests[len(requested):]
         if not actions:
             return
-        list(self._pool().map(self._do, [[a] for a in actions]))
+        list(self._staging_pool().map(self._do, [[a] for a in actions]))
         for action in actions:
             slot = self.slots.get(action.instance.uuid)
             if slot is None:
@@ -213,6 +223,15 @@ class Supervisor:
         if self._workers is None:
             self._workers = ThreadPoolExecutor(PROVISION_WORKERS, thread_name_prefix="provision")
         return self._workers
+
+    def _staging_pool(self):
+        """Workers that stage at the lowest CPU priority (Linux sets it per
+        thread, and the copies and checks they run inherit it): the level
+        being started, whose processes a restore waits for, comes first."""
+        if self._stagers is None:
+            self._stagers = ThreadPoolExecutor(PROVISION_WORKERS, thread_name_prefix="stage",
+                                               initializer=_lowest_priority)
+        return self._stagers
 
     def may_start(self, now):
         if self.server is None or self.server.fenced or not self.server.setup or self.confirmed_at is None:

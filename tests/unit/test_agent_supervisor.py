@@ -296,3 +296,31 @@ def test_a_stage_request_waits_for_a_pass_that_reaches_the_store(tmp_path):
     store.down = False
     sup.run_once()
     assert sup.actions.done == [("Provision", "sapi0")]
+
+
+def test_staging_runs_at_the_lowest_cpu_priority_and_provisioning_at_the_usual(tmp_path):
+    """What a restore waits for (this pass's provisions and starts) must not
+    share the CPU evenly with what it will need next (staging)."""
+    import os
+
+    from sdcadm.agent.supervisor import STAGING_NICE
+    from sdcadm.model import Image
+
+    other = replace(INST, uuid="00000000-0000-0000-0000-000000000002", alias="vmapi0",
+                    admin_ip="127.99.99.11")
+    store = FakeStore([INST, replace(other, server_uuid="22222222-2222-2222-2222-222222222222")])
+    store.list_images = lambda: [Image(uuid=IMG, name="sapi", version="1", sha256="0" * 64)]
+    sup = supervisor(tmp_path, store, [100.0])
+    nice = {}
+
+    class Niceness(Recording):
+        def do(self, action, slots, images, now):
+            if isinstance(action, Provision):
+                nice[action.instance.alias] = os.getpriority(os.PRIO_PROCESS, 0)
+            super().do(action, slots, images, now)
+
+    sup.actions = Niceness()
+    sup.request_stage([other])
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    sup.run_once()
+    assert nice == {"sapi0": base, "vmapi0": max(base, STAGING_NICE)}
