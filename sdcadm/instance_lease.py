@@ -69,13 +69,19 @@ def now():
     return time.clock_gettime(_CLOCK)
 
 
+_BOOT_ID = []
+
+
 def boot_id():
-    """This boot's id (Linux), "" where there is none."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    """This boot's id (Linux), "" where there is none. Read once: no process
+    outlives its boot, and a leased instance checks its lease on every request."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _BOOT_ID.append(f.read().strip())
+        except OSError:
+            _BOOT_ID.append("")
+    return _BOOT_ID[0]
 
 
 def encode(deadline, instance):
@@ -164,26 +170,36 @@ class LeaseGuard:
     def valid(self):
         """True while the lease holds (always for an instance not leased).
         Once false it stays false: a fenced instance never serves again."""
+        return self.left() > 0
+
+    def left(self):
+        """Seconds the lease still holds (infinite when not leased; 0 once
+        it does not hold, and from then on)."""
         if self.path is None:
-            return True
+            return math.inf
         if self.reason is not None:
-            return False
+            return 0.0
         left, reason = remaining(self.path, self.instance, self.clock())
         if left <= 0:
             self.reason = reason or "the lease expired"
-            return False
-        return True
+            return 0.0
+        return left
 
-    def watch(self, on_expiry, interval=0.1):
+    def watch(self, on_expiry, interval=0.5):
         """Call ``on_expiry(reason)`` once, from a daemon thread, as soon as
-        the lease is found invalid (checked every ``interval`` s), so an idle
-        instance stops serving too. No thread for an instance not leased."""
+        the lease is found invalid, so an idle instance stops too: checked at
+        its deadline (to the clock reading) and every ``interval`` s before
+        it (a revocation; any request finds that at once anyway). No thread
+        for an instance not leased."""
         if self.path is None:
             return None
 
         def loop():
-            while self.valid():
-                time.sleep(interval)
+            while True:
+                left = self.left()
+                if left <= 0:
+                    break
+                time.sleep(min(interval, left))
             on_expiry(self.reason)
 
         thread = threading.Thread(target=loop, name="instance-lease", daemon=True)

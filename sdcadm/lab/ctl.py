@@ -65,7 +65,9 @@ def server_config(state, server):
             "token_file": str(state.token_path(host)),
             "heartbeat_interval": state.heartbeat_interval,
             "heartbeat_timeout": state.heartbeat_interval * HEARTBEAT_TIMEOUT_FACTOR,
-            "reconcile_interval": 0.5,
+            # The safety net under the store watch (a move wakes a pass at once):
+            # as often as the heartbeat, no more (each pass is a store read).
+            "reconcile_interval": state.heartbeat_interval,
             "instance_port": state.ports["instance"],
             "cache_file": str(root / "var" / "sdcadm" / "agent-cache.json"),
         },

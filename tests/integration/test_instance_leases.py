@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, needs_sshd]
 
 SINGLETONS = ("sapi", "amonredis", "rabbitmq")   # stateful, stateful, stateless
 OTHERS = ("binder", "assets")                     # HA; neither HA nor singleton
-RECONCILE = 0.5                                   # the lab's agent.reconcile_interval
+RECONCILE = 1.0                                   # the lab's agent.reconcile_interval (= its heartbeat interval)
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,24 @@ def test_watch_calls_back_once_the_lease_ends(tmp_path):
     clock[0] = 10.0
     assert ended.wait(10), "the watch thread never saw the lease end"
     thread.join(10)
+
+
+def test_an_idle_watch_wakes_at_the_deadline_not_a_poll_later(tmp_path):
+    """The watch sleeps until the lease's own deadline (real clock here): an
+    interval far longer than the lease does not make the instance outlive it."""
+    import threading
+    import time
+
+    ended = threading.Event()
+    guard = il.LeaseGuard(lease_at(tmp_path, il.now() + 0.3), UUID)
+    started = time.monotonic()
+    guard.watch(lambda reason: ended.set(), interval=60.0)
+    assert ended.wait(30), "the watch thread never saw the lease end"
+    assert time.monotonic() - started < 30  # woke at the deadline, not after 60 s
+    assert guard.reason == "the lease expired" and guard.left() == 0.0
+
+
+def test_boot_id_is_read_once(monkeypatch):
+    first = il.boot_id()
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no")))
+    assert il.boot_id() == first
