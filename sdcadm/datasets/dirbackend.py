@@ -285,6 +285,8 @@ class DirBackend(DatasetBackend):
         match the manifest it was pulled for) and point ``current`` back at
         ``back_to``: a bad copy must not become the base of the next sync."""
         plan.safe_component(name, "copy name")
+        if name == back_to:   # the copy was current before: nothing new to drop
+            return
         with locked(replica_dir):
             if back_to and self._current_name(replica_dir) == name:
                 self._switch_current(replica_dir, back_to)

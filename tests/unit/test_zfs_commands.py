@@ -93,7 +93,7 @@ def test_snapshot_held_is_one_round_trip_with_values_as_parameters():
     assert argv[:2] == ["sh", "-c"]
     script = argv[2]
     assert script == zfsmod._SNAPSHOT_HELD  # a constant: values never in the script text
-    assert argv[3:] == ["sh", "zfs", "p/a", "p/a@new", "sdcadm-r1", "", "-o",
+    assert argv[3:] == ["sh", "zfs", "p/a", "p/a@new", "sdcadm-r1", "", "", "-o",
                         "sdcadm:hold:r1=sdcadm-r1"]
     for step in ('snapshot "$@" "$snap"', 'hold "$tag" "$snap"', 'destroy -d "$snap"',
                  'get -H -p -r -d 1'):
