@@ -158,12 +158,14 @@ class DirBackend(DatasetBackend):
             os.makedirs(os.path.join(replica_dir, HASHES), exist_ok=True)
             self._remove_leftovers(snaps)
             base = None if reseed else self._current_name(replica_dir)
+            tc = time.monotonic()
             previous = self._hash_cache(replica_dir, base)
             gate = self._gate(replica_dir, base, previous)
             name = plan.copy_name(started, [c.name for c in self.copies(replica_dir)])
             tmp = os.path.join(snaps, TMP_PREFIX + name)
             os.mkdir(tmp)
             timings, t0 = {}, time.monotonic()
+            check = round(t0 - tc, 3)
             try:
                 stats = rsync.pull(self.transport(source.host), source.path, tmp,
                                    link_dest=os.path.join(snaps, base) if base else None,
@@ -174,7 +176,7 @@ class DirBackend(DatasetBackend):
                 if stats.unchanged:
                     os.rmdir(tmp)
                     return self._unchanged(replica_dir, base, gate, previous, started,
-                                           round(t1 - t0, 3))
+                                           {"check": check, "transfer": round(t1 - t0, 3)})
                 hashed = tree.hash_tree(tmp, previous, key=tree.key_inode)
                 write_json_atomic(os.path.join(replica_dir, HASHES, f"{name}.json"), hashed.cache)
                 t2 = time.monotonic()
@@ -188,7 +190,7 @@ class DirBackend(DatasetBackend):
             self._switch_current(replica_dir, name)
             self._write_gate(replica_dir, name, None if stats.vanished else stats.fingerprint,
                              hashed)
-            timings = {"transfer": round(t1 - t0, 3), "hash": round(t2 - t1, 3),
+            timings = {"check": check, "transfer": round(t1 - t0, 3), "hash": round(t2 - t1, 3),
                        "flush": round(time.monotonic() - t2, 3), "flushed_files": flushed}
         log.info("dir sync %s -> %s/%s: %d bytes moved, %d re-hashed", source.path, replica_dir,
                  name, stats.wire_bytes, hashed.hashed_bytes)
@@ -237,13 +239,14 @@ class DirBackend(DatasetBackend):
             return None
         return gate
 
-    def _unchanged(self, replica_dir, base, gate, previous, started, seconds):
+    def _unchanged(self, replica_dir, base, gate, previous, started, timings):
         files = {rel: v[-1] for rel, v in previous.items()}
         files.update(gate["links"])
         log.info("dir sync: %s unchanged since copy %s", replica_dir, base)
-        return SyncResult(snapshot=base, guid=None, bytes_moved=0, files=dict(sorted(files.items())),
+        return SyncResult(snapshot=base, guid=None, bytes_moved=0,
+                          files=dict(sorted(files.items())),
                           total_bytes=sum(v[1] for v in previous.values()), incremental=True,
-                          started=started, finished=time.time(), timings={"transfer": seconds},
+                          started=started, finished=time.time(), timings=timings,
                           unchanged=True)
 
     def _write_gate(self, replica_dir, name, fingerprint, hashed):
