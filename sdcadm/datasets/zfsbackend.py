@@ -11,6 +11,7 @@ would break the next incremental receive) and mounted at
     zfs.json      {"dataset", "mountpoint", "source_host", "source_dataset", "receiver"}
     mnt/          mountpoint of the replica (the current copy, read-only)
     hashes.json   {path: [inode, size, mtime_ns, ctime_ns, sha256]}: unchanged files are not re-read
+    digests.json  {"snapshot", "files", "bytes"}: the current copy's, as hashed
     .lock         flock held while a sync/prune/destroy runs
 
 A sync (``tag`` = ``sdcadm-<receiver id>``): in one round trip to the source,
@@ -25,7 +26,12 @@ base and its newest snapshot, so several headnodes pull one source
 independently. A receive is all-or-nothing: a killed sync leaves the replica
 as it was. A first sync receives a full stream; a reseed receives a full
 stream into ``<replica>-reseed`` and swaps it in only once complete (an
-interrupted swap is finished by the next sync). See docs/datasets.md.
+interrupted swap is finished by the next sync). Nothing new on either side
+since the base (the source's round trip reads the head of the incremental
+stream: BEGIN and END only; the replica is probed the same way meanwhile):
+the new snapshot is released again and the current copy stays, its files
+from ``digests.json`` -- no receive, no remount, no hashing walk. See
+docs/datasets.md.
 
 Clones live in ``<pool>/sdcadm/scratch/<sha256(target)[:16]>``, mounted at the
 target. They depend on their replica snapshot: prune skips that snapshot
