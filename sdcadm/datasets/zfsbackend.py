@@ -43,7 +43,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 
 from sdcadm.datasets import plan, tree
@@ -77,28 +76,6 @@ def _read_json(path):
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-class _Background:
-    """``fn(*args)`` in a thread; ``result()`` waits for it (an error: ``default``)."""
-
-    def __init__(self, fn, *args):
-        self._value, self._error = None, None
-
-        def run():
-            try:
-                self._value = fn(*args)
-            except Exception as e:  # noqa: BLE001 - handed to result()
-                self._error = e
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def result(self, default=None):
-        self._thread.join()
-        if self._error is not None:
-            log.info("probing the replica failed: %s", self._error)
-            return default
-        return self._value
 
 
 def clone_id(target):
@@ -224,18 +201,15 @@ class ZfsBackend(DatasetBackend):
             rep_snaps = self._drop_scratch(dataset, rep_snaps)
             known = self._digests(replica_dir, base)
             t0 = time.monotonic()
-            # Nothing changed on either side since the base (the replica could
-            # have been written to: a sync rolls that back) -- asked of both
-            # sides at once: the source in its one round trip, the replica here.
-            local = _Background(self.local.unchanged_since, f"{dataset}@{base}",
-                                PROBE_SNAPSHOT) if known else None
+            # Nothing changed on either side since the base? The source is
+            # asked in its one round trip; then (only then) the replica, which
+            # could have been written to (a sync rolls that back).
             new, listed, unchanged = self._snapshot_source(remote, source, receiver_id, started,
                                                            base, probe=known is not None)
-            if local is not None and not local.result(default=False):
-                if unchanged:  # the replica changed: the new snapshot is gone, take another
-                    log.info("replica %s changed since %s: syncing", dataset, base)
-                    new, listed, _ = self._snapshot_source(remote, source, receiver_id,
-                                                           time.time(), base)
+            if unchanged and not self._replica_unchanged(dataset, base):
+                log.info("replica %s changed since %s: syncing", dataset, base)
+                new, listed, _ = self._snapshot_source(remote, source, receiver_id, time.time(),
+                                                       base)
                 unchanged = False
             t1 = time.monotonic()
             if unchanged:
@@ -270,6 +244,13 @@ class ZfsBackend(DatasetBackend):
                           files=hashed.digests, total_bytes=hashed.bytes,
                           incremental=not decision.full, started=started, finished=time.time(),
                           timings=timings)
+
+    def _replica_unchanged(self, dataset, base):
+        try:
+            return self.local.unchanged_since(f"{dataset}@{base}", PROBE_SNAPSHOT)
+        except ZfsError as e:
+            log.info("probing the replica %s failed: %s", dataset, e)
+            return False
 
     def _drop_scratch(self, dataset, rep_snaps):
         """Destroy a probe snapshot a killed sync left on the replica (a
