@@ -224,8 +224,9 @@ class DirBackend(DatasetBackend):
         copy is still exactly what was made (every file's inode, size and
         mtime as hashed, no entry added or gone: a clone rewriting a shared
         file in place shows); else None, and the sync copies."""
-        if base is None or not previous:
-            return None
+        if base is None or not isinstance(_read_json(os.path.join(replica_dir, HASHES,
+                                                                  f"{base}.json")), dict):
+            return None   # (an empty dataset has an empty cache: that is fine)
         gate = _read_json(os.path.join(replica_dir, GATE))
         if not (isinstance(gate, dict) and gate.get("copy") == base
                 and isinstance(gate.get("fingerprint"), str)

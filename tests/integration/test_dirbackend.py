@@ -393,3 +393,15 @@ def test_a_fingerprint_taken_while_the_source_changes_is_not_trusted(backend, ss
     assert not (replica / "gate.json").exists()
     again = backend.sync(ref, replica, RECEIVER_A)
     assert not again.unchanged and len(backend.copies(replica)) == 2
+
+
+def test_an_empty_dataset_with_nothing_changed_makes_no_copy(sshd, tmp_path):
+    backend = DirBackend(transport_factory=lambda host: sshd.transport(host), gate_margin=-1)
+    empty = tmp_path / "empty-source"
+    empty.mkdir()
+    replica, ref = tmp_path / "replica", source_ref(sshd, empty)
+    first = backend.sync(ref, replica, RECEIVER_A)
+    again = backend.sync(ref, replica, RECEIVER_A)
+    assert again.unchanged and again.snapshot == first.snapshot and again.files == {}
+    (empty / "now").write_bytes(b"x")
+    assert backend.sync(ref, replica, RECEIVER_A).files == tree_hashes(empty)
