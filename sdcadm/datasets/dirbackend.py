@@ -14,9 +14,9 @@ the current copy (unchanged files become hard links: no bytes moved, no
 space used), hashes it (a file hard-linked from the previous copy has the
 same inode and keeps its hash), flushes what it created (the files rsync
 wrote -- a hard-linked file is the previous copy's, durable already -- and
-every directory; ``syncfs`` when there are many), renames it into place and then switches ``current``
-atomically (new symlink + rename). Until that rename nothing a reader can see
-has changed.
+every directory; ``syncfs`` when there are many), renames it into place and
+then switches ``current`` atomically (new symlink + rename). Until that
+rename nothing a reader can see has changed.
 
 Nothing changed: the one SSH command of the sync first compares the source's
 fingerprint with the one recorded for the current copy (``rsync.pull``'s
@@ -160,8 +160,9 @@ class DirBackend(DatasetBackend):
             self._remove_leftovers(snaps)
             base = None if reseed else self._current_name(replica_dir)
             tc = time.monotonic()
-            previous = self._hash_cache(replica_dir, base)
+            previous = self._hash_cache(replica_dir, base)   # None: not recorded
             gate = self._gate(replica_dir, base, previous)
+            previous = previous or {}
             name = plan.copy_name(started, [c.name for c in self.copies(replica_dir)])
             tmp = os.path.join(snaps, TMP_PREFIX + name)
             os.mkdir(tmp)
@@ -224,9 +225,8 @@ class DirBackend(DatasetBackend):
         copy is still exactly what was made (every file's inode, size and
         mtime as hashed, no entry added or gone: a clone rewriting a shared
         file in place shows); else None, and the sync copies."""
-        if base is None or not isinstance(_read_json(os.path.join(replica_dir, HASHES,
-                                                                  f"{base}.json")), dict):
-            return None   # (an empty dataset has an empty cache: that is fine)
+        if base is None or previous is None:   # (an empty dataset's cache is {}: fine)
+            return None
         gate = _read_json(os.path.join(replica_dir, GATE))
         if not (isinstance(gate, dict) and gate.get("copy") == base
                 and isinstance(gate.get("fingerprint"), str)
@@ -284,10 +284,11 @@ class DirBackend(DatasetBackend):
                 shutil.rmtree(os.path.join(snaps, entry))
 
     def _hash_cache(self, replica_dir, name):
+        """Copy ``name``'s hash cache, or None (no such copy or record)."""
         if name is None:
-            return {}
+            return None
         data = _read_json(os.path.join(replica_dir, HASHES, f"{name}.json"))
-        return data if isinstance(data, dict) else {}
+        return data if isinstance(data, dict) else None
 
     def _switch_current(self, replica_dir, name):
         link = os.path.join(replica_dir, CURRENT)
