@@ -28,7 +28,7 @@ as it was. A first sync receives a full stream; a reseed receives a full
 stream into ``<replica>-reseed`` and swaps it in only once complete (an
 interrupted swap is finished by the next sync). Nothing new on either side
 since the base (the source's round trip reads the head of the incremental
-stream: BEGIN and END only; the replica is probed the same way meanwhile):
+stream: BEGIN and END only; the replica is then probed the same way):
 the new snapshot is released again and the current copy stays, its files
 from ``digests.json`` -- no receive, no remount, no hashing walk. See
 docs/datasets.md.
