@@ -21,9 +21,9 @@ rename nothing a reader can see has changed.
 Nothing changed: the one SSH command of the sync first compares the source's
 fingerprint with the one recorded for the current copy (``rsync.pull``'s
 gate) and, if equal, stops there -- no file list, no new copy, the current
-copy stays current (``SyncResult.unchanged``). The gate is used only while
-the current copy is still exactly what was hashed (a local stat walk), so a
-copy changed through a clone is copied again.
+copy stays current (``SyncResult.unchanged``) -- if the current copy is
+still exactly what was hashed (a local stat walk, made only then), else it
+is copied again (a copy changed through a clone).
 
 The source is a live directory: files its instance creates and renames while
 rsync runs (a write's temporary file) vanish between rsync's listing and
@@ -169,16 +169,22 @@ class DirBackend(DatasetBackend):
             timings, t0 = {}, time.monotonic()
             check = round(t0 - tc, 3)
             try:
-                stats = rsync.pull(self.transport(source.host), source.path, tmp,
-                                   link_dest=os.path.join(snaps, base) if base else None,
-                                   observer=observer, accept_vanished=True, gate=True,
-                                   known=gate["fingerprint"] if gate else None,
-                                   gate_margin=self.gate_margin)
+                def pull(known):
+                    return rsync.pull(self.transport(source.host), source.path, tmp,
+                                      link_dest=os.path.join(snaps, base) if base else None,
+                                      observer=observer, accept_vanished=True, gate=True,
+                                      known=known, gate_margin=self.gate_margin)
+
+                stats = pull(gate["fingerprint"] if gate else None)
                 t1 = time.monotonic()
                 if stats.unchanged:
-                    os.rmdir(tmp)
-                    return self._unchanged(replica_dir, base, gate, previous, started,
-                                           {"check": check, "transfer": round(t1 - t0, 3)})
+                    if self._intact(replica_dir, base, gate, previous):
+                        os.rmdir(tmp)
+                        return self._unchanged(replica_dir, base, gate, previous, started, {
+                            "check": round(check + time.monotonic() - t1, 3),
+                            "transfer": round(t1 - t0, 3)})
+                    stats = pull(None)   # the copy changed since it was made: copy again
+                    t1 = time.monotonic()
                 hashed = tree.hash_tree(tmp, previous, key=tree.key_inode)
                 write_json_atomic(os.path.join(replica_dir, HASHES, f"{name}.json"), hashed.cache)
                 t2 = time.monotonic()
@@ -221,10 +227,8 @@ class DirBackend(DatasetBackend):
 
     # -- the nothing-changed gate ---------------------------------------------
     def _gate(self, replica_dir, base, previous):
-        """The fingerprint of the source as copy ``base`` holds it, if that
-        copy is still exactly what was made (every file's inode, size and
-        mtime as hashed, no entry added or gone: a clone rewriting a shared
-        file in place shows); else None, and the sync copies."""
+        """The record of the source's fingerprint as copy ``base`` holds it,
+        or None (none, or not for this copy: the sync copies)."""
         if base is None or previous is None:   # (an empty dataset's cache is {}: fine)
             return None
         gate = _read_json(os.path.join(replica_dir, GATE))
@@ -232,6 +236,13 @@ class DirBackend(DatasetBackend):
                 and isinstance(gate.get("fingerprint"), str)
                 and isinstance(gate.get("links"), dict)):
             return None
+        return gate
+
+    def _intact(self, replica_dir, base, gate, previous):
+        """Whether copy ``base`` is still exactly what was made -- every
+        file's inode, size and mtime as hashed, no entry added or gone, the
+        same symlinks (a clone rewriting a shared file in place shows).
+        Asked only once the source said it had not changed."""
         root = os.path.join(replica_dir, SNAPSHOTS, base)
         seen, links = 0, {}
         try:
@@ -244,15 +255,15 @@ class DirBackend(DatasetBackend):
                 entry = previous.get(rel)
                 if not (stat.S_ISREG(st.st_mode) and isinstance(entry, list)
                         and entry[:-1] == tree.key_inode(st)):
-                    log.info("copy %s of %s changed since it was made: copying", base, replica_dir)
-                    return None
+                    break
                 seen += 1
+            else:
+                if seen == len(previous) and links == gate["links"]:
+                    return True
         except OSError:
-            return None
-        if seen != len(previous) or links != gate["links"]:
-            log.info("copy %s of %s changed since it was made: copying", base, replica_dir)
-            return None
-        return gate
+            pass
+        log.info("copy %s of %s changed since it was made: copying", base, replica_dir)
+        return False
 
     def _unchanged(self, replica_dir, base, gate, previous, started, timings):
         files = {rel: v[-1] for rel, v in previous.items()}
