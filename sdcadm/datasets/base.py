@@ -48,6 +48,9 @@ class SyncResult:
     # dir: files that vanished from the live source while it was copied (the
     # copy holds the rest; ``files`` describes exactly what it holds). zfs: ().
     vanished: tuple = ()
+    # The source had not changed since the current copy: no new copy was
+    # made (``snapshot`` is the copy that was already current).
+    unchanged: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ would break the next incremental receive) and mounted at
     zfs.json      {"dataset", "mountpoint", "source_host", "source_dataset", "receiver"}
     mnt/          mountpoint of the replica (the current copy, read-only)
     hashes.json   {path: [inode, size, mtime_ns, ctime_ns, sha256]}: unchanged files are not re-read
+    digests.json  {"snapshot", "files", "bytes"}: the current copy's, as hashed
     .lock         flock held while a sync/prune/destroy runs
 
 A sync (``tag`` = ``sdcadm-<receiver id>``): in one round trip to the source,
@@ -25,7 +26,12 @@ base and its newest snapshot, so several headnodes pull one source
 independently. A receive is all-or-nothing: a killed sync leaves the replica
 as it was. A first sync receives a full stream; a reseed receives a full
 stream into ``<replica>-reseed`` and swaps it in only once complete (an
-interrupted swap is finished by the next sync). See docs/datasets.md.
+interrupted swap is finished by the next sync). Nothing new on either side
+since the base (the source's round trip reads the head of the incremental
+stream: BEGIN and END only; the replica is then probed the same way):
+the new snapshot is released again and the current copy stays, its files
+from ``digests.json`` -- no receive, no remount, no hashing walk. See
+docs/datasets.md.
 
 Clones live in ``<pool>/sdcadm/scratch/<sha256(target)[:16]>``, mounted at the
 target. They depend on their replica snapshot: prune skips that snapshot
@@ -54,6 +60,8 @@ log = logging.getLogger(__name__)
 POINTER = "zfs.json"
 MOUNT = "mnt"
 HASHES = "hashes.json"
+DIGESTS = "digests.json"
+PROBE_SNAPSHOT = "sdcadm-probe"
 RESEED_SUFFIX = "-reseed"
 OLD_SUFFIX = "-old"
 PROP_REPLICA_DIR = "sdcadm:replica-dir"
@@ -190,9 +198,23 @@ class ZfsBackend(DatasetBackend):
             # receiver's other holds go now (they are a sync behind, by design).
             base = next((r.short for r in reversed(rep_snaps or [])
                          if plan.is_sync_snapshot(r.short)), None) if not reseed else None
+            rep_snaps = self._drop_scratch(dataset, rep_snaps)
+            known = self._digests(replica_dir, base)
             t0 = time.monotonic()
-            new, listed = self._snapshot_source(remote, source, receiver_id, started, base)
+            # Nothing changed on either side since the base? The source is
+            # asked in its one round trip; then (only then) the replica, which
+            # could have been written to (a sync rolls that back).
+            new, listed, unchanged = self._snapshot_source(remote, source, receiver_id, started,
+                                                           base, probe=known is not None)
+            if unchanged and not self._replica_unchanged(dataset, base):
+                log.info("replica %s changed since %s: syncing", dataset, base)
+                new, listed, _ = self._snapshot_source(remote, source, receiver_id, time.time(),
+                                                       base)
+                unchanged = False
             t1 = time.monotonic()
+            if unchanged:
+                return self._unchanged(remote, dataset, base, rep_snaps, listed, known, tag,
+                                       started, round(t1 - t0, 3))
             src_snaps = [s for s in listed if s.name != new]
             try:
                 decision = plan.plan_zfs_sync(src_snaps, rep_snaps, reseed=reseed)
@@ -211,6 +233,9 @@ class ZfsBackend(DatasetBackend):
             self._tidy_source(remote, listed, new, tag, released=base is not None)
             t3 = time.monotonic()
             hashed = self._hash(replica_dir, snap.creation if snap else 0)
+            write_json_atomic(os.path.join(replica_dir, DIGESTS), {
+                "snapshot": new.partition("@")[2], "files": hashed.digests,
+                "bytes": hashed.bytes})
             timings = {"snapshot": round(t1 - t0, 3), "transfer": round(t2 - t1, 3),
                        "finish": round(t3 - t2, 3), "hash": round(time.monotonic() - t3, 3)}
         log.info("zfs sync %s -> %s (%s): %d bytes moved", new, dataset, decision.reason, moved)
@@ -220,21 +245,66 @@ class ZfsBackend(DatasetBackend):
                           incremental=not decision.full, started=started, finished=time.time(),
                           timings=timings)
 
-    def _snapshot_source(self, remote, source, receiver_id, now, base):
+    def _replica_unchanged(self, dataset, base):
+        try:
+            return self.local.unchanged_since(f"{dataset}@{base}", PROBE_SNAPSHOT)
+        except ZfsError as e:
+            log.info("probing the replica %s failed: %s", dataset, e)
+            return False
+
+    def _drop_scratch(self, dataset, rep_snaps):
+        """Destroy a probe snapshot a killed sync left on the replica (a
+        receive would take it for a snapshot the source lacks)."""
+        if not rep_snaps or not any(r.short == PROBE_SNAPSHOT for r in rep_snaps):
+            return rep_snaps
+        self.local.destroy(f"{dataset}@{PROBE_SNAPSHOT}", busy_timeout=BUSY_TIMEOUT)
+        return [r for r in rep_snaps if r.short != PROBE_SNAPSHOT]
+
+    def _digests(self, replica_dir, base):
+        """What the hashing of copy ``base`` found ({"files", "bytes"}), or
+        None (no base, or not recorded for it)."""
+        if base is None:
+            return None
+        data = _read_json(os.path.join(replica_dir, DIGESTS))
+        if (data and data.get("snapshot") == base and isinstance(data.get("files"), dict)
+                and isinstance(data.get("bytes"), int)):
+            return data
+        return None
+
+    def _unchanged(self, remote, dataset, base, rep_snaps, listed, known, tag, started, seconds):
+        """The source had nothing new since ``base`` (its stream was empty):
+        the replica stays as it is -- provided ``base`` is still the common
+        snapshot by GUID; otherwise the sync is refused as any other would be."""
+        decision = plan.plan_zfs_sync(listed, rep_snaps)
+        if decision.full or decision.base.partition("@")[2] != base:
+            raise DatasetError(f"the source of {dataset} no longer has {base} (by GUID), "
+                               "though its stream from it was empty",
+                               hint="sync again; if it persists, sync with reseed")
+        self._tidy_source(remote, listed, None, tag, released=True)
+        guid = next((r.guid for r in rep_snaps if r.short == base), None)
+        log.info("zfs sync: %s unchanged since %s", dataset, base)
+        return SyncResult(snapshot=base, guid=guid, bytes_moved=0, files=known["files"],
+                          total_bytes=known["bytes"], incremental=True, started=started,
+                          finished=time.time(), timings={"snapshot": seconds}, unchanged=True)
+
+    def _snapshot_source(self, remote, source, receiver_id, now, base, probe=False):
         """Snapshot the source ``@sdcadm-sync-<stamp>``, held by this receiver
         and marked for deferred destroy, and release this receiver's holds on
-        other sync snapshots but ``base`` -- one round trip; returns its name
-        and the source's snapshots (it included)."""
+        other sync snapshots but ``base`` -- one round trip; returns its name,
+        the source's snapshots (it included) and whether (``probe``) the
+        source had nothing new since ``base`` (the new snapshot is then gone
+        again)."""
         tag = plan.hold_tag(receiver_id)
         taken = []
         for _ in range(5):  # another receiver may have taken this second's name
             short = plan.sync_snapshot_name(now, taken)
             try:
                 # The property says who may hold it (`zfs holds` is broken on zfs-fuse).
-                listed = remote.snapshot_held(source.zfs_dataset, short, tag,
-                                              {plan.hold_property(receiver_id): tag},
-                                              release_except=base)
-                return f"{source.zfs_dataset}@{short}", listed
+                listed = remote.snapshot_held(
+                    source.zfs_dataset, short, tag, {plan.hold_property(receiver_id): tag},
+                    release_except=base, probe=probe)
+                listed, unchanged = listed if probe else (listed, False)
+                return f"{source.zfs_dataset}@{short}", listed, unchanged
             except ZfsExists:
                 taken.append(short)
             except ZfsNotFound:

@@ -33,9 +33,11 @@ class DatasetSync:
         self.config, self.layout, self._backend = config, layout, backend
         self.receiver, self.clock = receiver, clock
 
-    def sync(self, name, item, reseed=False, observer=None):
+    def sync(self, name, item, reseed=False, observer=None, prev=None):
         """Pull ``item``'s dataset; return (its manifest entry, bytes moved, the
-        paths that vanished from the live source while it was copied)."""
+        paths that vanished from the live source while it was copied).
+        ``prev``: the entry of the copy the manifest names now -- kept as it
+        is (not listed again) when the backend found nothing new since it."""
         backend = self._backend()
         inst = item.instance
         replica = self.layout.dataset_dir(name, inst.uuid)
@@ -50,6 +52,12 @@ class DatasetSync:
                       what=f"the copy of {inst.alias}"):
             result = backend.sync(source_ref(self.config, item), str(replica), self.receiver,
                                   reseed=reseed, observer=relay)
+            if (result.unchanged and prev and prev.get("backend") == backend.name
+                    and prev.get("snapshot") == result.snapshot
+                    and isinstance(prev.get("files"), dict)):
+                # The very copy checked when the manifest took it, and nothing
+                # in it changed since (the backend checked): no walk again.
+                return dict(prev, synced=self.clock()), 0, ()
             current = backend.current_path(str(replica))
             if current is None:
                 raise DatasetError(f"the dataset backend reported a copy of {inst.alias} "

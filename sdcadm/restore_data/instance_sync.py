@@ -56,8 +56,8 @@ class InstanceSync:
                                 f"{_when(entry['last_success'])}")
             elif inst.delegate_dataset:
                 try:
-                    entry["dataset"], moved, vanished = self.datasets.sync(name, item, reseed,
-                                                                           observer)
+                    entry["dataset"], moved, vanished = self.datasets.sync(
+                        name, item, reseed, observer, prev=entry["dataset"])
                 except (SdcadmError, OSError) as e:
                     status = worse(status, _dataset_status(e))
                     problems.append(str(e))

@@ -212,14 +212,16 @@ class PeerPull:
             if result.vanished:
                 problems.append(f"{len(result.vanished)} file(s) vanished while copied")
             if problems:
-                backend.drop_copy(str(replica), result.snapshot, before)
+                if not result.unchanged:   # else it is the copy we already had: kept
+                    backend.drop_copy(str(replica), result.snapshot, before)
                 raise PeerCopyRefused(
                     f"{peer.hostname}'s dataset copy {snapshot} of {uuid} does not match its "
                     "signed manifest: " + "; ".join(problems[:5])
                     + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
                     hint=HINT)
         timings = dict(stats["timings"], **result.timings, check=check_s)
-        return dict(want, snapshot=result.snapshot), (result.snapshot, before), \
+        pulled = None if result.unchanged else (result.snapshot, before)
+        return dict(want, snapshot=result.snapshot), pulled, \
             {"bytes_moved": int(result.bytes_moved or 0), "timings": timings}
 
     def _manifest_doc(self, service, base, started, files, instances):

@@ -10,6 +10,21 @@ listing and their transfer (exit 24) are an error unless the caller accepts
 them (``accept_vanished``: a copy of a live directory); they are then named in
 ``RsyncStats.vanished``. rsync dies with the process that
 started it (PDEATHSIG), so a killed sync leaves no orphan writing behind it.
+
+``gate=True`` makes the one SSH command rsync runs on the source first answer
+"did anything change since the copy whose fingerprint is ``known``" (the
+``--rsync-path`` is a constant ``sh`` script, values as positional
+parameters): it fingerprints the source tree (``find``: path, type, inode,
+links, size, mtime and ctime to the nanosecond, mode, owner, link target of
+every entry; sha256 of that listing). Equal to ``known``: it exits before
+rsync starts and ``pull`` returns ``RsyncStats(unchanged=True)`` -- a
+nothing-changed cycle costs that one round trip and no file list. Else rsync
+runs as usual and the stats carry the fingerprint, unless an entry changed
+within ``GATE_MARGIN`` s of it (a filesystem with coarse timestamps could then change a
+file again without changing its times: such a fingerprint is not given, and
+the next cycle copies). Any change after a fingerprint moves some ctime,
+size, name or inode, which the next fingerprint sees; a source without GNU
+find gets no fingerprint and every cycle copies, as without the gate.
 """
 
 import logging
@@ -46,6 +61,8 @@ class RsyncStats:
     sent: int = 0
     received: int = 0
     vanished: tuple = ()   # paths (relative to the source) gone before they were sent
+    fingerprint: str | None = None   # gate: the source's, taken just before this copy
+    unchanged: bool = False          # gate: the source matched ``known``; nothing was copied
 
     @property
     def wire_bytes(self):
@@ -90,6 +107,44 @@ def parse_vanished(stderr, remote_path):
             path = m.group(1)
             found.append(path[len(top):] if path.startswith(top) else path)
     return tuple(found)
+
+
+GATE_MARGIN = 2   # seconds: an entry changed this close to a fingerprint voids it
+# The remote side of ``pull(gate=True)``: $1 = the known fingerprint (may be
+# empty), $2 = the source directory, $3 = the margin, then rsync's own server
+# arguments.
+GATE_SCRIPT = (
+    'known=$1 dir=$2 margin=$3; shift 3; '
+    'if now=$(date +%s) && find "$dir" -maxdepth 0 -printf "" 2>/dev/null; then '
+    'fp=$(LC_ALL=C find "$dir" -printf "%C@ %y %i %n %s %T@ %m %U %G %P\\t%l\\n" 2>&1 '
+    '| sha256sum | cut -c1-64); '
+    'if [ -n "$known" ] && [ "$fp" = "$known" ]; then echo "sdcadm-unchanged $fp" >&2; exit 0; fi; '
+    'if [ -z "$(find "$dir" -newerct "@$((now - margin))" -print -quit 2>/dev/null)" ]; then '
+    'echo "sdcadm-fingerprint $fp" >&2; fi; '
+    'fi; '
+    'exec rsync "$@"')
+_GATE_RE = re.compile(r"^sdcadm-(unchanged|fingerprint) ([0-9a-f]{64})$")
+
+
+def gate_rsync_path(remote_path, known, margin=GATE_MARGIN):
+    """The ``--rsync-path`` of a gated pull (pure)."""
+    return shlex.join(["sh", "-c", GATE_SCRIPT, "sdcadm-gate", known or "",
+                       str(remote_path).rstrip("/") + "/", str(int(margin))])
+
+
+def parse_gate(stderr, known):
+    """(unchanged, fingerprint) from a gated pull's stderr (pure). Unchanged
+    only when the source said so for exactly ``known``."""
+    unchanged, fingerprint = False, None
+    for line in stderr.splitlines():
+        m = _GATE_RE.match(line.strip())
+        if not m:
+            continue
+        if m.group(1) == "unchanged":
+            unchanged = bool(known) and m.group(2) == known
+        else:
+            fingerprint = m.group(2)
+    return unchanged, fingerprint
 
 
 def parse_progress(chunk):
@@ -164,14 +219,20 @@ def rsync_program():
 
 
 def pull(transport, remote_path, dest, *, link_dest=None, observer=None, extra=(),
-         accept_vanished=False):
+         accept_vanished=False, gate=False, known=None, gate_margin=GATE_MARGIN):
     """Copy ``remote_path`` (a directory on ``transport``'s server) into
     ``dest``. Returns RsyncStats; raises Unreachable, HostKeyError,
     AuthError, DatasetError (partial transfer) or TransportError.
 
     ``accept_vanished``: exit 24 (files vanished while rsync ran, and nothing
     else went wrong: rsync reports other failures as 23) is a success whose
-    stats name the vanished files; ``dest`` holds everything else."""
+    stats name the vanished files; ``dest`` holds everything else.
+
+    ``gate``: see the module doc (``known``: the fingerprint of the copy
+    ``link_dest`` holds; ``gate_margin``: seconds, see GATE_MARGIN -- only
+    a test on a filesystem with nanosecond times may lower it)."""
+    if gate:
+        extra = [f"--rsync-path={gate_rsync_path(remote_path, known, gate_margin)}", *extra]
     args = rsync_args(transport.ssh_argv(shared=True), transport.host, remote_path, dest,
                       link_dest=link_dest, progress=observer is not None, extra=extra)
     out = []
@@ -201,13 +262,18 @@ def pull(transport, remote_path, dest, *, link_dest=None, observer=None, extra=(
         raise TransportError(f"rsync from {transport.address} was killed ({e.exit_code})",
                              hint="sync again") from None
     stderr = result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes) else result.stderr
-    vanished = ()
+    vanished, unchanged, fingerprint = (), False, None
+    if gate:
+        unchanged, fingerprint = parse_gate(stderr, known)
+        if unchanged:
+            log.debug("rsync %s: unchanged since fingerprint %s", step, known)
+            return RsyncStats(unchanged=True, fingerprint=known)
     if accept_vanished and result.exit_code == VANISHED:
         vanished = parse_vanished(stderr, remote_path) or ("?",)
     else:
         error = map_exit(result.exit_code, stderr, transport.address)
         if error is not None:
             raise error
-    stats = replace(parse_stats("".join(out)), vanished=vanished)
+    stats = replace(parse_stats("".join(out)), vanished=vanished, fingerprint=fingerprint)
     log.debug("rsync done: %s", stats)
     return stats

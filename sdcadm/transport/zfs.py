@@ -160,17 +160,46 @@ def parse_snapshots(out, dataset):
     return sorted(snaps, key=lambda s: s.createtxg)
 
 
+# An incremental stream that changes nothing is exactly two 312-byte records:
+# BEGIN (type 0, no payload, DMU_BACKUP_MAGIC 0x2F5bacbac; little-endian) and
+# END (type 5). Any change adds a record (OBJECT, FREEOBJECTS, WRITE, FREE...).
+EMPTY_STREAM_HEAD = "0000000000000000" + "accbbaf502000000"   # hex of BEGIN's first 16 bytes
+EMPTY_STREAM_END = "05000000"                                 # hex of END's type, at byte 312
+UNCHANGED = "sdcadm-unchanged"
+
 # $1 zfs, $2 dataset, $3 new snapshot, $4 hold tag, $5 snapshot to keep held
-# ("" = release nothing), then "-o prop=value" pairs for the new snapshot.
+# ("" = release nothing), $6 "probe" or "": whether to ask if anything changed
+# since $5, then "-o prop=value" pairs for the new snapshot. The probe reads
+# the first 625 bytes of `zfs send -i $5 $3` (the sender stops there): an
+# empty stream releases the new snapshot again (its deferred destroy removes
+# it) and says UNCHANGED.
+# Sets p to the hex of the first 625 bytes of `zfs send -i $from $to`, then
+# tests it for an empty stream (sh snippet; $z, $from, $to set by the caller).
+_EMPTY_STREAM = (
+    'p=$("$z" send -i "$from" "$to" 2>/dev/null | head -c 625 | od -An -v -tx1 | tr -d " \\n"); '
+    '[ ${#p} -eq 1248 ] '
+    f'&& [ "$(printf %s "$p" | cut -c1-32)" = {EMPTY_STREAM_HEAD} ] '
+    f'&& [ "$(printf %s "$p" | cut -c625-632)" = {EMPTY_STREAM_END} ]')
 _SNAPSHOT_HELD = (
-    'z=$1 ds=$2 snap=$3 tag=$4 keep=$5; shift 5; '
+    'z=$1 ds=$2 snap=$3 tag=$4 keep=$5 probe=$6; shift 6; '
     '"$z" snapshot "$@" "$snap" && "$z" hold "$tag" "$snap" && "$z" destroy -d "$snap" || exit; '
+    'if [ -n "$probe" ] && [ -n "$keep" ]; then from=$keep to=$snap; '
+    f'if {_EMPTY_STREAM} && "$z" release "$tag" "$snap"; then echo {UNCHANGED}; fi; '
+    'fi; '
     'if [ -n "$keep" ]; then '
     '"$z" list -H -t snapshot -o name -r "$ds" | while IFS= read -r old; do '
     'case "$old" in "$ds@sdcadm-sync-"*) ;; *) continue ;; esac; '
     '[ "$old" = "$snap" ] || [ "$old" = "$keep" ] || "$z" release "$tag" "$old" 2>/dev/null; '
     'done; fi; '
     '"$z" get -H -p -r -d 1 -o name,property,value ' + ",".join(SNAPSHOT_PROPS) + ' "$ds"')
+
+
+# $1 zfs, $2 snapshot of the dataset (the base), $3 a scratch snapshot name:
+# whether the dataset changed since $2 (snapshot, probe, destroy).
+_CHANGED_SINCE = (
+    'z=$1 from=$2 to=$3; "$z" snapshot "$to" || exit; '
+    f'if {_EMPTY_STREAM}; then r={UNCHANGED}; else r=changed; fi; '
+    '"$z" destroy "$to" || exit; echo "$r"')
 
 
 # -- the wrapper -----------------------------------------------------------------
@@ -236,7 +265,7 @@ class Zfs:
                         ",".join(SNAPSHOT_PROPS), dataset)
         return parse_snapshots(out, dataset)
 
-    def snapshot_held(self, dataset, short, tag, props=None, release_except=None):
+    def snapshot_held(self, dataset, short, tag, props=None, release_except=None, probe=False):
         """In one round trip: snapshot ``dataset@short`` (with user ``props``),
         hold it with ``tag``, mark it for deferred destroy (zfs destroys it
         when its last hold is released), then -- if ``release_except`` (a
@@ -244,15 +273,36 @@ class Zfs:
         ``sdcadm-sync-*`` snapshot of ``dataset`` but that one, and list
         ``dataset``'s snapshots (returned, as ``snapshots()``). The script is
         a constant; every value reaches it as a positional parameter, never
-        as shell text."""
+        as shell text.
+
+        ``probe`` (with ``release_except``, the receiver's base): returns
+        (snapshots, unchanged) -- unchanged: the incremental stream from the
+        base to the new snapshot was empty, and the new snapshot was released
+        again (gone, unless another receiver holds it)."""
         keep = f"{dataset}@{release_except}" if release_except else ""
         argv = ["sh", "-c", _SNAPSHOT_HELD, "sh", self.binary, dataset, f"{dataset}@{short}", tag,
-                keep, *_props(props)]
+                keep, "probe" if probe else "", *_props(props)]
         result = self.shell.run(argv, check=False)
         if result.returncode != 0:
             raise map_error([self.binary, "snapshot", f"{dataset}@{short}"], result.returncode,
                             result.stderr, self.host)
-        return parse_snapshots(result.stdout, dataset)
+        snaps = parse_snapshots(result.stdout, dataset)
+        if not probe:
+            return snaps
+        return snaps, UNCHANGED in result.stdout.splitlines()
+
+    def unchanged_since(self, snapshot, scratch):
+        """True if ``snapshot``'s dataset has not changed since it was taken:
+        snapshot it as ``scratch``, see whether the stream between the two is
+        empty, destroy ``scratch`` (one command; a scratch left by a killed
+        call is the caller's to destroy)."""
+        scratch = f"{snapshot.partition('@')[0]}@{scratch}"
+        result = self.shell.run(["sh", "-c", _CHANGED_SINCE, "sh", self.binary, snapshot, scratch],
+                                check=False)
+        if result.returncode != 0:
+            raise map_error([self.binary, "snapshot", scratch], result.returncode, result.stderr,
+                            self.host)
+        return result.stdout.strip() == UNCHANGED
 
     def list_names(self, dataset, depth=None):
         """Filesystems at and under ``dataset``."""

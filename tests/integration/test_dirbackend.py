@@ -346,3 +346,62 @@ def test_files_vanishing_from_a_busy_source_keep_the_copy(backend, sshd, source_
     assert not any(v in seen[-1].files for v in vanished)
     assert backend.current_path(replica).endswith(seen[-1].snapshot)
     assert backend.verify(replica, seen[-1].files) == []
+
+
+def test_nothing_changed_makes_no_copy_and_a_change_is_still_copied(sshd, source_dir, tmp_path):
+    """The gate: with nothing changed the sync stops after the source's
+    fingerprint (no new copy, the current one stays); a change, a removed
+    file and a copy modified through a clone are each noticed and copied."""
+    backend = DirBackend(transport_factory=lambda host: sshd.transport(host), gate_margin=-1)
+    replica, ref = tmp_path / "replica", source_ref(sshd, source_dir)
+    first = backend.sync(ref, replica, RECEIVER_A)
+    same = backend.sync(ref, replica, RECEIVER_A)
+    assert same.unchanged and same.snapshot == first.snapshot and same.bytes_moved == 0
+    assert same.files == first.files == tree_hashes(source_dir)
+    assert [c.name for c in backend.copies(replica)] == [first.snapshot]
+    assert [e for e in os.listdir(replica / "snapshots") if e.startswith(".tmp-")] == []
+
+    change_one_percent(source_dir)
+    changed = backend.sync(ref, replica, RECEIVER_A)
+    assert not changed.unchanged and changed.snapshot != first.snapshot
+    assert changed.files == tree_hashes(source_dir)
+    assert tree_hashes(backend.current_path(replica)) == tree_hashes(source_dir)
+
+    (source_dir / "small" / "f07.txt").unlink()
+    removed = backend.sync(ref, replica, RECEIVER_A)
+    assert not removed.unchanged and "small/f07.txt" not in removed.files
+    assert removed.files == tree_hashes(source_dir)
+
+    # the source is unchanged, but a file of the current copy was rewritten
+    # in place (as a restored instance does through a hard-link clone)
+    assert backend.sync(ref, replica, RECEIVER_A).unchanged
+    with open(os.path.join(backend.current_path(replica), "big2.bin"), "r+b") as f:
+        f.write(b"\0" * 4096)
+    repaired = backend.sync(ref, replica, RECEIVER_A)
+    assert not repaired.unchanged
+    assert tree_hashes(backend.current_path(replica)) == tree_hashes(source_dir)
+    assert backend.verify(replica, repaired.files) == []
+
+
+def test_a_fingerprint_taken_while_the_source_changes_is_not_trusted(backend, sshd, source_dir,
+                                                                     tmp_path):
+    """Files changed within the margin (seconds) of the fingerprint: a
+    filesystem with coarse times could change them again unseen, so no
+    fingerprint is recorded and the next sync copies."""
+    replica, ref = tmp_path / "replica", source_ref(sshd, source_dir)
+    backend.sync(ref, replica, RECEIVER_A)   # source_dir was just written
+    assert not (replica / "gate.json").exists()
+    again = backend.sync(ref, replica, RECEIVER_A)
+    assert not again.unchanged and len(backend.copies(replica)) == 2
+
+
+def test_an_empty_dataset_with_nothing_changed_makes_no_copy(sshd, tmp_path):
+    backend = DirBackend(transport_factory=lambda host: sshd.transport(host), gate_margin=-1)
+    empty = tmp_path / "empty-source"
+    empty.mkdir()
+    replica, ref = tmp_path / "replica", source_ref(sshd, empty)
+    first = backend.sync(ref, replica, RECEIVER_A)
+    again = backend.sync(ref, replica, RECEIVER_A)
+    assert again.unchanged and again.snapshot == first.snapshot and again.files == {}
+    (empty / "now").write_bytes(b"x")
+    assert backend.sync(ref, replica, RECEIVER_A).files == tree_hashes(empty)

@@ -208,6 +208,24 @@ def test_agent_reports_what_it_holds(lab):
     assert 'sdcadm_restore_data_last_success_timestamp_seconds{service="sapi",source="hn0"}' in metrics
 
 
+def test_a_cycle_with_nothing_new_keeps_the_copy_and_a_write_is_copied(lab):
+    """Nothing written to sapi0 since the last cycle: the cycle succeeds and
+    keeps the copy the manifest names (no new copy; verify still passes);
+    a write is copied by the next cycle. (The first sync here may still copy:
+    a fingerprint taken within 2 s of a write is not trusted.)"""
+    lab.sync("hn1", "sapi")
+    kept = lab.statuses("hn1")[("hn1", "sapi0")]
+    lab.sync("hn1", "sapi")
+    again = lab.statuses("hn1")[("hn1", "sapi0")]
+    assert again["status"] == "ok" and again["snapshot"] == kept["snapshot"]
+    assert again["last_attempt"] > kept["last_attempt"]
+    assert lab.verify("hn1", "sapi").returncode == 0
+    put(lab.instance("sapi0").url, "after-a-quiet-cycle", b"new\n")
+    lab.sync("hn1", "sapi")
+    assert lab.statuses("hn1")[("hn1", "sapi0")]["snapshot"] != kept["snapshot"]
+    assert (lab.current("hn1", "sapi0") / "after-a-quiet-cycle").read_bytes() == b"new\n"
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 def test_bad_requests_are_refused_and_start_no_sync(lab):

@@ -179,8 +179,8 @@ def test_several_receivers_keep_their_bases(make_backend, source, zfs, tmp_path)
     ra, rb = tmp_path / "hn-a", tmp_path / "hn-b"
     a.sync(source, ra, RECEIVER_A)
     b_first = b.sync(source, rb, RECEIVER_B)
-    change_one_percent(source.path)
-    for _ in range(2):
+    for _ in range(2):   # a change each time: a sync with nothing new makes no snapshot
+        change_one_percent(source.path)
         a.sync(source, ra, RECEIVER_A)
     # B's base survived A's releases (A's first snapshot is gone), held by B only
     snaps = {s.short: s for s in source_snapshots(zfs, source)}
@@ -201,7 +201,10 @@ def test_several_receivers_keep_their_bases(make_backend, source, zfs, tmp_path)
 def test_prune_keeps_n_and_clone(make_backend, source, zfs, tmp_path):
     backend = make_backend("hn0")
     replica = tmp_path / "replica"
-    results = [backend.sync(source, replica, RECEIVER_A) for _ in range(3)]
+    results = []
+    for i in range(3):   # a change each time: a sync with nothing new makes no copy
+        write_random(Path(source.path) / "small" / f"gen{i}.txt", 1000, seed=500 + i)
+        results.append(backend.sync(source, replica, RECEIVER_A))
     assert len(backend.copies(replica)) == 3
     target = tmp_path / "restored" / "data"
     path = backend.clone(replica, target, snapshot=results[1].snapshot)
@@ -349,3 +352,37 @@ def test_sigkill_mid_sync(make_backend, source, zfs, pool, sshd, tmp_path):
     assert after.incremental and after.files == tree_hashes(source.path)
     # the killed sync's snapshot (held by this receiver) was released and so destroyed
     assert [s.short for s in source_snapshots(zfs, source)] == [good.snapshot, after.snapshot]
+
+
+def test_nothing_changed_is_one_round_trip_and_a_change_is_still_received(make_backend, source,
+                                                                         zfs, tmp_path):
+    """With nothing new on either side since the base, a sync keeps the copy
+    it has (the source's new snapshot is released again, nothing is sent);
+    a write to the replica, or a change on the source, is still noticed.
+    (The source is not read in between: reading it changes its atimes.)"""
+    backend = make_backend("hn0")
+    replica = tmp_path / "replica"
+    first = backend.sync(source, replica, RECEIVER_A)
+    same = backend.sync(source, replica, RECEIVER_A)
+    assert same.unchanged and same.snapshot == first.snapshot and same.guid == first.guid
+    assert same.files == first.files and same.bytes_moved == 0
+    assert [(s.short, s.userrefs) for s in source_snapshots(zfs, source)] == [(first.snapshot, 1)]
+    assert [c.name for c in backend.copies(replica)] == [first.snapshot]
+    dataset = backend._dataset(str(replica))
+    assert [s.short for s in zfs.snapshots(dataset)] == [first.snapshot]   # no probe left
+
+    zfs.set(dataset, "readonly", "off")
+    (replica / "mnt" / "stray").write_text("someone wrote here")
+    rolled = backend.sync(source, replica, RECEIVER_A)
+    assert not rolled.unchanged and rolled.snapshot != first.snapshot
+    assert not (replica / "mnt" / "stray").exists() and rolled.files == first.files
+    # a probe snapshot left by a killed sync does not stop the next one
+    zfs.snapshot(f"{dataset}@sdcadm-probe")
+    after = backend.sync(source, replica, RECEIVER_A)
+    assert after.unchanged and after.snapshot == rolled.snapshot
+    assert [s.short for s in zfs.snapshots(dataset)] == [first.snapshot, rolled.snapshot]
+
+    change_one_percent(source.path)
+    changed = backend.sync(source, replica, RECEIVER_A)
+    assert not changed.unchanged and changed.snapshot != rolled.snapshot
+    assert changed.files == tree_hashes(source.path) == tree_hashes(backend.current_path(replica))

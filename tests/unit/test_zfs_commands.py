@@ -93,7 +93,7 @@ def test_snapshot_held_is_one_round_trip_with_values_as_parameters():
     assert argv[:2] == ["sh", "-c"]
     script = argv[2]
     assert script == zfsmod._SNAPSHOT_HELD  # a constant: values never in the script text
-    assert argv[3:] == ["sh", "zfs", "p/a", "p/a@new", "sdcadm-r1", "", "-o",
+    assert argv[3:] == ["sh", "zfs", "p/a", "p/a@new", "sdcadm-r1", "", "", "-o",
                         "sdcadm:hold:r1=sdcadm-r1"]
     for step in ('snapshot "$@" "$snap"', 'hold "$tag" "$snap"', 'destroy -d "$snap"',
                  'get -H -p -r -d 1'):
@@ -322,3 +322,52 @@ def test_command_argv_over_ssh_quotes_the_remote_command():
 
 def test_command_argv_locally_is_the_command_itself():
     assert LocalShell().command_argv(["zfs", "send", Path("/p")]) == ["zfs", "send", "/p"]
+
+
+FAKE_SEND = textwrap.dedent("""\
+    #!/bin/sh
+    echo "$@" >> "$LOG"
+    if [ "$1" = send ]; then cat "$STREAM"; fi
+""")
+
+
+@pytest.mark.parametrize("stream, unchanged", [
+    (bytes.fromhex("0000000000000000accbbaf502000000") + bytes(296)
+     + bytes.fromhex("05000000") + bytes(308), True),                      # BEGIN, END
+    (bytes.fromhex("0000000000000000accbbaf502000000") + bytes(296)
+     + bytes.fromhex("02000000") + bytes(308) + bytes.fromhex("05000000") + bytes(308),
+     False),                                                               # + FREEOBJECTS
+    (bytes.fromhex("0000000000000000accbbaf502000000") + bytes(296)
+     + bytes.fromhex("00000005") + bytes(308), False),                     # big-endian END
+    (b"", False),                                                          # send failed
+])
+def test_snapshot_held_probe_says_unchanged_only_for_an_empty_stream(tmp_path, monkeypatch,
+                                                                    stream, unchanged):
+    log, fake, data = tmp_path / "log", tmp_path / "zfs", tmp_path / "stream"
+    fake.write_text(FAKE_SEND)
+    fake.chmod(0o755)
+    data.write_bytes(stream)
+    monkeypatch.setenv("LOG", str(log))
+    monkeypatch.setenv("STREAM", str(data))
+    snaps, said = Zfs(LocalShell(), str(fake)).snapshot_held(
+        "p/a", "sdcadm-sync-3", "t", release_except="sdcadm-sync-2", probe=True)
+    assert said is unchanged
+    calls = log.read_text().splitlines()
+    assert "send -i p/a@sdcadm-sync-2 p/a@sdcadm-sync-3" in calls
+    # an empty stream: the new snapshot is released again (deferred destroy removes it)
+    assert ("release t p/a@sdcadm-sync-3" in calls) is unchanged
+
+
+def test_unchanged_since_probes_with_a_scratch_snapshot_it_destroys(tmp_path, monkeypatch):
+    log, fake, data = tmp_path / "log", tmp_path / "zfs", tmp_path / "stream"
+    fake.write_text(FAKE_SEND)
+    fake.chmod(0o755)
+    data.write_bytes(bytes.fromhex("0000000000000000accbbaf502000000") + bytes(296)
+                     + bytes.fromhex("05000000") + bytes(308))
+    monkeypatch.setenv("LOG", str(log))
+    monkeypatch.setenv("STREAM", str(data))
+    assert Zfs(LocalShell(), str(fake)).unchanged_since("p/a@base", "probe") is True
+    assert log.read_text().splitlines() == [
+        "snapshot p/a@probe", "send -i p/a@base p/a@probe", "destroy p/a@probe"]
+    data.write_bytes(b"")
+    assert Zfs(LocalShell(), str(fake)).unchanged_since("p/a@base", "probe") is False
