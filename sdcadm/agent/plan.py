@@ -182,10 +182,12 @@ def _plan_one(d, here, now, may_start):
         return actions + ([Stop(d)] if here.alive or here.state != "stopped" else [])
     if (here.alive and here.child) or not may_start:
         return actions
+    # Started before the new generation is recorded (instance.json, fsynced):
+    # a restore waits for the process, not for the record.
     if here.alive:  # a previous agent's process: ours must run in our process group
-        return actions + [Start(d, replace_stale=True)]
+        return [Start(d, replace_stale=True)] + actions
     if now >= here.not_before:
-        return actions + [Start(d)]
+        return [Start(d)] + actions
     return actions
 
 

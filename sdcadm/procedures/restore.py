@@ -383,10 +383,13 @@ class RestoreServices(Procedure):
         """Wait until ``inst`` answers its health check; None then. The reason
         when this server's agent refused its copy instead (no wait fixes that)."""
         agent = ctx.agents.client(self.plan.me.agent_url, timeout=2.0)
+        # Polled every 20 ms (a level ends when its last instance answers, and
+        # the next waits for that); the agent asked about a refusal every 0.5 s.
         return wait_healthy_unless(inst.url + "/ping", self.timeout,
                                    f"{inst.alias} to answer at {inst.url}",
-                                   probe=ctx.prober.probe,
-                                   refusal=lambda: agent.seed_refusal(inst.uuid))[1]
+                                   interval=RESTORE_POLL, probe=ctx.prober.probe,
+                                   refusal=lambda: agent.seed_refusal(inst.uuid),
+                                   every=round(0.5 / RESTORE_POLL))[1]
 
     def _move_level(self, ctx, targets):
         """Move a dependency level here in one commit (its agent then starts
@@ -459,6 +462,9 @@ class RestoreServices(Procedure):
             lines.append(f"restored {len(rows)} instance(s) in "
                          f"{max(r['rto_s'] for _, r in rows):.2f}s")
         return lines
+
+
+RESTORE_POLL = 0.02
 
 
 def _this_server(config, store):

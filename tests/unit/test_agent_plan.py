@@ -107,7 +107,7 @@ def test_a_newer_generation_on_this_server_keeps_running():
     new = replace(old, generation=3)
     assert plan([new], {old.uuid: here(old)}, ME, now=0) == [RecordGeneration(new)]
     dead = {old.uuid: here(old, alive=False, child=False, state="failed")}
-    assert plan([new], dead, ME, now=0) == [RecordGeneration(new), Start(new)]
+    assert plan([new], dead, ME, now=0) == [Start(new), RecordGeneration(new)]
 
 
 def test_removals_come_before_starts():
@@ -132,12 +132,12 @@ def test_instances_to_provision_or_start_in_a_row_make_one_concurrent_step():
     a, b, c, d, e = inst(1), inst(2), inst(3), inst(4), inst(5)
     stop_all = StopAll((c,), "fenced")
     actions = [stop_all, Provision(a), Start(a), Provision(b), Start(b), Provision(c),
-               RecordGeneration(d), Start(d), Stop(inst(6)), Provision(e), Start(e)]
+               Start(d), RecordGeneration(d), Stop(inst(6)), Provision(e), Start(e)]
     assert concurrent_steps(actions) == [
         [[stop_all]],
         # staged ahead (d): recorded and started beside those provisioned now
         [[Provision(a), Start(a)], [Provision(b), Start(b)], [Provision(c)],
-         [RecordGeneration(d), Start(d)]],
+         [Start(d), RecordGeneration(d)]],
         [[Stop(inst(6))]],                        # a stop: a step of its own, a run ends
         [[Provision(e), Start(e)]],
     ]
@@ -175,7 +175,7 @@ def test_a_staged_instance_still_placed_elsewhere_is_left_alone_until_its_wait_e
 def test_a_staged_instance_moved_here_is_started_without_provisioning_again():
     i = inst(1)
     moved = replace(i, generation=2, state="provisioning")
-    assert plan([moved], {i.uuid: staged(i)}, ME, now=0) == [RecordGeneration(moved), Start(moved)]
+    assert plan([moved], {i.uuid: staged(i)}, ME, now=0) == [Start(moved), RecordGeneration(moved)]
     # unless the move changed what it runs (another address): provisioned again
     other_ip = replace(moved, admin_ip="127.99.99.99")
     assert plan([other_ip], {i.uuid: staged(i)}, ME, now=0) == [Provision(other_ip), Start(other_ip)]

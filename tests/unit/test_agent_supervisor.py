@@ -252,7 +252,7 @@ def test_a_staged_instance_is_provisioned_not_started_then_started_by_its_move(t
     assert sup.actions.done == [("Provision", "sapi0")]
     store.instances[INST.uuid] = replace(INST, generation=2)  # the restore's move
     sup.run_once()
-    assert sup.actions.done[1:] == [("RecordGeneration", "sapi0"), ("Start", "sapi0")]
+    assert sup.actions.done[1:] == [("Start", "sapi0"), ("RecordGeneration", "sapi0")]
 
 
 def test_a_staged_instance_whose_move_never_comes_is_destroyed(tmp_path):
