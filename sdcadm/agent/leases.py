@@ -90,8 +90,14 @@ class LeaseKeeper:
                     # Started after this ownership read began (e.g. just restored
                     # here): the read cannot tell; the supervisor's next one will.
                     continue
-                entry.deadline = deadline if uuid in owned else instance_lease.REVOKED
-                self._write(uuid, entry.deadline)
+                new = deadline if uuid in owned else instance_lease.REVOKED
+                if new == entry.deadline:
+                    # The file says so already: a pass's renewal counts from the
+                    # last heartbeat (no later), so most passes change nothing,
+                    # and a restore's passes come many a second.
+                    continue
+                if self._write(uuid, new):
+                    entry.deadline = new  # what the instance reads, no more
             self._cond.notify_all()
 
     def grant(self, uuid):
@@ -109,7 +115,13 @@ class LeaseKeeper:
         if pidfd is None:
             return
         if deadline is None:
-            deadline = self.deadline() or instance_lease.REVOKED
+            # What ``grant`` wrote for it: renewals compare with the file's
+            # deadline, so the entry must hold exactly that.
+            deadline = instance_lease.read(self.path(uuid), uuid)[0]
+            if deadline is None:  # not granted: grant it now
+                deadline = self.deadline() or instance_lease.REVOKED
+                if not self._write(uuid, deadline):
+                    deadline = instance_lease.REVOKED
         with self._cond:
             self._drop(uuid)
             self._entries[uuid] = Entry(name, pidfd, deadline, attached=self.clock())
@@ -177,9 +189,12 @@ class LeaseKeeper:
             os.close(entry.pidfd)
 
     def _write(self, uuid, deadline):
+        """Write a lease file; False (logged) when it could not be written."""
         try:
             instance_lease.write(self.path(uuid), deadline, uuid)
+            return True
         except OSError as e:
             # The instance then finds its lease invalid (or it runs out): safe.
             log.error("cannot write the lease of instance %s: %s", uuid, e,
                       extra={"event": "lease-write-failed", "instance": uuid})
+            return False

@@ -191,3 +191,30 @@ def test_the_keeper_stops_a_sigterm_ignoring_instance_by_its_lease_end(tmp_path)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_renewal_that_changes_no_deadline_writes_no_file(tmp_path, monkeypatch):
+    """A supervisor pass renews from the last heartbeat, no later: during a
+    restore, passes come many a second and must not rewrite every lease."""
+    clock = [100.0]
+    k = keeper(tmp_path, clock)
+    a = UUID.format(7)
+    k.layout.zone(a).mkdir(parents=True)
+    k.renew(100.0, {a})
+    proc = child(tmp_path, "a", uuid=a)
+    try:
+        k.grant(a)
+        k.attach(a, a, proc.pid)
+        writes = []
+        real = instance_lease.write
+        monkeypatch.setattr(instance_lease, "write",
+                            lambda path, deadline, uuid: (writes.append(deadline),
+                                                          real(path, deadline, uuid)))
+        k.renew(99.0, {a})          # older than what holds: nothing to write
+        k.renew(100.0, {a})         # the same confirmation again: nothing either
+        assert writes == []
+        k.renew(101.0, {a})         # a newer heartbeat: written
+        assert writes == [111.0] and instance_lease.read(k.path(a), a) == (111.0, None)
+    finally:
+        proc.kill()
+        proc.wait()
