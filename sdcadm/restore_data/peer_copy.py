@@ -219,7 +219,11 @@ class PeerPull:
                     "signed manifest: " + "; ".join(problems[:5])
                     + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
                     hint=HINT)
-        timings = dict(stats["timings"], **result.timings, check=check_s)
+        # The backend's own "check" (its nothing-changed gate) is not this
+        # manifest check: both kept, under their own names.
+        timings = {**stats["timings"],
+                   **{("gate" if k == "check" else k): v for k, v in result.timings.items()},
+                   "check": check_s}
         pulled = None if result.unchanged else (result.snapshot, before)
         return dict(want, snapshot=result.snapshot), pulled, \
             {"bytes_moved": int(result.bytes_moved or 0), "timings": timings}
