@@ -56,6 +56,7 @@ class LeaseKeeper:
         self.clock = clock
         self.confirmed = None        # clock() reading of the last confirmation
         self._entries = {}           # uuid -> Entry
+        self._granted = {}           # uuid -> the deadline grant() wrote, until attach()
         self._cond = threading.Condition()
 
     # -- what the supervisor asks ------------------------------------------------
@@ -103,7 +104,10 @@ class LeaseKeeper:
     def grant(self, uuid):
         """Write the lease of an instance about to start; return its path."""
         path = self.path(uuid)
-        instance_lease.write(path, self.deadline() or instance_lease.REVOKED, uuid)
+        deadline = self.deadline() or instance_lease.REVOKED
+        instance_lease.write(path, deadline, uuid)
+        with self._cond:
+            self._granted[uuid] = deadline
         return path
 
     def attach(self, uuid, name, pid, deadline=None):
@@ -117,7 +121,8 @@ class LeaseKeeper:
         if deadline is None:
             # What ``grant`` wrote for it: renewals compare with the file's
             # deadline, so the entry must hold exactly that.
-            deadline = instance_lease.read(self.path(uuid), uuid)[0]
+            with self._cond:
+                deadline = self._granted.pop(uuid, None)
             if deadline is None:  # not granted: grant it now
                 deadline = self.deadline() or instance_lease.REVOKED
                 if not self._write(uuid, deadline):

@@ -11,7 +11,6 @@ lab running around it, and times spawn to first ``/ping`` answer.
 """
 
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -20,10 +19,15 @@ import time
 from pathlib import Path
 
 from sdcadm.health import probe
+from sdcadm.lab import images
 
-WORKLOAD = Path(__file__).parent / "workload" / "workload.py"
-LEASE_MODULE = Path(__file__).parent.parent / "instance_lease.py"
 TIMEOUT = 30.0
+
+
+def image_files():
+    """{name: bytes} of what every lab image holds (``lab/images.py``)."""
+    return {images.WORKLOAD: images.workload_source(),
+            images.LEASE_LIBRARY: images.lease_library_source()}
 
 
 def _free_port(host):
@@ -41,10 +45,10 @@ def start_to_answer(host="127.0.0.1", timeout=TIMEOUT, poll=0.005):
            "SDC_INSTANCE_DATA": "", "SDC_INSTANCE_LEASE": ""}
     url = f"http://{host}:{port}/ping"
     with tempfile.TemporaryDirectory(prefix="sdcadm-floor-") as root:
-        for module in (WORKLOAD, LEASE_MODULE):
-            shutil.copyfile(module, Path(root) / module.name)
+        for name, content in image_files().items():
+            (Path(root) / name).write_bytes(content)
         started = time.monotonic()
-        proc = subprocess.Popen(["python3", "workload.py"], cwd=root, env=env,
+        proc = subprocess.Popen(["python3", images.WORKLOAD], cwd=root, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:

@@ -9,9 +9,7 @@ def test_a_workload_laid_out_as_its_image_starts_and_answers():
     assert seconds is not None and 0 < seconds < floor.TIMEOUT
 
 
-def test_a_workload_that_never_answers_gives_no_floor(monkeypatch, tmp_path):
-    broken = tmp_path / "workload.py"
-    broken.write_text("raise SystemExit(3)\n")
-    monkeypatch.setattr(floor, "WORKLOAD", broken)
+def test_a_workload_that_never_answers_gives_no_floor(monkeypatch):
+    monkeypatch.setattr(floor, "image_files", lambda: {"workload.py": b"raise SystemExit(3)\n"})
     assert floor.start_to_answer() is None
     assert floor.floor_s(runs=2) is None
