@@ -46,6 +46,9 @@ SPEC = {
     "admin_ip_quarantine": ((int, float), 600.0,
                             "seconds a released admin address waits before another owner may "
                             "take it (a client may still point at it)"),
+    "listing": (str, "auto", "where server ls, insts and svcs read: auto (on etcd, this "
+                             "server's agent's listing cache, else the store), store, or agent "
+                             "(the agent's cache or an error)"),
     "usbkey_dir": (str, "/usbkey", "a headnode's copy of what makes it a headnode (images, "
                                    "platforms, secrets...): the headnode bundle is built from it"),
     "datasets": {
@@ -497,6 +500,9 @@ def load_config(path=None, environ=None):
     if values["datasets"]["backend"] not in ("dir", "zfs"):
         problems.append(f"{path}: key 'datasets.backend' must be dir or zfs, "
                         f"got {shown(values['datasets']['backend'])}")
+    if values["listing"] not in ("auto", "store", "agent"):
+        problems.append(f"{path}: key 'listing' must be auto, store or agent, "
+                        f"got {shown(values['listing'])}")
     problems += range_problems(values, str(path))
     problems += store_problems(values, str(path))
     problems += fencing_problems(values, str(path))

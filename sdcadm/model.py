@@ -5,6 +5,7 @@ Every record converts to and from a JSON-able dict (``to_dict`` /
 """
 
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 
 SERVER_RUNNING = "running"
 SERVER_UNREACHABLE = "unreachable"
@@ -23,11 +24,18 @@ class Record:
 
     @classmethod
     def from_dict(cls, data):
-        names = {f.name for f in fields(cls)}
+        names = _field_names(cls)
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self):
         return asdict(self)
+
+
+@cache
+def _field_names(cls):
+    """A record class's field names (``fields()`` builds them again on every
+    call: 10,000 servers listed paid for it 10,000 times)."""
+    return frozenset(f.name for f in fields(cls))
 
 
 @dataclass

@@ -15,6 +15,9 @@ are JSON: ``{"error": "<word>", "message": "<what and how to fix>"}``.
                                        procedure assigned an instance here
     GET  /v1/images/<uuid>/file        an image's file, for a server that lacks it
                                        (agent/image_fetch.py checks its sha256)
+    GET  /v1/listing/servers           every server and whether it is alive, from memory
+    GET  /v1/listing/instances         instances by column (?fields=a,b&service=&server_uuid=);
+                                       both wait for ?min_revision= (agent/listing.py)
     GET  /v1/restore-data              what this headnode holds (per service and instance)
     POST /v1/restore-data/sync         sync now; body {"services": [...], "reseed": false}
                                        (optional); streams NDJSON events, the last a
@@ -54,6 +57,8 @@ ROUTES = (
     ("POST", re.compile(r"/v1/instances/stage"), "stage"),
     ("POST", re.compile(r"/v1/reconcile"), "reconcile"),
     ("GET", re.compile(rf"/v1/images/(?P<uuid>{_UUID})/file"), "image_file"),
+    ("GET", re.compile(r"/v1/listing/servers"), "listing_servers"),
+    ("GET", re.compile(r"/v1/listing/instances"), "listing_instances"),
     ("GET", re.compile(r"/v1/restore-data"), "restore_data"),
     ("POST", re.compile(r"/v1/restore-data/sync"), "restore_data_sync"),
     ("GET", re.compile(r"/metrics"), "metrics"),
@@ -227,6 +232,15 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 shutil.copyfileobj(f, self.wfile, 1 << 20)
+
+    def _listing_servers(self):
+        self._send(200, self.server.agent.listings.servers(self._query()), "application/json")
+
+    def _listing_instances(self):
+        self._send(200, self.server.agent.listings.instances(self._query()), "application/json")
+
+    def _query(self):
+        return self.path.split("?", 1)[1] if "?" in self.path else ""
 
     def _restore_data(self):
         self._json(200, self.server.agent.restore_data_held())

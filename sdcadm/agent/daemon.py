@@ -21,6 +21,7 @@ from sdcadm.agent.connection import StoreHandle
 from sdcadm.agent.delegate_datasets import for_config as datasets_for_config
 from sdcadm.agent.heartbeat import Heartbeat
 from sdcadm.agent.image_fetch import PeerImages
+from sdcadm.agent.listing import Listings
 from sdcadm.agent.metrics import AgentMetrics
 from sdcadm.agent.provision import Layout
 from sdcadm.agent.register import Registration
@@ -84,6 +85,7 @@ class Agent:
 
         self.restore_data = RestoreDataScheduler(config, self.stores, self.metrics)
         self.watcher = AssignmentWatcher(self.me, self.stores, self.supervisor.wake)
+        self.listings = Listings(self.stores)
         try:
             self.api = make_server(config.agent.listen, config.agent.port, self, token)
         except OSError as e:
@@ -211,6 +213,7 @@ class Agent:
         """Stop serving and supervising; instances keep running."""
         self._stop.set()
         self.watcher.cancel()
+        self.listings.stop()
         self.supervisor.wake.set()
         self.api.shutdown()
         self.api.server_close()

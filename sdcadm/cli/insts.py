@@ -112,7 +112,9 @@ def insts(state, filters, output):
     """
     filters = parse_filters(filters)
     state.check_services(filters.get("service", []))
-    render_columns(instance_columns(state.store, filters, listed_fields(output)), output)
+    from sdcadm.cli.listing import listing_for
+
+    render_columns(instance_columns(listing_for(state), filters, listed_fields(output)), output)
 
 
 SERVICE_FIELDS = ["name", "ha", "delegate_dataset", "instances", "critical", "singleton",
@@ -149,5 +151,7 @@ def svcs(state, output):
     dataset (persistent data). INSTANCES: how many the DC store has.
     CRITICAL: the DC cannot provision without it.
     """
-    counts = Counter(i.service for i in state.store.list_instances())
+    from sdcadm.cli.listing import listing_for
+
+    counts = Counter(listing_for(state).instance_columns(["service"])["service"])
     render(service_rows(state.catalog, state.store.list_services(), counts), output)

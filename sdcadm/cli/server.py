@@ -89,8 +89,11 @@ def ls(state, output):
     from the current one, F fenced (declared dead; it must not run what it
     no longer owns).
     """
-    store = state.store
-    servers = store.list_servers()
-    primary = primary_headnode(servers, [i.server_uuid for i in store.list_instances(service=PRIMARY_SERVICE)])
+    from sdcadm.cli.listing import listing_for
+
+    listing = listing_for(state)
+    servers = listing.list_servers()
+    primary = primary_headnode(servers, listing.instance_columns(
+        ["server_uuid"], service=PRIMARY_SERVICE)["server_uuid"])
     render(server_rows(servers, primary, context.now(), state.config.agent.heartbeat_timeout), output)
 

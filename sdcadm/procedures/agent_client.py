@@ -125,6 +125,11 @@ class AgentClient:
         caller checks it, ``planning.read_holdings``)."""
         return self._call("GET", "/v1/restore-data")
 
+    def listing(self, path):
+        """``GET /v1/listing/...``: the agent's listing cache (remote input:
+        the caller checks it, ``cli/listing.py``)."""
+        return self._call("GET", path)
+
     def reconcile(self):
         """Ask for a supervisor pass now (best effort: the agent's own schedule
         gets there anyway)."""

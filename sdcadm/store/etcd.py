@@ -34,6 +34,7 @@ from sdcadm.store.etcd_leases import Leases
 # A transaction lost to concurrent writers is decided again; a store this busy
 # for this long is not going to calm down by itself.
 _ATTEMPTS = 200
+_STATES_PER_TXN = 50
 
 
 def _listed(instances):
@@ -91,7 +92,40 @@ class EtcdStore(Leases, Store):
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise StoreError(f"{self.describe()} has schema version {version!r}, newer than "
                              f"this sdcadm knows ({SCHEMA_VERSION})", hint="upgrade sdcadm")
+        if version < 2:
+            self._upgrade()
         return self
+
+    def _upgrade(self):
+        """Schema 1 -> 2: the ``placed/`` copy of every instance and the
+        ``hostnames/`` key of every server, then ``meta/schema`` = 2, which
+        commits only if ``meta/revision`` did not move meanwhile (every model
+        write moves it): a write that raced the copy makes it start over, so
+        the copies are complete and right when the version says so. Writers of
+        this version keep them from then on; ``open()`` returns only after it."""
+        dirs = [self.keys.dir(kind) for kind in ("servers", "instances", "placed", "hostnames")]
+        for _ in range(_ATTEMPTS):
+            _, _, (revision, servers, instances, placed, hostnames) = self.client.txn_read(
+                [], [read(self.keys.revision)] + [read(d, prefix=True) for d in dirs])
+            want = {}
+            for kv in instances:
+                inst = record(Instance, kv)
+                want[self.keys.placed(inst.server_uuid, inst.uuid)] = kv["value"]
+            for kv in servers:
+                server = record(Server, kv)
+                want[self.keys.hostname(server.hostname)] = encode(server.uuid)
+            have = {kv["key"]: kv["value"] for kv in placed + hostnames}
+            ops = ([put(k, v) for k, v in want.items() if have.get(k) != v]
+                   + [delete(k) for k in have if k not in want])
+            for start in range(0, len(ops), 100):   # etcd's --max-txn-ops is 128
+                self.client.txn([], ops[start:start + 100])
+            mod = revision[0]["mod_revision"] if revision else 0
+            ok, _ = self.client.txn([same_mod(self.keys.revision, mod)],
+                                    [put(self.keys.schema, encode(SCHEMA_VERSION))])
+            if ok:
+                return
+        raise StoreError(f"{self.describe()}: upgrading the schema lost to other writers "
+                         f"{_ATTEMPTS} times", hint="retry when the DC is quieter")
 
     def initialize(self):
         # Each key only if it is missing: idempotent, never resets the revision
@@ -174,18 +208,22 @@ class EtcdStore(Leases, Store):
         checks.check_server(server)
 
         def decide(reads):
-            # meta/revision is compared: no other server can take the hostname
-            # between this scan and the commit.
-            for other in self._all(Server, "servers"):
-                if other.hostname == server.hostname and other.uuid != server.uuid:
-                    raise Conflict(f"a server named {server.hostname!r} already exists "
-                                   f"({other.uuid})",
-                                   hint="choose another hostname, or delete that server first")
-            old = reads.get(self.keys.server(server.uuid))
+            # hostnames/<name> is read and compared: no other server can take
+            # the hostname between this read and the commit.
+            old, owner = reads.get_many([self.keys.server(server.uuid),
+                                         self.keys.hostname(server.hostname)])
+            if owner is not None and decode(owner) != server.uuid:
+                raise Conflict(f"a server named {server.hostname!r} already exists "
+                               f"({decode(owner)})",
+                               hint="choose another hostname, or delete that server first")
             value = server.to_dict()
             value.pop("last_heartbeat")  # the heartbeat key's, not the record's
             value["generation"] = record(Server, old).generation + 1 if old else 1
-            return [put(self.keys.server(server.uuid), encode(value))], None
+            ops = [put(self.keys.server(server.uuid), encode(value)),
+                   put(self.keys.hostname(server.hostname), encode(server.uuid))]
+            if old is not None and record(Server, old).hostname != server.hostname:
+                ops.append(delete(self.keys.hostname(record(Server, old).hostname)))
+            return ops, None
 
         self._write(decide)
 
@@ -193,15 +231,19 @@ class EtcdStore(Leases, Store):
         checks.check_server(server)
 
         def decide(reads):
-            # meta/revision is compared: nobody registers the UUID or takes the
-            # hostname between this scan and the commit.
-            for other in self._all(Server, "servers"):
-                if other.uuid == server.uuid or other.hostname == server.hostname:
-                    checks.refuse_registration(server, other.uuid, other.hostname)
+            # Both keys are read and compared: nobody registers the UUID or
+            # takes the hostname between this read and the commit.
+            old, owner = reads.get_many([self.keys.server(server.uuid),
+                                         self.keys.hostname(server.hostname)])
+            if old is not None:
+                checks.refuse_registration(server, server.uuid, record(Server, old).hostname)
+            if owner is not None:
+                checks.refuse_registration(server, decode(owner), server.hostname)
             value = server.to_dict()
             value.pop("last_heartbeat")
             value["generation"] = 1
-            return [put(self.keys.server(server.uuid), encode(value))], None
+            return [put(self.keys.server(server.uuid), encode(value)),
+                    put(self.keys.hostname(server.hostname), encode(server.uuid))], None
 
         self._write(decide)
 
@@ -218,20 +260,15 @@ class EtcdStore(Leases, Store):
     def assignment(self, server_uuid):
         _, _, (server, beat, instances, revision) = self.client.txn_read([], [
             read(self.keys.server(server_uuid)), read(self.keys.heartbeat(server_uuid)),
-            read(self.keys.dir("instances"), prefix=True), read(self.keys.revision)])
+            read(self.keys.placed(server_uuid), prefix=True), read(self.keys.revision)])
         server = server and self._with_heartbeat(record(Server, server[0]), beat and beat[0])
         return (server, self._assigned(instances, server_uuid),
                 decode(revision[0]) if revision else 0)
 
     def watch_assignment(self, server_uuid, on_change):
-        def on_event(kv, prev):
-            if kv is None and prev is None:  # (re)connected, or deleted unseen
-                on_change()
-            elif any(x is not None and decode(x).get("server_uuid") == server_uuid
-                     for x in (kv, prev)):
-                on_change()
-
-        return Watch(self.client, self.keys.dir("instances"), on_event)
+        # Only this server's copies: an instance moved here is put under its
+        # prefix, one moved away deleted from it, one changed rewritten there.
+        return Watch(self.client, self.keys.placed(server_uuid), lambda kv, prev: on_change())
 
     @staticmethod
     def _assigned(instance_kvs, server_uuid):
@@ -260,10 +297,11 @@ class EtcdStore(Leases, Store):
             checks.check_generation("server", uuid, kv and record(Server, kv).generation,
                                     expected_generation)
             # meta/revision is compared: no instance can be assigned to it meanwhile.
-            owned = sorted(i.alias for i in self._all(Instance, "instances")
-                           if i.server_uuid == uuid)
+            owned = sorted(record(Instance, kv).alias
+                           for kv in self.client.prefix(self.keys.placed(uuid)))
             checks.check_owns_nothing(uuid, owned)
-            return [delete(kv["key"]), delete(self.keys.heartbeat(uuid))], None
+            return [delete(kv["key"]), delete(self.keys.heartbeat(uuid)),
+                    delete(self.keys.hostname(record(Server, kv).hostname))], None
 
         self._write(decide)
 
@@ -288,7 +326,7 @@ class EtcdStore(Leases, Store):
             if reads.get(self.keys.alias(instance.alias)):
                 raise Conflict(f"an instance with alias {instance.alias!r} already exists",
                                hint="choose another alias")
-            return [put(self.keys.instance(instance.uuid), encode(instance.to_dict())),
+            return [*self._instance_ops(instance),
                     put(self.keys.alias(instance.alias), encode(instance.uuid))], None
 
         self._write(decide)
@@ -297,9 +335,21 @@ class EtcdStore(Leases, Store):
         return self._one(Instance, self.keys.instance(uuid), f"no instance with UUID {uuid}")
 
     def list_instances(self, service=None, server_uuid=None):
-        return _listed(i for i in self._all(Instance, "instances")
+        kvs = self.client.prefix(self.keys.dir("instances") if server_uuid is None
+                                 else self.keys.placed(server_uuid))
+        return _listed(i for i in (record(Instance, kv) for kv in kvs)
                        if (service is None or i.service == service)
                        and (server_uuid is None or i.server_uuid == server_uuid))
+
+    def _instance_ops(self, new, old=None):
+        """Puts of an instance's record and of its copy under its server, and
+        the delete of the copy under the server it left."""
+        value = encode(new.to_dict())
+        ops = [put(self.keys.instance(new.uuid), value),
+               put(self.keys.placed(new.server_uuid, new.uuid), value)]
+        if old is not None and old.server_uuid != new.server_uuid:
+            ops.append(delete(self.keys.placed(old.server_uuid, old.uuid)))
+        return ops
 
     def move_instances(self, moves):
         checks.check_moves(moves)
@@ -313,7 +363,7 @@ class EtcdStore(Leases, Store):
                                         expected_generation)
                 new = Instance.from_dict({**old.to_dict(), **changes,
                                           "generation": old.generation + 1})
-                ops.append(put(kv["key"], encode(new.to_dict())))
+                ops += self._instance_ops(new, old)
                 if new.alias != old.alias:
                     if reads.get(self.keys.alias(new.alias)):
                         raise Conflict(f"an instance with alias {new.alias!r} already exists")
@@ -325,6 +375,15 @@ class EtcdStore(Leases, Store):
         return self._write(decide)
 
     def set_instance_states(self, updates):
+        # Each state is its owner's report on one instance: none needs another's
+        # transaction, and etcd takes at most 128 operations (--max-txn-ops) in
+        # one, two per instance here (the record and its copy).
+        owned = []
+        for start in range(0, len(updates), _STATES_PER_TXN):
+            owned += self._set_states(updates[start:start + _STATES_PER_TXN])
+        return owned
+
+    def _set_states(self, updates):
         def decide(reads):
             ops, owned = [], []
             kvs = reads.get_many([self.keys.instance(uuid) for uuid, _, _, _ in updates])
@@ -335,7 +394,7 @@ class EtcdStore(Leases, Store):
                              == (server_uuid, generation))
                 if owned[-1] and inst.state != state:
                     inst.state = state
-                    ops.append(put(kv["key"], encode(inst.to_dict())))
+                    ops += self._instance_ops(inst)
             return ops or None, owned
 
         return self._write(decide)
@@ -348,7 +407,8 @@ class EtcdStore(Leases, Store):
             inst = record(Instance, kv)
             if expected_generation is not None and inst.generation != expected_generation:
                 raise Conflict(f"instance {uuid} changed generation; not deleted")
-            return [delete(kv["key"]), delete(self.keys.alias(inst.alias))], None
+            return [delete(kv["key"]), delete(self.keys.alias(inst.alias)),
+                    delete(self.keys.placed(inst.server_uuid, uuid))], None
 
         self._write(decide)
 

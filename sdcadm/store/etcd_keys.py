@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from sdcadm.errors import StoreError
 
-SCHEMA_VERSION = 1
+# 2: placed/<server>/<instance> copies and hostnames/<hostname> (``upgrade``)
+SCHEMA_VERSION = 2
 
 
 def _part(name):
@@ -47,6 +48,17 @@ class Keys:
 
     def alias(self, alias):
         return self._at("aliases", alias)
+
+    def placed(self, server_uuid, instance_uuid=None):
+        """The copy of an instance's record under the server that owns it (one
+        prefix per server: an agent reads and watches its own, not the DC's);
+        without ``instance_uuid``, the server's prefix."""
+        if instance_uuid is None:
+            return self.dir("placed", server_uuid)
+        return self._at("placed", server_uuid, instance_uuid)
+
+    def hostname(self, hostname):
+        return self._at("hostnames", hostname)
 
     def image(self, uuid):
         return self._at("images", uuid)

@@ -239,3 +239,40 @@ def test_images_reach_the_other_servers_over_the_network(lab):
             body = (images / f"{image}.file").read_bytes()
             record = json.loads((images / f"{image}.json").read_text())
             assert hashlib.sha256(body).hexdigest() == record["sha256"]
+
+
+GHOST = "9b9b9b9b-0000-4000-8000-000000000001"
+GHOST_INST = "9c9c9c9c-0000-4000-8000-000000000001"
+
+
+def test_listings_come_from_the_agents_cache_and_show_a_write_at_once(lab):
+    """On etcd, `server ls` and `insts` read their headnode agent's cache (kept
+    current by a watch): the same rows as the store itself, and a record written
+    through the store's network API is in the very next listing."""
+    from sdcadm.config import load_config
+    from sdcadm.model import Instance, Server
+    from sdcadm.store import open_store
+
+    env = env_of(str(lab.path), "hn1")
+
+    def listed(command, where):
+        out = run("sdcadm", *command, "-j", env=dict(env, SDCADM_LISTING=where)).stdout
+        return [{k: v for k, v in row.items() if k not in ("heartbeat_age", "last_heartbeat")}
+                for row in json.loads(out)]
+
+    for command in (["server", "ls"], ["insts"], ["svcs"]):
+        assert listed(command, "agent") == listed(command, "store"), command
+    store = open_store(load_config(env["SDCADM_CONFIG"]))
+    store.register_server(Server(GHOST, "ghost", "10.99.0.1"))
+    try:
+        assert "ghost" in {r["hostname"] for r in listed(["server", "ls"], "agent")}
+        store.create_instance(Instance(uuid=GHOST_INST, alias="listed0", service="listed",
+                                       server_uuid=GHOST, image=GHOST, admin_ip="10.99.0.2"))
+        rows = listed(["insts", "alias=listed0"], "agent")
+        assert [(r["alias"], r["hostname"]) for r in rows] == [("listed0", "ghost")]
+        store.delete_instance(GHOST_INST)
+        assert listed(["insts", "alias=listed0"], "agent") == []
+    finally:
+        store.delete_instance(GHOST_INST)
+        store.delete_server(GHOST, store.get_server(GHOST).generation)
+    assert "ghost" not in {r["hostname"] for r in listed(["server", "ls"], "agent")}
