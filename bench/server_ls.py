@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Benchmark `sdcadm server ls` and `sdcadm insts` on big DC stores.
 
-Fills a sqlite store with 1,000 servers / 5,000 instances and another with
+``--backend etcd``: the same DC on a one-member etcd (bench/etcd_dc.py), with
+hn0's agent running, whose listing cache the commands read
+(agent/listing.py): the first listing after the agent starts (the cache reads
+the whole store), then the runs as below, then each command once reading the
+store itself (``SDCADM_LISTING=store``), for comparison.
+
+sqlite (default): fills a sqlite store with 1,000 servers / 5,000 instances and another with
 10,000 servers / 50,000 instances, then runs each command as a whole process
 (interpreter start, imports, config, store, render) N times and reports the
 best and the median wall time, with `-H` and with the default table, stdout
 to /dev/null. Prints ONE JSON line. Target: <= 1.0 s per command at 10k
 (reported as met or not, never asserted).
 
-    .venv/bin/python bench/server_ls.py [--runs 5] [--keep DIR]
+    .venv/bin/python bench/server_ls.py [--runs 5] [--keep DIR] [--backend etcd]
 """
 
 import argparse
@@ -89,18 +95,81 @@ def time_command(argv, env, runs):
             "cpu_best_s": round(min(cpu), 3)}
 
 
+COMMANDS = [("server_ls_H", ["server", "ls", "-H"]), ("server_ls_table", ["server", "ls"]),
+            ("insts_H", ["insts", "-H"]), ("insts_table", ["insts"])]
+
+
+def wait_agent(config, seconds=60):
+    from sdcadm.cli.listing import agent_url
+    from sdcadm.config import load_config, read_token
+    from sdcadm.procedures.agent_client import AgentClient
+
+    loaded = load_config(str(config))
+    client = AgentClient(agent_url(loaded), read_token(loaded.agent.token_file))
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return client.ping()
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def etcd_size(workdir, n_servers, n_instances, runs, env, index):
+    """One size on etcd: fill (once), hn0's agent, cold, warm and direct runs."""
+    import etcd_dc
+
+    label = f"{n_servers // 1000}k"
+    base = workdir / f"etcd-{label}"
+    address = f"127.88.0.{index + 1}"
+    server = etcd_dc.start_etcd(base / "etcd", address, 23790, 23800)
+    agent = None
+    try:
+        built = 0.0
+        if not (base / "filled").exists():
+            started = time.perf_counter()
+            etcd_dc.fill(server.endpoint, n_servers, n_instances)
+            built = round(time.perf_counter() - started, 1)
+            (base / "filled").touch()
+        config = etcd_dc.headnode_config(base, server.endpoint, address, 5309)
+        agent = etcd_dc.Agent(config, base / "agent.log")
+        wait_agent(config)
+        run_env = dict(env, SDCADM_CONFIG=str(config))
+        entry = {"servers": n_servers, "instances": n_instances, "fill_s": built}
+        # the first listing: the agent's cache reads the whole store
+        entry["first_insts_H"] = time_command(sdcadm_argv() + ["insts", "-H"], run_env, 1)
+        for name, argv in COMMANDS:
+            entry[name] = time_command(sdcadm_argv() + argv, dict(run_env, SDCADM_LISTING="agent"),
+                                       runs)
+        entry["agent_peak_rss_mib"] = agent.rss_mib()
+        entry["direct"] = {name: time_command(sdcadm_argv() + argv,
+                                              dict(run_env, SDCADM_LISTING="store"), 1)
+                           for name, argv in COMMANDS}
+        return label, entry
+    finally:
+        if agent is not None:
+            agent.stop()
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per command (default 5)")
     parser.add_argument("--keep", metavar="DIR", help="build the stores in DIR and keep them "
                         "(reused when present)")
+    parser.add_argument("--backend", choices=["sqlite", "etcd"], default="sqlite")
     args = parser.parse_args()
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="sdcadm-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
     results = {}
     try:
-        for n_servers, n_instances in SIZES:
+        for index, (n_servers, n_instances) in enumerate(SIZES):
+            if args.backend == "etcd":
+                label, entry = etcd_size(workdir, n_servers, n_instances, args.runs, env, index)
+                results[label] = entry
+                continue
             label = f"{n_servers // 1000}k"
             db = workdir / f"dc-{label}.sqlite"
             built = 0.0
@@ -115,10 +184,7 @@ def main():
             config.write_text(f"store:\n  path: {db}\nagent:\n  heartbeat_timeout: 86400\n")
             run_env = dict(env, SDCADM_CONFIG=str(config))
             entry = {"servers": n_servers, "instances": n_instances, "fill_s": built}
-            for name, argv in [("server_ls_H", ["server", "ls", "-H"]),
-                               ("server_ls_table", ["server", "ls"]),
-                               ("insts_H", ["insts", "-H"]),
-                               ("insts_table", ["insts"])]:
+            for name, argv in COMMANDS:
                 entry[name] = time_command(sdcadm_argv() + argv, run_env, args.runs)
             results[label] = entry
     finally:
@@ -128,6 +194,7 @@ def main():
     big, small = results["10k"], results["1k"]
     print(json.dumps({
         "bench": "server_ls",
+        "backend": args.backend,
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "loadavg_1m": round(os.getloadavg()[0], 2)},
         "runs": args.runs,

@@ -1,0 +1,144 @@
+"""A big DC on a one-member etcd, and a headnode agent serving its listings,
+for bench/server_ls.py --backend etcd.
+
+The records are written in the etcd store's own layout (``Keys``, ``encode``)
+100 to a transaction: through the store's API one record at a time, 60,000
+records take many minutes (each write is a read, a check and a transaction),
+which measures the filling, not the listing. Heartbeat keys are bound to one
+lease of a day, as a live agent's key is bound to its own.
+"""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sdcadm.catalog import load_catalog  # noqa: E402
+from sdcadm.config import config_from  # noqa: E402
+from sdcadm.model import Instance, Server, Service  # noqa: E402
+from sdcadm.store import store_for  # noqa: E402
+from sdcadm.store.etcd_client import put  # noqa: E402
+from sdcadm.store.etcd_keys import encode  # noqa: E402
+from tests.etcd_server import ETCD, EtcdServer  # noqa: E402
+
+PREFIX = "/bench/"
+HEADNODES = 3
+
+
+def uuid_of(kind, n):
+    return f"{kind:08x}-0000-4000-8000-{n:012x}"
+
+
+def start_etcd(directory, address, client_port, peer_port):
+    if ETCD is None:
+        raise SystemExit("etcd is not installed: apt-get install etcd-server (make deps does it)")
+    server = EtcdServer(Path(directory), address, client_port, peer_port)
+    server.start()
+    return server
+
+
+def store_doc(endpoint):
+    return {"backend": "etcd", "etcd_endpoints": [endpoint], "etcd_prefix": PREFIX}
+
+
+def fill(endpoint, n_servers, n_instances):
+    """n_servers (3 headnodes; one server in ten without a heartbeat) and
+    n_instances on the compute nodes, every one with non-empty params."""
+    config = config_from({"store": store_doc(endpoint)}, "bench")
+    store = store_for(config).initialize()
+    services = list(load_catalog().names())
+    for name in services:
+        store.put_service(Service(name=name, image=uuid_of(3, 1)))
+    lease = store.client.grant(86400)
+    ops = []
+
+    def flush():
+        if ops:
+            store.client.txn([], ops)
+            ops.clear()
+
+    for i in range(n_servers):
+        server = Server(
+            uuid=uuid_of(1, i), hostname=f"hn{i}" if i < HEADNODES else f"cn{i:05d}",
+            admin_ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", headnode=i < HEADNODES,
+            boot_platform="20240101T000000Z", agent_port=5309,
+            current_platform="20240101T000000Z" if i % 7 else "20230101T000000Z")
+        value = server.to_dict()
+        value.pop("last_heartbeat")
+        value["generation"] = 1
+        ops.append(put(store.keys.server(server.uuid), encode(value)))
+        if i % 10:
+            ops.append(put(store.keys.heartbeat(server.uuid), encode({"at": time.time()}), lease))
+        if len(ops) >= 100:
+            flush()
+    computes = n_servers - HEADNODES
+    for j in range(n_instances):
+        service = services[j % len(services)]
+        inst = Instance(
+            uuid=uuid_of(2, j), alias=f"{service}{j}", service=service,
+            server_uuid=uuid_of(1, HEADNODES + j % computes), image=uuid_of(3, 1),
+            admin_ip=f"10.{128 + (j >> 16 & 127)}.{j >> 8 & 255}.{j & 255}", port=8080,
+            state="running" if j % 13 else "stopped", params={"n": j})
+        ops += [put(store.keys.instance(inst.uuid), encode(inst.to_dict())),
+                put(store.keys.alias(inst.alias), encode(inst.uuid))]
+        if len(ops) >= 100:
+            flush()
+    flush()
+    # meta/revision moves with every model write; a bulk fill is one
+    store.client.txn([], [put(store.keys.revision, encode(n_servers + n_instances))])
+
+
+def headnode_config(directory, endpoint, address, port):
+    """hn0's configuration: the etcd store, its agent on ``address:port``, no
+    restore data (the bench measures listings)."""
+    directory = Path(directory)
+    (directory / "root").mkdir(parents=True, exist_ok=True)
+    token, key = directory / "token", directory / "restore.key"
+    for path, make in ((token, lambda: secrets.token_hex(32)),
+                       (key, lambda: secrets.token_urlsafe(32))):
+        if not path.exists():
+            path.write_text(make() + "\n")
+            path.chmod(0o600)
+    doc = {"server_uuid": uuid_of(1, 0), "hostname": "hn0", "root": str(directory / "root"),
+           "log_dir": str(directory / "log"), "store": store_doc(endpoint),
+           "restore_data": {"enabled": False, "key_file": str(key)},
+           "agent": {"listen": address, "port": port, "token_file": str(token),
+                     "heartbeat_timeout": 86400}}
+    path = directory / "hn0.yaml"
+    path.write_text(json.dumps(doc, indent=1))   # JSON is YAML
+    return path
+
+
+class Agent:
+    """hn0's sdcadm-agent, running for the bench's length."""
+
+    def __init__(self, config, log):
+        program = Path(sys.executable).with_name("sdcadm-agent")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
+        self.proc = subprocess.Popen([str(program), "--config", str(config)], env=env,
+                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def rss_mib(self):
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            pass
+        return None
