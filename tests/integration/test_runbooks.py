@@ -24,9 +24,12 @@ from sdcadm.lab import etcd
 from sdcadm.lab.state import load_state
 from sdcadm.store.etcd_maintenance import cluster_members
 from tests.conftest import BIN, env_of, lab_factory, needs_sshd, run, wait_for
+from tests.etcd_server import ETCD, NO_ETCD
 from tests.runbooks import guide_runbooks
 
-pytestmark = [pytest.mark.integration, needs_sshd]
+# Labs of several servers keep their store on etcd.
+pytestmark = [pytest.mark.integration, pytest.mark.etcd, pytest.mark.slow, needs_sshd,
+              pytest.mark.skipif(ETCD is None, reason=NO_ETCD)]
 
 HA = ("binder", "manatee", "moray")
 
