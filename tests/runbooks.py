@@ -40,6 +40,9 @@ class Block:
 def _options(info, line):
     """The ``key=value`` words of a runbook block's info string."""
     words = info.split()
+    if words[0] != "sh":
+        raise RunbookError(f"line {line}: a runbook block's info string starts with its "
+                           f"language, sh (```sh runbook=NAME on=SERVER), not {words[0]!r}")
     options = {}
     for word in words[1:]:
         key, sep, value = word.partition("=")

@@ -61,6 +61,8 @@ def test_runbooks_groups_blocks_by_name():
     ("```sh runbook=build on=hn0 as=root\nsdcadm status\n```\n", "unknown option 'as'"),
     ("```sh runbook=build on=hn0 on=hn1\nsdcadm status\n```\n", "on= given twice"),
     ("```sh runbook=build on\nsdcadm status\n```\n", "'on' in the info string is not KEY=VALUE"),
+    ("```runbook=build on=hn0\nsdcadm status\n```\n", "starts with its language, sh"),
+    ("```bash runbook=build on=hn0\nsdcadm status\n```\n", "not 'bash'"),
     ("text\n```sh runbook=build on=hn0\nsdcadm status\n", "line 2: runbook block never closed"),
     ("```sh runbook=build on=hn0\nsdcadm server setup cn1 \\\n```\n",
      "ends on a continued line"),
