@@ -108,6 +108,23 @@ def blocks(text, known=RUNBOOKS):
     return found
 
 
+def sh_commands(text):
+    """Every ``sdcadm`` line of every ``sh`` block, marked or not: the
+    commands of the guide that no lab runs are at least checked to parse."""
+    found, closing, is_sh = [], None, False
+    for line in text.splitlines():
+        opened = _FENCE.match(line)
+        if closing is None:
+            if opened:
+                closing, is_sh = opened.group(1), opened.group(2).split()[:1] == ["sh"]
+            continue
+        if opened and not opened.group(2).strip() and opened.group(1).startswith(closing):
+            closing = None
+        elif is_sh and line.strip().startswith("sdcadm "):
+            found.append(line.strip())
+    return found
+
+
 def runbooks(text, known=RUNBOOKS):
     """``{name: [Block, ...]}`` for every runbook in ``known``; RunbookError
     when one has no block in the document."""

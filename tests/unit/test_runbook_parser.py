@@ -3,7 +3,8 @@ it takes from a document, and the clear failure a malformed one gets."""
 
 import pytest
 
-from tests.runbooks import RUNBOOKS, Block, RunbookError, blocks, guide_runbooks, runbooks
+from tests.runbooks import (GUIDE, RUNBOOKS, Block, RunbookError, blocks, guide_runbooks,
+                             runbooks, sh_commands)
 
 DOC = """# Guide
 
@@ -121,6 +122,28 @@ def test_every_runbook_command_is_one_the_cli_parses():
                     parses(argv)
                 except Exception as e:  # noqa: BLE001 - reported with the line
                     pytest.fail(f"runbook {name} (line {block.line}): `{line}`: {e}")
+
+
+def test_the_commands_no_lab_runs_parse_too():
+    """The first headnode's commands (`dc init`, `image import`, `create`)
+    are in an unmarked sh block: no lab runs them, the CLI still parses them."""
+    import shlex
+
+    lines = sh_commands(GUIDE.read_text())
+    assert any(line.startswith("sdcadm dc init") for line in lines), lines
+    for line in lines:
+        try:
+            parses(shlex.split(line, comments=True)[1:])
+        except Exception as e:  # noqa: BLE001 - reported with the line
+            pytest.fail(f"`{line}`: {e}")
+
+
+def test_sh_commands_reads_sh_blocks_only():
+    doc = ("```sh\nsdcadm dc init --admin-net 10.0.0.0/24\n```\n"
+           "```\nsdcadm server ls   (an output example)\n```\n"
+           "````sh runbook=build on=hn0\nsdcadm status\n```\nsdcadm still inside\n````\n")
+    assert sh_commands(doc) == ["sdcadm dc init --admin-net 10.0.0.0/24", "sdcadm status",
+                                "sdcadm still inside"]
 
 
 def test_a_typo_in_a_command_is_caught():
