@@ -19,11 +19,12 @@ def delete(state, ref, force, run_options):
 
     For a server that is gone: a lost headnode once its services were
     restored elsewhere, a decommissioned one once migrated away. Releases its
-    addresses and drops its restore-data statuses, then deletes its record.
+    addresses and drops its restore-data statuses, removes its etcd member
+    from the store's cluster (an etcd store), then deletes its record.
     Refused (nothing changed) while it is running, while it owns an instance
     of a non-HA service (restore or migrate it first), while it owns HA
     peers unless it is fenced and --force is given, and for the last
-    headnode. Its etcd member, if any, is not removed by this command yet.
+    headnode.
     """
     from sdcadm.procedures.server_admin import DeleteServer
 

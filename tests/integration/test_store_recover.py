@@ -233,10 +233,15 @@ def test_drill_losing_two_headnodes_recovers_the_store_on_the_third(lab3):
 def test_status_and_recover_read_the_other_headnodes_snapshots_over_ssh(tmp_path):
     """Every headnode's snapshot is seen by `store status`; with none of its
     own, `store recover` fetches a peer's over SSH and checks it (a dry run:
-    the fetched copy is removed, nothing else changes)."""
+    the fetched copy is removed, nothing else changes). Then, on the same lab
+    (the smallest that shows it), the operator guide's lost-quorum runbook:
+    hn0 and hn1 lost, the store and sapi rebuilt on hn2."""
+    from tests.integration.test_runbooks import check_lost_quorum_runbook
+
     with lab_factory(tmp_path) as up:
         lab = up("--headnodes", "3", "--computenodes", "0", "--services", "sapi")
         check_peer_snapshots(lab, tmp_path)
+        check_lost_quorum_runbook(lab)
 
 
 def check_peer_snapshots(lab, tmp_path):

@@ -132,3 +132,15 @@ def test_unfence_rules():
                      admin_ip="10.0.0.2", params={"restored_from": hn0.uuid})
     with pytest.raises(NotViable, match="delete it"):
         check_unfence(hn0, [moved])
+
+
+def test_delete_help_says_it_removes_the_etcd_member():
+    """The help once said the member stayed; the procedure removes it (and
+    the operator guide's runbooks rely on that)."""
+    from click.testing import CliRunner
+
+    from sdcadm.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["server", "delete", "--help"]).output
+    assert "removes its etcd member" in " ".join(out.split())
+    assert "not removed" not in out
