@@ -118,8 +118,11 @@ class Picture:
         column = self._columns.get(name)
         if column is None:
             if self._order is None:
-                self._order = sorted(self.instances.values(), key=lambda i: (i.service, i.alias))
-            column = self._columns[name] = [getattr(i, name) for i in self._order]
+                self._order = [i.uuid for i in sorted(self.instances.values(),
+                                                      key=lambda i: (i.service, i.alias))]
+            # by UUID: a change replaces the record, and keeps its place in the order
+            instances = self.instances
+            column = self._columns[name] = [getattr(instances[u], name) for u in self._order]
         return column
 
     def columns(self, fields, service=None, server_uuid=None):

@@ -164,6 +164,9 @@ def test_the_cache_shows_every_write_its_reader_made_before_asking(cache, dc):
     dc.put_server(Server(S3, "cn0", "127.0.0.9"))
     a, b = listed(cache, dc)
     assert a == b and len(a[1]["uuid"]) == 2
+    dc.set_instance_states([(instance(1, S1).uuid, "stopped", S1, 1)])   # same place, new record
+    a, b = listed(cache, dc)
+    assert a == b and a[1]["state"] == ["provisioning", "stopped"]   # napi2, sapi1
     dc.move_instances([(instance(1, S1).uuid, 1, {"server_uuid": S3, "alias": "sapi9"})])
     dc.delete_instance(instance(2, S2).uuid)
     dc.delete_server(S2, dc.get_server(S2).generation)

@@ -64,8 +64,13 @@ def test_changes_apply_and_clear_only_what_they_change(picture):
     assert picture.server_docs() is docs and picture.stamp == stamp
     picture.apply(KEYS.heartbeat(S1), None)                                # its lease ran out
     assert [d["alive"] for d in picture.server_docs()] == [False, False]
-    picture.apply(KEYS.instance(inst_kv(1, S2)["key"].rsplit("/", 1)[1]), inst_kv(1, S1))
-    assert picture.columns(["server_uuid"])["server_uuid"] == [S1, S1]
+    assert picture.columns(["server_uuid", "generation"]) == {"server_uuid": [S1, S2],
+                                                               "generation": [1, 1]}
+    moved = inst_kv(1, S1)
+    moved["value"] = moved["value"].replace('"generation":1', '"generation":2')
+    picture.apply(moved["key"], moved)   # same place in the order, new record
+    assert picture.columns(["server_uuid", "generation"]) == {"server_uuid": [S1, S1],
+                                                               "generation": [1, 2]}
     picture.apply(inst_kv(3, S1, alias="aaa3")["key"], inst_kv(3, S1, alias="aaa3"))
     assert picture.columns(["alias"])["alias"] == ["napi2", "aaa3", "sapi1"]
     picture.apply(inst_kv(2, S1, "napi")["key"], None)
