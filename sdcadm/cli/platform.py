@@ -121,7 +121,7 @@ def held_cmd(state, versions, directory, verify, as_json):
         size = e["size"] if e["size"] is not None else "-"
         problem = f"  {e['problem']}" if e["problem"] else ""
         click.echo(f"{e['version']:<18}  {e['state']:<8}  {size:>12}  "
-                   f"{(e['sha256'] or '-')[:16]:<16}{problem}")
+                   f"{(e['sha256'] or '-')[:16]:<16}{problem}".rstrip())
 
 
 @platform.command("add")

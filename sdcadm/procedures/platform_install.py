@@ -32,8 +32,8 @@ from sdcadm.errors import SdcadmError
 from sdcadm.procedures.base import Procedure, Step
 from sdcadm.procedures.planning.common import NotViable
 from sdcadm.procedures.planning.platform_plan import plan_platform, refusal
-from sdcadm.procedures.platforms import ask_headnodes, other_headnodes, remote_held, \
-    remote_usbkey
+from sdcadm.procedures.platforms import ask_headnodes, remote_held, remote_usbkey, \
+    this_hostname
 
 SEND_TIMEOUT = 1800.0   # a platform is ~0.5 GiB; hashing it twice there included
 
@@ -63,7 +63,8 @@ class PlatformInstall(Procedure):
 
         check_version(self.version)
         config = ctx.config
-        self.here = config.hostname or "this headnode"
+        servers = ctx.store.list_servers()
+        self.here = this_hostname(config, servers)
         self.usbkey = Path(config.under_root(config.usbkey_dir))
         if not self.usbkey.is_dir():
             raise NotViable(f"{self.here} has no usbkey directory ({self.usbkey}): platforms "
@@ -89,7 +90,8 @@ class PlatformInstall(Procedure):
                                      f"--from platform-{self.version}.tgz")
             sha, size = mine["sha256"], mine["size"]
             self.local = "present"
-        self._servers = {s.hostname: s for s in other_headnodes(config, ctx.store)}
+        self._servers = {s.hostname: s for s in servers
+                         if s.headnode and s.uuid != config.server_uuid}
         answers = ask_headnodes(config, list(self._servers.values()), self._transport(ctx),
                                 self._remote(), [self.version], verify=True)
         answers = {h: a if isinstance(a, str) else _entry_of(a, self.version)

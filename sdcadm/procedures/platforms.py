@@ -7,6 +7,7 @@ its own. A headnode that cannot be asked is said so, with the reason.
 """
 
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,8 +58,12 @@ def ask_headnodes(config, servers, transport_for, remote_sdcadm, versions=(), ve
         return dict(zip((s.hostname for s in servers), answers))
 
 
-def other_headnodes(config, store):
-    return [s for s in store.list_servers() if s.headnode and s.uuid != config.server_uuid]
+def this_hostname(config, servers):
+    """This server's hostname: configured, else its record's, else the system's."""
+    if config.hostname:
+        return config.hostname
+    mine = [s.hostname for s in servers if s.uuid == config.server_uuid]
+    return mine[0] if mine else socket.gethostname()
 
 
 def listing(config, store, transport_for, remote_sdcadm):
@@ -71,8 +76,7 @@ def listing(config, store, transport_for, remote_sdcadm):
     servers = store.list_servers()
     others = [s for s in servers if s.headnode and s.uuid != config.server_uuid]
     holdings = ask_headnodes(config, others, transport_for, remote_sdcadm)
-    here = config.hostname or "this headnode"
-    holdings[here] = held(config.under_root(config.usbkey_dir))
+    holdings[this_hostname(config, servers)] = held(config.under_root(config.usbkey_dir))
     return {"platforms": listing_rows(holdings, servers),
             "unreachable": [{"headnode": h, "error": e} for h, e in sorted(holdings.items())
                             if isinstance(e, str)]}

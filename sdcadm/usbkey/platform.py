@@ -99,7 +99,9 @@ class _Hashing:
         self.digest, self.size = hashlib.sha256(), 0
 
     def read(self, n=-1):
-        data = self.raw.read(n if n is not None and n >= 0 else _CHUNK)
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        data = self.raw.read(n)
         self.size += len(data)
         if self.size > self.limit:
             raise _TooBig()
@@ -107,6 +109,7 @@ class _Hashing:
         return data
 
     def drain(self):
+        """Read the rest (what follows the tar's end), for the whole file's sha256."""
         while self.read(_CHUNK):
             pass
 
@@ -316,6 +319,21 @@ def add(usbkey, version, source, *, sha256=None):
     current = held(usbkey, [version], verify=True)[0]
     if sha256 and current["state"] == "ok" and current["sha256"] == sha256:
         return _result(current, changed=False)
+    try:
+        checked = _add(top, version, source, sha256, current)
+    except OSError as e:
+        raise PlatformError(f"cannot write platform {version} under {top}: "
+                            f"{e.strerror or e}",
+                            hint="check the free space and permissions of the usbkey "
+                                 "directory, then run the same command again") from None
+    if checked is None:
+        return _result(current, changed=False)
+    return {"version": version, "size": checked["size"], "sha256": checked["sha256"],
+            "changed": True, "replaced": current["state"] == "damaged"}
+
+
+def _add(top, version, source, sha256, current):
+    """The checked copy swapped in (its ``check_file``), or None: already held."""
     top.mkdir(parents=True, exist_ok=True)
     staging = top / f".{version}.add{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -330,15 +348,14 @@ def add(usbkey, version, source, *, sha256=None):
                                 hint="it changed or was damaged on the way; send it again")
         if current["state"] == "ok":
             if current["sha256"] == checked["sha256"]:
-                return _result(current, changed=False)
+                return None
             raise conflict(top / version, current["sha256"], checked["sha256"])
         _write_new(staging / MANIFEST, canonical_json(manifest_of(version, checked)).encode())
         fsync_dir(staging)
         swap_in(staging, top / version)   # the old copy, if any, ends at staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"version": version, "size": checked["size"], "sha256": checked["sha256"],
-            "changed": True, "replaced": current["state"] == "damaged"}
+    return checked
 
 
 def conflict(where, held_sha, new_sha):

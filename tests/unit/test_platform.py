@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from sdcadm.cli.output import format_bytes
 from sdcadm.config import load_config
 from sdcadm.errors import Unreachable
 from sdcadm.model import Server
-from sdcadm.procedures import ProcedureContext, run_procedures
+from sdcadm.procedures import ProcedureContext, ProcedureFailed, run_procedures
 from sdcadm.procedures.console import QuietConsole
 from sdcadm.procedures.planning.common import NotViable
 from sdcadm.procedures.planning.platform_plan import PlatformUnreachable, listing_rows, \
@@ -408,3 +409,65 @@ def test_install_repairs_a_damaged_copy_and_refuses_what_it_cannot_do(dc):
     other = tgz(dc["dir"] / "other.tgz", [({"name": "x"}, b"another build")])
     with pytest.raises(pf.PlatformError, match="holds another platform of that version"):
         install(dc, V, str(other))
+
+
+# -- the commands ---------------------------------------------------------------------------
+
+def cli(*args):
+    from click.testing import CliRunner
+
+    from sdcadm.cli.main import cli as group
+
+    return CliRunner().invoke(group, list(args))
+
+
+def test_add_and_held_on_this_servers_usbkey(tmp_path):
+    src = tgz(tmp_path / f"platform-{V}.tgz")
+    usbkey = str(tmp_path / "usbkey")
+    added = cli("platform", "add", V, str(src), "--dir", usbkey)
+    assert added.exit_code == 0, added.output
+    assert added.output == (f"{usbkey}: platform {V} added ({src.stat().st_size} bytes, sha256 "
+                            f"{sha(src)[:16]}...)\n")
+    again = cli("platform", "add", V, str(src), "--dir", usbkey, "-j")
+    assert json.loads(again.output)["changed"] is False
+    held = cli("platform", "held", "--dir", usbkey, "--verify", V, V2)
+    assert held.output.splitlines() == [
+        f"{V}    ok        {src.stat().st_size:>12}  {sha(src)[:16]}",
+        f"{V2}    missing              -  -"]
+    bad = cli("platform", "held", "--dir", usbkey, "../etc")
+    assert bad.exit_code == 2 and "is not a platform version" in bad.output
+    bad = cli("platform", "install", "latest", "-y")
+    assert bad.exit_code == 2 and "is not a platform version" in bad.output
+
+
+def test_ls_shows_who_holds_and_boots_each_platform(dc, monkeypatch):
+    src = tgz(dc["dir"] / f"platform-{V}.tgz")
+    pf.add(dc["dir"] / "hn0" / "usbkey", V, src)
+    store = dc["store"]
+    hn1 = store.find_server("hn1")
+    store.put_server(Server(**{**hn1.__dict__, "headnode": False, "boot_platform": V}))
+    cn0 = store.find_server("cn0")
+    store.put_server(Server(**{**cn0.__dict__, "boot_platform": V2, "current_platform": V2}))
+    monkeypatch.setenv("SDCADM_CONFIG", str(dc["dir"] / "sdcadm.yaml"))
+    listed = cli("platform", "ls")
+    assert listed.exit_code == 0, listed.output
+    size = format_bytes(src.stat().st_size)
+    assert listed.output.splitlines() == [
+        "VERSION           SIZE    HEADNODES    MISSING    BOOT    CURRENT",
+        f"{V}  {size:<6}  hn0          -          hn1     -",
+        f"{V2}  -       -            hn0        cn0     cn0"]
+
+
+def test_a_failed_install_finishes_by_running_the_same_command_again(dc):
+    src = tgz(dc["dir"] / f"platform-{V}.tgz")
+    blocker = dc["dir"] / "hn1" / "usbkey" / "platforms"
+    blocker.write_text("not a directory")    # hn1's usbkey cannot take it
+    with pytest.raises(ProcedureFailed, match="cannot write platform") as e:
+        install(dc, V, str(src))
+    assert "run the same command again" in e.value.hint
+    assert sha(dc["dir"] / "hn0" / "usbkey" / "platforms" / V / "platform.tgz") == sha(src)
+    blocker.unlink()
+    proc, result = install(dc, V, str(src))
+    assert result.state == "succeeded" and result.resumed
+    assert [s["name"] for s in result.procedures[0]["steps"]] == [f"send platform {V} to hn1"]
+    assert sha(dc["dir"] / "hn1" / "usbkey" / "platforms" / V / "platform.tgz") == sha(src)
