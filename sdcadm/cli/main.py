@@ -37,6 +37,7 @@ COMMANDS = {
     "service": "sdcadm.cli.service:service",
     "restore-data": "sdcadm.cli.restore_data:restore_data",
     "usbkey": "sdcadm.cli.usbkey:usbkey",
+    "platform": "sdcadm.cli.platform:platform",
     "status": "sdcadm.cli.status:status",
     "image": "sdcadm.cli.image:image",
     "create": "sdcadm.cli.create:create",

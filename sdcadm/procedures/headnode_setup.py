@@ -7,7 +7,8 @@ idempotent (a re-run resumes the unfinished Task):
 1. build the headnode bundle (``usbkey-base.tgz``) of this headnode's usbkey
    directory (``sdcadm/usbkey/bundle.py``);
 2. send it to each server over SSH (``ssh.*``: host keys checked against
-   known_hosts, never accepted blindly), and check its sha256 there;
+   known_hosts, never accepted blindly), and check its sha256 there
+   (``transport/push.py``);
 3. seed each server's usbkey directory from it with the safe seed, run there
    (``sdcadm usbkey seed``: every member checked, swapped in atomically);
 4. start each server's etcd member, joining the store's cluster (etcd
@@ -41,7 +42,6 @@ sdcadm's path (every server runs sdcadm-agent from the same package).
 import dataclasses
 import hashlib
 import json
-import os
 import socket
 import sys
 from pathlib import Path
@@ -189,23 +189,14 @@ class HeadnodeSetup(Procedure):
 
     def _send(self, server):
         def send(ctx):
+            from sdcadm.transport.push import push_file
+
             remote, _ = self._remote_paths(ctx, server)
             want = _sha256(self.bundle)
-            tmp = remote.with_name(f".{remote.name}.tmp")
             with self._transport(ctx, server) as t:
-                t.run(["mkdir", "-p", str(remote.parent)])
                 # mode 0600 before a byte is written: the bundle holds the DC's secrets
-                t.run(["install", "-m", "600", "/dev/null", str(tmp)])
-                with open(self.bundle, "rb") as f:
-                    t.run_bytes(["dd", f"of={tmp}", "bs=1M", "status=none"], input=f,
-                                timeout=SEND_TIMEOUT)
-                got = t.run(["sha256sum", str(tmp)]).stdout.split()[:1]
-                if got != [want]:
-                    raise HeadnodeSetupFailed(
-                        f"the bundle sent to {server.hostname} has sha256 {got}, not {want}",
-                        hint="check the disk of that server and run the same command again")
-                t.run(["mv", "-f", str(tmp), str(remote)])
-            ctx.progress(f"sent {os.path.getsize(self.bundle)} bytes to {server.hostname}")
+                sent = push_file(t, self.bundle, remote, want, mode="600", timeout=SEND_TIMEOUT)
+            ctx.progress(f"sent {sent} bytes to {server.hostname}")
             return {"path": str(remote), "sha256": want}
 
         return send

@@ -290,7 +290,7 @@ def seed(path, target):
         manifest = read(path, lambda name, mode, chunks: _write_member(staging, name, mode,
                                                                        chunks))
         syncfs(staging)
-        _swap_in(staging, target)
+        swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
@@ -331,7 +331,7 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _swap_in(staging, target):
+def swap_in(staging, target):
     """Put ``staging`` at ``target``; the old content (if any) ends at ``staging``."""
     if not target.exists():
         os.rename(staging, target)
