@@ -13,8 +13,8 @@ production lease (``--timeout``, default 15 s), spread evenly, from a pool of
 client threads, each with its own store object (one HTTP session each).
 Meanwhile a checker lists the servers every second (as `sdcadm server ls`
 does) and counts the simulated servers that read ``unreachable``: *false*
-when the server's last answered beat began less than a lease before the
-listing came back (its keep-alive cannot have run out: etcd is wrong);
+when the last beat answered before the listing was asked for began less
+than a lease before the listing came back (its keep-alive cannot have run out: etcd is wrong);
 otherwise *behind*: this simulator (one Python process) did not beat in time,
 and etcd was right.
 
@@ -133,7 +133,8 @@ def run(directory, agents, seconds, interval, timeout, threads):
         reader = store()
         simulated = set(uuids)
         while time.monotonic() < end:
-            asked = time.monotonic()
+            with lock:
+                asked, began = time.monotonic(), dict(last_ok)
             try:
                 now = reader.clock()
                 gone = [s.uuid for s in reader.list_servers()
@@ -150,7 +151,9 @@ def run(directory, agents, seconds, interval, timeout, threads):
                     # beginning, so the lease cannot have run out: etcd called it
                     # gone wrongly. Otherwise this simulator fell behind (its own
                     # CPU) and the server really went a lease without beating.
-                    wrong = sum(1 for u in gone if done - last_ok.get(u, -1e9) < timeout)
+                    # (a beat that began after the listing was asked for does
+                    # not count: the listing may have been read before it)
+                    wrong = sum(1 for u in gone if done - began.get(u, -1e9) < timeout)
                 false_unreachable.append(wrong)
                 behind.append(len(gone) - wrong)
             time.sleep(1.0)

@@ -140,7 +140,11 @@ class Prober:
             self.rounds.append(seen)
             self._stop.wait(PROBE_EVERY)
 
-    def wait_rounds(self, count):
+    def wait_rounds(self, count, refresh=False):
+        """``count`` more rounds; ``refresh``: learn the addresses now first (after
+        a restore: the rounds' own refresh, every 10th, may meet a busy store)."""
+        if refresh:
+            self.refresh()
         first = len(self.rounds)
         wait_for(lambda: len(self.rounds) >= first + count, 30, f"{count} more probe rounds")
 
@@ -261,7 +265,7 @@ def test_hung_agent_is_refused_without_dead_then_fenced_by_its_agent_and_restore
         lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "-y")
         restored_at = time.monotonic()
         assert [p for p in old if not procs.gone(p)] == [], "the fence left hn0 processes"
-        prober.wait_rounds(10)
+        prober.wait_rounds(10, refresh=True)
         for service in SINGLETONS:
             assert prober.servers_seen(service)[-1] == ["hn1"]
     check_no_overlap_and_writes(prober, writer, synced, restored_at)
@@ -278,7 +282,7 @@ def test_frozen_server_is_powered_off_by_its_fence_agent_and_nothing_answers_twi
         assert "fence command succeeded" in done.stderr
         freeze(frozen, signal.SIGCONT)           # a thaw: nothing is left to wake
         assert [p for p in frozen if not procs.gone(p)] == []
-        prober.wait_rounds(10)
+        prober.wait_rounds(10, refresh=True)
         for service in SINGLETONS:
             assert prober.servers_seen(service)[-1] == ["hn1"]
     check_no_overlap_and_writes(prober, writer, synced, restored_at)
@@ -312,7 +316,7 @@ def test_frozen_server_without_fence_agent_needs_the_operators_word(new_lab):
         lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "--confirm-powered-off", "hn0",
                    "-y", **no_fence)
         restored_at = time.monotonic()
-        prober.wait_rounds(10)
+        prober.wait_rounds(10, refresh=True)
     check_no_overlap_and_writes(prober, writer, synced, restored_at)
 
 
@@ -383,7 +387,7 @@ def test_restore_finishes_a_migrate_the_dead_server_had_replaced(new_lab):
         done = lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "-y")
         restored_at = time.monotonic()
         prober.refresh()
-        prober.wait_rounds(10)
+        prober.wait_rounds(10, refresh=True)
         # From outside first: ufds answers from hn1 alone, by one process only.
         assert [r["ufds"] for r in prober.rounds if len(r.get("ufds", {})) > 1] == []
         pids = {_ping(before["ufds0"]["url"]), _ping(lab.insts()["ufds1"]["url"])} - {None}
