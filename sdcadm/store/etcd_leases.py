@@ -39,27 +39,23 @@ class Leases:
         return server, self._assigned(instance_kvs, server_uuid)
 
     def _beat(self, server_uuid, reads=()):
-        """Keep the heartbeat (and run ``reads`` in the same transaction): (the
-        time of this beat, [the key-values each read found]).
+        """Write the heartbeat (and run ``reads`` in the same transaction):
+        (the time written, [the key-values each read found]).
 
-        The key is written when its lease is granted, and again only if it is
-        gone or bound to another lease while this one lives; every other beat is the lease's keep-alive
-        and a read-only transaction (no raft entry, no disk write on any
-        member): 2,000 agents beating every 5 s were 400 writes a second for a
-        value nothing decides on (``at`` is for diagnosis: when this lease
-        began)."""
-        key = self.keys.heartbeat(server_uuid)
+        Every beat writes its key, bound to the lease it just kept alive. A
+        read-only transaction would spare the members a raft entry per beat,
+        but a linearizable read waits out etcd's ReadIndex retry (500 ms) when
+        the leader dies, where a write goes to the new leader at once: a beat
+        that straddled the election then confirmed its instances' leases too
+        late, and a just-restored singleton stopped for half a second
+        (tests/integration/test_fence_agents.py, hn0 the leader)."""
         for _ in range(3):
-            lease, granted = self._heartbeat_lease(server_uuid)
+            lease = self._heartbeat_lease(server_uuid)
             compares = [exists(self.keys.server(server_uuid)), *self._guard_compares()]
             at = self.clock()
-            beat = put(key, encode({"at": at}), lease) if granted else read(key)
+            beat = put(self.keys.heartbeat(server_uuid), encode({"at": at}), lease)
             try:
                 ok, _, found = self.client.txn_read(compares, [beat, *reads])
-                if ok and not granted and (not found[0] or found[0][0]["lease"] != lease):
-                    # gone, or bound to a lease some other store object of this
-                    # server granted (and may stop refreshing): bind it to ours
-                    ok, _ = self.client.txn(compares, [put(key, encode({"at": at}), lease)])
             except LeaseGone:
                 self._forget_lease(server_uuid, lease)
                 continue
@@ -71,7 +67,7 @@ class Leases:
                               "repeated leader elections can end leases early")
 
     def _heartbeat_lease(self, server_uuid):
-        """(the live lease of the server's heartbeat, whether it was just granted)."""
+        """The live lease of the server's heartbeat (granted if there is none)."""
         with self._leases_mutex:
             lease = self._leases.get(server_uuid)
         if lease is None:  # a new store object: the live key's lease, if any
@@ -80,13 +76,13 @@ class Leases:
         if lease is not None:
             try:
                 self.client.keepalive(lease)
-                return lease, False
+                return lease
             except LeaseGone:
                 self._forget_lease(server_uuid, lease)
         lease = self.client.grant(self.heartbeat_ttl)
         with self._leases_mutex:
             self._leases[server_uuid] = lease
-        return lease, True
+        return lease
 
     def _forget_lease(self, server_uuid, lease):
         with self._leases_mutex:
