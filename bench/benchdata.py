@@ -45,3 +45,42 @@ def write_data(root, plan, seed=1):
                 chunk = min(left, 8 * MiB)
                 f.write(rng.randbytes(chunk))
                 left -= chunk
+
+
+# -- a big DC's records (bench/server_ls.py on sqlite, bench/etcd_dc.py on etcd) --------
+
+HEADNODES = 3
+IMAGE_KIND, SERVER_KIND, INSTANCE_KIND = 3, 1, 2
+
+
+def uuid_of(kind, n):
+    return f"{kind:08x}-0000-4000-8000-{n:012x}"
+
+
+def dc_servers(n_servers):
+    """(Server, beats) of a DC of ``n_servers`` (the first 3 headnodes): one in
+    ten does not beat (reads unreachable)."""
+    from sdcadm.model import Server
+
+    for i in range(n_servers):
+        yield Server(
+            uuid=uuid_of(SERVER_KIND, i), hostname=f"hn{i}" if i < HEADNODES else f"cn{i:05d}",
+            admin_ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", headnode=i < HEADNODES,
+            boot_platform="20240101T000000Z", agent_port=5309,
+            current_platform="20240101T000000Z" if i % 7 else "20230101T000000Z"), bool(i % 10)
+
+
+def dc_instances(n_instances, services, servers):
+    """``n_instances`` Instances spread over ``servers`` (indexes), the services in
+    turn, every one with non-empty params, one in 13 stopped."""
+    from sdcadm.model import Instance
+
+    for j in range(n_instances):
+        service = services[j % len(services)]
+        yield Instance(
+            uuid=uuid_of(INSTANCE_KIND, j), alias=f"{service}{j}", service=service,
+            server_uuid=uuid_of(SERVER_KIND, servers[j % len(servers)]),
+            image=uuid_of(IMAGE_KIND, 1),
+            admin_ip=f"10.{128 + (j >> 16 & 127)}.{j >> 8 & 255}.{j & 255}", port=8080,
+            state="running" if j % 13 else "stopped", params={"n": j})
+

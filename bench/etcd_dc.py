@@ -21,18 +21,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from sdcadm.catalog import load_catalog  # noqa: E402
 from sdcadm.config import config_from  # noqa: E402
-from sdcadm.model import Instance, Server, Service  # noqa: E402
+from sdcadm.model import Service  # noqa: E402
 from sdcadm.store import store_for  # noqa: E402
 from sdcadm.store.etcd_client import put  # noqa: E402
 from sdcadm.store.etcd_keys import encode  # noqa: E402
 from tests.etcd_server import ETCD, EtcdServer  # noqa: E402
 
+from benchdata import HEADNODES, IMAGE_KIND, SERVER_KIND, dc_instances, dc_servers, uuid_of  # noqa: E402,E501
+
 PREFIX = "/bench/"
-HEADNODES = 3
-
-
-def uuid_of(kind, n):
-    return f"{kind:08x}-0000-4000-8000-{n:012x}"
 
 
 def start_etcd(directory, address, client_port, peer_port):
@@ -54,7 +51,7 @@ def fill(endpoint, n_servers, n_instances):
     store = store_for(config).initialize()
     services = list(load_catalog().names())
     for name in services:
-        store.put_service(Service(name=name, image=uuid_of(3, 1)))
+        store.put_service(Service(name=name, image=uuid_of(IMAGE_KIND, 1)))
     lease = store.client.grant(86400)
     ops = []
 
@@ -63,31 +60,21 @@ def fill(endpoint, n_servers, n_instances):
             store.client.txn([], ops)
             ops.clear()
 
-    for i in range(n_servers):
-        server = Server(
-            uuid=uuid_of(1, i), hostname=f"hn{i}" if i < HEADNODES else f"cn{i:05d}",
-            admin_ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", headnode=i < HEADNODES,
-            boot_platform="20240101T000000Z", agent_port=5309,
-            current_platform="20240101T000000Z" if i % 7 else "20230101T000000Z")
+    for server, beats in dc_servers(n_servers):
         value = server.to_dict()
         value.pop("last_heartbeat")
         value["generation"] = 1
         ops.append(put(store.keys.server(server.uuid), encode(value)))
-        if i % 10:
+        if beats:
             ops.append(put(store.keys.heartbeat(server.uuid), encode({"at": time.time()}), lease))
         if len(ops) >= 100:
             flush()
-    computes = n_servers - HEADNODES
-    for j in range(n_instances):
-        service = services[j % len(services)]
-        inst = Instance(
-            uuid=uuid_of(2, j), alias=f"{service}{j}", service=service,
-            server_uuid=uuid_of(1, HEADNODES + j % computes), image=uuid_of(3, 1),
-            admin_ip=f"10.{128 + (j >> 16 & 127)}.{j >> 8 & 255}.{j & 255}", port=8080,
-            state="running" if j % 13 else "stopped", params={"n": j})
+    # the headnodes run none: hn0's agent, which the bench starts, supervises nothing
+    for inst in dc_instances(n_instances, services, range(HEADNODES, n_servers)):
         ops += [put(store.keys.instance(inst.uuid), encode(inst.to_dict())),
+                put(store.keys.placed(inst.server_uuid, inst.uuid), encode(inst.to_dict())),
                 put(store.keys.alias(inst.alias), encode(inst.uuid))]
-        if len(ops) >= 100:
+        if len(ops) >= 99:
             flush()
     flush()
     # meta/revision moves with every model write; a bulk fill is one
@@ -105,7 +92,7 @@ def headnode_config(directory, endpoint, address, port):
         if not path.exists():
             path.write_text(make() + "\n")
             path.chmod(0o600)
-    doc = {"server_uuid": uuid_of(1, 0), "hostname": "hn0", "root": str(directory / "root"),
+    doc = {"server_uuid": uuid_of(SERVER_KIND, 0), "hostname": "hn0", "root": str(directory / "root"),
            "log_dir": str(directory / "log"), "store": store_doc(endpoint),
            "restore_data": {"enabled": False, "key_file": str(key)},
            "agent": {"listen": address, "port": port, "token_file": str(token),

@@ -32,15 +32,13 @@ from pathlib import Path
 
 from sdcadm.catalog import load_catalog
 from sdcadm.config import config_from
-from sdcadm.model import Instance, Server, Service
+from sdcadm.model import Service
 from sdcadm.store import store_for
+
+from benchdata import IMAGE_KIND, dc_instances, dc_servers, uuid_of
 
 TARGET_S = 1.0
 SIZES = [(1_000, 5_000), (10_000, 50_000)]
-
-
-def _uuid(kind, n):
-    return f"{kind:08x}-0000-4000-8000-{n:012x}"
 
 
 def fill(path, n_servers, n_instances, now):
@@ -49,23 +47,13 @@ def fill(path, n_servers, n_instances, now):
     store = store_for(config, clock=lambda: now).initialize()
     services = [s for s in load_catalog().names()]
     for name in services:
-        store.put_service(Service(name=name, image=_uuid(3, 1)))
-    for i in range(n_servers):
-        head = i < 3
-        store.put_server(Server(
-            uuid=_uuid(1, i), hostname=f"hn{i}" if head else f"cn{i:05d}",
-            admin_ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", headnode=head,
-            boot_platform="20240101T000000Z", agent_port=5309,
-            current_platform="20240101T000000Z" if i % 7 else "20230101T000000Z"))
-        if i % 10:  # one server in ten unreachable
-            store.heartbeat(_uuid(1, i))
-    for j in range(n_instances):
-        service = services[j % len(services)]
-        store.create_instance(Instance(
-            uuid=_uuid(2, j), alias=f"{service}{j}", service=service,
-            server_uuid=_uuid(1, j % n_servers), image=_uuid(3, 1),
-            admin_ip=f"10.{128 + (j >> 16 & 127)}.{j >> 8 & 255}.{j & 255}", port=8080,
-            state="running" if j % 13 else "stopped", params={"n": j}))
+        store.put_service(Service(name=name, image=uuid_of(IMAGE_KIND, 1)))
+    for server, beats in dc_servers(n_servers):
+        store.put_server(server)
+        if beats:
+            store.heartbeat(server.uuid)
+    for instance in dc_instances(n_instances, services, range(n_servers)):
+        store.create_instance(instance)
     store.close()
 
 

@@ -272,10 +272,8 @@ class Watch:
             index %= len(clients)
             client = clients[index]
             try:
-                response = client.session.post(
-                    client.get_url("/watch"), stream=True, timeout=(self.client.timeout, self.idle),
-                    data=json.dumps({"create_request": {**read(self.prefix, prefix=True)["request_range"],
-                                                        "prev_kv": True}}))
+                response = open_watch(client, self.prefix, self.client.timeout, self.idle,
+                                      prev_kv=True)
                 with self._mutex:
                     self._response = response
                 if self._cancelled.is_set():
@@ -297,13 +295,36 @@ class Watch:
 
     @staticmethod
     def _dispatch(chunk, on_event):
-        result = chunk.get("result") or {}
-        if "error" in chunk or result.get("canceled"):
-            raise StoreError(f"watch cancelled: {chunk.get('error') or result.get('cancel_reason')}")
-        for event in result.get("events") or []:
-            deleted = event.get("type") == "DELETE"
-            prev = event.get("prev_kv")
-            on_event(None if deleted else kv_of(event["kv"]), kv_of(prev) if prev else None)
+        for deleted, kv, prev in watch_events(chunk):
+            on_event(None if deleted else kv, prev)
+
+
+def open_watch(client, prefix, timeout, idle, start_revision=None, prev_kv=False):
+    """A streaming ``/v3/watch`` of every key under ``prefix`` through one
+    endpoint's ``Etcd3Client`` (from ``start_revision``, with each event's
+    previous key-value if ``prev_kv``); a read silent for ``idle`` seconds
+    raises. The caller reads its lines (``watch_events``) and closes it."""
+    request = read(prefix, prefix=True)["request_range"]
+    if start_revision is not None:
+        request["start_revision"] = start_revision
+    if prev_kv:
+        request["prev_kv"] = True
+    return client.session.post(client.get_url("/watch"), stream=True, timeout=(timeout, idle),
+                               data=json.dumps({"create_request": request}))
+
+
+def watch_events(chunk):
+    """[(deleted, kv, prev kv or None)] of one line of a watch stream, in order
+    (a delete's kv is its key and the revision that deleted it); StoreError
+    when etcd cancelled the watch (compacted history, an error)."""
+    result = chunk.get("result") or {}
+    if "error" in chunk or result.get("canceled") or result.get("compact_revision"):
+        why = chunk.get("error") or result.get("cancel_reason") or \
+            f"history compacted up to revision {result.get('compact_revision')}"
+        raise StoreError(f"watch cancelled: {why}")
+    return [(event.get("type") == "DELETE", kv_of(event["kv"]),
+             kv_of(event["prev_kv"]) if event.get("prev_kv") else None)
+            for event in result.get("events") or []]
 
 
 def _shut(response):
@@ -332,11 +353,14 @@ def put(key, value, lease=0):
     return {"request_put": request}
 
 
-def read(key, prefix=False):
-    """A range read inside a transaction: ``key``, or every key under it."""
+def read(key, prefix=False, keys_only=False):
+    """A range read inside a transaction: ``key``, or every key under it
+    (their names alone if ``keys_only``)."""
     request = {"key": b64(key)}
     if prefix:
         request["range_end"] = b64(key[:-1] + chr(ord(key[-1]) + 1))
+    if keys_only:
+        request["keys_only"] = True
     return {"request_range": request}
 
 

@@ -28,16 +28,10 @@ from urllib.parse import unquote
 from sdcadm.errors import StoreError
 from sdcadm.model import Instance, Server
 from sdcadm.store.base import check_instance_fields
-from sdcadm.store.etcd_client import _shut, _short, kv_of, read
+from sdcadm.store.etcd_client import _shut, _short, open_watch, read, watch_events
 from sdcadm.store.etcd_keys import decode, record
 
 log = logging.getLogger(__name__)
-
-
-def _keys_only(prefix):
-    op = read(prefix, prefix=True)
-    op["request_range"]["keys_only"] = True
-    return op
 
 
 class Picture:
@@ -204,7 +198,7 @@ class ListingCache:
 
     def _load(self):
         found = self.client.txn_read([], [
-            read(self.keys.dir("servers"), prefix=True), _keys_only(self.keys.dir("heartbeats")),
+            read(self.keys.dir("servers"), prefix=True), read(self.keys.dir("heartbeats"), prefix=True, keys_only=True),
             read(self.keys.dir("instances"), prefix=True), read(self.keys.revision)])
         _, etcd_revision, (servers, beats, instances, revision) = found
         with self._cond:
@@ -217,13 +211,11 @@ class ListingCache:
         """Apply changes until the stream cannot resume; an idle or dropped
         stream is opened again from the revision after the last one applied."""
         while not self._stopped.is_set():
-            client = self.client._clients()[self.client.current % len(self.client._clients())]
-            body = {"create_request": {**read(self.keys.prefix, prefix=True)["request_range"],
-                                       "start_revision": self.picture.etcd_revision + 1}}
+            clients = self.client._clients()
             try:
-                response = client.session.post(client.get_url("/watch"), stream=True,
-                                                timeout=(self.client.timeout, self.idle),
-                                                data=json.dumps(body))
+                response = open_watch(clients[self.client.current % len(clients)],
+                                      self.keys.prefix, self.client.timeout, self.idle,
+                                      start_revision=self.picture.etcd_revision + 1)
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"cannot open a watch: {_short(e)}") from None
             with self._cond:
@@ -251,18 +243,10 @@ class ListingCache:
         for line in response.iter_lines():
             if not line.strip():
                 continue
-            chunk = json.loads(line)
-            result = chunk.get("result") or {}
-            if "error" in chunk or result.get("canceled") or result.get("compact_revision"):
-                raise StoreError("the watch was cancelled: " + str(
-                    chunk.get("error") or result.get("cancel_reason")
-                    or f"history compacted up to {result.get('compact_revision')}"))
-            events = result.get("events") or []
+            events = watch_events(json.loads(line))
             with self._cond:
-                for event in events:
-                    kv = kv_of(event["kv"])
-                    self.picture.apply(kv["key"], None if event.get("type") == "DELETE" else kv)
-                    # A delete's kv is the key and the revision that deleted it.
+                for deleted, kv, _ in events:
+                    self.picture.apply(kv["key"], None if deleted else kv)
                     # Resuming after the last applied event (not after the
                     # header's revision) replays at worst, never skips.
                     self.picture.etcd_revision = max(self.picture.etcd_revision,
