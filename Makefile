@@ -23,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 test: deps venv
-	$(BIN)/pytest -q -ra --durations=25
+	$(BIN)/pytest -q -ra --durations=25 -n 2 --dist loadfile
 
 # The fast loop: no lab, no sshd (every test under tests/integration is marked).
 test-unit: venv

@@ -386,3 +386,23 @@ def store_idle(config):
         return False
     finally:
         conn.close()
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_zfs_module_at_a_time(request):
+    """`make test` runs two pytest-xdist workers, each taking whole files
+    (``--dist loadfile``: a module's tests share its labs). The zfs modules
+    also share the machine's one zfs-fuse daemon, which the lab that started
+    it stops: a module marked zfs holds this machine-wide lock while it runs."""
+    if request.node.get_closest_marker("zfs") is None:
+        yield
+        return
+    import fcntl
+
+    with open("/tmp/sdcadm-tests-zfs.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

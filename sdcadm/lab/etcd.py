@@ -155,7 +155,11 @@ def wait_healthy(state, hostnames, timeout=60.0):
         waiting = [h for h in waiting if not healthy(state, h)]
         if not waiting:
             return
-        dead = [h for h in waiting if member_pid(state, h) is None]
+        # Exited: its process is gone. (Not member_pid(), which also wants
+        # etcd's command line: a child between fork and exec still shows
+        # the parent's, and on a loaded machine that lasts long enough to
+        # be seen.)
+        dead = [h for h in waiting if procs.gone(procs.read_pid(state.etcd_pidfile(h)))]
         if dead:
             raise LabError(f"the etcd member of {', '.join(dead)} exited as it started",
                            hint=f"see {state.etcd_log(dead[0])}")

@@ -324,7 +324,7 @@ def test_frozen_server_without_fence_agent_needs_the_operators_word(new_lab):
     ("[sh, -c, 'echo BMC unreachable >&2; exit 1']", "30",
      ["exited with status 1", "BMC unreachable"]),
     (f"[sleep, '{HANG}']", "1", ["did not finish within 1s and was killed"]),
-])
+], ids=["fails", "hangs"])  # stable ids: HANG differs per process (xdist workers)
 def test_a_fence_agent_that_fails_or_hangs_moves_nothing(new_lab, fence, timeout, says):
     lab = new_lab()
     before = lab.insts()
