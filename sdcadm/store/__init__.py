@@ -13,30 +13,32 @@ from sdcadm.errors import ConfigError, StoreError
 __all__ = ["StoreError", "open_store", "sqlite_shared_by", "store_for"]
 
 
-def store_for(config, clock=None):
+def store_for(config, clock=None, timeout=None):
     """The store ``config.store`` names, not yet opened (no I/O): call
-    ``open()`` or ``initialize()`` on it. ``clock``: the store's clock (tests)."""
+    ``open()`` or ``initialize()`` on it. ``clock``: the store's clock (tests);
+    ``timeout``: instead of ``store.timeout`` (the agent's, see agent/connection.py)."""
     backend = config.store.backend
+    timeout = config.store.timeout if timeout is None else timeout
     if backend == "sqlite":
         from sdcadm.store.sqlite import SqliteStore
 
-        return SqliteStore(config.store.path, timeout=config.store.timeout,
+        return SqliteStore(config.store.path, timeout=timeout,
                            clock=clock or time.time)
     if backend == "etcd":
         from sdcadm.store.etcd import EtcdStore
 
         # A server is unreachable once its heartbeat lease (this TTL) ran out.
         return EtcdStore(config.store.etcd_endpoints, prefix=config.store.etcd_prefix,
-                         timeout=config.store.timeout,
+                         timeout=timeout,
                          heartbeat_ttl=config.agent.heartbeat_timeout, clock=clock or time.time)
     raise ConfigError(config.path, [f"store backend {backend!r} is not known"],
                       hint="use store.backend: sqlite or etcd")
 
 
-def open_store(config, clock=None):
+def open_store(config, clock=None, timeout=None):
     """Open the store the configuration names; StoreError if it is unreachable
     or not initialised (it is never created here)."""
-    return store_for(config, clock).open()
+    return store_for(config, clock, timeout).open()
 
 
 def sqlite_shared_by(config, servers):

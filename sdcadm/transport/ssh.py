@@ -28,11 +28,25 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KNOWN_HOSTS = "/etc/sdcadm/known_hosts"
 _CHUNK = 65536
-_KEEPALIVE = 15  # seconds; keeps NAT/conntrack state alive on idle connections
+_ALIVE_COUNT = 3  # unanswered keepalives after which a peer is taken for gone
 _STDERR_KEEP = 65536  # stream() keeps this much stderr for the error message
 
 
 # -- pure helpers --------------------------------------------------------------
+
+def liveness(connect_timeout):
+    """``(interval, dead_after)`` in seconds: a keepalive every ``interval``
+    on every connection, and a peer that has answered none for
+    ``dead_after`` is taken for gone, its commands failing as Unreachable.
+
+    Without it a server cut off in the middle of a command (a partition, a
+    frozen host) leaves the command waiting on TCP's own retransmission
+    limit, about 15 minutes: a restore pulling a copy from it, or a sync,
+    would hang that long. Derived from ``ssh.connect_timeout``, the time the
+    operator already gives a server to answer (10 s: every 5 s, gone after 15 s)."""
+    interval = max(1, math.ceil(float(connect_timeout) / 2))
+    return interval, interval * _ALIVE_COUNT
+
 
 def known_hosts_name(host, port):
     """How OpenSSH (and paramiko) name ``host:port`` in known_hosts."""
@@ -213,7 +227,10 @@ class SSHTransport:
             if isinstance(e, Exception):
                 raise self._connect_error(e) from None
             raise
-        client.get_transport().set_keepalive(_KEEPALIVE)
+        # paramiko's keepalives want no answer: they only make traffic, and
+        # TCP_USER_TIMEOUT (set on the socket) ends the connection once that
+        # traffic has gone unacknowledged for dead_after.
+        client.get_transport().set_keepalive(liveness(self.connect_timeout)[0])
         log.debug("connected to %s@%s", self.user, self.address)
         return client
 
@@ -250,7 +267,7 @@ class SSHTransport:
     def _open_socket(self):
         addr, t = self.address, self.connect_timeout
         try:
-            return socket.create_connection((self.host, self.port), timeout=t)
+            sock = socket.create_connection((self.host, self.port), timeout=t)
         except socket.timeout:
             raise Unreachable(f"{addr}: no answer within {t:g} s (connection timed out)",
                               hint="check that the server is up and reachable; a firewall may "
@@ -265,6 +282,10 @@ class SSHTransport:
         except OSError as e:
             raise Unreachable(f"{addr}: {e.strerror or e}",
                               hint="check the network path to the server (routes, links)") from None
+        if hasattr(socket, "TCP_USER_TIMEOUT"):    # Linux
+            dead_after_ms = liveness(self.connect_timeout)[1] * 1000
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, dead_after_ms)
+        return sock
 
     def _connect_error(self, e):
         """Map what paramiko raised while connecting to one of our errors."""
@@ -425,17 +446,25 @@ class SSHTransport:
         A master was opened under the host keys known then: its socket's name
         carries a digest of the known_hosts file, so once the file changes (a
         key revoked or replaced) no new command reuses it, and the next one
-        checks the host key again. Old masters exit on their own after 60 s."""
+        checks the host key again. Old masters exit on their own after 60 s.
+        The name also carries who connects (the identity file) and from which
+        network namespace: a master is reused only by the client that could
+        have opened it. (Two lab servers share /tmp: without this, hn1's pulls
+        rode a master hn2 opened, with hn2's key and through hn2's network, so
+        a partition between hn1 and hn0 went unnoticed.)"""
         argv = ["ssh", "-F", "/dev/null", "-p", str(self.port), "-l", self.user,
                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={_ssh_option_path(self.known_hosts)}",
                 "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}"]
+                "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}",
+                # a peer cut off mid-transfer fails the command (as in liveness())
+                "-o", f"ServerAliveInterval={liveness(self.connect_timeout)[0]}",
+                "-o", f"ServerAliveCountMax={_ALIVE_COUNT}"]
         if self.identity:
             # -i is not re-parsed (no quotes) but does expand %-tokens.
             argv += ["-o", "IdentitiesOnly=yes", "-i", self.identity.replace("%", "%%")]
         if shared:
-            tag = known_hosts_digest(self.known_hosts)
+            tag = master_tag(self.known_hosts, self.identity)
             argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/{tag}-%C",
                      "-o", "ControlPersist=60"]
         return argv
@@ -449,6 +478,19 @@ def known_hosts_digest(path):
             return hashlib.sha256(f.read()).hexdigest()[:12]
     except OSError:
         return "none"
+
+
+def master_tag(known_hosts, identity):
+    """12 hex digits naming what a ControlMaster connection was opened with:
+    the known_hosts contents, the identity file and this process's network
+    namespace (see ``SSHTransport.ssh_argv``)."""
+    try:
+        netns = str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        netns = ""
+    parts = [known_hosts_digest(known_hosts), os.path.abspath(identity) if identity else "",
+             netns]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
 def control_dir():

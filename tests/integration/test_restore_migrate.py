@@ -170,9 +170,17 @@ def lost_canaries(lab, canaries):
 
 def instance_processes(directory):
     """[(pid, instance uuid, service, server hostname)] of every live instance
-    process of the lab, from /proc (the ground truth, whatever the agents say)."""
+    process of the lab, from /proc (the ground truth, whatever the agents say).
+    A child of an instance's process (the workload runs `ip addr add|del`, in
+    a netns lab) inherits its environment but is not a second copy of it."""
+    found, parents = _instance_processes(directory)
+    mine = {pid: uuid for pid, uuid, _, _ in found}
+    return [f for f in found if mine.get(parents.get(f[0])) != f[1]]
+
+
+def _instance_processes(directory):
     prefix = str(directory) + "/"
-    found = []
+    found, parents = [], {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -180,9 +188,10 @@ def instance_processes(directory):
             cwd = os.readlink(f"/proc/{entry.name}/cwd")
             if not cwd.startswith(prefix):
                 continue
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] in ("Z", "X"):
                 continue
+            parents[int(entry.name)] = int(stat[1])
             environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
@@ -191,7 +200,7 @@ def instance_processes(directory):
             found.append((int(entry.name), env[b"SDC_INSTANCE_UUID"].decode(),
                           env.get(b"SDC_INSTANCE_SERVICE", b"").decode(),
                           cwd[len(prefix):].split("/")[0]))
-    return found
+    return found, parents
 
 
 class Invariants:

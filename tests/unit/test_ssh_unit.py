@@ -19,6 +19,8 @@ from sdcadm.transport.ssh import (
     keyscan_command,
     known_hosts_line,
     known_hosts_name,
+    liveness,
+    master_tag,
 )
 
 # -- remote command -------------------------------------------------------------
@@ -89,6 +91,31 @@ def test_ssh_argv_pins_known_hosts_identity_and_port():
     assert ("-o", "GlobalKnownHostsFile=/dev/null") in pairs
     assert ("-o", "ConnectTimeout=3") in pairs
     assert ("-i", "/keys/id 50%%") in pairs
+    # a server cut off mid-transfer fails the command within ~3 x 2 s
+    assert ("-o", "ServerAliveInterval=2") in pairs and ("-o", "ServerAliveCountMax=3") in pairs
+
+
+def test_liveness_follows_the_connect_timeout():
+    assert liveness(10) == (5, 15) and liveness(5.0) == (3, 9)
+    assert liveness(0.1) == (1, 3)          # never a keepalive of 0 (off) or a fraction
+
+
+def test_a_connection_ends_once_its_traffic_goes_unacknowledged():
+    """The socket sdcadm connects with carries TCP_USER_TIMEOUT = dead_after
+    (the kernel's own limit would be ~15 minutes)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        t = SSHTransport("127.0.0.1", server.getsockname()[1], connect_timeout=4)
+        sock = t._open_socket()
+        try:
+            ms = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        finally:
+            sock.close()
+    finally:
+        server.close()
+    assert ms == liveness(4)[1] * 1000 == 6000
 
 
 def test_transport_defaults():
@@ -213,3 +240,16 @@ def test_missing_sshd_says_what_to_install(monkeypatch):
         fsutil.find_program("sshd", LabError, "the lab's sshd")
     assert "sshd is not installed; the lab's sshd needs it" in str(err.value)
     assert "apt-get install openssh-server" in str(err.value)
+
+
+def test_a_shared_master_is_reused_only_by_the_client_that_could_open_it(tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text("[h]:22 ssh-ed25519 AAAA\n")
+
+    def control_path(identity):
+        argv = SSHTransport("h", identity=identity, known_hosts=known).ssh_argv(shared=True)
+        return next(a for a in argv if a.startswith("ControlPath="))
+
+    assert control_path("/hn1/id") == control_path("/hn1/id")
+    assert control_path("/hn1/id") != control_path("/hn2/id")     # another server's key
+    assert master_tag(known, "/k") != master_tag(tmp_path / "gone", "/k")
