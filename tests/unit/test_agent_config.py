@@ -54,15 +54,3 @@ def test_cache_path_defaults_under_the_root(tmp_path):
     assert cache_path(c) == f"{tmp_path}/hn0/var/sdcadm/agent-cache.json"
     c = config(tmp_path, f"root: {tmp_path}/hn0\nagent: {{cache_file: /x/c.json}}\n")
     assert cache_path(c) == "/x/c.json"
-
-
-def test_the_agent_waits_for_one_store_member_at_most_one_beat(tmp_path):
-    from sdcadm.agent.connection import agent_store_timeout
-    from sdcadm.store import store_for
-
-    lab = config(tmp_path, "agent: {heartbeat_interval: 1}\nstore: {timeout: 5}\n")
-    assert agent_store_timeout(lab) == 1.0
-    assert agent_store_timeout(config(tmp_path, "agent: {heartbeat_interval: 5}\n")) == 5.0
-    assert agent_store_timeout(config(tmp_path, "store: {timeout: 2}\n")) == 2.0
-    assert store_for(lab, timeout=agent_store_timeout(lab)).timeout == 1.0
-    assert store_for(lab).timeout == 5.0          # the CLI keeps store.timeout
