@@ -49,12 +49,16 @@ def _raised(call, *args):
 
 
 def sshd_processes(marker):
-    """Pids of processes whose command line mentions ``marker``."""
+    """Pids of processes whose command line mentions ``marker``, but for the
+    session's etcd (tests/conftest.py): its data lives under the base temp
+    directory too, and it runs on when a test of this worker started it
+    before this module's (the order two test workers take)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
             state = proc_state(int(entry))
-            if state and state[0] != "Z" and os.fsencode(marker) in state[1]:
+            if state and state[0] != "Z" and os.fsencode(marker) in state[1] \
+                    and os.path.basename(state[1].split(b"\0")[0]) != b"etcd":
                 pids.append(int(entry))
     return pids
 
