@@ -49,6 +49,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 
@@ -138,6 +139,26 @@ def _get(url, timeout=5.0):
             return resp.read()
     except (OSError, http.client.HTTPException):
         return None
+
+
+def _read_canary(url, within=30.0):
+    """GET a canary from an instance that may be restarting (its lease lapsed
+    on a loaded machine): ``(answered, body)``. Only an answer says whether
+    the canary is there; an instance that never answers within ``within``
+    seconds is reported as such, not as a lost canary."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with http_open(url, 5.0) as resp:
+                return True, resp.read()
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return True, None
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            return False, None
+        time.sleep(0.2)
 
 
 def _pristine(state):
@@ -373,9 +394,12 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         notify(observer, Progress("drill", "checking canaries"))
         by_uuid = {i.uuid: i for i in store.list_instances()}
         for uuid, key, body in before:
-            got = _get(f"{by_uuid[uuid].url}/data/{key}")
+            answered, got = _read_canary(f"{by_uuid[uuid].url}/data/{key}")
             if got == body:
                 result.canaries_verified += 1
+            elif not answered:
+                result.problems.append(f"{by_uuid[uuid].alias} did not answer for 30 s: canary "
+                                       f"{key} could not be checked")
             else:
                 result.problems.append(f"canary {key} of {by_uuid[uuid].alias} written before the "
                                        f"last sync was {'changed' if got else 'lost'}")
