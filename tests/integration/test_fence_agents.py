@@ -21,6 +21,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -191,13 +192,27 @@ class Writer:
         self._thread.join()
 
     def unreadable(self, keys):
+        """The keys sapi answers without (404 or another value). A sapi that
+        does not answer at the moment (restarting: its lease lapsed on a
+        loaded machine) is asked again: only an answer tells a loss."""
         missing = []
         for key in keys:
-            try:
-                with http_open(f"{self.url}/data/{key}", 2.0) as resp:
-                    if resp.read() != key.encode():
-                        missing.append(key)
-            except OSError:
+            got = {}
+
+            def answered():
+                try:
+                    with http_open(f"{self.url}/data/{key}", 2.0) as resp:
+                        got["body"] = resp.read()
+                except urllib.error.HTTPError as e:
+                    if e.code != 404:
+                        return False
+                    got["body"] = None
+                except OSError:
+                    return False
+                return True
+
+            wait_for(answered, 30, f"sapi to answer GET {key}", interval=0.2)
+            if got["body"] != key.encode():
                 missing.append(key)
         return missing
 
