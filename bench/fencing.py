@@ -146,6 +146,9 @@ def summary(values):
 
 
 def main():
+    from benchdata import loopback_labs
+
+    loopback_labs()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="runs per fault (default 10)")
     parser.add_argument("--faults", default=",".join(FAULTS), help="kill,hang,freeze")

@@ -196,6 +196,9 @@ def run(directory, agents, seconds, interval, timeout, threads):
 
 
 def main():
+    from benchdata import loopback_labs
+
+    loopback_labs()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=60.0)

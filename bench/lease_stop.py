@@ -89,6 +89,9 @@ def one_run(directory, env):
 
 
 def main():
+    from benchdata import loopback_labs
+
+    loopback_labs()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dir", default="/tmp/lease-bench")

@@ -260,6 +260,9 @@ def migrate_downtime(work, data_bytes):
 # -- main ------------------------------------------------------------------------------------
 
 def main():
+    from benchdata import loopback_labs
+
+    loopback_labs()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller datasets (64 MiB / 16 MiB)")
     parser.add_argument("--big", default=None, help="size of the big dataset in (b) (default 1G)")

@@ -90,6 +90,9 @@ class Raw:
 
 
 def main():
+    from benchdata import loopback_labs
+
+    loopback_labs()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--net", default="127.97.1.0/24")

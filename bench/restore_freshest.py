@@ -103,7 +103,8 @@ def main():
     lab = Path(tempfile.mkdtemp(prefix="bench-freshest-"))
     try:
         say(f"lab up in {lab} ({args.net})")
-        sdcadm("lab", "up", "--dir", str(lab), "--net", args.net, "--headnodes", "3",
+        sdcadm("lab", "up", "--dir", str(lab), "--net", args.net, "--isolation", "loopback",
+               "--headnodes", "3",
                "--computenodes", "0", "--services", "sapi,napi", "--heartbeat-interval", "0.5",
                "--timeout", "120")
         insts = {i["alias"]: i for i in json.loads(sdcadm("insts", "-j", on="hn1", lab=lab).stdout)}

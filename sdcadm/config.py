@@ -25,7 +25,7 @@ from sdcadm.errors import ConfigError
 DEFAULT_PATH = "/etc/sdcadm/sdcadm.yaml"
 ENV_PATH = "SDCADM_CONFIG"
 # Environment variables that start with SDCADM_ but are not configuration keys.
-NOT_KEYS = {"SDCADM_CONFIG", "SDCADM_LAB"}
+NOT_KEYS = {"SDCADM_CONFIG", "SDCADM_LAB", "SDCADM_LAB_ISOLATION"}  # the lab's: sdcadm/lab
 
 _OPT_STR = (str, type(None))
 

@@ -1,6 +1,7 @@
 """Probing instance health over HTTP (stdlib only: cheap to import)."""
 
 import http.client
+import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,23 @@ def probe(url, timeout=2.0):
         return f"cannot reach {url}: {e.reason}"
     except (OSError, ValueError, http.client.HTTPException) as e:
         return f"cannot reach {url}: {e!r}"
+
+
+def ping_pid(url, timeout=2.0):
+    """GET ``url`` (an instance's /ping); ``(True, pid or None)`` when it
+    answers 2xx (the pid when its JSON body says one), else ``(False, None)``."""
+    try:
+        with _opener.open(url, timeout=timeout) as resp:
+            body = resp.read()
+            if not 200 <= resp.status < 300:
+                return False, None
+    except (OSError, ValueError, http.client.HTTPException):   # URLError is an OSError
+        return False, None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return True, None
+    return True, doc.get("pid") if isinstance(doc, dict) else None
 
 
 def probe_many(urls, timeout=2.0, workers=16):

@@ -35,6 +35,15 @@ def shape_options(f):
                           "address with its data in its root (the default when etcd is "
                           "installed), or sqlite, a file in the root of a one-server lab "
                           "(refused for more servers)."),
+        click.option("--isolation", type=click.Choice(["loopback", "netns"]), default=None,
+                     help="How servers are kept apart: netns, every server in its own network "
+                          "namespace on a private network (127.A.B.0/N of --net becomes "
+                          "10.A.B.0/N), joined by a bridge the host has a leg on, so that `lab "
+                          "partition`, `heal` and `degrade` can cut and slow its network; or "
+                          "loopback, every server on its own loopback address of --net. "
+                          "Default: $SDCADM_LAB_ISOLATION, else netns as root (with ip, "
+                          "nsenter and nft installed), else loopback. An existing lab keeps "
+                          "its own."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -72,16 +81,9 @@ def lab():
               help="Leave the last N compute nodes out of the DC store when building the lab: "
                    "their agents register them, not set up, as a new server's agent does "
                    "(then `sdcadm server setup cnX`).")
-@click.option("--isolation", type=click.Choice(["loopback", "netns"]), default=None,
-              help="How servers are kept apart: loopback (the default), every server on its "
-                   "own loopback address of --net; or netns (root), every server in its own "
-                   "network namespace on a private network (127.A.B.0/N of --net becomes "
-                   "10.A.B.0/N), joined by a bridge the host has a leg on, so that `lab "
-                   "partition`, `heal` and `degrade` can cut and slow its network. An existing "
-                   "lab keeps its own.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
-def up_cmd(directory, headnodes, computenodes, net, services, backend, store, heartbeat_interval,
-           timeout, zfs_size, unregistered, isolation, as_json):
+def up_cmd(directory, headnodes, computenodes, net, services, backend, store, isolation,
+           heartbeat_interval, timeout, zfs_size, unregistered, as_json):
     """Build the lab (or revive an existing one) and wait until it is healthy.
 
     Each server's root (<dir>/<hostname>) holds everything it uses: its
@@ -221,26 +223,39 @@ def env_cmd(directory, server):
               metavar="SECONDS", help="Seconds between probes of every instance.")
 @click.option("--duration", default=None, type=Seconds(0), metavar="SECONDS",
               help="Stop after this many seconds (default: at Ctrl-C).")
+@click.option("--from", "sides", default=None, metavar="SIDE,...",
+              help="Where to probe from: 'host' and/or server names (their network "
+                   "namespaces). Default: the host and, in a netns lab, every server.")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="At the end, print the summary as one JSON object on stdout.")
-def watch_cmd(directory, services, interval, duration, as_json):
+def watch_cmd(directory, services, interval, duration, sides, as_json):
     """Measure availability: probe every instance's /ping ten times a second.
 
-    One row per service (all services, or SERVICE...), one character per
-    tick: '.' up (at least one instance answered), 'x' down. The store is
-    re-read every second, so instances moved or restored elsewhere are
+    One row per service (all services, or SERVICE...) and side, one
+    character per tick: '.' up (at least one instance answered), 'x' down.
+    In a netns lab every server probes too, from inside its namespace, so a
+    split brain is seen from both sides: a partitioned server's singletons
+    answer inside it while their restored copies answer outside. The store
+    is re-read every second, so instances moved or restored elsewhere are
     followed. The live timeline is drawn on stderr when it is a terminal. At
-    the end (Ctrl-C or --duration), per service: probes, failed probes,
-    number of outages, the longest outage and the total downtime.
+    the end (Ctrl-C or --duration), per service and side: probes, failed
+    probes, outages, the longest outage and the total downtime; and per
+    singleton the most processes seen serving it at once, from any side.
+
+    Exit status 1 when a singleton was seen served by two processes at once.
     """
     import shutil
     import sys
 
+    from sdcadm.catalog import load_catalog
     from sdcadm.lab.watch import Watcher, timeline_rows
 
-    watcher = Watcher(_state(directory), services or None, interval=interval)
+    state = _state(directory)
+    singletons = {s.name for s in load_catalog().services.values() if s.singleton}
+    watcher = Watcher(state, services or None, interval=interval, sides=_sides(state, sides),
+                      singletons=singletons)
     live = sys.stderr.isatty()
-    width = max(10, shutil.get_terminal_size((100, 20)).columns - 20)
+    width = max(10, shutil.get_terminal_size((100, 20)).columns - 28)
     drawn = 0
     watcher.start()
     deadline = None if duration is None else time.monotonic() + duration
@@ -258,17 +273,56 @@ def watch_cmd(directory, services, interval, duration, as_json):
     except KeyboardInterrupt:
         pass
     summary = watcher.stop()
+    split = {name: n for name, n in summary.get("max_concurrent", {}).items() if n > 1}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-        return
+    else:
+        _print_watch(watcher, summary, timeline_rows, width, live)
+    if split:
+        raise click.ClickException(
+            "split brain: " + ", ".join(f"{name} served by {n} processes at once"
+                                        for name, n in sorted(split.items())))
+
+
+def _sides(state, value):
+    """{side: network namespace} of ``--from`` (the host is always probed)."""
+    if value is None:
+        return {s["hostname"]: state.namespace(s["hostname"]) for s in state.servers
+                if state.namespace(s["hostname"]) is not None}
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise click.UsageError("--from names no side: give 'host' and/or server names")
+    sides = {}
+    for name in names:
+        if name == "host":
+            continue
+        host = state.server(name)["hostname"]  # NotFound names the lab's servers
+        ns = state.namespace(host)
+        if ns is None:
+            raise click.UsageError(f"--from {name}: a loopback lab's servers share the host's "
+                                   "network; probing from one is probing from the host "
+                                   "(use --from host, or a lab built with --isolation netns)")
+        sides[host] = ns
+    return sides
+
+
+def _print_watch(watcher, summary, timeline_rows, width, live):
     from tabulate import tabulate
 
     if not live:
         click.echo("\n".join(timeline_rows(watcher.snapshot(), width)))
-    table = [[name, s["probes"], s["failed"], s["outages"], f"{s['longest_outage_s']:.2f}s",
-              f"{s['downtime_s']:.2f}s"] for name, s in summary["services"].items()]
-    click.echo(tabulate(table, ["SERVICE", "PROBES", "FAILED", "OUTAGES", "LONGEST", "DOWNTIME"],
-                        tablefmt="plain", disable_numparse=True))
+    seen = [("host", summary["services"])] + [
+        (side, v["services"]) for side, v in sorted(summary.get("sides", {}).items())]
+    table = [[name, side, s["probes"], s["failed"], s["outages"],
+              f"{s['longest_outage_s']:.2f}s", f"{s['downtime_s']:.2f}s"]
+             for name in sorted(summary["services"]) for side, stats in seen
+             for s in [stats.get(name)] if s is not None]
+    click.echo(tabulate(table, ["SERVICE", "FROM", "PROBES", "FAILED", "OUTAGES", "LONGEST",
+                                "DOWNTIME"], tablefmt="plain", disable_numparse=True))
+    most = summary.get("max_concurrent", {})
+    if most:
+        click.echo("singletons, most processes serving one at once: "
+                   + ", ".join(f"{name} {n}" for name, n in sorted(most.items())))
     click.echo(f"watched for {summary['duration_s']:.1f}s")
 
 
@@ -295,8 +349,8 @@ def watch_cmd(directory, services, interval, duration, as_json):
                    "commands: hn0 powered off for good, `server delete hn0 --force`, "
                    "`server headnode-setup cn0`, `post-setup ha-*`, a restore-data sync, then "
                    "`check-health` and `status` until both exit 0 (each step timed; JSON: heal).")
-def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, timeout, fault,
-              as_json, lose, heal):
+def drill_cmd(directory, headnodes, computenodes, net, services, backend, store, isolation,
+              timeout, fault, as_json, lose, heal):
     """Rehearse losing the first headnode, and measure the recovery.
 
     Brings up the lab (rebuilding it if an earlier drill restored it), writes
@@ -330,7 +384,7 @@ def drill_cmd(directory, headnodes, computenodes, net, services, backend, store,
     services = _services(services)
     result = drill.run_drill(lab_dir(directory), net, headnodes, computenodes, services,
                              observer=printer(quiet=as_json), timeout=timeout, backend=backend,
-                             store=store, fault=fault,
+                             store=store, fault=fault, isolation=isolation,
                              lose=[h.strip() for h in lose.split(",") if h.strip()]
                              if lose else None, heal=heal)
     click.echo(drill.to_json(result) if as_json else "\n".join(drill.render(result)))
@@ -416,17 +470,22 @@ def heal_cmd(directory, server, as_json):
 @click.option("--loss", "loss_pct", default=0, type=click.IntRange(0, 100), metavar="PCT",
               help="Drop PCT percent of the frames to and from SERVER, each "
                    "direction (nftables).")
+@click.option("--rate", "rate_kbit", default=0, type=click.IntRange(0, 10_000_000),
+              metavar="KBIT", help="Limit SERVER's link to KBIT kbit/s each way (tc: netem's "
+                                   "rate with --delay, else tbf, which every kernel with tc "
+                                   "has).")
 @click.option("--clear", is_flag=True, help="Undo the degradation (a partition stays).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print SERVER's faults as JSON.")
-def degrade_cmd(directory, server, delay_ms, loss_pct, clear, as_json):
+def degrade_cmd(directory, server, delay_ms, loss_pct, rate_kbit, clear, as_json):
     """Slow SERVER's link down and/or make it lose frames (netns lab only).
 
-    Recorded in lab.json; `--clear`, `lab heal SERVER` or `lab down` undo it.
+    A new degradation replaces the old one whole. Recorded in lab.json;
+    `--clear`, `lab heal SERVER` or `lab down` undo it.
     """
     from sdcadm.lab import faults
 
     state = _state(directory)
-    fault = faults.degrade(state, server, delay_ms, loss_pct, clear)
+    fault = faults.degrade(state, server, delay_ms, loss_pct, clear, rate_kbit)
     _print_fault(state, server, fault, as_json)
 
 

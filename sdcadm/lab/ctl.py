@@ -430,9 +430,13 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
                                 "`sdcadm lab up`")
         notify(observer, Progress("lab", f"reusing the lab at {directory}"))
     else:
+        if isolation is None:
+            isolation, why = netns.default_isolation(os.geteuid(), os.environ, shutil.which)
+            notify(observer, Progress("lab", f"isolation {isolation} ({why}; choose with "
+                                             "--isolation)"))
         state = create(directory, net, headnodes, computenodes, services, ports,
                        heartbeat_interval, observer, backend, pool_size, store, unregistered,
-                       isolation or "loopback")
+                       isolation)
     start_all(state, observer)
     wait_ready(state, timeout, observer)
     return state

@@ -54,7 +54,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 
 from sdcadm.config import load_config
-from sdcadm.errors import LabError, SdcadmError
+from sdcadm.errors import LabError, SdcadmError, UsageError
 from sdcadm.health import http_open
 from sdcadm.lab import ctl, procs
 # A lab whose store was recovered by a --lose drill is never started again, only rebuilt.
@@ -269,7 +269,8 @@ class Probers:
 
 
 def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observer=None,
-              timeout=120.0, backend="dir", store=None, lose=None, fault="kill", heal=False):
+              timeout=120.0, backend="dir", store=None, lose=None, fault="kill", heal=False,
+              isolation=None):
     from sdcadm.lab.watch import Watcher
     from sdcadm.procedures import ProcedureContext, run_procedures
     from sdcadm.procedures.console import Console
@@ -289,9 +290,15 @@ def run_drill(directory, net, headnodes=3, computenodes=2, services=None, observ
         if len(lose) > 1:
             raise LabError("--fault partition cuts one headnode off; --lose names several",
                            hint="name one of them, or drop --fault partition")
+        if isolation == "loopback":
+            raise UsageError("--fault partition needs a netns lab: a loopback lab's servers "
+                             "share the host's loopback, which cannot be cut",
+                             hint="drop --isolation loopback (as root the drill builds a netns "
+                                  "lab), or use --fault kill")
         require_root("the drill with --fault partition (a netns lab)")
+        isolation = "netns"
     state = prepare_lab(directory, net, headnodes, computenodes, services, observer, timeout,
-                        backend, store, isolation="netns" if fault == "partition" else None)
+                        backend, store, isolation=isolation)
     recover = quorum_lost(lose, len(state.headnodes))
     if recover and state.store != "etcd":
         raise LabError(f"--lose {','.join(lose)}: only an etcd store can be recovered")

@@ -15,7 +15,10 @@ fault made twice is made once.
   themselves inside its namespace.
 * **degrade**: ``loss_pct``, nftables drops that share of the frames in each
   direction of the server's port (``numgen random``); ``delay_ms``, a tc
-  netem qdisc on both ends of its link (the kernel must have netem).
+  netem qdisc on both ends of its link (the kernel must have netem);
+  ``rate_kbit``, the link's bandwidth in each direction: netem's own rate
+  with a delay, else a tbf qdisc (token bucket, in every kernel that has
+  tc), so a slow link can be made where netem is missing.
 
 ``ruleset`` and ``tc_commands`` are pure (the unit tests read them);
 ``apply`` runs them.
@@ -70,16 +73,31 @@ def _pct(value):
     return int(round(value))
 
 
-def tc_commands(lid, host, delay_ms):
-    """Command lines putting (``delay_ms`` > 0) or taking off netem on both
-    ends of ``host``'s link: its bridge port (frames to it) and its eth0
-    (frames from it)."""
+TBF_BURST = "32kb"        # >= a frame at any rate; tbf cannot send a frame larger than it
+TBF_LATENCY = "400ms"     # how long a frame may queue before tbf drops it
+
+
+def tc_commands(lid, host, delay_ms, rate_kbit=0):
+    """Command lines shaping both ends of ``host``'s link (its bridge port:
+    frames to it; its eth0: frames from it): netem for a delay (with its
+    rate, if any), tbf for a rate alone, or taking the qdisc off."""
     ends = [(netns.net_ns(lid), host), (netns.server_ns(lid, host), netns.SERVER_IF)]
     if delay_ms:
-        return [["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root",
-                 "netem", "delay", f"{delay_ms:g}ms"] for ns, dev in ends]
-    return [["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"]
+        qdisc = ["netem", "delay", f"{delay_ms:g}ms"] + (
+            ["rate", f"{rate_kbit:g}kbit"] if rate_kbit else [])
+    elif rate_kbit:
+        qdisc = ["tbf", "rate", f"{rate_kbit:g}kbit", "burst", TBF_BURST, "latency",
+                 TBF_LATENCY]
+    else:
+        return [["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"]
+                for ns, dev in ends]
+    return [["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", *qdisc]
             for ns, dev in ends]
+
+
+def _shaping(faults, host):
+    deg = faults.get(host, {}).get("degrade") or {}
+    return (deg.get("delay_ms") or 0, deg.get("rate_kbit") or 0)
 
 
 def apply(state, previous=None):
@@ -97,16 +115,19 @@ def apply(state, previous=None):
                        hint="the kernel needs nf_tables with bridge support "
                             "(CONFIG_NF_TABLES_BRIDGE)")
     for host in {**(previous or {}), **state.faults}:
-        before = ((previous or {}).get(host, {}).get("degrade") or {}).get("delay_ms") or 0
-        after = (state.faults.get(host, {}).get("degrade") or {}).get("delay_ms") or 0
+        before, after = _shaping(previous or {}, host), _shaping(state.faults, host)
         if before == after:
             continue
-        for argv in tc_commands(state.netns["id"], host, after):
+        for argv in tc_commands(state.netns["id"], host, *after):
             proc = netns.run(argv, check=False)
-            if proc.returncode != 0 and after:
-                raise LabError(f"cannot delay {host}'s link: {proc.stderr.strip()}",
-                               hint="this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): "
-                                    "--delay cannot work here; --loss does (nftables)")
+            if proc.returncode != 0 and any(after):
+                if after[0]:
+                    raise LabError(f"cannot delay {host}'s link: {proc.stderr.strip()}",
+                                   hint="this kernel has no netem qdisc "
+                                        "(CONFIG_NET_SCH_NETEM): --delay cannot work here; "
+                                        "--rate (tbf) and --loss (nftables) do")
+                raise LabError(f"cannot limit {host}'s link: {proc.stderr.strip()}",
+                               hint="the kernel needs the tbf qdisc (CONFIG_NET_SCH_TBF)")
 
 
 def _update(state, host, key, value):
@@ -164,23 +185,30 @@ def heal(state, server):
     return was
 
 
-def degrade(state, server, delay_ms=0.0, loss_pct=0.0, clear=False):
-    """Slow ``server``'s link (``delay_ms`` each way) and/or drop
-    ``loss_pct`` percent of its frames each way; ``clear`` undoes it."""
+def degrade(state, server, delay_ms=0.0, loss_pct=0.0, clear=False, rate_kbit=0.0):
+    """Slow ``server``'s link (``delay_ms`` each way, ``rate_kbit`` of
+    bandwidth each way) and/or drop ``loss_pct`` percent of its frames each
+    way; ``clear`` undoes it."""
     _require_netns(state, "degrade")
     host = _hostname(state, server)
     if clear:
-        if delay_ms or loss_pct:
-            raise UsageError("--clear takes no --delay or --loss")
+        if delay_ms or loss_pct or rate_kbit:
+            raise UsageError("--clear takes no --delay, --loss or --rate")
         return _update(state, host, "degrade", None)
     if not 0 <= delay_ms <= 60000:
         raise UsageError(f"--delay {delay_ms:g} is out of range", hint="0 to 60000 ms")
     if not 0 <= loss_pct <= 100:
         raise UsageError(f"--loss {loss_pct:g} is out of range", hint="0 to 100 percent")
-    if not delay_ms and not loss_pct:
-        raise UsageError("degrade needs --delay MS and/or --loss PCT",
+    if rate_kbit and not 8 <= rate_kbit <= 10_000_000:
+        raise UsageError(f"--rate {rate_kbit:g} is out of range",
+                         hint="8 kbit/s to 10000000 kbit/s (10 Gbit/s)")
+    if not delay_ms and not loss_pct and not rate_kbit:
+        raise UsageError("degrade needs --delay MS, --loss PCT and/or --rate KBIT",
                          hint="or --clear to undo it")
-    return _update(state, host, "degrade", {"delay_ms": delay_ms, "loss_pct": loss_pct})
+    fault = {"delay_ms": delay_ms, "loss_pct": loss_pct}
+    if rate_kbit:
+        fault["rate_kbit"] = rate_kbit
+    return _update(state, host, "degrade", fault)
 
 
 def describe(fault):
@@ -192,6 +220,8 @@ def describe(fault):
                                             else "everyone"))
     deg = fault.get("degrade")
     if deg:
-        parts.append(f"degraded ({deg.get('delay_ms', 0):g} ms, {deg.get('loss_pct', 0):g}% loss)")
+        rate = f", {deg['rate_kbit']:g} kbit/s" if deg.get("rate_kbit") else ""
+        parts.append(f"degraded ({deg.get('delay_ms', 0):g} ms, {deg.get('loss_pct', 0):g}% loss"
+                     f"{rate})")
     return "; ".join(parts) or "healthy"
 

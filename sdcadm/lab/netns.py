@@ -30,13 +30,37 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from sdcadm.errors import LabError
+from sdcadm.errors import LabError, UsageError
 
 BRIDGE = "br0"
 HOST_PORT = "host"   # the host leg's port on the bridge
 SERVER_IF = "eth0"   # a server's interface, in its namespace
 NETNS_DIR = "/run/netns"
 ISOLATIONS = ("loopback", "netns")
+ENV_ISOLATION = "SDCADM_LAB_ISOLATION"
+NETNS_TOOLS = ("ip", "nsenter", "nft")
+
+
+def default_isolation(euid, environ, which):
+    """How a new lab keeps its servers apart when ``--isolation`` is not
+    given: ``$SDCADM_LAB_ISOLATION`` when set; else netns as root with the
+    tools it needs (a lab whose network can be cut, as a DC's can); else
+    loopback. Pure: the caller hands in the facts.
+
+    Returns (isolation, why): ``why`` says, for people, why it was chosen."""
+    chosen = environ.get(ENV_ISOLATION)
+    if chosen:
+        if chosen not in ISOLATIONS:
+            raise UsageError(f"${ENV_ISOLATION}={chosen!r} is not an isolation",
+                             hint=f"set it to {' or '.join(ISOLATIONS)}, or unset it")
+        return chosen, f"${ENV_ISOLATION}"
+    if euid != 0:
+        return "loopback", "not root: network namespaces need root"
+    missing = [t for t in NETNS_TOOLS if which(t) is None]
+    if missing:
+        return "loopback", (f"root, but {', '.join(missing)} not installed "
+                            "(`make deps` installs them)")
+    return "netns", "root"
 
 
 def lab_id(directory, created):

@@ -8,25 +8,36 @@ one of its instances answers 2xx (an HA service survives one dead headnode);
 a service without instances at that tick is down. ``start()`` runs it in a
 thread; ``stop()``; ``summary()`` at any time.
 
+From every side: with ``sides`` ({name: network namespace}, a netns lab's
+servers) the same URLs are probed, at the same tick, from inside each of
+those namespaces too (a ``python -m sdcadm.lab.probe --stdin`` in each), so
+a split brain is seen from both of its sides: a partitioned server's
+singletons answer inside it while the restored copies answer outside.
+Per side, the availability of each service; for the ``singletons``, over
+every side, the most processes seen serving one at once (1 is the promise).
+
 The measuring is the pure ``fold_outages(samples, end)`` over
 ``(timestamp, service, ok)`` samples: an outage starts at the first failed
 sample and ends at the next successful one (or at ``end`` if it never
 recovered); downtime is the sum of outages, the longest is reported apart.
 """
 
+import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sdcadm.availability import ServiceAvailability, fold_outages  # noqa: F401 (re-exported)
 from sdcadm.errors import NotFound, StoreError
-from sdcadm.health import probe
+from sdcadm.lab import procs
+from sdcadm.lab.probe import add_round, overlapping, probe_round
 
 log = logging.getLogger(__name__)
 
 UP, DOWN = ".", "x"
-PING_PATH = "/ping"
 DEFAULT_INTERVAL = 0.1
 DEFAULT_REFRESH = 1.0
 DEFAULT_PROBE_TIMEOUT = 1.0
@@ -40,6 +51,11 @@ def summarize(samples, start, end, services=()):
     stats = fold_outages(samples, end, services)
     return {"services": {name: stats[name].to_dict() for name in sorted(stats)},
             "duration_s": round(max(0.0, end - start), 3)}
+
+
+def side_label(service, side):
+    """The timeline name of ``service`` seen from ``side`` (None: the host)."""
+    return service if side is None else f"{service} @{side}"
 
 
 def timeline_rows(timelines, width):
@@ -59,25 +75,82 @@ def _open(source):
     return source.dc_store().open(), True
 
 
+class SideProber:
+    """A ``python -m sdcadm.lab.probe --stdin`` inside network namespace
+    ``netns``: ``ask(urls)`` is one round probed from there."""
+
+    def __init__(self, netns, timeout):
+        self.argv = procs.in_netns([sys.executable, "-m", "sdcadm.lab.probe", "--stdin",
+                                    "--timeout", f"{timeout:g}"], netns)
+        self.proc = None
+        self.spawned = None
+
+    def _spawn(self):
+        # A server powered off takes its prober with it: spawn again, at most
+        # once a second, so that a server brought back is watched again.
+        if self.spawned is not None and time.monotonic() - self.spawned < 1.0:
+            return None
+        self.spawned = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        except OSError as e:
+            log.warning("watch: cannot start a prober (%s): %s", self.argv[0], e)
+            self.proc = None
+        return self.proc
+
+    def ask(self, urls):
+        """{url: pid or None}; None for every URL when this side cannot probe."""
+        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._spawn()
+        if proc is not None:
+            try:
+                proc.stdin.write(json.dumps(urls) + "\n")
+                proc.stdin.flush()
+                pids = json.loads(proc.stdout.readline())["pids"]
+                return {u: pids.get(u) for u in urls}
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return dict.fromkeys(urls)
+
+    def close(self):
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()     # end of input: it exits
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
 class Watcher:
     """Probe the instances of ``services`` (None: every service) every ``interval`` s."""
 
     def __init__(self, source, services=None, interval=DEFAULT_INTERVAL,
-                 refresh=DEFAULT_REFRESH, probe_timeout=DEFAULT_PROBE_TIMEOUT, path=PING_PATH):
+                 refresh=DEFAULT_REFRESH, probe_timeout=DEFAULT_PROBE_TIMEOUT,
+                 sides=None, singletons=()):
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.source = source
         self.wanted = list(dict.fromkeys(services)) if services else None
         self.interval, self.refresh = float(interval), float(refresh)
-        self.probe_timeout, self.path = probe_timeout, path
+        self.probe_timeout = probe_timeout
         self.samples = []            # (monotonic time, service, ok)
         self.timelines = {}          # service -> ".x.." marks
-        self.urls = {}               # service -> [url], from the last store read
+        self.urls = {}               # service -> [instance url], from the last store read
+        self.sides = dict(sides or {})                      # name -> network namespace
+        self.side_samples = {name: [] for name in self.sides}
+        self.side_timelines = {name: {} for name in self.sides}
+        self.singletons = frozenset(singletons)
+        self.spans = {}              # singleton service -> {pid: [first, last]}, every side
+        self._probers = {}
+        self._side_pool = None
         self.refresh_errors = 0
         self.started = self.ended = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = None
+        self._threads = []
         self._store = self._owned = None
         self._pool = None
 
@@ -93,21 +166,35 @@ class Watcher:
             self._store = None
             raise
         self._pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="watch")
+        if self.sides:
+            self._probers = {name: SideProber(ns, self.probe_timeout)
+                             for name, ns in self.sides.items()}
+            self._side_pool = ThreadPoolExecutor(max_workers=len(self.sides),
+                                                 thread_name_prefix="watch-side")
         self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="sdcadm-watch", daemon=True)
-        self._thread.start()
+        # Two threads: the probes keep their pace while a store read waits
+        # (up to store.timeout on a member that was cut off).
+        self._threads = [threading.Thread(target=self._loop, name="sdcadm-watch", daemon=True),
+                         threading.Thread(target=self._refresh_loop, name="sdcadm-watch-store",
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
         return self
 
     def stop(self):
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.probe_timeout + 5)
-            self._thread = None
+        for t in self._threads:
+            t.join(timeout=self.probe_timeout + 10)
+        self._threads = []
         if self.ended is None and self.started is not None:
             self.ended = time.monotonic()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._side_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._side_pool = None
+        for prober in self._probers.values():
+            prober.close()
+        self._probers = {}
         if self._owned and self._store is not None:
             self._store.close()
         self._store = None
@@ -122,18 +209,33 @@ class Watcher:
     # -- results ---------------------------------------------------------------------
     def summary(self):
         """``{"services": {name: {probes, failed, downtime_s, longest_outage_s, outages}},
-        "duration_s"}`` up to now (or up to stop())."""
+        "duration_s"}`` up to now (or up to stop()), as the host sees it; with
+        sides, ``"sides": {side: {"services": ...}}`` too; with singletons,
+        ``"max_concurrent": {service: most processes serving it at once}``."""
         with self._lock:
             samples = list(self.samples)
             services = list(self.timelines)
+            by_side = {name: (list(self.side_samples[name]), list(self.side_timelines[name]))
+                       for name in self.sides}
+            spans = {name: dict(by_pid) for name, by_pid in self.spans.items()}
         start = self.started if self.started is not None else time.monotonic()
         end = self.ended if self.ended is not None else time.monotonic()
-        return summarize(samples, start, end, services)
+        out = summarize(samples, start, end, services)
+        if self.sides:
+            out["sides"] = {name: {"services": summarize(s, start, end, names)["services"]}
+                            for name, (s, names) in by_side.items()}
+        if self.singletons:
+            out["max_concurrent"] = {name: overlapping(spans.get(name, {}))
+                                     for name in sorted(self.singletons & set(services))}
+        return out
 
     def snapshot(self):
-        """{service: timeline marks} so far."""
+        """{service (or "service @side"): timeline marks} so far."""
         with self._lock:
-            return dict(self.timelines)
+            out = dict(self.timelines)
+            for side, timelines in self.side_timelines.items():
+                out.update({side_label(name, side): marks for name, marks in timelines.items()})
+            return out
 
     # -- work ------------------------------------------------------------------------
     def _read_store(self, strict=False):
@@ -147,7 +249,7 @@ class Watcher:
             return
         urls = {}
         for inst in instances:
-            urls.setdefault(inst.service, []).append(inst.url + self.path)
+            urls.setdefault(inst.service, []).append(inst.url)       # probed at /ping
         if self.wanted is None:
             names = sorted(set(urls) | set(self.urls))
         else:
@@ -160,14 +262,20 @@ class Watcher:
                                    hint="services: " + (", ".join(sorted(known)) or "(none)"))
         self.urls = {name: urls.get(name, []) for name in names}
 
+    def _refresh_loop(self):
+        try:
+            while not self._stop.wait(self.refresh):
+                self._read_store()
+        except Exception:  # noqa: BLE001 - a watcher must report, not die silently
+            log.exception("watch: reading the store failed")
+        finally:
+            if self._owned and self._store is not None:
+                self._store.close()  # this thread's connection
+
     def _loop(self):
         next_tick = time.monotonic()
-        last_read = next_tick
         try:
             while not self._stop.is_set():
-                if time.monotonic() - last_read >= self.refresh:
-                    self._read_store()
-                    last_read = time.monotonic()
                 self._tick()
                 next_tick += self.interval
                 delay = next_tick - time.monotonic()
@@ -179,15 +287,25 @@ class Watcher:
             log.exception("watch: probing loop failed")
         finally:
             self.ended = time.monotonic()
-            if self._owned and self._store is not None:
-                self._store.close()  # this thread's connection
 
     def _tick(self):
-        ts = time.monotonic()
-        urls = sorted({u for us in self.urls.values() for u in us})
-        answers = dict(zip(urls, self._pool.map(lambda u: probe(u, self.probe_timeout), urls)))
+        current = self.urls            # replaced whole by the store thread, never changed
+        urls = sorted({u for us in current.values() for u in us})
+        asked = {name: self._side_pool.submit(p.ask, urls) for name, p in self._probers.items()}
+        host = probe_round(self._pool, urls, self.probe_timeout)
+        ts = host["t"]
+        seen = {None: host["pids"]}
+        seen.update((name, future.result()) for name, future in asked.items())
+        service_of = {u: name for name, us in current.items() for u in us}
         with self._lock:
-            for service, service_urls in self.urls.items():
-                ok = any(answers.get(u) is None for u in service_urls)
-                self.samples.append((ts, service, ok))
-                self.timelines[service] = self.timelines.get(service, "") + (UP if ok else DOWN)
+            for side, pids in seen.items():
+                samples = self.samples if side is None else self.side_samples[side]
+                timelines = self.timelines if side is None else self.side_timelines[side]
+                for service, service_urls in current.items():
+                    ok = any(pids.get(u) is not None for u in service_urls)
+                    samples.append((ts, service, ok))
+                    timelines[service] = timelines.get(service, "") + (UP if ok else DOWN)
+                if self.singletons:
+                    add_round(self.spans, {"t": ts, "pids": {
+                        u: pid for u, pid in pids.items()
+                        if service_of.get(u) in self.singletons}}, key=service_of.get)

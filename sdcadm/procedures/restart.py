@@ -10,15 +10,11 @@ instance whose restart succeeded is verified (a process other than the one it
 replaced answers /ping) instead of being restarted twice.
 """
 
-import http.client
-import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from sdcadm.errors import AgentError, NotFound, SdcadmError, Unreachable
-from sdcadm.health import http_open
+from sdcadm.health import ping_pid
 from sdcadm.model import SERVER_RUNNING, heartbeat_seen, status_of
 from sdcadm.procedures.base import Procedure, Step
 
@@ -87,22 +83,6 @@ def wait_restarted(probe, old_pid, timeout, interval, clock=time.monotonic, slee
         sleep(interval)
 
 
-def ping_pid(url, timeout=PROBE_TIMEOUT):
-    """GET ``url``; (True, pid or None) when it answers 2xx, else (False, None)."""
-    try:
-        with http_open(url, timeout) as resp:
-            body = resp.read()
-            if not 200 <= resp.status < 300:
-                return False, None
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
-        return False, None
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return True, None
-    return True, doc.get("pid") if isinstance(doc, dict) else None
-
-
 def agent_pid(client, uuid):
     """The pid the agent reports for instance ``uuid``, or None."""
     try:
@@ -153,7 +133,7 @@ class RestartInstances(Procedure):
             if reason:
                 problems.append(f"{inst.alias}: {reason}")
                 continue
-            _, pid = ping_pid(inst.url + PING_PATH)
+            _, pid = ping_pid(inst.url + PING_PATH, PROBE_TIMEOUT)
             self.targets.append(InstanceToRestart(inst, server, pid))
             ctx.log.info("target", alias=inst.alias, server=server.hostname, pid=pid)
         if problems:
@@ -179,7 +159,7 @@ class RestartInstances(Procedure):
         client = ctx.agents.client(target.server.agent_url, timeout=PROBE_TIMEOUT)
 
         def probe():
-            ok, pid = ping_pid(url)
+            ok, pid = ping_pid(url, PROBE_TIMEOUT)
             if ok and pid is None:
                 pid = agent_pid(client, target.instance.uuid)
             return ok, pid

@@ -13,10 +13,12 @@ are never asserted.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -75,6 +77,30 @@ def connects(directory, host, addr, port):
 def leftovers(lid):
     return ([ns for ns in netns.namespaces() if ns.startswith(netns.ns_prefix(lid))],
             [link for link in netns.links() if link == netns.host_link(lid)])
+
+
+def send_to(directory, host, address, size):
+    """Seconds to send ``size`` bytes from the host to a listener inside
+    ``host`` (at ``address``), until it has read them all."""
+    code = ("import socket, sys\n"
+            f"s = socket.create_server(({address!r}, 0))\n"
+            "print(s.getsockname()[1], flush=True)\n"
+            "c, _ = s.accept(); n = 0\n"
+            "while (b := c.recv(65536)): n += len(b)\n"
+            "print(n, flush=True)\n")
+    listener = subprocess.Popen([str(BIN / "sdcadm"), "lab", "exec", "--dir", str(directory),
+                                 host, "--", sys.executable, "-c", code],
+                                stdout=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        port = int(listener.stdout.readline())
+        started = time.monotonic()
+        with socket.create_connection((address, port), timeout=30) as conn:
+            conn.sendall(b"x" * size)
+        assert int(listener.stdout.readline()) == size
+        return time.monotonic() - started
+    finally:
+        listener.kill()
+        listener.wait()
 
 
 def test_netns_lab_servers_exec_partition_and_nothing_left(tmp_path):
@@ -140,10 +166,19 @@ def test_netns_lab_servers_exec_partition_and_nothing_left(tmp_path):
         # bad requests change nothing
         for argv, says in ((["partition", "cn0", "--from", "cn0"], "from itself"),
                            (["partition", "cn7"], "no server 'cn7'"),
-                           (["degrade", "cn0"], "--delay MS and/or --loss")):
+                           (["degrade", "cn0"], "--delay MS, --loss PCT and/or --rate")):
             bad = lab(directory, *argv, check=False)
             assert bad.returncode != 0 and says in bad.stderr, bad.stderr
         assert load_state(directory).faults["cn0"] == faults
+
+        # a slow link: 400 kbit/s (tbf), so 150 KB from the host to cn0 take
+        # at least (150 KB - the bucket's burst) / 50 KB/s, about 2.4 s
+        lab(directory, "degrade", "cn0", "--rate", "400")
+        elapsed = send_to(directory, "cn0", cn0["admin_ip"], 150 << 10)
+        print(f"150 KB to cn0 at 400 kbit/s: {elapsed:.2f}s")
+        assert elapsed > 1.5, "the rate limit did not slow the link"
+        lab(directory, "degrade", "cn0", "--clear")
+        assert send_to(directory, "cn0", cn0["admin_ip"], 150 << 10) < elapsed
 
         # down undoes the faults and removes every namespace and link
         lab(directory, "down")
@@ -205,6 +240,11 @@ def test_partitioned_headnode_stops_its_singletons_before_hn1_restores_them(tmp_
         urls = [insts["sapi0"]["url"], insts["ufds0"]["url"]]
         sdcadm(directory, "service", "sync-restore-data")
         probers = [Prober(directory, h, urls) for h in ("hn0", "hn1", "hn2", None)]
+        # `lab watch`, by service, from the host and inside every server, beside them
+        watch = subprocess.Popen(
+            [str(BIN / "sdcadm"), "lab", "watch", "--dir", str(directory), "-j", "sapi", "ufds"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             wait_for(lambda: all(p.last() and all(p.last().values()) for p in probers), 90,
                      "every side to see both singletons answer", interval=0.2)
@@ -244,9 +284,24 @@ def test_partitioned_headnode_stops_its_singletons_before_hn1_restores_them(tmp_
             assert not any(f"{insts[a]['admin_ip']}/" in held for a in ("sapi0", "ufds0"))
             seen = len(probers[3].rounds)
             wait_for(lambda: len(probers[3].rounds) > seen + 20, 30, "20 more probe rounds")
+            watch.send_signal(signal.SIGINT)      # Ctrl-C: the watch ends and reports
+            out, err = watch.communicate(timeout=30)
         finally:
             for p in probers:
                 p.stop()
+            if watch.poll() is None:
+                watch.kill()
+                watch.communicate()
+        assert watch.returncode == 0, err
+        watched = json.loads(out)
+        assert watched["max_concurrent"] == {"sapi": 1, "ufds": 1}
+        assert set(watched["sides"]) == {"hn0", "hn1", "hn2"}
+        for side in ("hn0", "hn1", "hn2"):
+            for name in ("sapi", "ufds"):
+                seen = watched["sides"][side]["services"][name]
+                # each side saw the outage (hn0's copy stopped, hn1's not yet up)
+                # and the service again (hn0 too, after heal)
+                assert seen["outages"] >= 1 and seen["probes"] > seen["failed"], (side, seen)
         every_round = [r for p in probers for r in p.rounds]
         assert concurrency(every_round) == {u: 1 for u in urls}, spans(every_round)
         for u in urls:

@@ -119,6 +119,16 @@ def test_netem_on_both_ends_and_off_again():
     assert [c[4:7] for c in off] == [["tc", "qdisc", "del"]] * 2
 
 
+def test_a_rate_alone_is_a_token_bucket_and_with_a_delay_netems_own_rate():
+    alone = faults.tc_commands("abc123", "hn0", 0, 2000)
+    assert [c[9:] for c in alone] == [["root", "tbf", "rate", "2000kbit", "burst",
+                                       faults.TBF_BURST, "latency", faults.TBF_LATENCY]] * 2
+    both = faults.tc_commands("abc123", "hn0", 50, 2000)
+    assert [c[10:] for c in both] == [["netem", "delay", "50ms", "rate", "2000kbit"]] * 2
+    assert faults.describe({"degrade": {"delay_ms": 0, "loss_pct": 5, "rate_kbit": 2000}}) == \
+        "degraded (0 ms, 5% loss, 2000 kbit/s)"
+
+
 def test_faults_need_a_netns_lab(tmp_path):
     state = netns_state(tmp_path)
     state.isolation, state.netns = "loopback", None
@@ -134,7 +144,9 @@ def test_faults_need_a_netns_lab(tmp_path):
     (lambda s: faults.partition(s, "hn0", ["hn0"]), UsageError, "from itself"),
     (lambda s: faults.partition(s, "hn0", ["hn9"]), NotFound, "no server 'hn9'"),
     (lambda s: faults.partition(s, "hn0", []), UsageError, "names no server"),
-    (lambda s: faults.degrade(s, "hn0"), UsageError, "--delay MS and/or --loss"),
+    (lambda s: faults.degrade(s, "hn0"), UsageError, "--delay MS, --loss PCT and/or --rate"),
+    (lambda s: faults.degrade(s, "hn0", rate_kbit=4), UsageError, "--rate 4 is out of range"),
+    (lambda s: faults.degrade(s, "hn0", rate_kbit=64, clear=True), UsageError, "--clear takes"),
     (lambda s: faults.degrade(s, "hn0", loss_pct=101), UsageError, "out of range"),
     (lambda s: faults.degrade(s, "hn0", delay_ms=-1), UsageError, "out of range"),
     (lambda s: faults.degrade(s, "hn0", loss_pct=5, clear=True), UsageError, "--clear takes"),
@@ -218,3 +230,61 @@ def test_partition_drill_is_ok_only_with_one_copy_at_a_time_and_the_stop_first()
     assert "1.60s after the cut (before the restore: true)" in text
     kill = DrillResult(lab="/l", dead="hn0", restored_on="hn1", fencing_verified=True)
     assert kill.ok and "max concurrent" not in "\n".join(render(kill))
+
+
+# -- the default isolation ----------------------------------------------------------------------
+
+def which_all(tool):
+    return f"/usr/bin/{tool}"
+
+
+@pytest.mark.parametrize("euid, environ, which, expected, why", [
+    (0, {}, which_all, "netns", "root"),
+    (1000, {}, which_all, "loopback", "not root"),
+    (0, {}, lambda t: None if t == "nft" else which_all(t), "loopback", "nft not installed"),
+    (0, {"SDCADM_LAB_ISOLATION": "loopback"}, which_all, "loopback", "$SDCADM_LAB_ISOLATION"),
+    (1000, {"SDCADM_LAB_ISOLATION": "netns"}, which_all, "netns", "$SDCADM_LAB_ISOLATION"),
+])
+def test_a_new_lab_is_netns_as_root_with_its_tools_unless_told(euid, environ, which, expected,
+                                                                why):
+    isolation, reason = netns.default_isolation(euid, environ, which)
+    assert isolation == expected and why in reason
+
+
+def test_an_unknown_isolation_in_the_environment_is_refused():
+    with pytest.raises(UsageError, match="is not an isolation") as e:
+        netns.default_isolation(0, {"SDCADM_LAB_ISOLATION": "vlan"}, which_all)
+    assert "loopback or netns" in e.value.hint
+
+
+def test_the_partition_drill_refuses_a_loopback_lab_before_building_anything(tmp_path):
+    from click.testing import CliRunner
+
+    from sdcadm.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["lab", "drill", "--dir", str(tmp_path / "d"), "--fault",
+                                   "partition", "--isolation", "loopback"])
+    assert out.exit_code != 0 and "needs a netns lab" in out.output, out.output
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("isolation, sides, message", [
+    ("loopback", "hn0", "share the host's network"),
+    ("netns", "nope", "no server 'nope'"),
+    ("netns", ",", "names no side"),
+])
+def test_watch_from_a_side_that_is_not_one_is_refused_before_probing(tmp_path, isolation, sides,
+                                                                     message):
+    from click.testing import CliRunner
+
+    from sdcadm.cli.main import cli
+
+    state = netns_state(tmp_path)
+    if isolation == "loopback":
+        servers = [dict(s, admin_ip=s["admin_ip"].replace("10.", "127.", 1))
+                   for s in state.servers]
+        state = LabState(dir=str(tmp_path), net="127.9.8.0/24", servers=servers, store="etcd")
+    save_state(state)
+    out = CliRunner().invoke(cli, ["lab", "watch", "--dir", str(tmp_path), "--from", sides,
+                                   "--duration", "0"])
+    assert out.exit_code != 0 and message in out.output, out.output
