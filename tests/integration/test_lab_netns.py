@@ -23,7 +23,7 @@ import time
 import pytest
 
 from sdcadm.lab import netns, procs
-from sdcadm.lab.probe import concurrency, spans
+from sdcadm.lab.probe import concurrency, ping_pid, spans
 from sdcadm.lab.state import load_state
 from tests.conftest import BIN, clean_env, lab_factory, needs_sshd, random_net, run, wait_for
 
@@ -135,6 +135,15 @@ def test_netns_lab_servers_exec_partition_and_nothing_left(tmp_path):
         # the host (the operator's CLI) and the other server reach it
         assert answers(directory, "cn0", sapi["url"])
         assert sdcadm(directory, "server", "ls", "-j", on="cn0").returncode == 0
+        # SIGKILLed, an instance cannot remove its address: its guardian does,
+        # unless the process its agent starts again has claimed it by then
+        old = ping_pid(sapi["url"], 2.0)
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: ping_pid(sapi["url"], 1.0) not in (None, old), 60,
+                 "sapi0 started again by its agent")
+        held = lab_exec(directory, "hn0", "ip", "-o", "-4", "addr", "show", "dev", "lo").stdout
+        assert f"{sapi['admin_ip']}/32" in held
+        assert answers(directory, "cn0", sapi["url"])
 
         # partition cn0 from everyone: it runs on, reaching only itself
         agent_port = state.ports["agent"]

@@ -19,7 +19,13 @@ Address: in a loopback lab every 127/8 address can be bound. In a netns lab
 adds it to ``lo`` in its server's network namespace (the kernel then answers
 ARP for it on the server's link), announces it with a gratuitous ARP (peers
 that knew the old server's MAC for it learn the new one at once), and removes
-it when it stops, fenced or not.
+it when it stops, fenced or not. A process SIGKILLed (by its agent at its
+lease's end, say) cannot: a guardian, started when the address is claimed,
+waits for the end of this process (EOF on a pipe only it holds) and removes
+the address then -- as a zone's NIC goes with the zone -- unless another
+process of this instance, on this server, has claimed it since: each claim
+holds a lock on ``.address.lock`` in the instance's root for the life of its
+process, and the guardian removes only with that lock free (``flock -n``).
 
 For tests only: SIGUSR1 makes the process ignore SIGTERM from then on (a slow
 stop, the case the agent's SIGKILL exists for); /ping then shows
@@ -35,6 +41,7 @@ stateful one.
 """
 
 import errno
+import fcntl
 import itertools
 import json
 import os
@@ -46,6 +53,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 try:
@@ -73,13 +81,59 @@ def _ip_command():
     return shutil.which("ip", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or "ip"
 
 
+LOCK_NAME = ".address.lock"
+LOCK_WAIT = 10.0     # seconds a claim waits for the lock (a guardian removing the address)
+HELD = []            # the lock's file and the guardian's pipe: open for this process's life
+
+
+def _lock(path):
+    """Hold an exclusive flock on ``path`` for this process's life (a guardian
+    of an earlier process may hold it while it removes the address: wait)."""
+    f = open(path, "a+")
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                print(f"{path}: still locked after {LOCK_WAIT:g}s: claiming without it",
+                      flush=True)
+                break
+            time.sleep(0.01)
+    HELD.append(f)
+
+
+def guard(ip, lock_path):
+    """A guardian that removes ``ip`` from ``lo`` once this process is gone,
+    unless the lock at ``lock_path`` is held again by then (a later process of
+    this instance claimed the address). Its environment names no instance and
+    its working directory is /: it is not taken for one."""
+    read_end, write_end = os.pipe()
+    lock_fd = os.open(lock_path, os.O_RDONLY)      # its own open file: its own flock
+    script = 'read _; flock -n "$1" && exec "$2" addr del "$0"/32 dev lo'
+    try:
+        subprocess.Popen(["sh", "-c", script, ip, str(lock_fd), _ip_command()],
+                         stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         pass_fds=(lock_fd,), cwd="/", env={"PATH": os.environ.get("PATH", "")},
+                         start_new_session=True)   # a signal to our group does not reach it
+    finally:
+        os.close(read_end)
+        os.close(lock_fd)
+    HELD.append(write_end)                         # closed by the kernel when we end
+
+
 def claim(ip):
-    """Add ``ip`` to ``lo`` in this network namespace and announce it."""
+    """Add ``ip`` to ``lo`` in this network namespace, guard it and announce it."""
+    lock_path = os.path.abspath(LOCK_NAME)         # the instance's root: our working directory
+    _lock(lock_path)
     proc = subprocess.run([_ip_command(), "addr", "add", f"{ip}/32", "dev", "lo"],
                           capture_output=True, text=True)
-    if proc.returncode != 0 and "File exists" not in proc.stderr:
+    if proc.returncode != 0 and not any(m in proc.stderr for m in ("File exists",
+                                                                    "already assigned")):
         raise OSError(errno.EADDRNOTAVAIL, f"cannot add {ip} to lo: {proc.stderr.strip()}")
     CLAIMED.append(ip)
+    guard(ip, lock_path)
     announce(ip)
 
 
@@ -110,12 +164,10 @@ def announce(ip):
 
 
 def make_server(ip, port):
-    try:
-        return ThreadingHTTPServer((ip, port), Handler)
-    except OSError as e:
-        if e.errno != errno.EADDRNOTAVAIL:
-            raise
-    claim(ip)
+    if not ip.startswith("127."):
+        # a netns lab: the address is this instance's to hold, even when a
+        # process of it killed earlier left it on lo
+        claim(ip)
     return ThreadingHTTPServer((ip, port), Handler)
 
 
