@@ -31,7 +31,8 @@ idempotent (a re-run resumes the unfinished Task):
 The new headnode's own configuration is not rewritten: its agent reaches
 the store through the endpoints it has (and those it learns), and it has no
 ``store.member`` section for `store recover` (docs/store.md). A restore
-does not take its address from the recovery reservations yet.
+does not use the recovery addresses: it restores only from a fenced
+server, whose instances keep their own addresses.
 
 Paths on the server are its root as the restore-data puller reaches it
 (``restore_data.source_root_template``: ``/`` on real servers) joined with
