@@ -17,7 +17,7 @@ from pathlib import Path
 from sdcadm import __version__
 from sdcadm.agent.api import make_server
 from sdcadm.agent.cache import StateCache
-from sdcadm.agent.connection import StoreHandle
+from sdcadm.agent.connection import StoreHandle, beat_timeout, with_store_timeout
 from sdcadm.agent.delegate_datasets import for_config as datasets_for_config
 from sdcadm.agent.heartbeat import Heartbeat
 from sdcadm.agent.image_fetch import PeerImages
@@ -61,8 +61,11 @@ class Agent:
         self.started = time.time()
         self.metrics = AgentMetrics()
         self.stores = StoreHandle(config)
-        self.heartbeat = Heartbeat(self.me, self.stores, config.agent.heartbeat_interval,
-                                   self.metrics)
+        # The heartbeat has a connection of its own, its waits bounded by the lease
+        beat_config = with_store_timeout(config, beat_timeout(config.store.timeout,
+                                                              config.agent.heartbeat_timeout))
+        self.heartbeat = Heartbeat(self.me, StoreHandle(beat_config),
+                                   config.agent.heartbeat_interval, self.metrics)
         layout = self.layout = Layout(os.path.abspath(config.root))
         datasets = datasets_for_config(config)
         # Every server can seed from its own restore data; only headnodes hold any,

@@ -1,5 +1,6 @@
 import pytest
 
+from sdcadm.agent.connection import beat_timeout, with_store_timeout
 from sdcadm.agent.daemon import cache_path, check_config
 from sdcadm.config import read_token
 from sdcadm.config import load_config
@@ -54,3 +55,21 @@ def test_cache_path_defaults_under_the_root(tmp_path):
     assert cache_path(c) == f"{tmp_path}/hn0/var/sdcadm/agent-cache.json"
     c = config(tmp_path, f"root: {tmp_path}/hn0\nagent: {{cache_file: /x/c.json}}\n")
     assert cache_path(c) == "/x/c.json"
+
+
+@pytest.mark.parametrize("store_timeout, lease, expected", [
+    (5.0, 4.0, 4.0 / 3),     # the lab: a beat may not wait out the lease on one member
+    (5.0, 15.0, 5.0),        # production defaults: store.timeout already a third of it
+    (1.0, 30.0, 1.0),
+])
+def test_the_heartbeat_waits_on_one_member_at_most_a_third_of_the_lease(store_timeout, lease,
+                                                                         expected):
+    assert beat_timeout(store_timeout, lease) == pytest.approx(expected)
+
+
+def test_the_heartbeats_own_config_differs_only_in_its_store_timeout(tmp_path):
+    loaded = config(tmp_path, f"server_uuid: {ME}\nstore:\n  timeout: 5\n")
+    bounded = with_store_timeout(loaded, 1.25)
+    assert bounded.store.timeout == 1.25 and loaded.store.timeout == 5
+    assert {**bounded.to_dict(), "store": None} == {**loaded.to_dict(), "store": None}
+    assert bounded.path == loaded.path
