@@ -271,6 +271,7 @@ def test_partitioned_headnode_stops_its_singletons_before_hn1_restores_them(tmp_
                      {s["hostname"]: s["status"] for s in json.loads(
                          sdcadm(directory, "server", "ls", "-j").stdout)}["hn0"] != "running",
                      60, "hn1 to see hn0 silent", interval=0.5)
+            restore_at = time.monotonic()     # the probes' clock (CLOCK_MONOTONIC)
             sdcadm(directory, "service", "restore", "--all", "--dead", "hn0",
                    "--confirm-powered-off", "hn0", "-y")
             wait_for(lambda: probers[1].last() and all(probers[1].last().values()), 60,
@@ -314,11 +315,13 @@ def test_partitioned_headnode_stops_its_singletons_before_hn1_restores_them(tmp_
         every_round = [r for p in probers for r in p.rounds]
         assert concurrency(every_round) == {u: 1 for u in urls}, spans(every_round)
         for u in urls:
-            # every other process that answered there (hn0's, including one its
-            # agent restarted before the cut) last answered before hn1's copy first did
+            # every process that answered there before the restore began (hn0's,
+            # including one its agent restarted before the cut) last answered
+            # before hn1's copy first did. (Processes first seen after it are
+            # hn1's: its copy, or one its agent restarted there under load.)
             by_pid = spans(every_round)[u]
-            others = max(last for pid, (_, last) in by_pid.items() if pid != restored[u])
-            assert others < by_pid[restored[u]][0], f"{u}: hn0's copy answered after hn1's started"
+            hn0s = max(last for first, last in by_pid.values() if first < restore_at)
+            assert hn0s < by_pid[restored[u]][0], f"{u}: hn0's copy answered after hn1's started"
 
 
 def test_drill_with_hn0_partitioned_never_sees_a_singleton_twice(tmp_path):
