@@ -277,7 +277,7 @@ def watch_cmd(directory, services, interval, duration, sides, as_json):
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        _print_watch(watcher, summary, timeline_rows, width, live)
+        _print_watch(watcher, summary, width, live)
     if split:
         raise click.ClickException(
             "split brain: " + ", ".join(f"{name} served by {n} processes at once"
@@ -287,8 +287,8 @@ def watch_cmd(directory, services, interval, duration, sides, as_json):
 def _sides(state, value):
     """{side: network namespace} of ``--from`` (the host is always probed)."""
     if value is None:
-        return {s["hostname"]: state.namespace(s["hostname"]) for s in state.servers
-                if state.namespace(s["hostname"]) is not None}
+        every = {s["hostname"]: state.namespace(s["hostname"]) for s in state.servers}
+        return {host: ns for host, ns in every.items() if ns is not None}
     names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
         raise click.UsageError("--from names no side: give 'host' and/or server names")
@@ -306,8 +306,10 @@ def _sides(state, value):
     return sides
 
 
-def _print_watch(watcher, summary, timeline_rows, width, live):
+def _print_watch(watcher, summary, width, live):
     from tabulate import tabulate
+
+    from sdcadm.lab.watch import timeline_rows
 
     if not live:
         click.echo("\n".join(timeline_rows(watcher.snapshot(), width)))
