@@ -48,24 +48,26 @@ def unfence(state, ref, run_options):
 
 
 @click.command("setup")
-@click.argument("ref", metavar="SERVER")
+@click.argument("refs", metavar="SERVER...", nargs=-1, required=True)
+@click.option("--timeout", default=60.0, show_default=True, type=Seconds(1), metavar="SECONDS",
+              help="How long to wait for each server's agent to see it is set up.")
 @procedure_options
 @pass_state
-def setup(state, ref, run_options):
-    """Set up SERVER (hostname or UUID), a server its agent registered.
+def setup(state, refs, timeout, run_options):
+    """Set up each SERVER (hostname or UUID), servers their agents registered.
 
     RFD 67's cn-setup. A new server's agent registers it in the DC store on
     its own (its UUID, hostname and admin address; `server ls` shows it
     without flag S) and runs nothing until it is set up. This checks that
-    SERVER is alive (fresh heartbeat, not fenced, its agent answering with
-    its UUID), marks it set up and waits until its agent has seen it; then
-    `sdcadm create SERVICE --server SERVER` may place instances on it.
-    Already set up: nothing to do. Refused, with nothing changed, for an
-    unknown, fenced or unreachable server.
+    each SERVER is alive (fresh heartbeat, not fenced, its agent answering
+    with its UUID), marks it set up and waits until its agent has seen it;
+    then `sdcadm create SERVICE --server SERVER` may place instances on it.
+    Servers already set up are left as they are. Refused, with nothing
+    changed, when any SERVER is unknown, fenced or unreachable.
     """
     from sdcadm.procedures.server_setup import SetupServer
 
-    run(state, [SetupServer(ref)], run_options)
+    run(state, [SetupServer(refs, timeout=timeout)], run_options)
 
 
 @click.command("headnode-setup")

@@ -6,7 +6,6 @@ root, one sshd for the lab, and the catalog's services as real processes.
 """
 
 import base64
-import ipaddress
 import logging
 import os
 import secrets
@@ -20,12 +19,12 @@ import yaml
 from sdcadm.catalog import load_catalog
 from sdcadm.errors import LabError
 from sdcadm.health import probe_many
-from sdcadm.lab import netns, procs
+from sdcadm.lab import build, netns, procs
 from sdcadm.lab.fence import command_for, power_off
 from sdcadm.lab.images import build_workload_image
 from sdcadm.lab.layout import plan_lab
 from sdcadm.lab.state import DEFAULT_PORTS, LabState, load_state, save_state
-from sdcadm.model import ADMIN_NETWORK, Instance, Network, Server, Service, status_of
+from sdcadm.model import status_of
 from sdcadm.progress import Progress, notify
 from sdcadm.uuids import new_uuid
 
@@ -245,9 +244,9 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
            heartbeat_interval=1.0, observer=None, backend="dir", pool_size=None, store=None,
            unregistered=0, isolation="loopback"):
     """Write a new lab (images, configs, lab.json), start its etcd members and
-    build its store through the store's API; start no agent. The last
-    ``unregistered`` compute nodes are left out of the store: their agents
-    register them (not set up), as a new server's agent does."""
+    agents, and build its DC through the operator's commands (lab/build.py).
+    The last ``unregistered`` compute nodes are not set up: their agents
+    register them, and they wait for an operator's `server setup`."""
     directory = Path(directory)
     if (directory / "lab.json").exists():
         raise LabError(f"a lab already exists at {directory}")
@@ -300,7 +299,8 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
     # Each server's root holds everything it uses: its copies of the DC's
     # secrets (the agent token; the restore-data key, as `head -c 32
     # /dev/urandom | base64` makes it), its SSH key, its config; the first
-    # headnode also the images.
+    # headnode's usbkey also the images, as an installer ships them (the
+    # other headnodes' usbkeys come from it, by headnode-setup).
     token = secrets.token_hex(32) + "\n"
     restore_key = base64.b64encode(secrets.token_bytes(32)).decode() + "\n"
     for s in servers:
@@ -310,73 +310,32 @@ def create(directory, net, headnodes, computenodes, services=None, ports=None,
             (root / sub).mkdir(parents=True, exist_ok=True)
         _write_private(state.token_path(host), token)
         _write_private(state.restore_key_path(host), restore_key)
-        if host == state.headnodes[0]["hostname"]:
-            # The images enter the DC on its first headnode; the other servers
-            # fetch what they run from an agent that has it (image_fetch.py).
-            _copy_images(state, host, images.values())
-        if s["headnode"]:
-            _write_usbkey(state, host, images.values())
+    _write_usbkey(state, servers[0]["hostname"], images.values())
     for sshd in _sshds(state):
         sshd.setup()
     for s in servers:
         _write_private(state.config_path(s["hostname"]),
                        yaml.safe_dump(server_config(state, s), sort_keys=False))
 
+    # From the first process on, lab.json says the lab is being built: a
+    # failure leaves it so (its logs kept), and `lab destroy` removes it.
+    state.building = True
+    save_state(state)
     try:
         ensure_network(state, observer)
         if store == "etcd":
             _start_members(state, [s["hostname"] for s in state.headnodes], observer)
+        build.init_dc(state, observer)
+        start_all(state, observer)
         cns = [s["hostname"] for s in servers if not s["headnode"]]
-        _populate(state, plan, catalog, images, observer,
-                  left_out=set(cns[len(cns) - unregistered:]))
+        build.populate(state, plan, state.heartbeat_interval * HEARTBEAT_TIMEOUT_FACTOR,
+                       observer, left_out=set(cns[len(cns) - unregistered:]))
     except BaseException:
-        _stop_members(state)
-        remove_network(state)
+        down(directory)
         raise
+    state.building = False
     save_state(state)
     return state
-
-
-def _populate(state, plan, catalog, images, observer, left_out=frozenset()):
-    """Build the DC in its store, through the store's API (etcd: over the
-    network, as any operator tool reaches it). Servers in ``left_out`` are
-    not put in: their agents register them."""
-    store = state.dc_store().initialize()  # the lab creates its DC: the one place it is made
-    try:
-        store.put_network(Network(ADMIN_NETWORK, plan.net))
-        by_host = {}
-        topo = netns.topology_of(state)
-        if topo is not None:  # the host's leg on the lab network: never an instance's
-            store.allocate_ip(ADMIN_NETWORK, new_uuid(), topo.host_ip)
-        for s in state.servers:
-            if s["hostname"] in left_out:
-                continue
-            store.allocate_ip(ADMIN_NETWORK, s["uuid"], s["admin_ip"])
-            store.put_server(Server(uuid=s["uuid"], hostname=s["hostname"], admin_ip=s["admin_ip"],
-                                    headnode=s["headnode"], boot_platform="lab-1",
-                                    current_platform="lab-1", agent_port=state.ports["agent"]))
-            by_host[s["hostname"]] = s
-        for name, image in images.items():
-            store.put_image(image)
-            spec = catalog.get(name)
-            store.put_service(Service(name, image.uuid, {"ha": spec.ha,
-                                                         "delegate_dataset": spec.delegate_dataset}))
-        # Instances take addresses no lab server has: a left-out server's
-        # agent registers its own address later.
-        taken = {s["admin_ip"] for s in state.servers}
-        free = (str(a) for a in ipaddress.ip_network(plan.net).hosts() if str(a) not in taken)
-        for n, planned in enumerate(plan.instances, 1):
-            uuid = new_uuid()
-            ip = store.allocate_ip(ADMIN_NETWORK, uuid, next(free))
-            store.create_instance(Instance(
-                uuid=uuid, alias=planned.alias, service=planned.service,
-                server_uuid=by_host[planned.hostname]["uuid"], image=images[planned.service].uuid,
-                admin_ip=ip, port=state.ports["instance"],
-                delegate_dataset=catalog.get(planned.service).delegate_dataset))
-            notify(observer, Progress("instances", f"placed {planned.alias} on {planned.hostname}",
-                                      n, len(plan.instances)))
-    finally:
-        store.close()
 
 
 def _start_members(state, hostnames, observer=None, timeout=60.0):
@@ -428,6 +387,11 @@ def up(directory, net, headnodes, computenodes, services=None, ports=None,
                            f"{state.isolation}, not {isolation}",
                            hint="use it as it is, or rebuild it: `sdcadm lab destroy` then "
                                 "`sdcadm lab up`")
+        if state.building:
+            raise LabError(f"the lab at {directory} was not completely built (its build "
+                           "failed or was interrupted)",
+                           hint="see its servers' logs under <server>/var/log/, then rebuild "
+                                "it: `sdcadm lab destroy` then `sdcadm lab up`")
         notify(observer, Progress("lab", f"reusing the lab at {directory}"))
     else:
         if isolation is None:
@@ -551,20 +515,7 @@ def down(directory, observer=None):
     return len(stopped) + len(leftovers)
 
 
-def exec_argv(state, hostname, command):
-    """``(argv, env, cwd)`` running ``command`` as if logged in on
-    ``hostname``: in its namespace, its root, its config."""
-    host = state.server(hostname)["hostname"]
-    if state.powered_off(host):
-        raise LabError(f"{host} is powered off (`lab kill`): nothing can run on it",
-                       hint=f"power it on first: `sdcadm lab start {host}`")
-    ns = state.namespace(host)
-    if ns is not None and ns not in netns.namespaces():
-        raise LabError(f"{host}'s network namespace {ns} does not exist (the lab is down)",
-                       hint="bring the lab up first: `sdcadm lab up`")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
-    env["SDCADM_CONFIG"] = str(state.config_path(host))
-    return procs.in_netns(list(command), ns), env, str(state.server_root(host))
+exec_argv = build.exec_argv
 
 
 # -- the network (netns labs) -------------------------------------------------------

@@ -44,6 +44,9 @@ class LabState:
     # Faults made by `lab partition` / `lab degrade`, undone by `heal` and `down`:
     # {hostname: {"partition": {"from": [hostname, ...] | null}, "degrade": {...}}}
     faults: dict = field(default_factory=dict)
+    # True while `lab up` builds the DC through the operator's commands (and
+    # for good when that failed: such a lab can only be destroyed).
+    building: bool = False
 
     # -- paths ---------------------------------------------------------------
     # Everything a server uses lies under its root: nothing of the lab is
@@ -179,6 +182,8 @@ class LabState:
             doc["netns"] = self.netns
         if self.faults:
             doc["faults"] = self.faults
+        if self.building:
+            doc["building"] = True
         return doc
 
 

@@ -1,16 +1,19 @@
-"""``sdcadm create SERVICE --server SERVER``: add an instance of a core service.
+"""``sdcadm create SERVICE... --server SERVER``: add instances of core services.
 
-The planner (``planning/create_plan.py``) decides the alias, image and UUID;
-the first step registers the service (when the store does not have it yet),
-allocates an address and creates the instance record, assigned to the
-server; that server's agent then provisions and starts it; the second step
-waits until it answers its health check. Both steps are idempotent: a re-run
-finds the instance by its derived UUID and only waits.
+The planner (``planning/create_plan.py``) decides each alias, image and UUID;
+the first steps register each service (when the store does not have it
+yet), allocate an address and create the instance record, assigned to the
+server; that server's agent then provisions and starts them (together); the
+last steps wait until each answers its health check. Every step is
+idempotent: a re-run finds each instance by its derived UUID and only waits.
+One service that cannot be created refuses the whole run before anything
+changes.
 """
 
-from sdcadm.errors import Conflict, NotFound
+from sdcadm.errors import Conflict, NotFound, UsageError
 from sdcadm.model import ADMIN_NETWORK, Instance, Service
 from sdcadm.procedures.base import Procedure, Step
+from sdcadm.procedures.planning.common import NotViable
 from sdcadm.procedures.planning.create_plan import choose_image, plan_create, plan_post_setup
 from sdcadm.procedures.waits import wait_healthy
 
@@ -20,51 +23,64 @@ DEFAULT_TIMEOUT = 120.0
 class CreateInstance(Procedure):
     name = "create"
 
-    def __init__(self, service, server, alias=None, image=None, timeout=DEFAULT_TIMEOUT):
-        self.service, self.server_ref = service, server
+    def __init__(self, services, server, alias=None, image=None, timeout=DEFAULT_TIMEOUT):
+        self.services = ((services,) if isinstance(services, str)
+                         else tuple(dict.fromkeys(services)))
+        if len(self.services) > 1 and (alias or image):
+            raise UsageError("--alias and --image name one instance: create one service with "
+                             "them", hint=f"e.g. sdcadm create {self.services[0]} --server "
+                                          f"{server} --alias ALIAS")
+        self.server_ref = server
         self.alias, self.image = alias, image
         self.timeout = timeout
-        self.plan = None
+        self.plans = []
 
     def key(self):
         extra = f" --alias {self.alias}" if self.alias else ""
-        return f"{self.service} --server {self.server_ref}{extra}"
+        return f"{' '.join(self.services)} --server {self.server_ref}{extra}"
 
     def prepare(self, ctx):
         store = ctx.store
-        spec = ctx.catalog.get(self.service)
+        specs = [ctx.catalog.get(name) for name in self.services]
         server = store.find_server(self.server_ref)
-        try:
-            record = store.get_service(self.service)
-        except NotFound:
-            record = None
-        image = choose_image(self.service, record, store.list_images(), self.image)
-        self.plan = plan_create(spec, server, store.list_instances(), image, now=ctx.now(),
-                                heartbeat_timeout=ctx.config.agent.heartbeat_timeout,
-                                alias=self.alias)
+        records = {r.name: r for r in store.list_services()}
+        images, instances = store.list_images(), store.list_instances()
+        plans, problems = [], []
+        for spec in specs:
+            try:
+                image = choose_image(spec.name, records.get(spec.name), images, self.image)
+                plans.append(plan_create(spec, server, instances, image, now=ctx.now(),
+                                         heartbeat_timeout=ctx.config.agent.heartbeat_timeout,
+                                         alias=self.alias))
+            except NotViable as e:
+                problems.append(e)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise NotViable("\n".join(e.message for e in problems),
+                            hint=next((e.hint for e in problems if e.hint), None))
+        self.plans = plans
         return True
 
     def summarize(self):
-        p = self.plan
-        if p.existing is not None:
-            return [f"wait for {p.alias} ({p.uuid}), made by an earlier run, on "
-                    f"{p.server.hostname}"]
-        return [f"create {p.alias} ({p.service}, image {p.image.name} {p.image.version}) on "
-                f"{p.server.hostname}"]
+        lines = []
+        for p in self.plans:
+            if p.existing is not None:
+                lines.append(f"wait for {p.alias} ({p.uuid}), made by an earlier run, on "
+                             f"{p.server.hostname}")
+            else:
+                lines.append(f"create {p.alias} ({p.service}, image {p.image.name} "
+                             f"{p.image.version}) on {p.server.hostname}")
+        return lines
 
     def steps(self):
-        return [Step(f"create {self.plan.alias}", self._create),
-                Step(f"wait for {self.plan.alias}", self._wait)]
-
-    def _create(self, ctx):
-        return create_record(ctx, self.plan)
-
-    def _wait(self, ctx):
-        return wait_created(ctx, self.plan, self.timeout)
+        return ([Step(f"create {p.alias}", lambda ctx, p=p: create_record(ctx, p))
+                 for p in self.plans]
+                + [Step(f"wait for {p.alias}", lambda ctx, p=p: wait_created(ctx, p, self.timeout))
+                   for p in self.plans])
 
     def report(self, results):
-        p = self.plan
-        return [f"{p.alias} ({p.service}) runs on {p.server.hostname}"]
+        return [f"{p.alias} ({p.service}) runs on {p.server.hostname}" for p in self.plans]
 
 
 def create_record(ctx, p):

@@ -2,7 +2,9 @@
 
 Creates (or upgrades) the store's schema, the admin network, and this
 server as the DC's first headnode (set up, with its admin address
-allocated). Idempotent: run again on the same headnode with the same
+allocated). Addresses named with ``--reserve`` (a gateway, a router, the
+operator's own host on the admin network) are reserved: nothing in the DC
+is ever given one. Idempotent: run again on the same headnode with the same
 network, it changes nothing. Refused, with nothing changed, when the store
 already holds another DC (other servers, or another admin network): a DC is
 created once; servers join it with `server setup` and `headnode-setup`.
@@ -25,6 +27,10 @@ class DcInit:
     admin_ip: str
     admin_net: str
     agent_port: int
+    reserve: tuple = ()
+
+
+RESERVED_AT_INIT = "reserved by dc init"
 
 
 def check_arguments(want):
@@ -41,12 +47,23 @@ def check_arguments(want):
         raise UsageError(f"--admin-ip {want.admin_ip!r} is not an address: {e}") from None
     if ip not in net or ip in (net.network_address, net.broadcast_address):
         raise UsageError(f"{ip} is not a host address of {net}")
+    for address in want.reserve:
+        try:
+            other = ipaddress.ip_address(address)
+        except ValueError as e:
+            raise UsageError(f"--reserve {address!r} is not an address: {e}") from None
+        if other not in net or other in (net.network_address, net.broadcast_address):
+            raise UsageError(f"--reserve {other}: not a host address of {net}")
+        if other == ip:
+            raise UsageError(f"--reserve {other} is this headnode's own admin address",
+                             hint="reserve only addresses nothing in the DC may take")
     return net
 
 
 def check_init(want, servers, network):
-    """What is left to do: a list of "network", "address", "server"; NotViable
-    when the store holds another DC."""
+    """What is left to do: a list of "network", "address", "reserve", "server";
+    NotViable when the store holds another DC, or an address to reserve is
+    taken."""
     net = check_arguments(want)
     others = sorted(s.hostname for s in servers if s.uuid != want.uuid)
     if others:
@@ -61,6 +78,13 @@ def check_init(want, servers, network):
         todo.append("network")
     if network is None or network.allocations.get(want.admin_ip) != want.uuid:
         todo.append("address")
+    held = network.allocations if network is not None else {}
+    taken = [a for a in want.reserve if a in held]
+    if taken:
+        raise NotViable(f"cannot reserve {', '.join(taken)}: allocated in the DC already",
+                        hint="reserve addresses before anything takes them, or leave these out")
+    if any(network is None or a not in network.reservations for a in want.reserve):
+        todo.append("reserve")
     me = next((s for s in servers if s.uuid == want.uuid), None)
     if me is None or (me.hostname, me.admin_ip, me.headnode, me.setup) != (
             want.hostname, want.admin_ip, True, True):
@@ -79,7 +103,32 @@ def init_dc(store, want):
         store.put_network(Network(ADMIN_NETWORK, str(ipaddress.ip_network(want.admin_net))))
     if "address" in todo:
         store.allocate_ip(ADMIN_NETWORK, want.uuid, want.admin_ip)
+    if "reserve" in todo:
+        reserve_addresses(store, want.reserve)
     if "server" in todo:
         store.put_server(Server(uuid=want.uuid, hostname=want.hostname, admin_ip=want.admin_ip,
                                 headnode=True, setup=True, agent_port=want.agent_port))
     return todo
+
+
+def reserve_addresses(store, addresses, attempts=5):
+    """Add ``addresses`` to the admin network's reservations (a compare-and-swap
+    on its revision, tried again when another writer came first)."""
+    import dataclasses
+
+    from sdcadm.errors import Conflict
+
+    for _ in range(attempts):
+        network = store.get_network(ADMIN_NETWORK)
+        wanted = {a: RESERVED_AT_INIT for a in addresses if a not in network.reservations}
+        if not wanted:
+            return
+        try:
+            store.put_network(dataclasses.replace(
+                network, reservations={**network.reservations, **wanted}),
+                expected_revision=network.revision)
+            return
+        except Conflict:
+            continue
+    raise Conflict("the admin network kept changing while reserving addresses",
+                   hint="run `sdcadm dc init` again")

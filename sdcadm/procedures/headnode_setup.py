@@ -24,8 +24,8 @@ idempotent (a re-run resumes the unfinished Task):
    cycle and starts pulling (the puller runs on headnodes only);
 6. reserve one recovery admin address per single-instance service (RFD 67
    M0), saying so when the admin network cannot hold them all;
-7. run a first restore-data sync on each new headnode and verify that a good
-   copy of every instance it must hold arrived (the DC store's restore-data
+7. run a first restore-data sync on the new headnodes (all at once) and
+   verify that a good copy of every instance each must hold arrived (the DC store's restore-data
    statuses).
 
 The new headnode's own configuration is not rewritten: its agent reaches
@@ -158,8 +158,9 @@ class HeadnodeSetup(Procedure):
                 steps.append(Step(f"start {s.hostname}'s etcd member", self._member(s)))
             steps.append(Step(f"mark {s.hostname} a headnode", self._mark(s)))
         steps.append(Step("reserve recovery addresses", self._reserve))
+        hosts = ", ".join(s.hostname for s in self.plan.servers)
+        steps.append(Step(f"first restore-data sync on {hosts}", self._sync))
         for s in self.plan.servers:
-            steps.append(Step(f"first restore-data sync on {s.hostname}", self._sync(s)))
             steps.append(Step(f"verify the restore data on {s.hostname}", self._verify(s)))
         return steps
 
@@ -273,27 +274,25 @@ class HeadnodeSetup(Procedure):
                          f"{', '.join(short)}")
         return {"reserved": sorted(add), "no_room": short}
 
-    def _sync(self, server):
-        def sync(ctx):
-            from sdcadm.restore_data.client import sync_one
+    def _sync(self, ctx):
+        """The first restore-data sync, on every new headnode at once."""
+        from sdcadm.restore_data.client import sync_headnodes
+        from sdcadm.restore_data.events import ServiceResult
 
-            current = ctx.store.get_server(server.uuid)
-            from sdcadm.restore_data.events import ServiceResult
+        def shown(host, event):
+            if isinstance(event, ServiceResult):
+                ctx.progress(f"{host}: {event.service} {event.status}")
 
-            def shown(host, event):
-                if isinstance(event, ServiceResult):
-                    ctx.progress(f"{host}: {event.service} {event.status}")
-
-            result = sync_one(current, ctx.agents.token, observer=shown)
-            if not result.ok:
-                raise HeadnodeSetupFailed(
-                    f"the first restore-data sync on {server.hostname} failed: "
-                    + "; ".join(text for _, text in result.problems),
-                    hint="see its agent log; then run the same command again (or `sdcadm "
-                         "service sync-restore-data` and `sdcadm restore-data ls`)")
-            return {"services": sorted(result.services)}
-
-        return sync
+        current = [ctx.store.get_server(s.uuid) for s in self.plan.servers]
+        results = sync_headnodes(current, ctx.agents.token, observer=shown)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise HeadnodeSetupFailed(
+                f"the first restore-data sync on {', '.join(r.hostname for r in failed)} "
+                "failed: " + "; ".join(text for r in failed for _, text in r.problems),
+                hint="see its agent log; then run the same command again (or `sdcadm "
+                     "service sync-restore-data` and `sdcadm restore-data ls`)")
+        return {r.hostname: sorted(r.services) for r in results}
 
     def _verify(self, server):
         def verify(ctx):

@@ -1,18 +1,21 @@
-"""``sdcadm server setup SERVER``: take a server its agent registered into the DC.
+"""``sdcadm server setup SERVER...``: take servers their agents registered into the DC.
 
 RFD 67's cn-setup. The agent of a new server registers it, not set up
 (``agent/register.py``); until an operator sets it up it runs nothing. This
-procedure checks that the server is the one asked for and alive (fresh
+procedure checks that each server is the one asked for and alive (fresh
 heartbeat, not fenced, its agent answering with its UUID), marks it set up,
 and waits until its agent has seen the change (its ``/v1/status`` says
 ``setup``): from then on ``sdcadm create ... --server SERVER`` may place
-instances there. Already set up: nothing to do. Both steps are idempotent.
+instances there. Servers already set up are left as they are; one that
+cannot be set up refuses the whole run before anything changes. Every step
+is idempotent.
 """
 
 import dataclasses
 
 from sdcadm.errors import SdcadmError
 from sdcadm.procedures.base import Procedure, Step
+from sdcadm.procedures.planning.common import NotViable
 from sdcadm.procedures.planning.setup_plan import plan_server_setup
 from sdcadm.procedures.waits import wait_for
 
@@ -40,35 +43,51 @@ def agent_says(ctx, server, key):
 class SetupServer(Procedure):
     name = "server-setup"
 
-    def __init__(self, ref, timeout=DEFAULT_TIMEOUT):
-        self.ref, self.timeout = ref, timeout
-        self.server = None
+    def __init__(self, refs, timeout=DEFAULT_TIMEOUT):
+        self.refs = (refs,) if isinstance(refs, str) else tuple(dict.fromkeys(refs))
+        self.timeout = timeout
+        self.servers = []
 
     def key(self):
-        return self.ref
+        return " ".join(self.refs)
 
     def prepare(self, ctx):
-        self.server = ctx.store.find_server(self.ref)
-        if self.server.setup:
-            return self.mark_nothing_to_do(f"{self.server.hostname} is already set up")
+        found = {}
+        for ref in self.refs:
+            server = ctx.store.find_server(ref)
+            found.setdefault(server.uuid, server)   # named twice (name and UUID): once
+        self.servers = [s for s in found.values() if not s.setup]
+        if not self.servers:
+            hosts = ", ".join(s.hostname for s in found.values())
+            return self.mark_nothing_to_do(f"{hosts}: already set up")
         ctx.agents.check()
-        plan_server_setup(self.server, ask_agent(ctx, self.server), now=ctx.now(),
-                          heartbeat_timeout=ctx.config.agent.heartbeat_timeout)
+        problems = []
+        for server in self.servers:
+            try:
+                plan_server_setup(server, ask_agent(ctx, server), now=ctx.now(),
+                                  heartbeat_timeout=ctx.config.agent.heartbeat_timeout)
+            except NotViable as e:
+                problems.append(e)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise NotViable("\n".join(e.message for e in problems), hint=problems[0].hint)
         return True
 
     def summarize(self):
-        s = self.server
         return [f"set up {s.hostname} ({s.uuid}, {s.admin_ip}): its agent then runs what the "
-                "DC assigns to it"]
+                "DC assigns to it" for s in self.servers]
 
     def steps(self):
-        host = self.server.hostname
-        return [Step(f"set up {host}", self._mark),
-                Step(f"wait for {host}'s agent", self._wait,
-                     lambda ctx, previous: agent_says(ctx, self.server, "setup"))]
+        marks = [Step(f"set up {s.hostname}", lambda ctx, s=s: self._mark(ctx, s))
+                 for s in self.servers]
+        waits = [Step(f"wait for {s.hostname}'s agent", lambda ctx, s=s: self._wait(ctx, s),
+                      lambda ctx, previous, s=s: agent_says(ctx, s, "setup"))
+                 for s in self.servers]
+        return marks + waits
 
-    def _mark(self, ctx):
-        current = ctx.store.get_server(self.server.uuid)
+    def _mark(self, ctx, server):
+        current = ctx.store.get_server(server.uuid)
         if current.setup:
             return {"changed": False}
         # Under the DC lock (the store view refuses the write once it is lost);
@@ -78,12 +97,15 @@ class SetupServer(Procedure):
         ctx.progress(f"{current.hostname} marked set up")
         return {"changed": True}
 
-    def _wait(self, ctx):
-        _, waited = wait_for(lambda: agent_says(ctx, self.server, "setup"), self.timeout,
-                             f"{self.server.hostname}'s agent to see it is set up")
+    def _wait(self, ctx, server):
+        _, waited = wait_for(lambda: agent_says(ctx, server, "setup"), self.timeout,
+                             f"{server.hostname}'s agent to see it is set up")
         return {"waited_s": round(waited, 3)}
 
     def report(self, results):
-        host = self.server.hostname
-        return [f"{host} is set up: add instances with `sdcadm create SERVICE --server {host}`, "
-                f"or make it a headnode with `sdcadm server headnode-setup {host}`"]
+        hosts = [s.hostname for s in self.servers]
+        one = hosts[0] if len(hosts) == 1 else "SERVER"
+        return [f"{', '.join(hosts)} {'is' if len(hosts) == 1 else 'are'} set up: add instances "
+                f"with `sdcadm create SERVICE --server {one}`, or make "
+                f"{'it a headnode' if len(hosts) == 1 else 'one a headnode'} with "
+                f"`sdcadm server headnode-setup {one}`"]

@@ -36,8 +36,13 @@ def test_create_then_again_then_refusals(tmp_path):
         again = sdcadm(directory, "create", "assets", "--server", "hn1", "-y")
         assert again.returncode == 0, again.stderr
         assert insts(directory) == after
+        # `lab up` made binder0 with this very command: running it again waits only
+        lab_made = sdcadm(directory, "create", "binder", "--server", "hn0", "-y")
+        assert lab_made.returncode == 0 and "wait for binder0" in lab_made.stderr
+        assert insts(directory) == after
         for argv, reason in ((["sapi", "--server", "hn1"], "runs once"),
-                             (["binder", "--server", "hn0"], "distinct servers"),
+                             (["binder", "--server", "hn0", "--alias", "binder7"],
+                              "distinct servers"),
                              (["assets", "--server", "hn9"], "no server")):
             refused = sdcadm(directory, "create", *argv, "-y")
             assert refused.returncode != 0 and reason in refused.stderr, refused.stderr
@@ -60,3 +65,19 @@ def test_create_then_again_then_refusals(tmp_path):
         # cn0 had no image of moray: its agent fetched it from a headnode's agent.
         log = (directory / "cn0" / "var" / "log" / "sdcadm-agent.log").read_text()
         assert '"image-fetched"' in log and '"peer": "hn' in log
+
+        # Several services at once: one refused refuses them all, nothing made;
+        # --alias names one instance; then both made, started together.
+        before = insts(directory)
+        refused = sdcadm(directory, "create", "assets", "sapi", "--server", "cn0", "-y")
+        assert refused.returncode == 1 and "runs once" in refused.stderr, refused.stderr
+        aliased = sdcadm(directory, "create", "assets", "binder", "--server", "cn0", "--alias",
+                         "x1", "-y")
+        assert aliased.returncode == 2 and "one service" in aliased.stderr, aliased.stderr
+        assert insts(directory) == before
+        both = sdcadm(directory, "create", "assets", "binder", "--server", "cn0", "-y")
+        assert both.returncode == 0, both.stderr
+        new = {a: i for a, i in insts(directory).items() if a not in before}
+        assert sorted(new) == ["assets2", "binder3"], sorted(new)
+        assert all(i["hostname"] == "cn0" and probe(i["url"] + "/ping") is None
+                   for i in new.values())

@@ -52,14 +52,16 @@ def check_setup(directory):
     assert refused.returncode == 1 and "not set up" in refused.stderr, refused.stderr
 
     # bad input: refused with the reason, nothing changed
-    unknown = sdcadm(directory, "server", "setup", "nosuch", "-y")
+    unknown = sdcadm(directory, "server", "setup", "cn1", "nosuch", "-y")
     assert unknown.returncode == 1 and "no server named 'nosuch'" in unknown.stderr
     assert "cn1" in unknown.stderr  # the known servers are named
+    assert servers(directory)["cn1"]["setup"] is False  # one refused: none set up
     run("sdcadm", "lab", "kill", "--dir", str(directory), "cn1")
     wait_for(lambda: servers(directory)["cn1"]["status"] == "unreachable", 30,
              "cn1 to be unreachable")
-    down = sdcadm(directory, "server", "setup", "cn1", "-y")
+    down = sdcadm(directory, "server", "setup", "cn0", "cn1", "-y")
     assert down.returncode == 1 and "cn1 is unreachable" in down.stderr, down.stderr
+    assert "cn0" not in down.stderr.split("hint:")[0]  # set up already: not a problem
     assert "sdcadm server setup cn1" in down.stderr  # how to go on
     assert servers(directory)["cn1"]["setup"] is False
     dry = sdcadm(directory, "server", "setup", "cn1", "-n")
@@ -73,9 +75,12 @@ def check_setup(directory):
     assert dry.returncode == 0 and "set up cn1" in dry.stdout, dry.stderr
     assert servers(directory)["cn1"]["setup"] is False
 
-    done = sdcadm(directory, "server", "setup", "cn1", "-y", "-j")
+    done = sdcadm(directory, "server", "setup", "cn0", "cn1", "-y", "-j")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["state"] == "succeeded"
+    result = json.loads(done.stdout)
+    assert result["state"] == "succeeded"
+    (proc,) = result["procedures"]
+    assert [s["name"] for s in proc["steps"]] == ["set up cn1", "wait for cn1's agent"]
     assert servers(directory)["cn1"]["flags"] == "S----"
     status = agent_status(directory, "cn1")
     assert status["setup"] is True and status["ownership_confirmed"] is True

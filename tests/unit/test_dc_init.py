@@ -68,6 +68,10 @@ def test_another_dc_or_network_is_refused_unchanged(here):
     (["--admin-net", "10.9.9.0/24", "--admin-ip", "10.1.1.1"], "is not a host address"),
     (["--admin-net", "10.9.9.0/24", "--admin-ip", "10.9.9.255"], "is not a host address"),
     (["--admin-net", "10.9.9.0/24", "--admin-ip", "nope"], "is not an address"),
+    (["--admin-net", "10.9.9.0/24", "--reserve", "10.9.8.1"], "not a host address"),
+    (["--admin-net", "10.9.9.0/24", "--reserve", "10.9.9.0"], "not a host address"),
+    (["--admin-net", "10.9.9.0/24", "--reserve", "gateway"], "is not an address"),
+    (["--admin-net", "10.9.9.0/24", "--reserve", "10.9.9.2"], "own admin address"),
 ])
 def test_bad_arguments_are_usage_errors_and_create_nothing(here, args, message):
     result = sdcadm("dc", "init", *args)
@@ -82,3 +86,34 @@ def test_a_config_without_this_servers_identity_is_refused(tmp_path, monkeypatch
     result = sdcadm("dc", "init", "--admin-net", "10.9.9.0/24")
     assert result.exit_code == 1 and "'server_uuid' is required" in result.stderr
     assert not (tmp_path / "dc.sqlite").exists()
+
+
+def test_reserved_addresses_are_never_handed_out(here):
+    result = sdcadm("dc", "init", "--admin-net", "10.9.9.0/30", "--reserve", "10.9.9.1", "-j")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["done"] == ["network", "address", "reserve", "server"]
+    _, network, revision = contents(here)
+    assert network.reservations == {"10.9.9.1": "reserved by dc init"}
+    again = sdcadm("dc", "init", "--admin-net", "10.9.9.0/30", "--reserve", "10.9.9.1")
+    assert again.exit_code == 0 and "nothing to do" in again.stdout
+    assert contents(here)[2] == revision
+    store = store_at(here / "dc.sqlite")
+    try:   # a /30 has two host addresses: this headnode's and the reserved one
+        with pytest.raises(Exception, match="no free address"):
+            store.allocate_ip(ADMIN_NETWORK, OTHER)
+    finally:
+        store.close()
+
+
+def test_reserving_an_allocated_address_is_refused_unchanged(here):
+    assert sdcadm("dc", "init", "--admin-net", "10.9.9.0/24").exit_code == 0
+    store = store_at(here / "dc.sqlite")
+    store.allocate_ip(ADMIN_NETWORK, OTHER, "10.9.9.7")
+    store.close()
+    before = contents(here)
+    result = sdcadm("dc", "init", "--admin-net", "10.9.9.0/24", "--reserve", "10.9.9.7")
+    assert result.exit_code == 1 and "allocated in the DC already" in result.stderr
+    assert contents(here) == before
+    later = sdcadm("dc", "init", "--admin-net", "10.9.9.0/24", "--reserve", "10.9.9.8", "-j")
+    assert later.exit_code == 0 and json.loads(later.stdout)["done"] == ["reserve"]
+    assert contents(here)[1].reservations == {"10.9.9.8": "reserved by dc init"}

@@ -115,3 +115,29 @@ def test_another_file_under_an_existing_uuid_is_refused(dc, built, tmp_path):
     images, _ = state(dc)
     assert [i.version for i in images] == ["1.0.0"] and other.version == "1.0.1"
     assert (dc / "images" / f"{U1}.file").read_bytes() == (out / f"{U1}.file").read_bytes()
+
+
+def test_several_records_in_one_run_origin_first(dc, built, tmp_path):
+    out, image = built
+    child = build_image(out, U2, dict(MANIFEST, version="1.1.0"), {"bin/run": b"#!/bin/sh\n"},
+                        origin=U1)
+    result = sdcadm("image", "import", str(out / f"{U1}.json"), str(out / f"{U2}.json"), "-j")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["uuid"] for line in result.stdout.splitlines()] == [U1, U2]
+    images, _ = state(dc)
+    assert sorted(images, key=lambda i: i.uuid) == [image, child]
+
+
+def test_several_records_stop_at_the_first_refused(dc, built, tmp_path):
+    out, image = built
+    result = sdcadm("image", "import", str(out / f"{U1}.json"), str(out / "nope.json"))
+    assert result.exit_code == 1 and "cannot read image record" in result.stderr
+    assert state(dc)[0] == [image]   # the one before it stays imported, as documented
+
+
+def test_file_with_several_records_is_a_usage_error(dc, built):
+    out, _ = built
+    result = sdcadm("image", "import", str(out / f"{U1}.json"), str(out / f"{U1}.json"),
+                    "--file", str(out / f"{U1}.file"))
+    assert result.exit_code == 2 and "--file names the file of one image" in result.stderr
+    assert state(dc) == ([], [])
