@@ -92,9 +92,12 @@ def status_lines(doc):
               help="The member's data directory, on this server's own disk.")
 @click.option("--pid-file", "pid_file", required=True, metavar="FILE", help="Where its pid goes.")
 @click.option("--log", "log", required=True, metavar="FILE", help="etcd's log file.")
+@click.option("--record", "record", metavar="FILE",
+              help="Write what was started there (name, URLs, data directory, the commands "
+                   "that start and stop it), for `store recover` on this server.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def start_member_cmd(name, peer_url, client_url, initial_cluster, data_dir, pid_file, log,
-                     as_json):
+                     record, as_json):
     """Start this server's etcd member, joining a running cluster.
 
     Run on the new member's server, after the cluster agreed to the member
@@ -103,17 +106,47 @@ def start_member_cmd(name, peer_url, client_url, initial_cluster, data_dir, pid_
     the data directory given; a member already running on it is left as it
     is, and one whose data directory exists resumes from it (etcd ignores the
     initial-cluster flags then). It keeps running once this command returns.
+    With --record, what was started is written to FILE (headnode-setup
+    writes <root>/var/sdcadm/etcd-member.json), where `store recover` finds
+    this member when the configuration has no store.member section.
     """
     from sdcadm.store.etcd_member import start_member
 
     pid, started = start_member(name, data_dir, peer_url, client_url, initial_cluster,
-                                pid_file, log)
+                                pid_file, log, record=record)
     doc = {"name": name, "pid": pid, "started": started, "data_dir": data_dir}
     if as_json:
         click.echo(json.dumps(doc, sort_keys=True))
     else:
         click.echo(f"etcd member {name} {'started' if started else 'already running'} "
                    f"(pid {pid}, data in {data_dir})")
+
+
+@store.command("stop-member")
+@click.option("--pid-file", "pid_file", required=True, metavar="FILE",
+              help="The member's pid file (as `store start-member` wrote it).")
+@click.option("--data-dir", "data_dir", required=True, metavar="DIR",
+              help="The member's data directory: only an etcd running on it is stopped.")
+@click.option("--timeout", default=10.0, show_default=True, type=Seconds(0.1, 600),
+              metavar="SECONDS", help="How long SIGTERM is given before SIGKILL.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def stop_member_cmd(pid_file, data_dir, timeout, as_json):
+    """Stop this server's etcd member, as `store start-member` started it.
+
+    The process named by the pid file is stopped only when it is an etcd
+    running on DIR (a stale pid file never kills another process): SIGTERM,
+    then SIGKILL after --timeout. No member running there: nothing to do.
+    `store recover` runs this on a headnode made by headnode-setup (its
+    etcd-member.json names it).
+    """
+    from sdcadm.store.etcd_member import stop_member
+
+    stopped = stop_member(pid_file, data_dir, timeout)
+    if as_json:
+        click.echo(json.dumps({"stopped": stopped, "data_dir": data_dir}))
+    else:
+        click.echo(f"etcd member on {data_dir} " + ("stopped" if stopped else
+                                                   "was not running: nothing to do"))
 
 
 @store.command("recover")

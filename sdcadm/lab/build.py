@@ -104,7 +104,7 @@ def wait_registered(state, heartbeat_timeout, timeout=REGISTER_TIMEOUT, observer
             missing = set(want) - {s.uuid for s in store.list_servers()
                                    if status_of(s, now, heartbeat_timeout) == SERVER_RUNNING}
             if not missing:
-                notify(observer, Progress("build", f"{len(want)} servers registered, "
+                notify(observer, Progress("build", f"{len(want)} server(s) registered, "
                                                    "heartbeating"))
                 return
             if time.monotonic() > deadline:

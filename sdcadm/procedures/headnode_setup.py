@@ -29,8 +29,9 @@ idempotent (a re-run resumes the unfinished Task):
    statuses).
 
 The new headnode's own configuration is not rewritten: its agent reaches
-the store through the endpoints it has (and those it learns), and it has no
-``store.member`` section for `store recover` (docs/store.md). A restore
+the store through the endpoints it has (and those it learns); `store
+start-member --record` leaves what `store recover` there needs in
+``var/sdcadm/etcd-member.json`` of its root (docs/store.md). A restore
 does not use the recovery addresses: it restores only from a fenced
 server, whose instances keep their own addresses.
 

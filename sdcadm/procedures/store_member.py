@@ -23,6 +23,7 @@ from sdcadm.errors import SdcadmError, StoreError
 from sdcadm.procedures.planning.member_plan import host_of, initial_cluster, \
     member_of_server, plan_joins, ports_of
 from sdcadm.procedures.waits import wait_for
+from sdcadm.store.etcd_member import MEMBER_RECORD
 
 
 UNHEALTHY_WAIT = 15.0   # seconds "unhealthy cluster" is asked again (etcd's HealthInterval: 5)
@@ -90,7 +91,8 @@ def start_remote(transport, remote_sdcadm, config, root, join, members):
             "--initial-cluster", initial_cluster(members, join.name, join.peer_url),
             "--data-dir", str(server_path(config, root, config.store.member.data_dir)),
             "--pid-file", str(Path(root) / "var" / "run" / "etcd.pid"),
-            "--log", str(Path(root) / "var" / "log" / "etcd.log"), "-j"]
+            "--log", str(Path(root) / "var" / "log" / "etcd.log"),
+            "--record", str(Path(root) / MEMBER_RECORD.lstrip("/")), "-j"]
     out = transport.run(argv, timeout=60).stdout
     try:
         return json.loads(out)

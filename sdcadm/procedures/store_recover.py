@@ -194,9 +194,16 @@ def from_path_candidate(config, path):
 
 
 def member_of(config):
-    """This headnode's etcd member as configured (``store.member``); ConfigError
-    naming what is missing."""
+    """This headnode's etcd member as configured (``store.member``), else as
+    `store start-member` recorded it on a headnode made by headnode-setup
+    (``MEMBER_RECORD``); ConfigError naming what is missing."""
+    from sdcadm.store.etcd_member import MEMBER_RECORD, read_record
+
     m = config.store.member
+    if not m.peer_url:
+        recorded = read_record(config.under_root(MEMBER_RECORD))
+        if recorded is not None:
+            return dict(recorded, source=config.under_root(MEMBER_RECORD))
     name = m.name or config.hostname
     client = m.client_url or (config.store.etcd_endpoints[0] if config.store.etcd_endpoints
                               else None)
@@ -206,12 +213,15 @@ def member_of(config):
     if missing:
         raise ConfigError(config.path, [f"{k} is not set" for k in missing],
                           hint="`store recover` starts this headnode's member as a new cluster: "
-                               "it needs the member's name and URLs (docs/store.md)")
+                               "it needs the member's name and URLs (docs/store.md); a "
+                               "headnode made by headnode-setup has them in "
+                               f"{config.under_root(MEMBER_RECORD)}, which is missing")
     if "://" not in client:
         client = f"http://{client}"
     return {"name": name, "peer_url": m.peer_url, "client_url": client,
             "data_dir": config.under_root(m.data_dir),
-            "start_command": _argv(m.start_command), "stop_command": _argv(m.stop_command)}
+            "start_command": _argv(m.start_command), "stop_command": _argv(m.stop_command),
+            "source": config.path}
 
 
 def _argv(command):
@@ -397,7 +407,8 @@ class StoreRecover:
 
     def summarize(self):
         return summary_lines(self.chosen, self.clock(), self.member, self.old_data_dir,
-                             self.refused)
+                             self.refused) + [f"(this headnode's member as {self.member['source']} "
+                                              "says)"]
 
     def plan(self):
         m = self.chosen.manifest
@@ -406,7 +417,7 @@ class StoreRecover:
                              "cluster_id": m["cluster_id"], "bytes": m["bytes"],
                              "path": self.chosen.path},
                 "member": {k: self.member[k] for k in ("name", "peer_url", "client_url",
-                                                       "data_dir")},
+                                                       "data_dir", "source")},
                 "old_data_dir": self.old_data_dir,
                 "refused": [{"headnode": h, "reason": r} for h, r in self.refused]}
 

@@ -14,15 +14,30 @@ running on the data directory is left as it is.
 
 On a real headnode the member would be a service (a systemd unit running the
 same argv); ``store.member.start_command`` is then what starts it again.
+
+With ``record``, what was started is written there (``MEMBER_RECORD`` under
+the server's root: its name, URLs and data directory, and the commands that
+start and stop it again: ``sdcadm store start-member`` with the same
+arguments, ``sdcadm store stop-member``): a headnode made by headnode-setup
+has no ``store.member`` section in its configuration, and ``store recover``
+there reads this instead (``store_recover.member_of``).
 """
 
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from sdcadm.errors import StoreError, UsageError
+from sdcadm.errors import StoreError, UsageError, ValidationError
+
+# Under a server's root: the member `store start-member` started there.
+MEMBER_RECORD = "/var/sdcadm/etcd-member.json"
+RECORD_MAX_BYTES = 64 * 1024
+STOP_TIMEOUT = 10.0
 
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
@@ -81,11 +96,83 @@ def running_pid(pid_file, data_dir):
     return pid if state not in ("Z", "X") and str(data_dir) in _cmdline(pid) else None
 
 
+def member_record(sdcadm, name, data_dir, peer_url, client_url, initial_cluster, pid_file,
+                  log):
+    """What ``record`` says of a member (pure; paths absolute)."""
+    return {"name": name, "peer_url": peer_url, "client_url": client_url,
+            "data_dir": str(data_dir),
+            "start_command": [sdcadm, "store", "start-member", "--name", name,
+                              "--peer-url", peer_url, "--client-url", client_url,
+                              "--initial-cluster", initial_cluster, "--data-dir", str(data_dir),
+                              "--pid-file", str(pid_file), "--log", str(log)],
+            "stop_command": [sdcadm, "store", "stop-member", "--pid-file", str(pid_file),
+                             "--data-dir", str(data_dir)]}
+
+
+def write_record(path, record):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_record(path):
+    """The member record at ``path`` (validated), or None when there is none;
+    ValidationError when it is not one."""
+    from sdcadm.schemas import validate
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(RECORD_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ValidationError("etcd_member", str(path), [f"unreadable: {e.strerror}"]) from None
+    if len(raw) > RECORD_MAX_BYTES:
+        raise ValidationError("etcd_member", str(path),
+                              [f"larger than {RECORD_MAX_BYTES} bytes: not a member record"])
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise ValidationError("etcd_member", str(path), [f"not JSON: {e}"]) from None
+    return validate("etcd_member", doc, str(path))
+
+
+def stop_member(pid_file, data_dir, timeout=STOP_TIMEOUT):
+    """Stop the member running on ``data_dir`` (SIGTERM, SIGKILL after
+    ``timeout``); False when none runs there."""
+    data_dir, pid_file = Path(data_dir).resolve(), Path(pid_file).resolve()
+    pid = running_pid(pid_file, data_dir)
+    if pid is None:
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while running_pid(pid_file, data_dir) == pid:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return True
+    raise StoreError(f"the etcd member (pid {pid}) did not stop, even on SIGKILL",
+                     hint=f"see /proc/{pid}/status; it may be stuck on its disk")
+
+
 def start_member(name, data_dir, peer_url, client_url, initial_cluster, pid_file, log,
-                 program=None):
-    """Start the member unless it runs on ``data_dir``; return (pid, started)."""
+                 program=None, record=None):
+    """Start the member unless it runs on ``data_dir``; return (pid, started).
+    ``record``: where to write what was started (``member_record``)."""
     check_initial_cluster(name, peer_url, initial_cluster)
     data_dir, pid_file, log = (Path(p).resolve() for p in (data_dir, pid_file, log))
+    if record is not None:
+        sdcadm = str(Path(sys.executable).parent / "sdcadm")
+        write_record(record, member_record(sdcadm, name, data_dir, peer_url, client_url,
+                                           initial_cluster, pid_file, log))
     pid = running_pid(pid_file, data_dir)
     if pid:
         return pid, False

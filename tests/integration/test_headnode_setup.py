@@ -17,6 +17,7 @@ from sdcadm.procedures import store_member
 from sdcadm.procedures.planning.member_plan import MemberJoin
 from sdcadm.procedures.store_member import MemberFailed
 from sdcadm.store.etcd_client import EtcdClient
+from sdcadm.store.etcd_member import MEMBER_RECORD, read_record
 from sdcadm.model import ADMIN_NETWORK
 from sdcadm.usbkey.bundle import scan
 from tests.conftest import env_of, lab_factory, lab_store_config, needs_sshd, run, wait_for
@@ -134,6 +135,21 @@ def check(directory):
     client = EtcdClient([lab.etcd_endpoint("hn0")], timeout=5.0)
     client.get("/sdcadm/nothing")
     assert f"http://{lab.etcd_endpoint('cn0')}" in client.endpoints
+
+    # cn0's configuration has no store.member section: what `store start-member`
+    # recorded there is what `store recover` on cn0 would stop and start; both
+    # commands work, run on cn0 as they are written
+    recorded = read_record(lab.server_root("cn0") / MEMBER_RECORD.lstrip("/"))
+    assert recorded["name"] == "cn0" and recorded["data_dir"] == str(lab.etcd_dir("cn0"))
+    on_cn0 = env_of(directory, "cn0")
+    run(*recorded["stop_command"], env=on_cn0)
+    assert etcd.member_pid(lab, "cn0") is None and not etcd.healthy(lab, "cn0")
+    run(*recorded["start_command"], env=on_cn0)
+    wait_for(lambda: etcd.healthy(lab, "cn0"), 30, "cn0's member to answer again")
+    assert members(lab) == ["cn0", "hn0", "hn1", "hn2"]
+    planned = run("sdcadm", "store", "recover", "-n", env=on_cn0, check=False)
+    assert planned.returncode == 1 and "quorum" in planned.stderr, planned.stderr  # not a
+    # missing member configuration: the store has its quorum, and that refuses it
 
     # cn0's usbkey is hn0's, file for file
     assert scan(lab.server_root("cn0") / "usbkey")[0] == scan(lab.server_root("hn0") / "usbkey")[0]

@@ -143,13 +143,36 @@ def write_canaries(lab, phase):
     return written
 
 
+def read_back(url, key, timeout=30.0):
+    """``key``'s value as the instance at ``url`` answers (None: it answered
+    404, the value is not there), waiting while it does not answer at all or
+    answers 503: an instance restarted by its agent after a lease lapse (a
+    store election on a loaded machine) is not serving yet, which says
+    nothing of its data."""
+    import urllib.error
+
+    def answered():
+        try:
+            with http_open(f"{url}/data/{key}", 5.0) as resp:
+                return (resp.read(),)
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return (None,)
+            return None if e.code == 503 else (f"HTTP {e.code}".encode(),)
+        except OSError:
+            return None
+
+    (value,) = wait_for(answered, timeout, f"{url} to answer for {key}", interval=0.1)
+    return value
+
+
 def check_canaries(lab, canaries):
     """Every canary reads back byte for byte from the instance of its service now."""
     insts = lab.insts()
     for alias, uuid, key, body in canaries:
         service = alias.rstrip("0123456789")
         (inst,) = [i for i in insts.values() if i["service"] == service]
-        assert get(inst["url"], key) == body, f"canary {key} of {alias} lost or changed"
+        assert read_back(inst["url"], key) == body, f"canary {key} of {alias} lost or changed"
 
 
 def ping(url):
