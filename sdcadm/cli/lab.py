@@ -78,9 +78,9 @@ def lab():
 @click.option("--zfs-size", default="1G", show_default=True, metavar="SIZE",
               help="Size of each server's pool file (zfs backend).")
 @click.option("--unregistered", default=0, show_default=True, type=count(0, 64), metavar="N",
-              help="Leave the last N compute nodes out of the DC store when building the lab: "
-                   "their agents register them, not set up, as a new server's agent does "
-                   "(then `sdcadm server setup cnX`).")
+              help="Leave the last N compute nodes not set up when building the lab: their "
+                   "agents register them, as a new server's agent does; they run nothing "
+                   "until `sdcadm server setup cnX`.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the lab as JSON.")
 def up_cmd(directory, headnodes, computenodes, net, services, backend, store, isolation,
            heartbeat_interval, timeout, zfs_size, unregistered, as_json):
@@ -90,6 +90,12 @@ def up_cmd(directory, headnodes, computenodes, net, services, backend, store, is
     config, its copies of the agent token and restore-data key, its own SSH
     key and known_hosts, its images, and on a headnode its etcd member's
     data. Servers share nothing but the network (see docs/lab.md).
+
+    A new lab's DC is built as an operator builds one, with sdcadm's own
+    commands typed on hn0 (each printed as it runs): dc init, server setup,
+    image import, create (one per server), server headnode-setup. A build
+    that fails leaves the lab's files and logs; `sdcadm lab destroy` then
+    removes it.
     """
     from sdcadm.lab import ctl
 
