@@ -2,7 +2,9 @@
 
 import http.client
 import json
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,8 +18,17 @@ def http_open(request, timeout):
     return _opener.open(request, timeout=timeout)
 
 
-def probe(url, timeout=2.0):
-    """GET ``url``; return None when it answers 2xx, else the reason as text."""
+def probe(url, timeout=2.0, connect_timeout=None):
+    """GET ``url``; return None when it answers 2xx, else the reason as text.
+
+    ``connect_timeout`` (shorter than ``timeout``): give up a connection not
+    made by then. For polls that wait for an address to start answering: a
+    SYN sent while nobody held the address (an instance claiming it a moment
+    later, a server powered off) is dropped, and TCP sends it again only
+    after its initial retransmission timeout, 1 s; the next poll connects at
+    once instead."""
+    if connect_timeout is not None and connect_timeout < timeout:
+        return _probe_short_connect(url, timeout, connect_timeout)
     try:
         with _opener.open(url, timeout=timeout) as resp:
             resp.read()
@@ -28,6 +39,42 @@ def probe(url, timeout=2.0):
         return f"cannot reach {url}: {e.reason}"
     except (OSError, ValueError, http.client.HTTPException) as e:
         return f"cannot reach {url}: {e!r}"
+
+
+class _ShortConnect(http.client.HTTPConnection):
+    def __init__(self, host, port, timeout, connect_timeout):
+        super().__init__(host, port, timeout=timeout)
+        self.connect_timeout = connect_timeout
+
+    def connect(self):
+        try:
+            self.sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
+        self.sock.settimeout(self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _probe_short_connect(url, timeout, connect_timeout):
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            return f"cannot reach {url}: only http:// URLs are probed this way"
+        conn = _ShortConnect(parts.hostname, parts.port or 80, timeout, connect_timeout)
+    except ValueError as e:
+        return f"cannot reach {url}: {e}"
+    try:
+        path = parts.path or "/"
+        conn.request("GET", f"{path}?{parts.query}" if parts.query else path)
+        resp = conn.getresponse()
+        resp.read()
+        if 200 <= resp.status < 300:
+            return None
+        return f"HTTP {resp.status} from {url}"
+    except (OSError, http.client.HTTPException) as e:
+        return f"cannot reach {url}: {e}"
+    finally:
+        conn.close()
 
 
 def ping_pid(url, timeout=2.0):
@@ -47,21 +94,21 @@ def ping_pid(url, timeout=2.0):
     return True, doc.get("pid") if isinstance(doc, dict) else None
 
 
-def probe_many(urls, timeout=2.0, workers=16):
+def probe_many(urls, timeout=2.0, workers=16, connect_timeout=None):
     """Probe several URLs at once; return {url: None or reason}."""
     urls = list(dict.fromkeys(urls))
     if not urls:
         return {}
     with ThreadPoolExecutor(max_workers=min(workers, len(urls))) as pool:
-        return dict(zip(urls, pool.map(lambda u: probe(u, timeout), urls)))
+        return dict(zip(urls, pool.map(lambda u: probe(u, timeout, connect_timeout), urls)))
 
 
 class HttpProber:
     """The health probes procedures use, as an object a context carries (unit
     tests of procedures hand in a fake that answers from a table)."""
 
-    def probe(self, url, timeout=2.0):
-        return probe(url, timeout)
+    def probe(self, url, timeout=2.0, connect_timeout=None):
+        return probe(url, timeout, connect_timeout)
 
-    def probe_many(self, urls, timeout=2.0):
-        return probe_many(urls, timeout)
+    def probe_many(self, urls, timeout=2.0, connect_timeout=None):
+        return probe_many(urls, timeout, connect_timeout=connect_timeout)

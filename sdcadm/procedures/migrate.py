@@ -39,7 +39,7 @@ from sdcadm.procedures.planning import (
     migrated_instance,
     plan_migration,
 )
-from sdcadm.procedures.waits import wait_for, wait_healthy_unless
+from sdcadm.procedures.waits import POLL_CONNECT, wait_for, wait_healthy_unless
 
 HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
@@ -74,7 +74,8 @@ class Outage:
     def _run(self):
         while not self._stop.is_set():
             started = time.monotonic()  # stamped when sent: what the service was then
-            ok = any(self.probe(u + "/ping", timeout=0.5) is None for u in list(self.urls))
+            ok = any(self.probe(u + "/ping", timeout=0.5, connect_timeout=POLL_CONNECT) is None
+                     for u in list(self.urls))
             self.samples.append((started, "svc", ok))
             self._stop.wait(self.interval)
 

@@ -75,6 +75,7 @@ from sdcadm.procedures.waits import wait_healthy_unless
 
 HEALTH_TIMEOUT = 120.0
 FENCE_PROBE_TIMEOUT = 0.5
+FENCE_PROBE_CONNECT = 0.2   # a live server on the admin network answers a SYN well within it
 HOLDINGS_TIMEOUT = 3.0   # a headnode whose agent does not answer this fast is listed unreachable
 
 
@@ -278,7 +279,8 @@ class RestoreServices(Procedure):
             # server's addresses time out, so that is not waited for; but an
             # address that still *answers* means the fence did not take.
             urls = addresses_to_take_over(self.plan, server.uuid)
-            answers = ctx.prober.probe_many(urls, timeout=FENCE_PROBE_TIMEOUT)
+            answers = ctx.prober.probe_many(urls, timeout=FENCE_PROBE_TIMEOUT,
+                                            connect_timeout=FENCE_PROBE_CONNECT)
             alive = sorted(u.rsplit("/", 1)[0] for u, error in answers.items() if error is None)
             if alive:
                 raise FenceFailed(

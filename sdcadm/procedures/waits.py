@@ -10,6 +10,10 @@ from sdcadm.errors import SdcadmError
 from sdcadm.health import probe
 
 POLL = 0.05
+# A poll waiting for an address to answer gives up a connection not made in
+# this long (health.probe: a SYN dropped before the address was claimed is
+# sent again by TCP only after 1 s); the next poll tries again.
+POLL_CONNECT = 0.1
 REFUSAL_EVERY = 10   # health probes between two questions to an agent (wait_healthy_unless)
 
 
@@ -49,7 +53,7 @@ def wait_healthy_unless(url, timeout, what=None, interval=POLL, probe=probe, ref
     last, polls = {}, [0]
 
     def check():
-        last["error"] = probe(url, timeout=1.0)
+        last["error"] = probe(url, timeout=1.0, connect_timeout=POLL_CONNECT)
         if last["error"] is None:
             return True
         polls[0] += 1

@@ -204,7 +204,7 @@ class FakeProber:
     def __init__(self, answering=()):
         self.answering = set(answering)
 
-    def probe_many(self, urls, timeout):
+    def probe_many(self, urls, timeout, connect_timeout=None):
         return {u: None if u in self.answering else "timed out" for u in urls}
 
 
@@ -344,7 +344,7 @@ def test_each_level_stages_the_next_one_while_it_comes_up():
     ctx.agents.wake = lambda url: None
     ctx.agents.client = lambda url, timeout: type("A", (), {"seed_refusal": lambda self, u: None,
                                                             "instances": lambda self: []})()
-    ctx.prober.probe = lambda url, timeout: None      # every instance answers at once
+    ctx.prober.probe = lambda url, timeout, connect_timeout=None: None      # every instance answers at once
     ctx.now = lambda: 0.0
     ctx.log = type("L", (), {"info": lambda self, *a, **k: None})()
     steps = proc.steps()
