@@ -40,7 +40,8 @@ class Heartbeat:
             server, owned = self.stores.get().beat(self.me)
         except NotFound:
             self._failed(f"server {self.me} is not in the DC store; heartbeat not recorded "
-                         "(add the server record, e.g. with `sdcadm lab up`)", "heartbeat-unknown-server")
+                         "(this agent registers it once the DC exists: `sdcadm dc init`; see "
+                         "`sdcadm server ls`)", "heartbeat-unknown-server")
             return False
         except StoreError as e:
             self._failed(f"heartbeat failed, store unreachable: {e}", "heartbeat-failed")

@@ -261,7 +261,9 @@ class EtcdStore(Leases, Store):
         _, _, (server, beat, instances, revision) = self.client.txn_read([], [
             read(self.keys.server(server_uuid)), read(self.keys.heartbeat(server_uuid)),
             read(self.keys.placed(server_uuid), prefix=True), read(self.keys.revision)])
-        server = server and self._with_heartbeat(record(Server, server[0]), beat and beat[0])
+        # No record (a server its agent has not registered yet): None, as sqlite says.
+        server = self._with_heartbeat(record(Server, server[0]), beat and beat[0]) if server \
+            else None
         return (server, self._assigned(instances, server_uuid),
                 decode(revision[0]) if revision else 0)
 

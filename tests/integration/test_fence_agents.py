@@ -280,10 +280,19 @@ def test_hung_agent_is_refused_without_dead_then_fenced_by_its_agent_and_restore
         lab.sdcadm("service", "restore", "--all", "--dead", "hn0", "-y")
         restored_at = time.monotonic()
         assert [p for p in old if not procs.gone(p)] == [], "the fence left hn0 processes"
-        prober.wait_rounds(10, refresh=True)
-        for service in SINGLETONS:
-            assert prober.servers_seen(service)[-1] == ["hn1"]
+        prober.wait_rounds(1, refresh=True)
+        answers_from_hn1(prober)
     check_no_overlap_and_writes(prober, writer, synced, restored_at)
+
+
+def answers_from_hn1(prober):
+    """Every singleton answers from hn1 (the restore waited for each first
+    answer; a lease lapse on hn1 when the fence's kill of hn0's etcd member
+    costs an election may restart one there once, which is no overlap: the
+    whole run is checked for that)."""
+    for service in SINGLETONS:
+        wait_for(lambda: prober.servers_seen(service)[-1] == ["hn1"], 30,
+                 f"{service} answering from hn1")
 
 
 def test_frozen_server_is_powered_off_by_its_fence_agent_and_nothing_answers_twice(new_lab):
@@ -297,9 +306,8 @@ def test_frozen_server_is_powered_off_by_its_fence_agent_and_nothing_answers_twi
         assert "fence command succeeded" in done.stderr
         freeze(frozen, signal.SIGCONT)           # a thaw: nothing is left to wake
         assert [p for p in frozen if not procs.gone(p)] == []
-        prober.wait_rounds(10, refresh=True)
-        for service in SINGLETONS:
-            assert prober.servers_seen(service)[-1] == ["hn1"]
+        prober.wait_rounds(1, refresh=True)
+        answers_from_hn1(prober)
     check_no_overlap_and_writes(prober, writer, synced, restored_at)
 
 

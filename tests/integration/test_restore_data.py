@@ -22,6 +22,7 @@ from sdcadm.config import load_config
 from sdcadm.lab import procs
 from sdcadm.restore_data.access import RestoreData
 from sdcadm.restore_data.client import sync_one
+from sdcadm.transport import rsync
 from sdcadm.lab.state import load_state
 from tests.conftest import clean_env, needs_sshd, random_net, run, wait_for
 
@@ -213,6 +214,16 @@ def test_a_cycle_with_nothing_new_keeps_the_copy_and_a_write_is_copied(lab):
     keeps the copy the manifest names (no new copy; verify still passes);
     a write is copied by the next cycle. (The first sync here may still copy:
     a fingerprint taken within 2 s of a write is not trusted.)"""
+    # The first sync's fingerprint must be trusted for the second to keep the
+    # copy: wait until nothing in sapi0's data changed within the gate's
+    # margin (its `find -newerct`, on whole seconds of `date +%s`).
+    data = lab.data("sapi0")
+
+    def newest_change():
+        return max(os.lstat(p).st_ctime for p in [data, *data.rglob("*")])
+
+    wait_for(lambda: time.time() - newest_change() > rsync.GATE_MARGIN + 1.1, 30,
+             f"sapi0's data quiet for {rsync.GATE_MARGIN + 1.1:g}s")
     lab.sync("hn1", "sapi")
     kept = lab.statuses("hn1")[("hn1", "sapi0")]
     lab.sync("hn1", "sapi")

@@ -133,6 +133,16 @@ def test_beat_is_a_heartbeat_that_reads_the_server_and_what_it_owns(dc, clock):
     assert dc.get_server(S1).generation == 1
 
 
+def test_assignment_is_what_an_agent_reads_each_pass(dc):
+    dc.put_image(Image(IMG, "sapi", "1.0.0", "0" * 64))
+    dc.create_instance(inst())
+    server, owned, revision = dc.assignment(S1)
+    assert server == dc.get_server(S1) and [i.uuid for i in owned] == [I1]
+    assert revision == dc.revision()
+    # a server its agent has not registered yet: no record, nothing assigned
+    assert dc.assignment(S3) == (None, [], dc.revision())
+
+
 def test_move_instances_moves_all_in_one_commit_or_none(dc):
     dc.create_instance(inst())
     dc.create_instance(inst(uuid=I2, alias="moray0", service="moray", admin_ip="127.0.0.11"))
