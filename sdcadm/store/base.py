@@ -81,9 +81,14 @@ class Store(ABC):
     def list_servers(self):
         """All servers, ordered by hostname."""
 
-    def hostnames(self):
-        """{server uuid: hostname} of every server (listings name servers by it)."""
-        return {s.uuid: s.hostname for s in self.list_servers()}
+    def hostnames(self, of_instances=False):
+        """{server uuid: hostname} of every server (listings name servers by
+        it); ``of_instances``: only of the servers some instance is on."""
+        names = {s.uuid: s.hostname for s in self.list_servers()}
+        if of_instances:
+            used = {i.server_uuid for i in self.list_instances()}
+            names = {u: h for u, h in names.items() if u in used}
+        return names
 
     @abstractmethod
     def heartbeat(self, server_uuid):

@@ -325,7 +325,10 @@ class SqliteStore(Store):
                             (server_uuid,)).fetchone()
         return _server(row)
 
-    def hostnames(self):
+    def hostnames(self, of_instances=False):
+        if of_instances:
+            return dict(self._query("SELECT uuid, hostname FROM servers WHERE uuid IN "
+                                    "(SELECT DISTINCT server_uuid FROM instances)"))
         return dict(self._query("SELECT uuid, hostname FROM servers"))
 
     def delete_server(self, uuid, expected_generation):

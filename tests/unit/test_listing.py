@@ -204,6 +204,10 @@ class Store:
         self.calls.append("list_servers")
         return [Server(S1, "hn0", "10.0.0.1")]
 
+    def hostnames(self, of_instances=False):
+        self.calls.append(("hostnames", of_instances))
+        return {S1: "hn0"}
+
     def instance_columns(self, fields, service=None, server_uuid=None):
         self.calls.append("instance_columns")
         return {f: ["from-store"] for f in fields}
@@ -263,3 +267,10 @@ def test_a_bad_listing_setting_is_a_config_error():
         from sdcadm.config import load_config
 
         load_config(None, environ={"SDCADM_LISTING": "fast"})
+
+
+def test_without_the_agent_hostnames_are_the_stores_two_columns_not_its_servers():
+    store = Store()
+    listing = Listing(lambda: store, None)
+    assert listing.hostnames(of_instances=True) == {S1: "hn0"}
+    assert store.calls == [("hostnames", True)]    # no Server built per server

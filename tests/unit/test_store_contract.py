@@ -98,6 +98,13 @@ def test_servers_are_listed_by_hostname(dc):
         dc.get_server(S3)
 
 
+def test_hostnames_of_instances_names_only_the_servers_instances_are_on(dc):
+    assert dc.hostnames(of_instances=True) == {}
+    dc.put_image(Image(IMG, "sapi", "1.0.0", "0" * 64))
+    dc.create_instance(inst())
+    assert dc.hostnames(of_instances=True) == {S1: "hn1"}
+
+
 def test_heartbeat_is_the_stores_time_and_not_a_model_change(dc, clock):
     rev, gen = dc.revision(), dc.get_server(S1).generation
     dc.heartbeat(S1)
