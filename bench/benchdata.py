@@ -3,6 +3,9 @@ that figures from different benchmarks can be compared."""
 
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 MiB = 1 << 20
 
@@ -91,3 +94,21 @@ def loopback_labs(environ=os.environ):
     in docs/performance.md were (as root a new lab is otherwise a netns one:
     sdcadm/lab/netns.py, ``default_isolation``). Call before building one."""
     environ.setdefault("SDCADM_LAB_ISOLATION", "loopback")
+
+
+# This sdcadm tree (bench/..): the "new" side of a comparison with an older tree.
+THIS_TREE = Path(__file__).resolve().parent.parent
+
+
+def lab_in_tree(tree, *args, isolation=None, timeout=900):
+    """``sdcadm lab ARGS`` of the sdcadm source tree ``tree``, run from its
+    directory (``-m`` puts it first on sys.path) with PYTHONPATH on it, so
+    that every process the lab starts (agents, fence agent) imports that
+    tree's code too: the CompletedProcess. ``isolation``: the lab's, for a
+    tree that knows $SDCADM_LAB_ISOLATION."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
+    env["PYTHONPATH"] = str(tree)
+    if isolation:
+        env["SDCADM_LAB_ISOLATION"] = isolation
+    return subprocess.run([sys.executable, "-m", "sdcadm.cli.main", "lab", *args], cwd=tree,
+                          env=env, capture_output=True, text=True, timeout=timeout)

@@ -21,26 +21,20 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import THIS_TREE, lab_in_tree  # noqa: E402
 
 
 def drill(tree, directory, net, isolation=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
-    env["PYTHONPATH"] = str(tree)
-    if isolation:
-        env["SDCADM_LAB_ISOLATION"] = isolation
-    argv = [sys.executable, "-m", "sdcadm.cli.main", "lab"]
     try:
-        done = subprocess.run([*argv, "drill", "-j", "--dir", str(directory), "--net", net],
-                              cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+        done = lab_in_tree(tree, "drill", "-j", "--dir", str(directory), "--net", net,
+                           isolation=isolation)
     finally:
-        subprocess.run([*argv, "destroy", "--dir", str(directory)], cwd=tree, env=env,
-                       capture_output=True, timeout=300)
+        lab_in_tree(tree, "destroy", "--dir", str(directory), timeout=300)
     if done.returncode != 0:
         raise SystemExit(f"drill in {tree} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
@@ -65,7 +59,7 @@ def main():
         for n in range(args.runs):
             a, b = random.sample(range(100, 250), 2)
             o = drill(base, Path(scratch) / f"old{n}", f"127.{a}.{n + 1}.0/24")
-            w = drill(HERE, Path(scratch) / f"new{n}", f"127.{b}.{n + 1}.0/24", args.isolation)
+            w = drill(THIS_TREE, Path(scratch) / f"new{n}", f"127.{b}.{n + 1}.0/24", args.isolation)
             old.append(o["rto_s"])
             new.append(w["rto_s"])
             print(f"pair {n + 1}: old {o['rto_s']:.2f}s new {w['rto_s']:.2f}s "

@@ -8,9 +8,8 @@ the DC through the operator's commands costs every lab the suite starts.
 
 Each run is a whole `lab up` of a new loopback lab (images built, etcd
 members started, every instance healthy), timed from outside, then `lab
-destroy`; old and new alternate. The old tree runs in its directory with
-PYTHONPATH on it, so that every process it starts (agents, fence agent)
-imports its code too.
+destroy`; old and new alternate, each run from its own tree
+(benchdata.lab_in_tree: every process it starts imports that tree's code).
 Prints each pair, then the medians and the paired ratio.
 """
 
@@ -18,30 +17,23 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import THIS_TREE, lab_in_tree  # noqa: E402
+
 
 def lab_up(tree, directory, net, shape):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCADM_")}
-    env["SDCADM_LAB_ISOLATION"] = "loopback"
-    env.pop("PYTHONPATH", None)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-    argv = [sys.executable, "-m", "sdcadm.cli.main", "lab"]
     started = time.perf_counter()
-    # -m puts the working directory first on sys.path: the tree's own
-    cwd = tree or Path(__file__).resolve().parent.parent
-    up = subprocess.run([*argv, "up", "--dir", str(directory), "--net", net, *shape], env=env,
-                        cwd=cwd, capture_output=True, text=True)
+    up = lab_in_tree(tree, "up", "--dir", str(directory), "--net", net, *shape,
+                     isolation="loopback")
     took = time.perf_counter() - started
-    subprocess.run([*argv, "destroy", "--dir", str(directory)], env=env, cwd=cwd,
-                   capture_output=True)
+    lab_in_tree(tree, "destroy", "--dir", str(directory), timeout=300)
     if up.returncode != 0:
-        raise SystemExit(f"lab up ({tree or 'this tree'}) exited {up.returncode}:\n{up.stderr}")
+        raise SystemExit(f"lab up ({tree}) exited {up.returncode}:\n{up.stderr}")
     return took
 
 
@@ -61,7 +53,7 @@ def main():
         for n in range(args.runs):
             net = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.0/24"
             old.append(lab_up(Path(args.base).resolve(), Path(scratch) / f"old{n}", net, shape))
-            new.append(lab_up(None, Path(scratch) / f"new{n}", net, shape))
+            new.append(lab_up(THIS_TREE, Path(scratch) / f"new{n}", net, shape))
             print(f"pair {n + 1}: old {old[-1]:.2f}s new {new[-1]:.2f}s "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
     ratios = [b / a for a, b in zip(old, new)]

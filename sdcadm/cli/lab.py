@@ -415,7 +415,7 @@ def exec_cmd(directory, server, command):
     """
     import os
 
-    from sdcadm.lab.ctl import exec_argv
+    from sdcadm.lab.build import exec_argv
 
     argv, env, cwd = exec_argv(_state(directory), server, command)
     os.chdir(cwd)

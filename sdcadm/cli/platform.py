@@ -72,13 +72,13 @@ def ls_cmd(state, output):
     Every other headnode is asked over SSH; one that cannot be is named on
     stderr and the exit status is 3.
     """
-    from sdcadm.procedures.headnode_setup import remote_sdcadm
+    from sdcadm import sdcadm_program
     from sdcadm.procedures.platforms import listing
     from sdcadm.restore_data.peer_copy import ssh_transport
 
     config = state.config
     doc = listing(config, state.store, lambda server: ssh_transport(config, server.admin_ip),
-                  remote_sdcadm())
+                  sdcadm_program())
     render(doc["platforms"], output)
     for u in doc["unreachable"]:
         click.echo(f"sdcadm: {u['headnode']} could not be asked: {u['error']}", err=True)

@@ -163,13 +163,13 @@ def status_cmd(state, as_json):
     seed it again: `sdcadm usbkey build`, copy the bundle, `sdcadm usbkey
     seed` there (docs/usbkey.md).
     """
-    from sdcadm.procedures.headnode_setup import remote_sdcadm
+    from sdcadm import sdcadm_program
     from sdcadm.procedures.usbkey_status import status_lines, usbkey_status
     from sdcadm.restore_data.peer_copy import ssh_transport
 
     config = state.config
     doc = usbkey_status(config, state.store,
-                        lambda server: ssh_transport(config, server.admin_ip), remote_sdcadm())
+                        lambda server: ssh_transport(config, server.admin_ip), sdcadm_program())
     _print(doc, as_json, status_lines(doc))
     if not doc["ok"]:
         bad = [r["headnode"] for r in doc["headnodes"] if r["state"] != "ok"]

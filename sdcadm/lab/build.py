@@ -24,11 +24,11 @@ the store and the other servers over the network:
 A command that fails stops the build with its output (LabError).
 """
 
+import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
+from sdcadm import sdcadm_program
 from sdcadm.errors import LabError
 from sdcadm.lab import netns, procs
 from sdcadm.progress import Progress, notify
@@ -36,15 +36,9 @@ from sdcadm.progress import Progress, notify
 COMMAND_TIMEOUT = 600.0
 REGISTER_TIMEOUT = 60.0
 
-# The operator's sdcadm: the one installed beside this Python.
-SDCADM = str(Path(sys.executable).parent / "sdcadm")
-
-
 def exec_argv(state, hostname, command):
     """``(argv, env, cwd)`` running ``command`` as if logged in on
     ``hostname``: in its namespace, its root, its config."""
-    import os
-
     host = state.server(hostname)["hostname"]
     if state.powered_off(host):
         raise LabError(f"{host} is powered off (`lab kill`): nothing can run on it",
@@ -58,16 +52,22 @@ def exec_argv(state, hostname, command):
     return procs.in_netns(list(command), ns), env, str(state.server_root(host))
 
 
+def run_sdcadm(state, hostname, args, timeout=COMMAND_TIMEOUT):
+    """``sdcadm ARGS`` on ``hostname``, as its operator runs it: the
+    CompletedProcess (output captured, no terminal)."""
+    argv, env, cwd = exec_argv(state, hostname, [sdcadm_program(), *args])
+    return subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def sdcadm_on(state, hostname, *args, observer=None, timeout=COMMAND_TIMEOUT, shown=None):
     """Run ``sdcadm ARGS`` on ``hostname`` (``shown``: the arguments as the
     progress line says them); its output. LabError with what it said when
     it fails."""
     shown = shown or " ".join(args)
     notify(observer, Progress("build", f"{hostname}$ sdcadm {shown}"))
-    argv, env, cwd = exec_argv(state, hostname, [SDCADM, *args])
     try:
-        done = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+        done = run_sdcadm(state, hostname, args, timeout)
     except subprocess.TimeoutExpired:
         raise LabError(f"building the lab: `sdcadm {shown}` on {hostname} did not finish in "
                        f"{timeout:.0f}s", hint=f"see the logs under {state.dir}/{hostname}/var/log/") \

@@ -515,9 +515,6 @@ def down(directory, observer=None):
     return len(stopped) + len(leftovers)
 
 
-exec_argv = build.exec_argv
-
-
 # -- the network (netns labs) -------------------------------------------------------
 def ensure_network(state, observer=None):
     """Build a netns lab's namespaces, bridge and links unless they exist

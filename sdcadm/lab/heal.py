@@ -22,13 +22,11 @@ members the store's cluster has at the end.
 """
 
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from sdcadm.errors import LabError
 from sdcadm.lab import ctl
+from sdcadm.lab.build import run_sdcadm
 # The next drill rebuilds a healed lab; hn0's member, removed, is never started.
 from sdcadm.lab.etcd import HEALED_MARK
 from sdcadm.progress import Progress, notify
@@ -49,10 +47,6 @@ def check_heal(fault, lose, computenodes):
                        hint="use --computenodes 1 or more")
 
 
-def _sdcadm():
-    return str(Path(sys.executable).parent / "sdcadm")
-
-
 class Heal:
     def __init__(self, state, survivor, dead, timeout, observer):
         self.state, self.survivor, self.dead = state, survivor, dead
@@ -62,9 +56,7 @@ class Heal:
     def run(self, *argv, check=True):
         """``sdcadm ARGV`` on the survivor, as its operator runs it:
         (returncode, stdout, stderr)."""
-        command, env, cwd = ctl.exec_argv(self.state, self.survivor, [_sdcadm(), *argv])
-        done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True,
-                              timeout=self.timeout * 4)
+        done = run_sdcadm(self.state, self.survivor, argv, timeout=self.timeout * 4)
         if check and done.returncode != 0:
             raise LabError(f"`sdcadm {' '.join(argv)}` on {self.survivor} failed "
                            f"(exit {done.returncode}): {_tail(done.stderr)}")

@@ -13,7 +13,7 @@ changes.
 from sdcadm.errors import Conflict, NotFound, UsageError
 from sdcadm.model import ADMIN_NETWORK, Instance, Service
 from sdcadm.procedures.base import Procedure, Step
-from sdcadm.procedures.planning.common import NotViable
+from sdcadm.procedures.planning.common import NotViable, refuse_all
 from sdcadm.procedures.planning.create_plan import choose_image, plan_create, plan_post_setup
 from sdcadm.procedures.waits import wait_healthy
 
@@ -54,11 +54,7 @@ class CreateInstance(Procedure):
                                          alias=self.alias))
             except NotViable as e:
                 problems.append(e)
-        if len(problems) == 1:
-            raise problems[0]
-        if problems:
-            raise NotViable("\n".join(e.message for e in problems),
-                            hint=next((e.hint for e in problems if e.hint), None))
+        refuse_all(problems)
         self.plans = plans
         return True
 
@@ -74,13 +70,22 @@ class CreateInstance(Procedure):
         return lines
 
     def steps(self):
-        return ([Step(f"create {p.alias}", lambda ctx, p=p: create_record(ctx, p))
-                 for p in self.plans]
-                + [Step(f"wait for {p.alias}", lambda ctx, p=p: wait_created(ctx, p, self.timeout))
-                   for p in self.plans])
+        return create_steps(self.plans, self.timeout)
 
     def report(self, results):
-        return [f"{p.alias} ({p.service}) runs on {p.server.hostname}" for p in self.plans]
+        return created_lines(self.plans)
+
+
+def create_steps(plans, timeout):
+    """Every record first (the agent then starts them together), then a
+    wait for each."""
+    return ([Step(f"create {p.alias}", lambda ctx, p=p: create_record(ctx, p)) for p in plans]
+            + [Step(f"wait for {p.alias}", lambda ctx, p=p: wait_created(ctx, p, timeout))
+               for p in plans])
+
+
+def created_lines(plans):
+    return [f"{p.alias} ({p.service}) runs on {p.server.hostname}" for p in plans]
 
 
 def create_record(ctx, p):
@@ -152,11 +157,7 @@ class PostSetupHa(Procedure):
         return [f"create {p.alias} ({p.service}) on {p.server.hostname}" for p in self.plans]
 
     def steps(self):
-        steps = [Step(f"create {p.alias}", lambda ctx, p=p: create_record(ctx, p))
-                 for p in self.plans]
-        steps += [Step(f"wait for {p.alias}", lambda ctx, p=p: wait_created(ctx, p, self.timeout))
-                  for p in self.plans]
-        return steps
+        return create_steps(self.plans, self.timeout)
 
     def report(self, results):
-        return [f"{p.alias} ({p.service}) runs on {p.server.hostname}" for p in self.plans]
+        return created_lines(self.plans)

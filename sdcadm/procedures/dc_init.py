@@ -12,10 +12,11 @@ created once; servers join it with `server setup` and `headnode-setup`.
 Not a procedure: the DC lock and tasks live in the store it creates.
 """
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
-from sdcadm.errors import NotFound, UsageError
+from sdcadm.errors import Conflict, NotFound, UsageError
 from sdcadm.model import ADMIN_NETWORK, Network, Server
 from sdcadm.procedures.planning.common import NotViable
 
@@ -111,24 +112,28 @@ def init_dc(store, want):
     return todo
 
 
-def reserve_addresses(store, addresses, attempts=5):
-    """Add ``addresses`` to the admin network's reservations (a compare-and-swap
-    on its revision, tried again when another writer came first)."""
-    import dataclasses
+def reserve_addresses(store, addresses):
+    """Reserve ``addresses`` on the admin network (those it does not hold yet)."""
+    add_reservations(store, lambda network: {a: RESERVED_AT_INIT for a in addresses
+                                             if a not in network.reservations})
 
-    from sdcadm.errors import Conflict
 
+def add_reservations(store, decide, attempts=5, failure=Conflict):
+    """Add ``decide(network)`` ({ip: reason}) to the admin network's
+    reservations: a compare-and-swap on its revision, decided again on the
+    network as it is when another writer came first. Return what was added
+    ({} when ``decide`` wanted nothing); ``failure`` after ``attempts``."""
     for _ in range(attempts):
         network = store.get_network(ADMIN_NETWORK)
-        wanted = {a: RESERVED_AT_INIT for a in addresses if a not in network.reservations}
-        if not wanted:
-            return
+        add = decide(network)
+        if not add:
+            return {}
         try:
             store.put_network(dataclasses.replace(
-                network, reservations={**network.reservations, **wanted}),
+                network, reservations={**network.reservations, **add}),
                 expected_revision=network.revision)
-            return
+            return add
         except Conflict:
-            continue
-    raise Conflict("the admin network kept changing while reserving addresses",
-                   hint="run `sdcadm dc init` again")
+            continue   # an address was taken meanwhile: decide again
+    raise failure("the admin network kept changing while reserving addresses",
+                  hint="run the same command again")

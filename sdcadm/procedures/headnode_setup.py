@@ -42,13 +42,13 @@ sdcadm's path (every server runs sdcadm-agent from the same package).
 """
 
 import dataclasses
-import hashlib
 import json
 import socket
-import sys
 from pathlib import Path
 
-from sdcadm.errors import Conflict, NotFound, SdcadmError
+from sdcadm import sdcadm_program
+from sdcadm.errors import NotFound, SdcadmError
+from sdcadm.fsutil import sha256_file
 from sdcadm.model import ADMIN_NETWORK
 from sdcadm.procedures import store_member
 from sdcadm.procedures.base import Procedure, Step
@@ -64,19 +64,6 @@ SEND_TIMEOUT = 600.0
 
 class HeadnodeSetupFailed(SdcadmError):
     """A step of headnode-setup could not be carried out."""
-
-
-def remote_sdcadm():
-    """The ``sdcadm`` command on another server: at this one's path."""
-    return str(Path(sys.executable).parent / "sdcadm")
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class HeadnodeSetup(Procedure):
@@ -188,14 +175,14 @@ class HeadnodeSetup(Procedure):
                                    source=ctx.config.hostname or socket.gethostname())
         ctx.progress(f"built {self.bundle}: {len(manifest['files'])} file(s)")
         return {"bundle": str(self.bundle), "files": len(manifest["files"]),
-                "sha256": _sha256(self.bundle), "left_out": left_out}
+                "sha256": sha256_file(self.bundle), "left_out": left_out}
 
     def _send(self, server):
         def send(ctx):
             from sdcadm.transport.push import push_file
 
             remote, _ = self._remote_paths(ctx, server)
-            want = _sha256(self.bundle)
+            want = sha256_file(self.bundle)
             with self._transport(ctx, server) as t:
                 # mode 0600 before a byte is written: the bundle holds the DC's secrets
                 sent = push_file(t, self.bundle, remote, want, mode="600", timeout=SEND_TIMEOUT)
@@ -208,7 +195,7 @@ class HeadnodeSetup(Procedure):
         def seed(ctx):
             remote, usbkey = self._remote_paths(ctx, server)
             with self._transport(ctx, server) as t:
-                out = t.run([remote_sdcadm(), "usbkey", "seed", str(remote), "--dir", str(usbkey),
+                out = t.run([sdcadm_program(), "usbkey", "seed", str(remote), "--dir", str(usbkey),
                              "-y", "-j"], timeout=SEND_TIMEOUT).stdout
             try:
                 files = len(json.loads(out)["manifest"]["files"])
@@ -227,7 +214,7 @@ class HeadnodeSetup(Procedure):
             from sdcadm.restore_data.sources import source_root
 
             with self._transport(ctx, server) as t:
-                started = store_member.start_remote(t, remote_sdcadm(), ctx.config,
+                started = store_member.start_remote(t, sdcadm_program(), ctx.config,
                                                     source_root(ctx.config, server), join,
                                                     members)
             members = store_member.wait_started(ctx.config, join, self.timeout)
@@ -256,20 +243,15 @@ class HeadnodeSetup(Procedure):
         return mark
 
     def _reserve(self, ctx):
-        for _ in range(5):
-            network = ctx.store.get_network(ADMIN_NETWORK)
-            add, short = plan_reservations(network, self._singles, ctx.store.now())
-            if not add:
-                break
-            network.reservations = {**network.reservations, **add}
-            try:
-                ctx.store.put_network(network, expected_revision=network.revision)
-                break
-            except Conflict:
-                continue  # an address was taken meanwhile: plan again
-        else:
-            raise HeadnodeSetupFailed("the admin network kept changing while reserving "
-                                      "recovery addresses", hint="run the same command again")
+        from sdcadm.procedures.dc_init import add_reservations
+
+        short = []
+
+        def decide(network):
+            add, short[:] = plan_reservations(network, self._singles, ctx.store.now())
+            return add
+
+        add = add_reservations(ctx.store, decide, failure=HeadnodeSetupFailed)
         if short:
             ctx.progress(f"no room on the admin network for a recovery address of "
                          f"{', '.join(short)}")

@@ -116,9 +116,9 @@ class PlatformInstall(Procedure):
 
     def _remote(self):
         if self._remote_sdcadm is None:
-            from sdcadm.procedures.headnode_setup import remote_sdcadm
+            from sdcadm import sdcadm_program
 
-            self._remote_sdcadm = remote_sdcadm()
+            self._remote_sdcadm = sdcadm_program()
         return self._remote_sdcadm
 
     def summarize(self):

@@ -15,7 +15,7 @@ import dataclasses
 
 from sdcadm.errors import SdcadmError
 from sdcadm.procedures.base import Procedure, Step
-from sdcadm.procedures.planning.common import NotViable
+from sdcadm.procedures.planning.common import NotViable, refuse_all
 from sdcadm.procedures.planning.setup_plan import plan_server_setup
 from sdcadm.procedures.waits import wait_for
 
@@ -68,10 +68,7 @@ class SetupServer(Procedure):
                                   heartbeat_timeout=ctx.config.agent.heartbeat_timeout)
             except NotViable as e:
                 problems.append(e)
-        if len(problems) == 1:
-            raise problems[0]
-        if problems:
-            raise NotViable("\n".join(e.message for e in problems), hint=problems[0].hint)
+        refuse_all(problems)
         return True
 
     def summarize(self):

@@ -28,11 +28,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from sdcadm import sdcadm_program
 from sdcadm.errors import StoreError, UsageError, ValidationError
+from sdcadm.fsutil import write_json_atomic
 
 # Under a server's root: the member `store start-member` started there.
 MEMBER_RECORD = "/var/sdcadm/etcd-member.json"
@@ -110,11 +111,7 @@ def member_record(sdcadm, name, data_dir, peer_url, client_url, initial_cluster,
 
 
 def write_record(path, record):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
 
 
 def read_record(path):
@@ -170,8 +167,7 @@ def start_member(name, data_dir, peer_url, client_url, initial_cluster, pid_file
     check_initial_cluster(name, peer_url, initial_cluster)
     data_dir, pid_file, log = (Path(p).resolve() for p in (data_dir, pid_file, log))
     if record is not None:
-        sdcadm = str(Path(sys.executable).parent / "sdcadm")
-        write_record(record, member_record(sdcadm, name, data_dir, peer_url, client_url,
+        write_record(record, member_record(sdcadm_program(), name, data_dir, peer_url, client_url,
                                            initial_cluster, pid_file, log))
     pid = running_pid(pid_file, data_dir)
     if pid:

@@ -274,3 +274,11 @@ def test_without_the_agent_hostnames_are_the_stores_two_columns_not_its_servers(
     listing = Listing(lambda: store, None)
     assert listing.hostnames(of_instances=True) == {S1: "hn0"}
     assert store.calls == [("hostnames", True)]    # no Server built per server
+
+
+def test_an_agent_that_cannot_answer_leaves_hostnames_to_the_stores_two_columns():
+    store = Store()
+    client = Client(Unreachable("the agent at http://127.0.0.1:5309 does not answer"))
+    listing = Listing(lambda: store, client)
+    assert listing.hostnames(of_instances=True) == {S1: "hn0"}
+    assert client.asked == ["/v1/listing/servers"] and store.calls == [("hostnames", True)]

@@ -31,6 +31,17 @@ class NotViable(SdcadmError):
     """The procedure cannot be carried out as asked."""
 
 
+def refuse_all(problems):
+    """Raise the refusals ``problems`` (NotViable each, one per thing asked
+    for) together: one as it is, several as one naming them all. Nothing
+    when there are none."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise NotViable("\n".join(e.message for e in problems),
+                        hint=next((e.hint for e in problems if e.hint), None))
+
+
 def next_free_alias(service, taken):
     """``<service><n>`` with the lowest n not in ``taken``."""
     used = set()
