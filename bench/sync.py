@@ -340,6 +340,7 @@ def bench_zfs(work, sshd, host, plan, size, syncoid_problem, repeat):
                 paired(out, key, ours_s, raw_s)
                 out.setdefault(f"ours_{key}_phases", []).append(ours.timings)
                 out.setdefault(f"ours_{key}_unchanged", []).append(ours.unchanged)
+                out.setdefault(f"ours_{key}_read_back", []).append(ours.read_back)
                 out[f"ours_{key}_bytes"] = ours.bytes_moved
                 if base is not None and rep == 0:
                     out[f"raw_{key}_bytes"] = stream_size(transport, snap, base)

@@ -51,6 +51,9 @@ class SyncResult:
     # The source had not changed since the current copy: no new copy was
     # made (``snapshot`` is the copy that was already current).
     unchanged: bool = False
+    # zfs: bytes of the received copy read back to name its files (the rest
+    # came from the stream or the previous copy); None: not measured (dir).
+    read_back: int | None = None
 
 
 @dataclass(frozen=True)

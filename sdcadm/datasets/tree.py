@@ -2,8 +2,8 @@
 sdcadm (the dataset backends, the restore-data puller and verify use it).
 
 Nothing here follows a symlink: a copy is data from another server and may be
-hostile. ``scan_tree`` lists a tree -- every regular file with its sha256 and
-size, every symlink with its target -- and whatever makes it unsafe to
+hostile. ``scan_tree`` lists a tree -- every regular file with its digest
+(``digest.py``; the manifest field is still called ``sha256``) and size, every symlink with its target -- and whatever makes it unsafe to
 restore (a symlink leading outside it, a device file, a FIFO, a socket, an
 entry that cannot be read) as a problem, never raising for one.
 ``check_tree`` refuses (DatasetError) a tree with an escaping symlink;
@@ -16,8 +16,9 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from sdcadm.datasets import digest as file_digest
 from sdcadm.errors import DatasetError
-from sdcadm.fsutil import sha256_bytes, sha256_file
+from sdcadm.fsutil import sha256_bytes
 
 
 @dataclass
@@ -44,14 +45,15 @@ class Tree:
 
 def key_inode(st):
     """Reuse key for a copy made with hard links (dir backend): same inode
-    and size means the very same file as in the previous copy."""
-    return [st.st_ino, st.st_size, st.st_mtime_ns]
+    and size means the very same file as in the previous copy. Keys end
+    with the digest's name: a cache of another digest never matches."""
+    return [st.st_ino, st.st_size, st.st_mtime_ns, file_digest.ALGORITHM]
 
 
 def key_attrs(st):
     """Reuse key for a dataset changed in place (zfs backend): zfs keeps a
     file's object number and replicates mtime and ctime with the data."""
-    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, file_digest.ALGORITHM]
 
 
 def walk(root, on_error=None):
@@ -87,8 +89,11 @@ def walk(root, on_error=None):
         stack.extend(reversed(subdirs))
 
 
-def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, workers=None):
+def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, workers=None,
+              algorithm=file_digest.ALGORITHM, resolve=None):
     """A Tree of everything under ``root``; problems are listed, not raised.
+    Files are named by their digest under ``algorithm`` (``digest.py``);
+    ``previous`` and ``known`` only serve the default one.
 
     ``previous``: the ``cache`` of an earlier Tree; a file whose ``key`` is
     unchanged keeps its hash without being read. ``known``: {rel: sha256}
@@ -98,15 +103,19 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
     written again in the same second keeps its key, so only files older than
     the copy are trusted. Files are read by ``workers`` threads (default: up
     to 4, one per CPU): hashlib and reads release the GIL, and a FUSE
-    filesystem serves parallel reads faster."""
+    filesystem serves parallel reads faster. ``resolve(rel, stat)``: a
+    backend that knows the digest without reading the whole file returns
+    it, or a callable that computes it (run on a worker), or None (read)."""
     tree = Tree()
     previous, known = previous or {}, known or {}
+    if algorithm != file_digest.ALGORITHM:
+        previous, known = {}, {}
 
     def unreadable(rel, e, verb):
         tree.unreadable.append(rel)
         tree.problems.append(f"{rel}: cannot be {verb}: {e.strerror}")
 
-    todo, keys = [], {}
+    todo, keys, jobs = [], {}, {}
     for rel, st in walk(root, unreadable):
         if stat.S_ISDIR(st.st_mode):
             continue
@@ -122,22 +131,28 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
         k = key(st)
         old = previous.get(rel)
         digest = old[-1] if isinstance(old, list) and old[:-1] == k else _digest(known.get(rel))
+        if digest is None and resolve is not None:
+            digest = resolve(rel, st)
+            if callable(digest):
+                jobs[rel], digest = digest, None
         tree.files[rel] = {"sha256": digest, "bytes": st.st_size}
         if digest is None:
             todo.append(rel)
         if reusable is None or reusable(st):
             keys[rel] = k
-    _hash_files(root, tree, todo, workers or min(4, os.cpu_count() or 1))
+    _hash_files(root, tree, todo, workers or min(4, os.cpu_count() or 1), algorithm, jobs)
     tree.files = dict(sorted(tree.files.items()))
     tree.cache = {rel: [*k, tree.files[rel]["sha256"]] for rel, k in keys.items()
                   if rel in tree.files}
     return tree
 
 
-def _hash_files(root, tree, todo, workers):
+def _hash_files(root, tree, todo, workers, algorithm, jobs):
     def one(rel):
         try:
-            return sha256_file(os.path.join(root, rel), follow_symlinks=False)
+            if rel in jobs:
+                return jobs[rel]()
+            return file_digest.file_digest(os.path.join(root, rel), algorithm)
         except OSError as e:      # replaced or made unreadable while we looked
             return e
 
@@ -161,10 +176,11 @@ def _digest(value):
     return value if isinstance(value, str) and len(value) == 64 else None
 
 
-def hash_tree(root, previous=None, *, key=key_inode, reusable=None, workers=None):
+def hash_tree(root, previous=None, *, key=key_inode, reusable=None, workers=None, resolve=None):
     """``scan_tree`` for a dataset backend that just made the copy: a tree it
     cannot read is an error (OSError), not a problem to report."""
-    tree = scan_tree(root, previous, key=key, reusable=reusable, workers=workers)
+    tree = scan_tree(root, previous, key=key, reusable=reusable, workers=workers,
+                     resolve=resolve)
     if tree.unreadable:
         raise OSError(f"cannot hash the copy in {root}: "
                       + "; ".join(p for p in tree.problems if ": cannot be " in p))

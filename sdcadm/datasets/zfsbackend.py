@@ -10,8 +10,8 @@ would break the next incremental receive) and mounted at
 
     zfs.json      {"dataset", "mountpoint", "source_host", "source_dataset", "receiver"}
     mnt/          mountpoint of the replica (the current copy, read-only)
-    hashes.json   {path: [inode, size, mtime_ns, ctime_ns, sha256]}: unchanged files are not re-read
-    digests.json  {"snapshot", "files", "bytes"}: the current copy's, as hashed
+    chunks.json   the current copy's chunk hashes per object (``chunkcache.py``)
+    digests.json  {"algorithm", "snapshot", "files", "bytes"}: the current copy's, as hashed
     .lock         flock held while a sync/prune/destroy runs
 
 A sync (``tag`` = ``sdcadm-<receiver id>``): in one round trip to the source,
@@ -20,8 +20,11 @@ deferred destroy (zfs destroys it when its last hold goes), release ``tag``
 from this receiver's other sync snapshots except its base (the replica's
 newest), and list the source's snapshots; find the newest common snapshot by
 GUID; ``zfs send -i base new | zfs recv -F replica`` (-F rolls back whatever
-touched the replica since its last snapshot); remount the replica (zfs-fuse
-keeps stale FUSE caches otherwise); hash it. Each receiver thus holds its
+touched the replica since its last snapshot), hashing the chunks the stream
+writes as it passes (``zstream.py``); remount the replica (zfs-fuse keeps
+stale FUSE caches otherwise); name its files: chunks from the stream, the
+others from the base's ``chunks.json``, and only what neither can say is
+read back (``digest.py``, ``chunkcache.py``). Each receiver thus holds its
 base and its newest snapshot, so several headnodes pull one source
 independently. A receive is all-or-nothing: a killed sync leaves the replica
 as it was. A first sync receives a full stream; a reseed receives a full
@@ -45,7 +48,7 @@ import os
 import shutil
 import time
 
-from sdcadm.datasets import plan, tree
+from sdcadm.datasets import chunkcache, digest, plan, tree, zstream
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.datasets.dirbackend import locked
 from sdcadm.datasets.zfspool import zfs_program
@@ -59,7 +62,7 @@ log = logging.getLogger(__name__)
 
 POINTER = "zfs.json"
 MOUNT = "mnt"
-HASHES = "hashes.json"
+OLD_HASHES = "hashes.json"   # whole-file sha256 cache of earlier versions: removed
 DIGESTS = "digests.json"
 PROBE_SNAPSHOT = "sdcadm-probe"
 RESEED_SUFFIX = "-reseed"
@@ -216,11 +219,12 @@ class ZfsBackend(DatasetBackend):
                 return self._unchanged(remote, dataset, base, rep_snaps, listed, known, tag,
                                        started, round(t1 - t0, 3))
             src_snaps = [s for s in listed if s.name != new]
+            hasher = zstream.StreamHasher()
             try:
                 decision = plan.plan_zfs_sync(src_snaps, rep_snaps, reseed=reseed)
                 target = dataset + RESEED_SUFFIX if (decision.full and exists) else dataset
                 moved = send_recv(remote, self.local, new, target, base=decision.base,
-                                  force=not decision.full, observer=observer)
+                                  force=not decision.full, observer=observer, tap=hasher.feed)
                 if target != dataset:
                     self._swap(dataset, target)
             except BaseException:
@@ -232,18 +236,19 @@ class ZfsBackend(DatasetBackend):
             snap = next((s for s in listed if s.name == new), None)
             self._tidy_source(remote, listed, new, tag, released=base is not None)
             t3 = time.monotonic()
-            hashed = self._hash(replica_dir, snap.creation if snap else 0)
+            hashed, read = self._hash(replica_dir, hasher, decision, new.partition("@")[2])
             write_json_atomic(os.path.join(replica_dir, DIGESTS), {
-                "snapshot": new.partition("@")[2], "files": hashed.digests,
-                "bytes": hashed.bytes})
+                "algorithm": digest.ALGORITHM, "snapshot": new.partition("@")[2],
+                "files": hashed.digests, "bytes": hashed.bytes})
             timings = {"snapshot": round(t1 - t0, 3), "transfer": round(t2 - t1, 3),
                        "finish": round(t3 - t2, 3), "hash": round(time.monotonic() - t3, 3)}
-        log.info("zfs sync %s -> %s (%s): %d bytes moved", new, dataset, decision.reason, moved)
+        log.info("zfs sync %s -> %s (%s): %d bytes moved, %d hashed from the stream, %d read "
+                 "back", new, dataset, decision.reason, moved, hasher.hashed_bytes, read)
         return SyncResult(snapshot=new.partition("@")[2], guid=snap.guid if snap else None,
                           bytes_moved=moved,
                           files=hashed.digests, total_bytes=hashed.bytes,
                           incremental=not decision.full, started=started, finished=time.time(),
-                          timings=timings)
+                          timings=timings, read_back=read)
 
     def _replica_unchanged(self, dataset, base):
         try:
@@ -266,7 +271,8 @@ class ZfsBackend(DatasetBackend):
         if base is None:
             return None
         data = _read_json(os.path.join(replica_dir, DIGESTS))
-        if (data and data.get("snapshot") == base and isinstance(data.get("files"), dict)
+        if (data and data.get("snapshot") == base and data.get("algorithm") == digest.ALGORITHM
+                and isinstance(data.get("files"), dict)
                 and isinstance(data.get("bytes"), int)):
             return data
         return None
@@ -424,21 +430,27 @@ class ZfsBackend(DatasetBackend):
         except (SdcadmError, OSError) as e:
             log.info("could not release %s after a failed sync: %s", snapshot, e)
 
-    def _hash(self, replica_dir, created):
-        """Hash the current copy; a file is re-read unless its inode, size,
-        mtime and ctime match the cache -- and the cache only keeps files
-        changed (ctime, whole seconds on zfs-fuse) before the snapshot's
-        second, so a later write can never keep the same key."""
+    def _hash(self, replica_dir, hasher, decision, snapshot):
+        """Name the files of the copy just received (``snapshot``); return
+        the Tree and the bytes read back. ``hasher`` read the stream; the
+        base's chunk hashes serve an incremental receive from that very
+        base. Only chunks neither can vouch for are read."""
         mnt = self.current_path(replica_dir)
         if mnt is None:
             raise DatasetError(f"the replica for {replica_dir} is not mounted at "
                                f"{os.path.join(replica_dir, MOUNT)}",
                                hint="zfs mount -a; is the mountpoint directory empty?")
-        cache_path = os.path.join(replica_dir, HASHES)
-        hashed = tree.hash_tree(mnt, _read_json(cache_path), key=tree.key_attrs,
-                                reusable=lambda st: st.st_ctime < created)
-        write_json_atomic(cache_path, hashed.cache)
-        return hashed
+        base = None
+        if hasher.finish() and not decision.full:
+            base = chunkcache.load(replica_dir, decision.base.partition("@")[2])
+        resolver = chunkcache.Resolver(mnt, hasher if hasher.ok else None, base)
+        hashed = tree.hash_tree(mnt, resolve=resolver)
+        chunkcache.save(replica_dir, snapshot, resolver.objects)
+        try:
+            os.unlink(os.path.join(replica_dir, OLD_HASHES))
+        except FileNotFoundError:
+            pass
+        return hashed, resolver.read_bytes
 
     # -- clones ----------------------------------------------------------------
     def _clone_name(self, target):

@@ -10,6 +10,7 @@ the hashes of unchanged files (``layout.hash_cache``). Old copies beyond
 
 import logging
 
+from sdcadm.datasets import digest
 from sdcadm.datasets.tree import scan_tree
 from sdcadm.errors import DatasetError, TransportError
 from sdcadm.fsutil import write_json_atomic
@@ -54,6 +55,7 @@ class DatasetSync:
                                   reseed=reseed, observer=relay)
             if (result.unchanged and prev and prev.get("backend") == backend.name
                     and prev.get("snapshot") == result.snapshot
+                    and prev.get("digest") == digest.ALGORITHM
                     and isinstance(prev.get("files"), dict)):
                 # The very copy checked when the manifest took it, and nothing
                 # in it changed since (the backend checked): no walk again.
@@ -70,7 +72,7 @@ class DatasetSync:
                 f"refused the new copy of {inst.alias}'s dataset ({result.snapshot}): {listed}"
                 + (f" (and {more} more)" if more > 0 else ""),
                 hint="fix the source dataset; the previous copy is kept")
-        dataset = {"backend": backend.name, "snapshot": result.snapshot,
+        dataset = {"backend": backend.name, "digest": digest.ALGORITHM, "snapshot": result.snapshot,
                    "guid": result.guid, "bytes": tree.bytes, "synced": self.clock(),
                    "files": tree.files, "links": tree.links}
         if result.vanished:

@@ -43,7 +43,7 @@ from sdcadm.restore_data.layout import (INSTS_JSON, MANIFEST, SERVICE_JSON, SERV
 from sdcadm.restore_data.manifest import parse_manifest, read_previous, seal, service_status, \
     total_bytes
 from sdcadm.restore_data.sources import source_root
-from sdcadm.restore_data.verify_dataset import tree_problems
+from sdcadm.restore_data.verify_dataset import algorithm_of, tree_problems
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class PeerPull:
             # agent reads every file of its clone once more when it seeds.
             t0 = time.monotonic()
             tree = scan_tree(backend.copy_path(str(replica), result.snapshot),
-                             known=result.files or None)
+                             known=result.files or None, algorithm=algorithm_of(want))
             problems = list(tree.problems) + tree_problems(tree, want)
             check_s = round(time.monotonic() - t0, 3)
             if result.vanished:

@@ -7,15 +7,22 @@ never restored. The tree is read by ``datasets/tree.py``'s ``scan_tree``, the
 one walker and hasher.
 """
 
+from sdcadm.datasets.digest import WHOLE_FILE
 from sdcadm.datasets.tree import scan_tree
+
+
+def algorithm_of(dataset):
+    """The digest a manifest's dataset entry names its files by."""
+    return dataset.get("digest", WHOLE_FILE)
 
 
 def check_dataset(path, dataset):
     """(Tree, problems) of the copy at ``path`` against ``dataset`` (the
     manifest's entry: ``files`` {rel: {"sha256", "bytes"}}, ``links`` {rel:
-    target}). Each problem is one line naming the file. Every file is read:
-    a copy changed in place keeps its inode, size and even its mtime."""
-    tree = scan_tree(path)
+    target}, ``digest`` the files' digest). Each problem is one line naming
+    the file. Every file is read: a copy changed in place keeps its inode,
+    size and even its mtime."""
+    tree = scan_tree(path, algorithm=algorithm_of(dataset))
     return tree, list(tree.problems) + tree_problems(tree, dataset)
 
 

@@ -386,11 +386,12 @@ def _grow_pipe(fd):
         pass  # a smaller pipe only costs a few more system calls
 
 
-def _relay(src_fd, dst_fd, observer, what):
+def _relay(src_fd, dst_fd, observer, what, tap=None):
     """Move everything from ``src_fd`` to ``dst_fd``; return the byte count.
-    BrokenPipeError when the reader went away."""
+    BrokenPipeError when the reader went away. ``tap(bytes)`` is given every
+    byte moved, in order (then nothing is spliced)."""
     moved, last = 0, 0.0  # the first chunk is reported at once
-    use_splice = hasattr(os, "splice")
+    use_splice = tap is None and hasattr(os, "splice")
     while True:
         if use_splice:
             try:
@@ -401,11 +402,13 @@ def _relay(src_fd, dst_fd, observer, what):
                 use_splice = False
                 continue
         else:
-            data = os.read(src_fd, 1 << 17)
+            data = os.read(src_fd, _PIPE_SIZE)
             n = len(data)
             view = memoryview(data)
             while view:
                 view = view[os.write(dst_fd, view):]
+            if tap is not None and n:   # after the write: the receiver works meanwhile
+                tap(data)
         if n == 0:
             return moved
         moved += n
@@ -416,11 +419,12 @@ def _relay(src_fd, dst_fd, observer, what):
 
 
 def send_recv(source, target, snapshot, target_name, *, base=None, intermediates=False,
-              force=True, observer=None):
+              force=True, observer=None, tap=None):
     """``source``'s ``zfs send [-i base] snapshot | zfs recv [-F] target_name``
     on ``target`` (whose shell must be local: it spawns both processes).
     Returns the number of stream bytes moved; raises typed errors (the
-    receive's own error first: it says more than the sender's broken pipe)."""
+    receive's own error first: it says more than the sender's broken pipe).
+    ``tap(bytes)``: sees the stream as it passes (``datasets/zstream.py``)."""
     local = target.shell
     send_cmd = source.shell.command_argv(source.send_argv(snapshot, base, intermediates))
     recv_cmd = target.recv_argv(target_name, force)
@@ -444,7 +448,7 @@ def send_recv(source, target, snapshot, target_name, *, base=None, intermediates
         _grow_pipe(receiver.stdin.fileno())
         notify(observer, Progress("send", what, done=0))
         try:
-            moved = _relay(sender.stdout.fileno(), receiver.stdin.fileno(), observer, what)
+            moved = _relay(sender.stdout.fileno(), receiver.stdin.fileno(), observer, what, tap)
         except OSError as e:  # the receiver exited early (BrokenPipe) or worse
             relay_error = e
         receiver.stdin.close()

@@ -14,6 +14,7 @@ import pytest
 from sdcadm.datasets.base import SourceRef
 from sdcadm.datasets.dirbackend import DirBackend
 from sdcadm.errors import DatasetError, Unreachable
+from tests import filedigest
 from tests.conftest import kill_when_marked, random_address, wait_for
 
 pytestmark = [
@@ -69,7 +70,7 @@ def tree_hashes(root):
             if os.path.islink(full):
                 found[rel] = hashlib.sha256(os.fsencode(os.readlink(full))).hexdigest()
             else:
-                found[rel] = hashlib.sha256(open(full, "rb").read()).hexdigest()
+                found[rel] = filedigest.of_file(full)
     return found
 
 

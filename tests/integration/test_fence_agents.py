@@ -230,10 +230,13 @@ def prepare_writes(lab):
 
 
 def check_no_overlap_and_writes(prober, writer, synced, restored_at):
+    # The writer's put in flight at the restore may still be timing out
+    # against the old address: wait for the first answer from the new one.
+    wait_for(lambda: any(t > restored_at for t, _ in writer.acked), 30,
+             "a write acknowledged after the restore", interval=0.1)
     writer.stop()
     assert prober.overlaps() == [], "a singleton answered from two processes at once"
     after = [k for t, k in writer.acked if t > restored_at]
-    assert after, "no write was acknowledged after the restore"
     assert writer.unreadable(synced + after) == [], "acknowledged writes were lost"
 
 

@@ -15,6 +15,7 @@ from sdcadm.datasets.tree import (
 )
 from sdcadm.errors import DatasetError
 from sdcadm.fsutil import sha256_bytes, sha256_file
+from tests import filedigest
 
 
 @pytest.fixture
@@ -29,8 +30,8 @@ def copy(tmp_path):
 
 def test_files_links_and_sizes(copy):
     tree = scan_tree(copy)
-    assert tree.files == {"canary": {"sha256": sha256_bytes(b"hello"), "bytes": 5},
-                          "sub/deep": {"sha256": sha256_bytes(b"x" * 1000), "bytes": 1000}}
+    assert tree.files == {"canary": {"sha256": filedigest.of_bytes(b"hello"), "bytes": 5},
+                          "sub/deep": {"sha256": filedigest.of_bytes(b"x" * 1000), "bytes": 1000}}
     assert tree.links == {"inside-link": "sub/deep"}
     assert tree.problems == [] and tree.bytes == 1005 and tree.hashed_bytes == 1005
     assert tree.digests["inside-link"] == sha256_bytes(b"sub/deep")
@@ -71,18 +72,35 @@ def test_unchanged_files_are_not_read_again(copy):
     (copy / "canary").write_bytes(b"HELLO!")
     changed = scan_tree(copy, again.cache)
     assert changed.hashed_bytes == 6
-    assert changed.files["canary"]["sha256"] == sha256_bytes(b"HELLO!")
+    assert changed.files["canary"]["sha256"] == filedigest.of_bytes(b"HELLO!")
 
 
 def test_a_cache_in_another_format_is_not_trusted(copy):
     st = os.stat(copy / "canary")
     old = {f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}": "0" * 64}   # the former key format
-    assert scan_tree(copy, old).files["canary"]["sha256"] == sha256_bytes(b"hello")
+    assert scan_tree(copy, old).files["canary"]["sha256"] == filedigest.of_bytes(b"hello")
+
+
+def test_a_cache_of_whole_file_sha256_is_not_trusted(copy):
+    """Caches written before the hash list hold whole-file sha256 under a
+    key without the digest's name: never taken for the new digest."""
+    st = os.stat(copy / "canary")
+    old = {"canary": [st.st_ino, st.st_size, st.st_mtime_ns, sha256_bytes(b"hello")]}
+    tree = scan_tree(copy, old)
+    assert tree.files["canary"]["sha256"] == filedigest.of_bytes(b"hello")
+    assert tree.hashed_bytes == 5 + 1000
+
+
+def test_a_manifest_of_whole_file_sha256_is_checked_with_it(copy):
+    tree = scan_tree(copy, algorithm="sha256")
+    assert tree.files["canary"]["sha256"] == sha256_bytes(b"hello")
+    with pytest.raises(ValueError, match="unknown file digest"):
+        scan_tree(copy, algorithm="md5")
 
 
 def test_reusable_limits_what_enters_the_cache(copy):
     tree = scan_tree(copy, key=key_attrs, reusable=lambda st: st.st_size > 10)
-    assert set(tree.cache) == {"sub/deep"} and len(tree.cache["sub/deep"]) == 5
+    assert set(tree.cache) == {"sub/deep"} and len(tree.cache["sub/deep"]) == 6
 
 
 def test_known_digests_of_the_backend_are_trusted(copy):
