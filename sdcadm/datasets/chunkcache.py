@@ -4,7 +4,8 @@ names a received copy's files from them and from the stream.
 ``<replica_dir>/chunks.json``::
 
     {"algorithm": "sha256-128k", "snapshot": "<the copy they describe>",
-     "objects": {"<object number>": [[type, blksz, bonuslen] | null, size, "<hex sha256 per chunk>"]}}
+     "objects": {"<object number>": [[type, blksz, bonuslen] | null, size,
+                                     "<hex sha256 per chunk>"]}}
 
 A sync receives an incremental stream from the copy named there; every
 chunk the stream leaves alone keeps its hash (``zstream.StreamHasher``

@@ -50,7 +50,7 @@ _U32x2 = struct.Struct("<II")
 _BEGIN = struct.Struct("<QQ")                  # magic, versioninfo
 _OBJECT = struct.Struct("<QIIII")              # object, type, bonustype, blksz, bonuslen
 _FREEOBJECTS = struct.Struct("<QQ")            # firstobj, numobjs
-_WRITE = struct.Struct("<QI4xQQ8xBBB")         # object, type, offset, length, cksum, flags, compress
+_WRITE = struct.Struct("<QI4xQQ8xBBB")  # object, type, offset, length, cksum, flags, compress
 _FREE = struct.Struct("<QQQ")                  # object, offset, length
 _SPILL = struct.Struct("<QQ")                  # object, length
 
@@ -116,7 +116,8 @@ class Obj:
     def __init__(self, freed):
         self.params = None          # (type, blksz, bonuslen) of its last OBJECT record
         self.freed = freed          # dropped by FREEOBJECTS at some point in the stream
-        self.chunks = {}            # index -> raw sha256 of a whole chunk | Builder | Kept | ZERO | UNKNOWN
+        # index -> raw sha256 of a whole chunk | Builder | Kept | ZERO | UNKNOWN
+        self.chunks = {}
         self.zero_ranges = []       # [(first, end)) of chunk indexes made holes
 
 
@@ -294,7 +295,8 @@ class StreamHasher:
             for i in range(index, last_full):
                 obj.chunks[i] = ZERO
         tail = end - last_full * CHUNK
-        if end != TO_THE_END and tail and last_full >= index:   # a hole over [0, tail) of one more chunk
+        if end != TO_THE_END and tail and last_full >= index:
+            # a hole over [0, tail) of one more chunk
             state = obj.chunks.get(last_full)
             if state is not ZERO:
                 builder = Builder()
