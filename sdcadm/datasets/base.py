@@ -54,6 +54,9 @@ class SyncResult:
     # zfs: bytes of the received copy read back to name its files (the rest
     # came from the stream or the previous copy); None: not measured (dir).
     read_back: int | None = None
+    # The backend's Tree of the new copy (files with sizes, links, problems)
+    # when it made one: the caller need not walk the copy again.
+    tree: object = None
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ class DirBackend(DatasetBackend):
         return SyncResult(snapshot=name, guid=None, bytes_moved=stats.wire_bytes,
                           files=hashed.digests, total_bytes=hashed.bytes,
                           incremental=base is not None, started=started, finished=time.time(),
-                          timings=timings, vanished=stats.vanished)
+                          timings=timings, vanished=stats.vanished, tree=hashed)
 
     def _flush(self, tmp, previous, hashed):
         """Make the new copy durable before it becomes visible. Few new files

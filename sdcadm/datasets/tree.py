@@ -90,7 +90,7 @@ def walk(root, on_error=None):
 
 
 def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, workers=None,
-              algorithm=file_digest.ALGORITHM, resolve=None):
+              algorithm=file_digest.ALGORITHM, resolve=None, entries=None):
     """A Tree of everything under ``root``; problems are listed, not raised.
     Files are named by their digest under ``algorithm`` (``digest.py``);
     ``previous`` and ``known`` only serve the default one.
@@ -105,7 +105,9 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
     to 4, one per CPU): hashlib and reads release the GIL, and a FUSE
     filesystem serves parallel reads faster. ``resolve(rel, stat)``: a
     backend that knows the digest without reading the whole file returns
-    it, or a callable that computes it (run on a worker), or None (read)."""
+    it, or a callable that computes it (run on a worker), or None (read).
+    ``entries``: a dict filled with every entry's ``[kind, inode, size,
+    value]`` (``listing.py``'s format), so that no second walk is needed."""
     tree = Tree()
     previous, known = previous or {}, known or {}
     if algorithm != file_digest.ALGORITHM:
@@ -118,16 +120,25 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
     todo, keys, jobs = [], {}, {}
     for rel, st in walk(root, unreadable):
         if stat.S_ISDIR(st.st_mode):
+            if entries is not None:
+                entries[rel] = ["d", st.st_ino, 0, None]
             continue
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(os.path.join(root, rel))
             tree.links[rel] = target
+            if entries is not None:
+                entries[rel] = ["l", st.st_ino, 0, target]
             if symlink_escapes(root, rel, target):
                 tree.problems.append(f"{rel}: link escaping the copy -> {target}")
             continue
         if not stat.S_ISREG(st.st_mode):
-            tree.problems.append(f"{rel}: not a regular file, directory or symlink")
+            problem = f"{rel}: not a regular file, directory or symlink"
+            tree.problems.append(problem)
+            if entries is not None:
+                entries[rel] = ["x", st.st_ino, 0, problem]
             continue
+        if entries is not None:
+            entries[rel] = ["f", st.st_ino, st.st_size, None]
         k = key(st)
         old = previous.get(rel)
         digest = old[-1] if isinstance(old, list) and old[:-1] == k else _digest(known.get(rel))
@@ -142,6 +153,12 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
             keys[rel] = k
     _hash_files(root, tree, todo, workers or min(4, os.cpu_count() or 1), algorithm, jobs)
     tree.files = dict(sorted(tree.files.items()))
+    if entries is not None:
+        for rel in [r for r, e in entries.items() if e[0] == "f"]:
+            if rel in tree.files:
+                entries[rel][3] = tree.files[rel]["sha256"]
+            else:                 # could not be read: not part of the copy's listing
+                del entries[rel]
     tree.cache = {rel: [*k, tree.files[rel]["sha256"]] for rel, k in keys.items()
                   if rel in tree.files}
     return tree
@@ -176,11 +193,12 @@ def _digest(value):
     return value if isinstance(value, str) and len(value) == 64 else None
 
 
-def hash_tree(root, previous=None, *, key=key_inode, reusable=None, workers=None, resolve=None):
+def hash_tree(root, previous=None, *, key=key_inode, reusable=None, workers=None, resolve=None,
+              entries=None):
     """``scan_tree`` for a dataset backend that just made the copy: a tree it
     cannot read is an error (OSError), not a problem to report."""
     tree = scan_tree(root, previous, key=key, reusable=reusable, workers=workers,
-                     resolve=resolve)
+                     resolve=resolve, entries=entries)
     if tree.unreadable:
         raise OSError(f"cannot hash the copy in {root}: "
                       + "; ".join(p for p in tree.problems if ": cannot be " in p))

@@ -11,6 +11,7 @@ would break the next incremental receive) and mounted at
     zfs.json      {"dataset", "mountpoint", "source_host", "source_dataset", "receiver"}
     mnt/          mountpoint of the replica (the current copy, read-only)
     chunks.json   the current copy's chunk hashes per object (``chunkcache.py``)
+    listing.json  the current copy's entries: kind, inode, size, digest (``listing.py``)
     digests.json  {"algorithm", "snapshot", "files", "bytes"}: the current copy's, as hashed
     .lock         flock held while a sync/prune/destroy runs
 
@@ -24,7 +25,9 @@ touched the replica since its last snapshot), hashing the chunks the stream
 writes as it passes (``zstream.py``); remount the replica (zfs-fuse keeps
 stale FUSE caches otherwise); name its files: chunks from the stream, the
 others from the base's ``chunks.json``, and only what neither can say is
-read back (``digest.py``, ``chunkcache.py``). Each receiver thus holds its
+read back (``digest.py``, ``chunkcache.py``); with the base's
+``listing.json``, only the directories and files the stream touched are
+listed and stat'ed again (``listing.py``). Each receiver thus holds its
 base and its newest snapshot, so several headnodes pull one source
 independently. A receive is all-or-nothing: a killed sync leaves the replica
 as it was. A first sync receives a full stream; a reseed receives a full
@@ -48,7 +51,7 @@ import os
 import shutil
 import time
 
-from sdcadm.datasets import chunkcache, digest, plan, tree, zstream
+from sdcadm.datasets import chunkcache, digest, listing, plan, tree, zstream
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.datasets.dirbackend import locked
 from sdcadm.datasets.zfspool import zfs_program
@@ -248,7 +251,7 @@ class ZfsBackend(DatasetBackend):
                           bytes_moved=moved,
                           files=hashed.digests, total_bytes=hashed.bytes,
                           incremental=not decision.full, started=started, finished=time.time(),
-                          timings=timings, read_back=read)
+                          timings=timings, read_back=read, tree=hashed)
 
     def _replica_unchanged(self, dataset, base):
         try:
@@ -440,12 +443,24 @@ class ZfsBackend(DatasetBackend):
             raise DatasetError(f"the replica for {replica_dir} is not mounted at "
                                f"{os.path.join(replica_dir, MOUNT)}",
                                hint="zfs mount -a; is the mountpoint directory empty?")
-        base = None
+        base = listed = None
         if hasher.finish() and not decision.full:
             base = chunkcache.load(replica_dir, decision.base.partition("@")[2])
+            listed = listing.load(replica_dir, decision.base.partition("@")[2])
         resolver = chunkcache.Resolver(mnt, hasher if hasher.ok else None, base)
-        hashed = tree.hash_tree(mnt, resolve=resolver)
-        chunkcache.save(replica_dir, snapshot, resolver.objects)
+        if base is not None and listed is not None:
+            # Only what the stream touched is listed, stat'ed and named again.
+            hashed, entries = listing.update(mnt, listed, hasher.touched, resolver)
+            objects = {n: o for n, o in base.items()
+                       if n not in hasher.touched} | resolver.objects
+        else:
+            entries = {}
+            hashed = tree.hash_tree(mnt, resolve=resolver, entries=entries)
+            objects = resolver.objects
+        live = {e[1] for e in entries.values() if e[0] == "f"}
+        chunkcache.save(replica_dir, snapshot,
+                        {n: o for n, o in objects.items() if n in live})
+        listing.save(replica_dir, snapshot, entries)
         try:
             os.unlink(os.path.join(replica_dir, OLD_HASHES))
         except FileNotFoundError:

@@ -128,6 +128,7 @@ class StreamHasher:
         self.incremental = None     # from BEGIN: fromguid != 0
         self.objects = {}
         self._freed_ranges = []
+        self._other_writes = set()  # objects whose non-file blocks were written (directories)
         self._buf = bytearray()
         self._header = None         # the header whose payload is being read
         self._need = HEADER
@@ -149,6 +150,7 @@ class StreamHasher:
     def _give_up(self, reason):
         self.ok, self.reason = False, reason
         self.objects.clear()
+        self._other_writes.clear()
         self._buf = bytearray()
         log.info("not hashing from the zfs stream: %s (the copy is read instead)", reason)
 
@@ -246,6 +248,7 @@ class StreamHasher:
     def _write(self, body, data):
         obj_no, typ, offset, length, *_ = _WRITE.unpack_from(body, 0)
         if typ != PLAIN_FILE:
+            self._other_writes.add(obj_no)
             return
         obj = self._obj(obj_no)
         self.hashed_bytes += length
@@ -304,6 +307,13 @@ class StreamHasher:
                 obj.chunks[last_full] = builder
 
     # -- answering ---------------------------------------------------------
+    @property
+    def touched(self):
+        """Object numbers the stream has a record for (OBJECT, WRITE, FREE):
+        every object whose dnode or data changed since the base. (An object
+        FREEOBJECTS dropped was unlinked: its directory is touched.)"""
+        return set(self.objects) | self._other_writes
+
     def resolve(self, number, size, base=None):
         """[raw sha256 | None] for each chunk of object ``number``, a file of
         ``size`` bytes in the received copy. ``base``: the previous copy's

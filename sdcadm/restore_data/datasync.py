@@ -64,7 +64,8 @@ class DatasetSync:
             if current is None:
                 raise DatasetError(f"the dataset backend reported a copy of {inst.alias} "
                                    "but has no current copy")
-            tree = self._scan(name, inst.uuid, current, result.files)
+            # The backend's own walk of this very copy, when it made one.
+            tree = result.tree or self._scan(name, inst.uuid, current, result.files)
         if tree.problems:
             listed = "; ".join(tree.problems[:MAX_LISTED])
             more = len(tree.problems) - MAX_LISTED

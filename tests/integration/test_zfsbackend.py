@@ -107,7 +107,7 @@ def tree_hashes(root):
             rel = os.path.relpath(full, root)
             if os.path.islink(full):
                 found[rel] = hashlib.sha256(os.fsencode(os.readlink(full))).hexdigest()
-            else:
+            elif os.path.isfile(full):     # not a FIFO: a problem, not data
                 found[rel] = filedigest.of_file(full)
     return found
 
@@ -485,3 +485,66 @@ def test_a_stream_not_understood_is_read_back(make_backend, source, monkeypatch,
     first = backend.sync(source, replica, RECEIVER_A)
     assert first.files == source_digests(Path(source.path))
     assert first.read_back == first.total_bytes
+
+
+def _random_tree_edit(rng, mnt, names):
+    """Changes to the tree itself: directories made, moved, removed; links."""
+    op = rng.choice(["mkdir", "rmtree", "mvdir", "symlink", "relink", "fifo", "unfifo"])
+    dirs = sorted(str(p.relative_to(mnt)) for p in mnt.rglob("*")
+                  if p.is_dir() and not p.is_symlink())
+    if op == "mkdir":
+        new = mnt / f"t{rng.randrange(100)}" / f"u{rng.randrange(100)}"
+        new.mkdir(parents=True, exist_ok=True)
+        write_random(new / "in.bin", rng.choice([0, 777, 140_000]), rng.random())
+        names.add(str((new / "in.bin").relative_to(mnt)))
+    elif op == "rmtree" and dirs:
+        shutil.rmtree(mnt / rng.choice(dirs))
+    elif op == "mvdir" and dirs:
+        src = rng.choice(dirs)
+        dst = mnt / f"m{rng.randrange(10**6)}"
+        os.rename(mnt / src, dst)
+        names.update(str(p.relative_to(mnt)) for p in dst.rglob("*") if p.is_file())
+    elif op == "symlink":
+        where = mnt / (rng.choice(dirs) if dirs else "")
+        target = rng.choice(["small/f01.txt", "../x", "big1.bin", "/etc/passwd", "nowhere"])
+        link = where / f"l{rng.randrange(10**6)}"
+        if not os.path.lexists(link):
+            os.symlink(target, link)
+    elif op == "relink":
+        links = [p for p in mnt.rglob("*") if p.is_symlink()]
+        if links:
+            link = rng.choice(links)
+            link.unlink()
+            os.symlink(rng.choice(["big2.bin", "../../escape"]), link)
+    elif op == "fifo":
+        path = mnt / f"fifo{rng.randrange(100)}"
+        if not os.path.lexists(path):
+            os.mkfifo(path)
+    elif op == "unfifo":
+        fifos = [p for p in mnt.glob("fifo*")]
+        if fifos:
+            rng.choice(fifos).unlink()
+
+
+def test_the_listing_from_the_stream_matches_a_walk(make_backend, source, tmp_path):
+    """An incremental sync lists and stat's only what the stream touched:
+    after every kind of change to files and to the tree (directories made,
+    moved, removed; symlinks, escaping ones, special files), what it reports
+    -- digests, sizes, links, problems -- must be what a full walk of the
+    copy finds."""
+    from sdcadm.datasets.tree import scan_tree
+    mnt = Path(source.path)
+    names = {str(p.relative_to(mnt)) for p in mnt.rglob("*") if p.is_file()}
+    backend = make_backend("hn0")
+    replica = tmp_path / "replica"
+    backend.sync(source, replica, RECEIVER_A)
+    rng = random.Random("listing")
+    for round_ in range(12):
+        for _ in range(rng.randrange(1, 5)):
+            (_random_tree_edit if rng.random() < 0.5 else _random_edit)(rng, mnt, names)
+        result = backend.sync(source, replica, RECEIVER_A)
+        walked = scan_tree(backend.current_path(replica))
+        assert result.tree.files == walked.files, f"round {round_}"
+        assert result.tree.links == walked.links, f"round {round_}"
+        assert sorted(result.tree.problems) == sorted(walked.problems), f"round {round_}"
+        assert result.files == walked.digests == source_digests(mnt)
