@@ -127,6 +127,13 @@ def write_json_atomic(path, doc):
     write_bytes_atomic(path, canonical_json(doc).encode())
 
 
+def write_cache_atomic(path, doc):
+    """``write_json_atomic`` for large machine-read caches: compact, unsorted
+    JSON, which Python encodes in C (an indent makes it pure Python: 0.2 s
+    for the hash caches of a 1 GiB dataset)."""
+    write_bytes_atomic(path, json.dumps(doc, separators=(",", ":")).encode())
+
+
 def _unlink(path):
     try:
         os.unlink(path)

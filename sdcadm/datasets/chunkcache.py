@@ -20,7 +20,8 @@ import os
 import threading
 
 from sdcadm.datasets import digest
-from sdcadm.fsutil import write_json_atomic
+from sdcadm.errors import DatasetError
+from sdcadm.fsutil import write_cache_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,32 @@ CACHE = "chunks.json"
 HASH_HEX = 64
 
 
-def load(replica_dir, snapshot):
-    """{object number: (params, size, [raw sha256])} recorded for copy
-    ``snapshot``, or None (none, another copy's, or not readable)."""
-    path = os.path.join(replica_dir, CACHE)
+def load_record(path, snapshot, parse, instead):
+    """``parse(record)`` of the JSON record at ``path`` if it was written
+    for this digest and copy ``snapshot``; else None. A record ``parse``
+    refuses (ValueError, TypeError, KeyError, ...) is logged and ignored:
+    the sync does ``instead`` (says the log), never trusts it."""
     try:
         with open(path) as f:
             data = json.load(f)
         if data.get("algorithm") != digest.ALGORITHM or data.get("snapshot") != snapshot:
             return None
+        return parse(data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, DatasetError) as e:
+        log.warning("ignoring %s: %s (%s)", path, e, instead)
+        return None
+
+
+def save_record(path, snapshot, body):
+    write_cache_atomic(path, {"algorithm": digest.ALGORITHM, "snapshot": snapshot, **body})
+
+
+def load(replica_dir, snapshot):
+    """{object number: (params, size, [raw sha256])} recorded for copy
+    ``snapshot``, or None (none, another copy's, or not readable)."""
+    def parse(data):
         out = {}
         for number, (params, size, hexes) in data["objects"].items():
             if len(hexes) != HASH_HEX * digest.chunk_count(size):
@@ -45,16 +63,12 @@ def load(replica_dir, snapshot):
             out[int(number)] = (tuple(params) if params else None, size,
                                 [raw[i:i + 32] for i in range(0, len(raw), 32)])
         return out
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
-        log.warning("ignoring %s: %s (the copy's files are read instead)", path, e)
-        return None
+    return load_record(os.path.join(replica_dir, CACHE), snapshot, parse,
+                       "the copy's files are read instead")
 
 
 def save(replica_dir, snapshot, objects):
-    write_json_atomic(os.path.join(replica_dir, CACHE), {
-        "algorithm": digest.ALGORITHM, "snapshot": snapshot,
+    save_record(os.path.join(replica_dir, CACHE), snapshot, {
         "objects": {str(n): [list(p) if p else None, size, b"".join(chunks).hex()]
                     for n, (p, size, chunks) in sorted(objects.items())}})
 

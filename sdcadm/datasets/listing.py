@@ -24,14 +24,12 @@ unchanged link lead out). Whatever cannot be read raises OSError, as
 ``tree.hash_tree`` does: the copy was just made.
 """
 
-import json
 import logging
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
-from sdcadm.datasets import digest, tree
-from sdcadm.fsutil import write_json_atomic
+from sdcadm.datasets import chunkcache, tree
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +49,7 @@ def kind_of(mode):
 
 def load(replica_dir, snapshot):
     """The entries recorded for copy ``snapshot``, or None."""
-    path = os.path.join(replica_dir, LISTING)
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        if data.get("algorithm") != digest.ALGORITHM or data.get("snapshot") != snapshot:
-            return None
+    def parse(data):
         entries = data["entries"]
         for rel, (kind, ino, size, value) in entries.items():
             tree.check_relative(rel)
@@ -64,16 +57,12 @@ def load(replica_dir, snapshot):
                     or (kind != "d" and not isinstance(value, str))):
                 raise ValueError(f"bad entry for {rel!r}")
         return entries
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, AttributeError, KeyError, tree.DatasetError) as e:
-        log.warning("ignoring %s: %s (the copy is walked instead)", path, e)
-        return None
+    return chunkcache.load_record(os.path.join(replica_dir, LISTING), snapshot, parse,
+                                  "the copy is walked instead")
 
 
 def save(replica_dir, snapshot, entries):
-    write_json_atomic(os.path.join(replica_dir, LISTING), {
-        "algorithm": digest.ALGORITHM, "snapshot": snapshot, "entries": entries})
+    chunkcache.save_record(os.path.join(replica_dir, LISTING), snapshot, {"entries": entries})
 
 
 def _dirent_kind(entry):

@@ -51,7 +51,7 @@ import os
 import shutil
 import time
 
-from sdcadm.datasets import chunkcache, digest, listing, plan, tree, zstream
+from sdcadm.datasets import chunkcache, listing, plan, tree, zstream
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.datasets.dirbackend import locked
 from sdcadm.datasets.zfspool import zfs_program
@@ -240,9 +240,8 @@ class ZfsBackend(DatasetBackend):
             self._tidy_source(remote, listed, new, tag, released=base is not None)
             t3 = time.monotonic()
             hashed, read = self._hash(replica_dir, hasher, decision, new.partition("@")[2])
-            write_json_atomic(os.path.join(replica_dir, DIGESTS), {
-                "algorithm": digest.ALGORITHM, "snapshot": new.partition("@")[2],
-                "files": hashed.digests, "bytes": hashed.bytes})
+            chunkcache.save_record(os.path.join(replica_dir, DIGESTS), new.partition("@")[2],
+                                   {"files": hashed.digests, "bytes": hashed.bytes})
             timings = {"snapshot": round(t1 - t0, 3), "transfer": round(t2 - t1, 3),
                        "finish": round(t3 - t2, 3), "hash": round(time.monotonic() - t3, 3)}
         log.info("zfs sync %s -> %s (%s): %d bytes moved, %d hashed from the stream, %d read "
@@ -273,12 +272,13 @@ class ZfsBackend(DatasetBackend):
         None (no base, or not recorded for it)."""
         if base is None:
             return None
-        data = _read_json(os.path.join(replica_dir, DIGESTS))
-        if (data and data.get("snapshot") == base and data.get("algorithm") == digest.ALGORITHM
-                and isinstance(data.get("files"), dict)
-                and isinstance(data.get("bytes"), int)):
+
+        def parse(data):
+            if not (isinstance(data["files"], dict) and isinstance(data["bytes"], int)):
+                raise ValueError("files or bytes of the wrong type")
             return data
-        return None
+        return chunkcache.load_record(os.path.join(replica_dir, DIGESTS), base, parse,
+                                      "the sync receives instead")
 
     def _unchanged(self, remote, dataset, base, rep_snaps, listed, known, tag, started, seconds):
         """The source had nothing new since ``base`` (its stream was empty):
@@ -450,9 +450,9 @@ class ZfsBackend(DatasetBackend):
         resolver = chunkcache.Resolver(mnt, hasher if hasher.ok else None, base)
         if base is not None and listed is not None:
             # Only what the stream touched is listed, stat'ed and named again.
-            hashed, entries = listing.update(mnt, listed, hasher.touched, resolver)
-            objects = {n: o for n, o in base.items()
-                       if n not in hasher.touched} | resolver.objects
+            touched = hasher.touched
+            hashed, entries = listing.update(mnt, listed, touched, resolver)
+            objects = {n: o for n, o in base.items() if n not in touched} | resolver.objects
         else:
             entries = {}
             hashed = tree.hash_tree(mnt, resolve=resolver, entries=entries)

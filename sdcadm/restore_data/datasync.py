@@ -13,7 +13,7 @@ import logging
 from sdcadm.datasets import digest
 from sdcadm.datasets.tree import scan_tree
 from sdcadm.errors import DatasetError, TransportError
-from sdcadm.fsutil import write_json_atomic
+from sdcadm.fsutil import write_cache_atomic
 from sdcadm.progress import Progress, notify
 from sdcadm.restore_data.commit import COMMIT_LOCK_TIMEOUT
 from sdcadm.restore_data.files import FileLock, read_json, remove_tree
@@ -87,7 +87,7 @@ class DatasetSync:
         cache_path = self.layout.hash_cache(name, uuid)
         cache = read_json(cache_path)
         tree = scan_tree(current, cache if isinstance(cache, dict) else None)
-        write_json_atomic(cache_path, tree.cache)
+        write_cache_atomic(cache_path, tree.cache)
         return tree
 
     def remove_hash_caches(self, name, keep):
