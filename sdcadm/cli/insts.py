@@ -6,7 +6,7 @@ from itertools import compress
 import click
 
 from sdcadm.cli.context import pass_state
-from sdcadm.cli.output import output_options, render, render_columns
+from sdcadm.cli.output import listed_fields, output_options, render, render_columns
 from sdcadm.errors import UsageError
 from sdcadm.model import INSTANCE_STATES, instance_url
 from sdcadm.store.base import INSTANCE_FIELDS
@@ -53,13 +53,6 @@ def parse_filters(args):
 # Fields of the listing computed from others: field -> the store fields it needs.
 _DERIVED = {"hostname": ("server_uuid",), "url": ("admin_ip", "port")}
 _JSON_FIELDS = list(INSTANCE_FIELDS) + ["hostname", "url"]  # -j: every field, model order
-
-
-def listed_fields(output):
-    """The fields ``output`` shows, sorts on or (``-j``) prints."""
-    if output.json and not output.explicit_columns:
-        return _JSON_FIELDS
-    return list(dict.fromkeys(output.columns + [name for name, _ in output.sort]))
 
 
 def instance_columns(store, filters, fields):
@@ -114,7 +107,8 @@ def insts(state, filters, output):
     state.check_services(filters.get("service", []))
     from sdcadm.cli.listing import listing_for
 
-    render_columns(instance_columns(listing_for(state), filters, listed_fields(output)), output)
+    fields = listed_fields(output, _JSON_FIELDS)
+    render_columns(instance_columns(listing_for(state), filters, fields), output)
 
 
 SERVICE_FIELDS = ["name", "ha", "delegate_dataset", "instances", "critical", "singleton",

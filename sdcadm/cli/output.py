@@ -154,6 +154,13 @@ def render(rows, output, file=None):
     render_columns(columns, output, file, count=len(rows))
 
 
+def listed_fields(output, json_fields):
+    """The fields ``output`` shows, sorts on or (``-j``: ``json_fields``) prints."""
+    if output.json and not output.explicit_columns:
+        return list(json_fields)
+    return list(dict.fromkeys(output.columns + [name for name, _ in output.sort]))
+
+
 def render_columns(columns, output, file=None, count=None):
     """Write a listing held by column, ``{field: [value, ...]}`` (lists of one
     length, holding at least the fields shown and sorted on), as ``output``

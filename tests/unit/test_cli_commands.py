@@ -370,7 +370,7 @@ def test_keyboard_interrupt_exits_130(dc, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sdcadm.cli.server.server_rows", interrupted)
+    monkeypatch.setattr("sdcadm.cli.server.server_columns", interrupted)
     assert sdcadm("server", "ls").exit_code == 130
 
 
@@ -378,7 +378,7 @@ def test_internal_error_is_one_line_without_debug(dc, monkeypatch):
     def broken(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("sdcadm.cli.server.server_rows", broken)
+    monkeypatch.setattr("sdcadm.cli.server.server_columns", broken)
     result = sdcadm("server", "ls")
     assert result.exit_code == 1
     assert "sdcadm: error: internal error: RuntimeError: boom" in result.stderr
