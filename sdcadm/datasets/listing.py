@@ -98,7 +98,7 @@ def update(root, base, touched, resolve, workers=None):
         entries.pop(rel, None)
         children.get(_parent(rel), set()).discard(rel)
 
-    def add(rel, st):
+    def add(rel, st, whole=True):
         kind = kind_of(st.st_mode)
         value = (os.readlink(os.path.join(root, rel)) if kind == "l"
                  else f"{rel}: not a regular file, directory or symlink" if kind == "x" else None)
@@ -107,8 +107,9 @@ def update(root, base, touched, resolve, workers=None):
         fresh[rel] = st
         if kind == "d":
             children.setdefault(rel, set())
-            for sub, sub_st in tree.walk(os.path.join(root, rel)):
-                add(f"{rel}/{sub}", sub_st)
+            if whole:        # a new directory: all of it (walk yields every level)
+                for sub, sub_st in tree.walk(os.path.join(root, rel)):
+                    add(f"{rel}/{sub}", sub_st, whole=False)
 
     root_ino = os.lstat(root).st_ino
     dirs = [""] if root_ino in touched else []
