@@ -52,25 +52,34 @@ def save_record(path, snapshot, body):
 
 
 def load(replica_dir, snapshot):
-    """{object number: (params, size, [raw sha256])} recorded for copy
-    ``snapshot``, or None (none, another copy's, or not readable)."""
+    """{object number: (params, size, hex)} recorded for copy ``snapshot``
+    (``hex``: 64 digits per chunk, split only for the objects a sync names:
+    ``raw_chunks``), or None (none, another copy's, or not readable)."""
     def parse(data):
         out = {}
         for number, (params, size, hexes) in data["objects"].items():
             if len(hexes) != HASH_HEX * digest.chunk_count(size):
                 raise ValueError(f"object {number}: {len(hexes)} hex digits for {size} bytes")
-            raw = bytes.fromhex(hexes)
-            out[int(number)] = (tuple(params) if params else None, size,
-                                [raw[i:i + 32] for i in range(0, len(raw), 32)])
+            bytes.fromhex(hexes)      # checked here (C speed), split only when used
+            out[int(number)] = (tuple(params) if params else None, size, hexes)
         return out
     return load_record(os.path.join(replica_dir, CACHE), snapshot, parse,
                        "the copy's files are read instead")
 
 
+def raw_chunks(entry):
+    """A loaded entry with its chunk hashes as [raw sha256]."""
+    params, size, hexes = entry
+    raw = bytes.fromhex(hexes)
+    return params, size, [raw[i:i + 32] for i in range(0, len(raw), 32)]
+
+
 def save(replica_dir, snapshot, objects):
+    """``objects``: {number: (params, size, [raw sha256] or the hex as loaded)}."""
     save_record(os.path.join(replica_dir, CACHE), snapshot, {
-        "objects": {str(n): [list(p) if p else None, size, b"".join(chunks).hex()]
-                    for n, (p, size, chunks) in sorted(objects.items())}})
+        "objects": {str(n): [list(p) if p else None, size,
+                             chunks if isinstance(chunks, str) else b"".join(chunks).hex()]
+                    for n, (p, size, chunks) in objects.items()}})
 
 
 class Resolver:
@@ -87,6 +96,8 @@ class Resolver:
     def __call__(self, rel, st):
         number, size = st.st_ino, st.st_size
         base = self.base.get(number)
+        if base is not None:
+            base = raw_chunks(base)
         if self.hasher is not None:
             chunks = self.hasher.resolve(number, size, base)
             params = self.hasher.params(number, base)

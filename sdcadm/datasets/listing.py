@@ -163,8 +163,7 @@ def _tree(root, entries, fresh, resolve, workers):
             for rel, value in zip(jobs, pool.map(lambda r: jobs[r](), jobs)):
                 out.files[rel]["sha256"] = value
                 out.hashed_bytes += out.files[rel]["bytes"]
-    for rel in jobs:
-        entries[rel][3] = out.files[rel]["sha256"]
-    for rel, f in out.files.items():
-        entries[rel][3] = f["sha256"]
+    for rel in fresh:
+        if rel in out.files:
+            entries[rel][3] = out.files[rel]["sha256"]
     return out
