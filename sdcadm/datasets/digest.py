@@ -73,24 +73,12 @@ def open_nofollow(path):
 
 def file_chunks(path):
     """(size, [raw sha256 of each chunk]) of the file at ``path`` (not through a symlink)."""
-    fd = open_nofollow(path)
-    try:
-        chunks = []
-        size = 0
-        while True:
-            data = os.read(fd, CHUNK)
-            # A short read inside a regular file only happens at its end.
-            while data and len(data) < CHUNK:
-                more = os.read(fd, CHUNK - len(data))
-                if not more:
-                    break
-                data += more
-            if not data:
-                return size, chunks
+    size, chunks = 0, []
+    with os.fdopen(open_nofollow(path), "rb") as f:   # buffered: whole chunks but the last
+        for data in iter(lambda: f.read(CHUNK), b""):
             size += len(data)
             chunks.append(hashlib.sha256(data).digest())
-    finally:
-        os.close(fd)
+    return size, chunks
 
 
 def file_digest(path, algorithm=ALGORITHM):

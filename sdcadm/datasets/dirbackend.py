@@ -51,7 +51,8 @@ from sdcadm.datasets import plan, tree
 from sdcadm.datasets.base import Copy, DatasetBackend, SyncResult
 from sdcadm.datasets.linktree import link_tree
 from sdcadm.errors import DatasetError
-from sdcadm.fsutil import fsync_dir, fsync_new, sha256_bytes, syncfs, write_cache_atomic, write_json_atomic
+from sdcadm.fsutil import (fsync_dir, fsync_new, sha256_bytes, syncfs, write_cache_atomic,
+                           write_json_atomic)
 from sdcadm.transport import rsync
 from sdcadm.transport.ssh import DEFAULT_KNOWN_HOSTS, SSHTransport
 
@@ -185,7 +186,7 @@ class DirBackend(DatasetBackend):
                             "transfer": round(t1 - t0, 3)})
                     stats = pull(None)   # the copy changed since it was made: copy again
                     t1 = time.monotonic()
-                hashed = tree.hash_tree(tmp, previous, key=tree.key_inode)
+                hashed = tree.hash_tree(tmp, previous)
                 write_cache_atomic(os.path.join(replica_dir, HASHES, f"{name}.json"), hashed.cache)
                 t2 = time.monotonic()
                 flushed = self._flush(tmp, previous, hashed)

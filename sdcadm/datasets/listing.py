@@ -65,6 +65,17 @@ def save(replica_dir, snapshot, entries):
     chunkcache.save_record(os.path.join(replica_dir, LISTING), snapshot, {"entries": entries})
 
 
+def as_tree(entries):
+    """The Tree (files, links) ``entries`` describe, as recorded: nothing read."""
+    out = tree.Tree()
+    for rel, (kind, _ino, size, value) in entries.items():
+        if kind == "f":
+            out.files[rel] = {"sha256": value, "bytes": size}
+        elif kind == "l":
+            out.links[rel] = value
+    return out
+
+
 def _dirent_kind(entry):
     """An entry's kind from its directory entry (no stat unless the
     filesystem does not say)."""

@@ -50,12 +50,6 @@ def key_inode(st):
     return [st.st_ino, st.st_size, st.st_mtime_ns, file_digest.ALGORITHM]
 
 
-def key_attrs(st):
-    """Reuse key for a dataset changed in place (zfs backend): zfs keeps a
-    file's object number and replicates mtime and ctime with the data."""
-    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, file_digest.ALGORITHM]
-
-
 def walk(root, on_error=None):
     """Yield ``(relative path, os.stat_result)`` for every entry under
     ``root`` (not root itself), sorted, never following symlinks. A directory
@@ -89,19 +83,16 @@ def walk(root, on_error=None):
         stack.extend(reversed(subdirs))
 
 
-def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, workers=None,
+def scan_tree(root, previous=None, *, known=None, workers=None,
               algorithm=file_digest.ALGORITHM, resolve=None, entries=None):
     """A Tree of everything under ``root``; problems are listed, not raised.
     Files are named by their digest under ``algorithm`` (``digest.py``);
     ``previous`` and ``known`` only serve the default one.
 
-    ``previous``: the ``cache`` of an earlier Tree; a file whose ``key`` is
-    unchanged keeps its hash without being read. ``known``: {rel: sha256}
-    a dataset backend computed over this very copy (trusted, not re-read).
-    ``reusable(stat)``: whether a file's entry may go into the new cache at
-    all (default: all) -- with timestamps in whole seconds (zfs-fuse) a file
-    written again in the same second keeps its key, so only files older than
-    the copy are trusted. Files are read by ``workers`` threads (default: up
+    ``previous``: the ``cache`` of an earlier Tree; a file whose
+    ``key_inode`` is unchanged keeps its hash without being read. ``known``:
+    {rel: sha256} a dataset backend computed over this very copy (trusted,
+    not re-read). Files are read by ``workers`` threads (default: up
     to 4, one per CPU): hashlib and reads release the GIL, and a FUSE
     filesystem serves parallel reads faster. ``resolve(rel, stat)``: a
     backend that knows the digest without reading the whole file returns
@@ -139,7 +130,7 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
             continue
         if entries is not None:
             entries[rel] = ["f", st.st_ino, st.st_size, None]
-        k = key(st)
+        k = key_inode(st)
         old = previous.get(rel)
         digest = old[-1] if isinstance(old, list) and old[:-1] == k else _digest(known.get(rel))
         if digest is None and resolve is not None:
@@ -149,8 +140,7 @@ def scan_tree(root, previous=None, *, key=key_inode, reusable=None, known=None, 
         tree.files[rel] = {"sha256": digest, "bytes": st.st_size}
         if digest is None:
             todo.append(rel)
-        if reusable is None or reusable(st):
-            keys[rel] = k
+        keys[rel] = k
     _hash_files(root, tree, todo, workers or min(4, os.cpu_count() or 1), algorithm, jobs)
     tree.files = dict(sorted(tree.files.items()))
     if entries is not None:
@@ -193,12 +183,10 @@ def _digest(value):
     return value if isinstance(value, str) and len(value) == 64 else None
 
 
-def hash_tree(root, previous=None, *, key=key_inode, reusable=None, workers=None, resolve=None,
-              entries=None):
+def hash_tree(root, previous=None, *, workers=None, resolve=None, entries=None):
     """``scan_tree`` for a dataset backend that just made the copy: a tree it
     cannot read is an error (OSError), not a problem to report."""
-    tree = scan_tree(root, previous, key=key, reusable=reusable, workers=workers,
-                     resolve=resolve, entries=entries)
+    tree = scan_tree(root, previous, workers=workers, resolve=resolve, entries=entries)
     if tree.unreadable:
         raise OSError(f"cannot hash the copy in {root}: "
                       + "; ".join(p for p in tree.problems if ": cannot be " in p))
@@ -255,14 +243,14 @@ def check_relative(rel):
     return rel
 
 
-def verify_tree(root, expected, key=key_inode):
+def verify_tree(root, expected):
     """Problems (list of str, empty when all is well) comparing ``root``
     with ``expected`` ({relative path: sha256}). Unsafe paths or symlinks
     raise DatasetError."""
     for rel in expected:
         check_relative(rel)
     check_tree(root)
-    actual = hash_tree(root, key=key).digests
+    actual = hash_tree(root).digests
     problems = []
     for rel in sorted(set(expected) | set(actual)):
         if rel not in actual:

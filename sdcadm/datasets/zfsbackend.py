@@ -12,7 +12,6 @@ would break the next incremental receive) and mounted at
     mnt/          mountpoint of the replica (the current copy, read-only)
     chunks.json   the current copy's chunk hashes per object (``chunkcache.py``)
     listing.json  the current copy's entries: kind, inode, size, digest (``listing.py``)
-    digests.json  {"algorithm", "snapshot", "files", "bytes"}: the current copy's, as hashed
     .lock         flock held while a sync/prune/destroy runs
 
 A sync (``tag`` = ``sdcadm-<receiver id>``): in one round trip to the source,
@@ -36,7 +35,7 @@ interrupted swap is finished by the next sync). Nothing new on either side
 since the base (the source's round trip reads the head of the incremental
 stream: BEGIN and END only; the replica is then probed the same way):
 the new snapshot is released again and the current copy stays, its files
-from ``digests.json`` -- no receive, no remount, no hashing walk. See
+from ``listing.json`` -- no receive, no remount, no hashing walk. See
 docs/datasets.md.
 
 Clones live in ``<pool>/sdcadm/scratch/<sha256(target)[:16]>``, mounted at the
@@ -65,8 +64,7 @@ log = logging.getLogger(__name__)
 
 POINTER = "zfs.json"
 MOUNT = "mnt"
-OLD_HASHES = "hashes.json"   # whole-file sha256 cache of earlier versions: removed
-DIGESTS = "digests.json"
+OBSOLETE = ("hashes.json", "digests.json")   # records of earlier versions: removed
 PROBE_SNAPSHOT = "sdcadm-probe"
 RESEED_SUFFIX = "-reseed"
 OLD_SUFFIX = "-old"
@@ -240,8 +238,6 @@ class ZfsBackend(DatasetBackend):
             self._tidy_source(remote, listed, new, tag, released=base is not None)
             t3 = time.monotonic()
             hashed, read = self._hash(replica_dir, hasher, decision, new.partition("@")[2])
-            chunkcache.save_record(os.path.join(replica_dir, DIGESTS), new.partition("@")[2],
-                                   {"files": hashed.digests, "bytes": hashed.bytes})
             timings = {"snapshot": round(t1 - t0, 3), "transfer": round(t2 - t1, 3),
                        "finish": round(t3 - t2, 3), "hash": round(time.monotonic() - t3, 3)}
         log.info("zfs sync %s -> %s (%s): %d bytes moved, %d hashed from the stream, %d read "
@@ -268,17 +264,13 @@ class ZfsBackend(DatasetBackend):
         return [r for r in rep_snaps if r.short != PROBE_SNAPSHOT]
 
     def _digests(self, replica_dir, base):
-        """What the hashing of copy ``base`` found ({"files", "bytes"}), or
-        None (no base, or not recorded for it)."""
-        if base is None:
+        """What naming copy ``base`` found ({"files", "bytes"}, from its
+        ``listing.json``), or None (no base, or not recorded for it)."""
+        entries = listing.load(replica_dir, base) if base is not None else None
+        if entries is None:
             return None
-
-        def parse(data):
-            if not (isinstance(data["files"], dict) and isinstance(data["bytes"], int)):
-                raise ValueError("files or bytes of the wrong type")
-            return data
-        return chunkcache.load_record(os.path.join(replica_dir, DIGESTS), base, parse,
-                                      "the sync receives instead")
+        named = listing.as_tree(entries)
+        return {"files": named.digests, "bytes": named.bytes}
 
     def _unchanged(self, remote, dataset, base, rep_snaps, listed, known, tag, started, seconds):
         """The source had nothing new since ``base`` (its stream was empty):
@@ -461,10 +453,11 @@ class ZfsBackend(DatasetBackend):
         chunkcache.save(replica_dir, snapshot,
                         {n: o for n, o in objects.items() if n in live})
         listing.save(replica_dir, snapshot, entries)
-        try:
-            os.unlink(os.path.join(replica_dir, OLD_HASHES))
-        except FileNotFoundError:
-            pass
+        for name in OBSOLETE:
+            try:
+                os.unlink(os.path.join(replica_dir, name))
+            except FileNotFoundError:
+                pass
         return hashed, resolver.read_bytes
 
     # -- clones ----------------------------------------------------------------

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from sdcadm.datasets.base import SourceRef
+from sdcadm.datasets import digest
 from sdcadm.datasets.tree import scan_tree
 from sdcadm.errors import DatasetError, RestoreDataBroken
 from sdcadm.fsutil import sha256_bytes, write_bytes_atomic
@@ -205,8 +206,12 @@ class PeerPull:
             # what crossed the wire was read): compared, not read again. The
             # agent reads every file of its clone once more when it seeds.
             t0 = time.monotonic()
-            tree = scan_tree(backend.copy_path(str(replica), result.snapshot),
-                             known=result.files or None, algorithm=algorithm_of(want))
+            algorithm = algorithm_of(want)
+            if result.tree is not None and algorithm == digest.ALGORITHM:
+                tree = result.tree     # the backend's walk of this very copy
+            else:
+                tree = scan_tree(backend.copy_path(str(replica), result.snapshot),
+                                 known=result.files or None, algorithm=algorithm)
             problems = list(tree.problems) + tree_problems(tree, want)
             check_s = round(time.monotonic() - t0, 3)
             if result.vanished:

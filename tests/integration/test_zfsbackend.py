@@ -388,11 +388,6 @@ def test_nothing_changed_is_one_round_trip_and_a_change_is_still_received(make_b
     assert changed.files == tree_hashes(source.path) == tree_hashes(backend.current_path(replica))
 
 
-def source_digests(root):
-    """{rel: digest} of the source's files and links, read independently."""
-    return tree_hashes(root)
-
-
 def _random_edit(rng, mnt, names):
     """One change an instance might make to its data, picked at random."""
     op = rng.choice(["overwrite", "overwrite", "append", "truncate", "extend", "create",
@@ -452,14 +447,14 @@ def test_digests_from_the_stream_match_the_copy(make_backend, source, zfs, tmp_p
     backend = make_backend("hn0")
     replica = tmp_path / "replica"
     first = backend.sync(source, replica, RECEIVER_A)
-    assert first.files == source_digests(mnt) == tree_hashes(backend.current_path(replica))
+    assert first.files == tree_hashes(mnt) == tree_hashes(backend.current_path(replica))
     rng = random.Random(f"zstream-{recordsize}")
     for round_ in range(8):
         for _ in range(rng.randrange(1, 6)):
             _random_edit(rng, mnt, names)
         result = backend.sync(source, replica, RECEIVER_A)
         assert result.incremental
-        expected = source_digests(mnt)
+        expected = tree_hashes(mnt)
         assert result.files == expected, f"round {round_}"
         assert tree_hashes(backend.current_path(replica)) == expected
     # One 64 KiB write into one 1 MiB file: nothing like the file (let alone
@@ -471,7 +466,7 @@ def test_digests_from_the_stream_match_the_copy(make_backend, source, zfs, tmp_p
         f.seek(3 * 128 * 1024)
         f.write(random.Random(1).randbytes(64 * 1024))
     result = backend.sync(source, replica, RECEIVER_A)
-    assert result.files == source_digests(mnt)
+    assert result.files == tree_hashes(mnt)
     assert result.read_back < (128 if recordsize == "128K" else 1024) * 1024, result.read_back
     assert result.read_back < result.total_bytes / 8
 
@@ -483,7 +478,7 @@ def test_a_stream_not_understood_is_read_back(make_backend, source, monkeypatch,
     backend = make_backend("hn0")
     replica = tmp_path / "replica"
     first = backend.sync(source, replica, RECEIVER_A)
-    assert first.files == source_digests(Path(source.path))
+    assert first.files == tree_hashes(Path(source.path))
     assert first.read_back == first.total_bytes
 
 
@@ -547,4 +542,4 @@ def test_the_listing_from_the_stream_matches_a_walk(make_backend, source, tmp_pa
         assert result.tree.files == walked.files, f"round {round_}"
         assert result.tree.links == walked.links, f"round {round_}"
         assert sorted(result.tree.problems) == sorted(walked.problems), f"round {round_}"
-        assert result.files == walked.digests == source_digests(mnt)
+        assert result.files == walked.digests == tree_hashes(mnt)

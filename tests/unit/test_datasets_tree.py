@@ -8,7 +8,6 @@ import pytest
 from sdcadm.datasets.tree import (
     check_tree,
     hash_tree,
-    key_attrs,
     scan_tree,
     symlink_escapes,
     verify_tree,
@@ -96,11 +95,6 @@ def test_a_manifest_of_whole_file_sha256_is_checked_with_it(copy):
     assert tree.files["canary"]["sha256"] == sha256_bytes(b"hello")
     with pytest.raises(ValueError, match="unknown file digest"):
         scan_tree(copy, algorithm="md5")
-
-
-def test_reusable_limits_what_enters_the_cache(copy):
-    tree = scan_tree(copy, key=key_attrs, reusable=lambda st: st.st_size > 10)
-    assert set(tree.cache) == {"sub/deep"} and len(tree.cache["sub/deep"]) == 6
 
 
 def test_known_digests_of_the_backend_are_trusted(copy):
